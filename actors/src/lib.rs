@@ -1,0 +1,4 @@
+//! Dispenser's runtime: the actors that make the host match the plan.
+//! See docs/ARCHITECTURE.md for the map.
+
+pub mod plan;

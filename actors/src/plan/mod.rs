@@ -1,0 +1,324 @@
+//! The plan: the typed, fully resolved and validated description of everything
+//! Dispenser runs. `src/config` produces it from the user's files; every actor
+//! consumes it. Nothing downstream of the plan reads a file or parses a string.
+
+mod image;
+mod schedule;
+mod sensitive;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use image::{ImageRef, ImageRefError};
+pub use schedule::{Schedule, ScheduleError};
+pub use sensitive::Sensitive;
+
+/// Name of the bridge network every managed container joins, unless configured.
+pub const DEFAULT_NETWORK_NAME: &str = "dispenser";
+/// Subnet of the default network, unless configured.
+pub const DEFAULT_NETWORK_SUBNET: &str = "172.28.0.0/16";
+/// Gateway of the default network, unless configured.
+pub const DEFAULT_NETWORK_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 28, 0, 1);
+/// Instance id used when `[daemon] instance` is not set.
+pub const DEFAULT_INSTANCE: &str = "default";
+/// Seconds between two registry polls when `delay` is not set.
+pub const DEFAULT_POLL_DELAY: Duration = Duration::from_secs(60);
+/// How long a `depends_on = "healthy"` waits before the start fails.
+pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything the daemon runs, as one value. Two plans are compared to reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub settings: Settings,
+    /// Declared networks, by name (the default network is in `settings`).
+    pub networks: BTreeMap<String, Network>,
+    /// Services, by name.
+    pub services: BTreeMap<String, Service>,
+    /// The built-in reverse proxy; `None` when `[proxy] enabled = false`.
+    pub proxy: Option<ProxySettings>,
+    /// ACME settings, when `[certbot]` is present.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Settings of the daemon itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    /// Time between two registry polls.
+    pub poll_delay: Duration,
+    /// Written into the `dispenser.instance` label; two installs on one host
+    /// must use different ids so they never touch each other's containers.
+    pub instance: String,
+    /// The bridge network every container joins with its service name as alias.
+    pub default_network: DefaultNetwork,
+    /// Stop every managed container when the daemon shuts down (default: leave
+    /// them running, so restarting Dispenser never restarts a healthy service).
+    pub stop_on_shutdown: bool,
+    /// Folder for Dispenser's own state (certificates, ledger), absolute.
+    pub state_dir: PathBuf,
+    /// Longest wait for a `depends_on` condition.
+    pub dependency_timeout: Duration,
+}
+
+/// The default bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultNetwork {
+    pub name: String,
+    /// CIDR, for example `172.28.0.0/16`.
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+}
+
+/// A network declared with `[[network]]` in dispenser.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub name: String,
+    pub driver: NetworkDriver,
+    /// Created by someone else: used, never created or removed.
+    pub external: bool,
+    pub internal: bool,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Docker network drivers Dispenser accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkDriver {
+    Bridge,
+    Host,
+    Overlay,
+    Macvlan,
+    None,
+}
+
+/// One service: a container (or a job run as a container) and how to run it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    /// The folder holding its service.toml, absolute.
+    pub folder: PathBuf,
+    /// Everything that shapes the container; `spec_hash` covers exactly this.
+    pub container: ContainerSpec,
+    /// How Dispenser drives it: watching, schedules, pulls.
+    pub lifecycle: Lifecycle,
+    /// Services that must reach a condition before this one starts.
+    pub depends_on: BTreeMap<String, DependsOn>,
+    /// The proxy route to this service, if it has a `[proxy]` table.
+    pub route: Option<Route>,
+    /// Hex SHA-256 of `container` and of the content of single files it
+    /// bind-mounts from the service folder. A change recreates the container.
+    pub spec_hash: String,
+}
+
+/// The container's part of a service: what Docker is asked to create.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    pub image: ImageRef,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in billionths of a CPU (Docker's `NanoCpus`).
+    pub nano_cpus: Option<u64>,
+    pub restart: RestartPolicy,
+    pub ports: Vec<PortBinding>,
+    pub volumes: Vec<Mount>,
+    /// Environment; values may carry secrets, so they are masked in Debug.
+    pub env: BTreeMap<String, Sensitive>,
+    /// Declared networks the container joins besides the default one.
+    pub networks: Vec<String>,
+    pub extra_hosts: Vec<ExtraHost>,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Docker restart policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    OnFailure,
+    UnlessStopped,
+}
+
+/// A host port published to a container port (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortBinding {
+    pub host: u16,
+    pub container: u16,
+}
+
+/// A volume or bind mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub source: MountSource,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// Where a mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum MountSource {
+    /// A host path, absolute (relative sources are resolved against the service folder).
+    Bind(PathBuf),
+    /// A named Docker volume.
+    Volume(String),
+}
+
+/// An `/etc/hosts` entry in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtraHost {
+    pub hostname: String,
+    /// An IPv4 address, or `host-gateway`.
+    pub address: String,
+}
+
+/// A Docker healthcheck.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// In Docker's form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+/// How Dispenser drives a service over time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lifecycle {
+    /// Poll the registry for new digests of the image and redeploy.
+    pub watch: bool,
+    pub initialize: Initialize,
+    pub schedule: Option<Schedule>,
+    pub pull: PullPolicy,
+}
+
+/// When a service is first started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Initialize {
+    /// At start-up (and on reload when added).
+    Immediately,
+    /// Created but not started until a cron run or a new image triggers it.
+    OnTrigger,
+}
+
+/// When the image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Before every (re)create.
+    Always,
+    /// Only when the image is missing locally.
+    OnStartup,
+}
+
+/// A `depends_on` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DependsOn {
+    /// The dependency's container is running.
+    Started,
+    /// The dependency's healthcheck passes (or it runs and has none).
+    Healthy,
+    /// The dependency's container exited with code 0.
+    Completed,
+}
+
+/// A proxy route: requests for `host` under `path` go to `service_port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Lowercase, without a port.
+    pub host: String,
+    /// Starts with `/`; matched as a prefix on segment boundaries.
+    pub path: String,
+    pub service_port: u16,
+    /// Optional HTTP path probed to decide readiness.
+    pub health_path: Option<String>,
+    pub tls: TlsSource,
+}
+
+/// Where the certificate for a route's host comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TlsSource {
+    /// ACME when `[certbot]` is set, else a self-signed certificate.
+    Automatic,
+    /// Files given by `cert_file` and `key_file`, absolute.
+    Manual { cert_file: PathBuf, key_file: PathBuf },
+}
+
+/// The proxy's global settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxySettings {
+    pub strategy: ProxyStrategy,
+    pub trust_forwarded_headers: bool,
+    pub http_listen: SocketAddr,
+    pub https_listen: SocketAddr,
+}
+
+/// Which listeners serve traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyStrategy {
+    /// Port 80 redirects to HTTPS, except ACME challenges.
+    HttpsOnly,
+    HttpOnly,
+    Both,
+}
+
+/// ACME account and CA settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcmeSettings {
+    pub email: String,
+    pub directory_url: String,
+    /// Extra CA certificates (PEM) to trust for the ACME server.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The Let's Encrypt production directory, used when none is configured.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Plan {
+    /// Service names in an order where every service comes after its dependencies.
+    /// Validation guarantees there is no cycle; ties are broken by name.
+    pub fn start_order(&self) -> Vec<&str> {
+        let mut done: Vec<&str> = Vec::with_capacity(self.services.len());
+        while done.len() < self.services.len() {
+            let before = done.len();
+            for (name, service) in &self.services {
+                if done.contains(&name.as_str()) {
+                    continue;
+                }
+                let ready = service
+                    .depends_on
+                    .keys()
+                    .all(|dep| done.contains(&dep.as_str()) || !self.services.contains_key(dep));
+                if ready {
+                    done.push(name);
+                }
+            }
+            if done.len() == before {
+                // A cycle slipped past validation: append the rest by name
+                // rather than loop forever.
+                for name in self.services.keys() {
+                    if !done.contains(&name.as_str()) {
+                        done.push(name);
+                    }
+                }
+            }
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests;
