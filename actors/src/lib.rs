@@ -1,4 +1,5 @@
 //! Dispenser's runtime: the actors that make the host match the plan.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod engine;
 pub mod plan;

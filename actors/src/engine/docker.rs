@@ -1,0 +1,1 @@
+//! `DockerEngine`: the `Engine` on the real Docker Engine, through bollard.

@@ -1,0 +1,133 @@
+//! The engine: the only module that talks to Docker. `Engine` is the seam the
+//! actors use; `docker::DockerEngine` implements it on bollard, and
+//! `fake::FakeEngine` records calls for the supervisor's unit tests.
+
+// pub mod docker;
+// pub mod fake;
+pub mod labels;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::plan::{DefaultNetwork, ImageRef, Network, Service};
+
+/// A container as Docker reports it, reduced to what Dispenser decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// `None` when the container has no healthcheck.
+    pub health: Option<Health>,
+    /// The image id (`sha256:...`) the container was created from.
+    pub image_id: String,
+    /// RFC 3339, as Docker reports it.
+    pub started_at: String,
+}
+
+/// Docker's container states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited { code: i64 },
+    Removing,
+    Dead,
+}
+
+/// Docker's health states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// A local image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `sha256:...`
+    pub id: String,
+    /// `repo@sha256:...` entries, empty for images never pushed or pulled.
+    pub repo_digests: Vec<String>,
+}
+
+/// What to create: the service's container under a given name, with labels.
+#[derive(Debug, Clone)]
+pub struct CreateRequest<'a> {
+    /// Usually the service name.
+    pub name: &'a str,
+    pub service: &'a Service,
+    pub default_network: &'a DefaultNetwork,
+    /// Every label the container carries (see `labels`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A failed Docker call, with what it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker Engine: {0}")]
+    Unreachable(String),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("pulling {image} failed: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("docker refused to {action} {what}: {reason}")]
+    Refused {
+        action: &'static str,
+        what: String,
+        reason: String,
+    },
+}
+
+/// Every Docker operation Dispenser uses.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Containers (running or not) that carry `dispenser.managed=true` and
+    /// `dispenser.instance=<instance>`.
+    async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError>;
+    /// A container by name or id; `None` when it does not exist.
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, EngineError>;
+    /// A local image by reference; `None` when it is not on the host.
+    async fn image(&self, image: &ImageRef) -> Result<Option<Image>, EngineError>;
+    /// Pulls an image (its tag, or its digest when pinned).
+    async fn pull(&self, image: &ImageRef) -> Result<(), EngineError>;
+    /// Creates a container attached to the default network (alias: the
+    /// service name) and to the service's declared networks. Returns its id.
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError>;
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+    /// Stops with the container's stop signal, killing after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
+    /// Removes a container (forcibly, with its anonymous volumes).
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError>;
+    /// Waits until the container exits and returns its exit code.
+    async fn wait_exit(&self, id: &str) -> Result<i64, EngineError>;
+    /// The last `lines` lines of the container's output (stdout and stderr).
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, EngineError>;
+    /// Creates the default network if missing (with `labels`); an existing
+    /// network of that name is used as it is.
+    async fn ensure_default_network(
+        &self,
+        network: &DefaultNetwork,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    /// Creates a declared network if missing. External networks must exist:
+    /// a missing one is `NotFound`.
+    async fn ensure_network(
+        &self,
+        network: &Network,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    /// Names of networks that carry `dispenser.managed=true` and this instance.
+    async fn list_managed_networks(&self, instance: &str) -> Result<Vec<String>, EngineError>;
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+}
