@@ -3,3 +3,5 @@
 
 pub mod engine;
 pub mod plan;
+pub mod service;
+pub mod supervisor;

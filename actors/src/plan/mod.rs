@@ -3,6 +3,7 @@
 //! consumes it. Nothing downstream of the plan reads a file or parses a string.
 
 mod image;
+pub mod sample;
 mod schedule;
 mod sensitive;
 
@@ -253,7 +254,10 @@ pub enum TlsSource {
     /// ACME when `[certbot]` is set, else a self-signed certificate.
     Automatic,
     /// Files given by `cert_file` and `key_file`, absolute.
-    Manual { cert_file: PathBuf, key_file: PathBuf },
+    Manual {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
 }
 
 /// The proxy's global settings.

@@ -1,0 +1,326 @@
+//! `ServiceActor`: the only place that changes one service's container. Every
+//! action is a message handled to completion before the next one starts
+//! (`AtomicResponse`), so two actions on one service never interleave.
+//!
+//! Protocol:
+//! - `Reconcile(Service)` -> `Result<Reconciled, ServiceError>`: make Docker match the spec.
+//! - `Retire` -> `Result<(), ServiceError>`: stop and remove the container.
+//! - `Shutdown { stop_container }` -> `()`: the daemon stops.
+//!
+//! The actor publishes its state on the shared `StatusBoard` after every step,
+//! so status reads never wait on a busy mailbox. If the actor stops
+//! unexpectedly (a panic inside an action), its supervisor restarts it and it
+//! rebuilds its state from Docker.
+
+mod reconcile;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use tracing::{error, info, warn};
+
+use crate::engine::{ContainerState, Engine, EngineError};
+use crate::plan::{DefaultNetwork, Initialize, Service};
+pub use reconcile::Reconciled;
+pub use state::{Action, State, StateError};
+
+/// Grace period between the stop signal and a kill.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Makes the service's container match `service`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Reconciled, ServiceError>")]
+pub struct Reconcile(pub Service);
+
+/// Stops and removes the service's container; the service left the plan.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct Retire;
+
+/// The daemon is stopping. The container keeps running unless `stop_container`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub stop_container: bool,
+}
+
+/// What every service actor shares: the engine and the daemon's settings.
+#[derive(Clone)]
+pub struct Runtime {
+    pub engine: Arc<dyn Engine>,
+    pub instance: String,
+    pub default_network: DefaultNetwork,
+    pub status: StatusBoard,
+}
+
+/// The latest status of every service, readable without asking the actors.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<RwLock<BTreeMap<String, ServiceStatus>>>);
+
+/// One service as the status board shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: State,
+    pub container_id: Option<String>,
+    pub image: String,
+    pub spec_hash: String,
+}
+
+/// Why an action on a service failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(
+        "a container named `{name}` ({id}) exists and was not created by this dispenser instance; \
+         rename or remove it, or rename the service"
+    )]
+    NameTaken { name: String, id: String },
+    #[error("image {image} is not on this host and could not be pulled: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    #[error("{0}")]
+    Engine(String),
+    #[error("the action stopped unexpectedly (panic); the actor restarts and rebuilds its state")]
+    Crashed,
+}
+
+/// The actor of one service.
+pub struct ServiceActor {
+    service: Service,
+    runtime: Runtime,
+    state: State,
+    container_id: Option<String>,
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(err: EngineError) -> Self {
+        ServiceError::Engine(err.to_string())
+    }
+}
+
+impl StatusBoard {
+    /// Every service's status, by name.
+    pub fn snapshot(&self) -> BTreeMap<String, ServiceStatus> {
+        self.0
+            .read()
+            .map(|board| board.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// One service's status.
+    pub fn get(&self, name: &str) -> Option<ServiceStatus> {
+        self.snapshot().remove(name)
+    }
+
+    fn publish(&self, status: ServiceStatus) {
+        let mut board = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.insert(status.name.clone(), status);
+    }
+
+    fn forget(&self, name: &str) {
+        let mut board = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.remove(name);
+    }
+}
+
+impl ServiceActor {
+    pub fn new(service: Service, runtime: Runtime) -> Self {
+        let actor = ServiceActor {
+            service,
+            runtime,
+            state: State::Pending,
+            container_id: None,
+        };
+        actor.publish();
+        actor
+    }
+
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if self.state == State::Retired {
+            self.runtime.status.forget(&self.service.name);
+            return;
+        }
+        self.runtime.status.publish(ServiceStatus {
+            name: self.service.name.clone(),
+            state: self.state.clone(),
+            container_id: self.container_id.clone(),
+            image: self.service.container.image.original.clone(),
+            spec_hash: self.service.spec_hash.clone(),
+        });
+    }
+
+    /// Starts `action` if the state admits it, and marks the actor busy.
+    fn begin(&mut self, action: Action) -> Result<(), ServiceError> {
+        if let Err(err) = self.state.admits(action) {
+            warn!(service = %self.service.name, error = %err, "action refused");
+            return Err(err.into());
+        }
+        self.set_state(State::Busy(action));
+        Ok(())
+    }
+
+    /// Reads the container's state from Docker, for a fresh or restarted actor.
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.runtime.engine.clone();
+        let name = self.service.name.clone();
+        let instance = self.runtime.instance.clone();
+        let lookup = async move { engine.inspect(&name).await };
+        ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
+            match found {
+                Ok(Some(container)) if reconcile::owned_by(&container, &instance) => {
+                    actor.container_id = Some(container.id.clone());
+                    let state = match container.state {
+                        ContainerState::Running | ContainerState::Restarting => State::Running,
+                        ContainerState::Exited { code } => State::Exited { code },
+                        ContainerState::Created
+                            if actor.service.lifecycle.initialize == Initialize::OnTrigger =>
+                        {
+                            State::Waiting
+                        }
+                        _ => State::Pending,
+                    };
+                    actor.set_state(state);
+                }
+                Ok(_) => actor.set_state(State::Pending),
+                Err(err) => {
+                    warn!(service = %actor.service.name, error = %err, "cannot read the container's state");
+                    actor.set_state(State::Pending);
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for ServiceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.rebuild(ctx);
+    }
+}
+
+impl Supervised for ServiceActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        warn!(service = %self.service.name, "service actor restarting");
+        self.container_id = None;
+        self.set_state(State::Pending);
+    }
+}
+
+impl Handler<Reconcile> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<Reconciled, ServiceError>>;
+
+    fn handle(&mut self, msg: Reconcile, _ctx: &mut Self::Context) -> Self::Result {
+        let Reconcile(service) = msg;
+        if let Err(err) = self.begin(Action::Reconcile) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        }
+        self.service = service;
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
+        let work = async move { reconcile::reconcile(&runtime, &service).await };
+        AtomicResponse::new(Box::pin(
+            AssertUnwindSafe(work)
+                .catch_unwind()
+                .into_actor(self)
+                .map(|outcome, actor, ctx| match outcome {
+                    Ok(Ok(done)) => {
+                        actor.container_id = Some(done.container_id.clone());
+                        actor.set_state(done.state.clone());
+                        Ok(done)
+                    }
+                    Ok(Err(err)) => {
+                        error!(service = %actor.service.name, error = %err, "reconcile failed");
+                        actor.set_state(State::Failed {
+                            reason: err.to_string(),
+                        });
+                        Err(err)
+                    }
+                    Err(_panic) => {
+                        error!(service = %actor.service.name, "reconcile panicked");
+                        ctx.stop();
+                        Err(ServiceError::Crashed)
+                    }
+                }),
+        ))
+    }
+}
+
+impl Handler<Retire> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<(), ServiceError>>;
+
+    fn handle(&mut self, _msg: Retire, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.begin(Action::Retire) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        }
+        let engine = self.runtime.engine.clone();
+        let instance = self.runtime.instance.clone();
+        let name = self.service.name.clone();
+        let work = async move { reconcile::retire(engine.as_ref(), &instance, &name).await };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |outcome, actor, _| match outcome {
+                Ok(()) => {
+                    actor.container_id = None;
+                    actor.set_state(State::Retired);
+                    Ok(())
+                }
+                Err(err) => {
+                    error!(service = %actor.service.name, error = %err, "retire failed");
+                    actor.set_state(State::Failed {
+                        reason: err.to_string(),
+                    });
+                    Err(err)
+                }
+            },
+        )))
+    }
+}
+
+impl Handler<Shutdown> for ServiceActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let container = self.container_id.clone();
+        if !msg.stop_container || container.is_none() || self.begin(Action::Shutdown).is_err() {
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        let engine = self.runtime.engine.clone();
+        let work = async move {
+            match container {
+                Some(id) => engine.stop(&id, STOP_GRACE).await.map(|_| id),
+                None => Ok(String::new()),
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |outcome, actor, _| match outcome {
+                Ok(id) => {
+                    info!(service = %actor.service.name, container = %id, "stopped");
+                    actor.set_state(State::Stopped);
+                }
+                Err(err) => {
+                    error!(service = %actor.service.name, error = %err, "stop failed");
+                    actor.set_state(State::Failed {
+                        reason: err.to_string(),
+                    });
+                }
+            },
+        )))
+    }
+}

@@ -1,0 +1,253 @@
+//! The steps a service actor awaits: adopt, create, recreate and retire a
+//! container. Plain async functions over the `Engine`, so the actor stays a
+//! thin shell around its mailbox.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use super::{Runtime, ServiceError, State, STOP_GRACE};
+use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, Image};
+use crate::plan::{Initialize, PullPolicy, RestartPolicy, Service};
+
+/// What a reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub container_id: String,
+    pub change: Change,
+    pub state: State,
+}
+
+/// How the container was brought in line with the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The existing container matched and was left as it was.
+    Adopted,
+    /// The existing container matched but was stopped, and was started.
+    Started,
+    /// There was no container; one was created.
+    Created,
+    /// The container differed from the spec and was replaced.
+    Recreated,
+}
+
+/// True when Dispenser (this instance) created the container.
+pub fn owned_by(container: &Container, instance: &str) -> bool {
+    container.labels.get(labels::MANAGED).map(String::as_str) == Some("true")
+        && container.labels.get(labels::INSTANCE).map(String::as_str) == Some(instance)
+}
+
+/// Makes the service's container match its spec.
+pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconciled, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    remove_strays(runtime, service).await?;
+    let existing = engine.inspect(&service.name).await?;
+    let Some(container) = existing else {
+        let image = ensure_image(engine, service).await?;
+        let id = create(runtime, service, &image).await?;
+        let state = start_unless_waiting(engine, service, &id).await?;
+        return Ok(Reconciled {
+            container_id: id,
+            change: Change::Created,
+            state,
+        });
+    };
+    if !owned_by(&container, &runtime.instance) {
+        return Err(ServiceError::NameTaken {
+            name: container.name,
+            id: short(&container.id).to_string(),
+        });
+    }
+    if matches_spec(engine, service, &container).await? {
+        return adopt(engine, service, container).await;
+    }
+    // Pull before touching the old container, so a failed pull leaves it running.
+    let image = ensure_image(engine, service).await?;
+    info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
+    engine.stop(&container.id, STOP_GRACE).await?;
+    engine.remove(&container.id).await?;
+    info!(service = %service.name, container = %short(&container.id), "removed");
+    let id = create(runtime, service, &image).await?;
+    let state = start_unless_waiting(engine, service, &id).await?;
+    Ok(Reconciled {
+        container_id: id,
+        change: Change::Recreated,
+        state,
+    })
+}
+
+/// Stops and removes every container of this service (retirement).
+pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(), ServiceError> {
+    for container in engine.list_managed(instance).await? {
+        if container.labels.get(labels::SERVICE).map(String::as_str) != Some(name) {
+            continue;
+        }
+        engine.stop(&container.id, STOP_GRACE).await?;
+        engine.remove(&container.id).await?;
+        info!(service = %name, container = %short(&container.id), "removed");
+    }
+    Ok(())
+}
+
+/// Removes containers of this service that carry another name: leftovers of
+/// a deploy that was interrupted (for example by a kill of the daemon).
+async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<(), ServiceError> {
+    let engine = runtime.engine.as_ref();
+    for container in engine.list_managed(&runtime.instance).await? {
+        let of_service =
+            container.labels.get(labels::SERVICE).map(String::as_str) == Some(&service.name);
+        if of_service && container.name != service.name {
+            warn!(service = %service.name, container = %container.name, "removing leftover container");
+            engine.stop(&container.id, STOP_GRACE).await?;
+            engine.remove(&container.id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// True when the container was created from this spec and the image the
+/// reference points to locally (when the image is still on the host).
+async fn matches_spec(
+    engine: &dyn Engine,
+    service: &Service,
+    container: &Container,
+) -> Result<bool, ServiceError> {
+    if matches!(
+        container.state,
+        ContainerState::Dead | ContainerState::Removing
+    ) {
+        return Ok(false);
+    }
+    let hash = container.labels.get(labels::SPEC_HASH).map(String::as_str);
+    if hash != Some(service.spec_hash.as_str()) {
+        return Ok(false);
+    }
+    Ok(match engine.image(&service.container.image).await? {
+        Some(image) => image.id == container.image_id,
+        None => true,
+    })
+}
+
+/// Leaves a matching container as it is, starting it when it should run.
+async fn adopt(
+    engine: &dyn Engine,
+    service: &Service,
+    container: Container,
+) -> Result<Reconciled, ServiceError> {
+    let id = container.id.clone();
+    let waiting = service.lifecycle.initialize == Initialize::OnTrigger;
+    let (change, state) = match container.state {
+        ContainerState::Running | ContainerState::Restarting => (Change::Adopted, State::Running),
+        ContainerState::Paused => {
+            warn!(service = %service.name, container = %short(&id), "container is paused; leaving it");
+            (Change::Adopted, State::Running)
+        }
+        ContainerState::Created if waiting => (Change::Adopted, State::Waiting),
+        ContainerState::Exited { code } if waiting => (Change::Adopted, State::Exited { code }),
+        // A job that finished well is not run again by a restart of Dispenser.
+        ContainerState::Exited { code: 0 } if service.container.restart == RestartPolicy::No => {
+            (Change::Adopted, State::Exited { code: 0 })
+        }
+        _ => {
+            engine.start(&id).await?;
+            info!(service = %service.name, container = %short(&id), "started");
+            (Change::Started, State::Running)
+        }
+    };
+    if change == Change::Adopted {
+        info!(service = %service.name, container = %short(&id), "adopted");
+    }
+    Ok(Reconciled {
+        container_id: id,
+        change,
+        state,
+    })
+}
+
+/// Makes the image available locally as the pull policy says, and returns it.
+async fn ensure_image(engine: &dyn Engine, service: &Service) -> Result<Image, ServiceError> {
+    let reference = &service.container.image;
+    let local = engine.image(reference).await?;
+    let must_pull = service.lifecycle.pull == PullPolicy::Always || local.is_none();
+    if must_pull {
+        info!(service = %service.name, image = %reference, "pulling");
+        if let Err(err) = engine.pull(reference).await {
+            match &local {
+                Some(_) => {
+                    warn!(service = %service.name, image = %reference, error = %err, "pull failed; using the image already on this host");
+                }
+                None => {
+                    return Err(ServiceError::ImageUnavailable {
+                        image: reference.to_string(),
+                        reason: err.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    engine
+        .image(reference)
+        .await?
+        .ok_or_else(|| ServiceError::ImageUnavailable {
+            image: reference.to_string(),
+            reason: "not found after pull".into(),
+        })
+}
+
+/// Creates the service's container under its own name.
+async fn create(
+    runtime: &Runtime,
+    service: &Service,
+    image: &Image,
+) -> Result<String, ServiceError> {
+    let request = CreateRequest {
+        name: &service.name,
+        service,
+        default_network: &runtime.default_network,
+        labels: container_labels(&runtime.instance, service, image),
+    };
+    let id = runtime.engine.create(&request).await?;
+    info!(service = %service.name, container = %short(&id), image = %service.container.image, "created");
+    Ok(id)
+}
+
+/// Starts a new container unless the service waits for a trigger.
+async fn start_unless_waiting(
+    engine: &dyn Engine,
+    service: &Service,
+    id: &str,
+) -> Result<State, ServiceError> {
+    if service.lifecycle.initialize == Initialize::OnTrigger {
+        return Ok(State::Waiting);
+    }
+    engine.start(id).await?;
+    info!(service = %service.name, container = %short(id), "started");
+    Ok(State::Running)
+}
+
+/// The labels of a service's container.
+pub fn container_labels(
+    instance: &str,
+    service: &Service,
+    image: &Image,
+) -> BTreeMap<String, String> {
+    let digest = image
+        .repo_digests
+        .first()
+        .and_then(|entry| entry.split_once('@'))
+        .map(|(_, digest)| digest.to_string())
+        .unwrap_or_else(|| image.id.clone());
+    BTreeMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::INSTANCE.to_string(), instance.to_string()),
+        (labels::SERVICE.to_string(), service.name.clone()),
+        (labels::SPEC_HASH.to_string(), service.spec_hash.clone()),
+        (labels::IMAGE_DIGEST.to_string(), digest),
+        (labels::ROLE.to_string(), "current".to_string()),
+    ])
+}
+
+/// The first 12 characters of a container id, as Docker prints it.
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

@@ -1,0 +1,134 @@
+//! The lifecycle of one service as an explicit state machine: the states, the
+//! actions, and in `State::admits` the one table of which action fits which state.
+
+use std::fmt;
+
+/// Where a service stands, as its actor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Known from the plan, not yet matched against Docker.
+    Pending,
+    /// An action is in progress.
+    Busy(Action),
+    /// Its container exists and waits for a trigger (`initialize = "on-trigger"`).
+    Waiting,
+    /// Its container runs.
+    Running,
+    /// Its container exited: a finished job, or a crash Docker did not restart.
+    Exited { code: i64 },
+    /// Stopped by Dispenser at shutdown.
+    Stopped,
+    /// The last action failed; the service keeps whatever Docker still runs.
+    Failed { reason: String },
+    /// Removed from the plan, container removed. Final.
+    Retired,
+}
+
+/// Everything that can be asked of a service actor that changes its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Make the container match a (possibly new) spec.
+    Reconcile,
+    /// Stop and remove the container: the service left the plan.
+    Retire,
+    /// The daemon stops; the container stops too only if configured.
+    Shutdown,
+}
+
+/// An action that does not fit the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} while {state}")]
+pub struct StateError {
+    pub action: Action,
+    pub state: String,
+}
+
+impl State {
+    /// The transition table: `Ok` when `action` may start from this state.
+    pub fn admits(&self, action: Action) -> Result<(), StateError> {
+        use Action::*;
+        let allowed = match (self, action) {
+            (State::Retired, _) => false,
+            (State::Busy(_), _) => false,
+            (_, Reconcile | Retire | Shutdown) => true,
+        };
+        match allowed {
+            true => Ok(()),
+            false => Err(StateError {
+                action,
+                state: self.to_string(),
+            }),
+        }
+    }
+
+    /// True when the service's container is expected to be running.
+    pub fn is_running(&self) -> bool {
+        matches!(self, State::Running)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Pending => f.write_str("pending"),
+            State::Busy(action) => write!(f, "busy ({action})"),
+            State::Waiting => f.write_str("waiting for a trigger"),
+            State::Running => f.write_str("running"),
+            State::Exited { code } => write!(f, "exited ({code})"),
+            State::Stopped => f.write_str("stopped"),
+            State::Failed { reason } => write!(f, "failed: {reason}"),
+            State::Retired => f.write_str("retired"),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Reconcile => "reconcile",
+            Action::Retire => "retire",
+            Action::Shutdown => "shut down",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_admits_nothing() {
+        for action in [Action::Reconcile, Action::Retire, Action::Shutdown] {
+            let err = State::Retired.admits(action).unwrap_err();
+            assert_eq!(err.state, "retired");
+        }
+    }
+
+    #[test]
+    fn busy_admits_nothing_and_says_why() {
+        let err = State::Busy(Action::Reconcile)
+            .admits(Action::Retire)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cannot retire while busy (reconcile)");
+    }
+
+    #[test]
+    fn settled_states_admit_every_action() {
+        let states = [
+            State::Pending,
+            State::Waiting,
+            State::Running,
+            State::Exited { code: 1 },
+            State::Stopped,
+            State::Failed { reason: "x".into() },
+        ];
+        for state in states {
+            for action in [Action::Reconcile, Action::Retire, Action::Shutdown] {
+                assert!(
+                    state.admits(action).is_ok(),
+                    "{state} should admit {action}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `Supervisor`: the root actor. It owns the current plan and one
+//! `ServiceActor` per service, and applies a new plan as a diff: start-up is
+//! `diff(nothing, plan)`, reload is `diff(old, new)`, one code path.
+//!
+//! Protocol:
+//! - `Apply(Plan)` -> `ApplyReport`: networks, then retire removed services (reverse
+//!   dependency order) and orphans, then reconcile added and changed services
+//!   (each after its dependencies meet their conditions), then remove networks
+//!   no longer declared. Applies never overlap.
+//! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse order.
+//! - `GetStatus` -> `Vec<ServiceStatus>`.
+
+mod dependency;
+pub mod diff;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
+use tracing::{error, info, warn};
+
+use crate::engine::{labels, Engine};
+use crate::plan::Plan;
+use crate::service::{
+    self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
+};
+pub use dependency::DependencyError;
+pub use diff::PlanDiff;
+
+/// Makes the host match `plan`.
+#[derive(Debug, Message)]
+#[rtype(result = "ApplyReport")]
+pub struct Apply(pub Plan);
+
+/// The daemon stops: services are told in reverse dependency order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The status of every service.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ServiceStatus>")]
+pub struct GetStatus;
+
+/// What one `Apply` did, service by service.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub diff: PlanDiff,
+    /// Services reconciled, with what happened to each.
+    pub reconciled: BTreeMap<String, Reconciled>,
+    /// Services retired (removed from the plan or orphans found in Docker).
+    pub retired: BTreeSet<String>,
+    /// Failures, by service (or `network <name>`), in words.
+    pub failures: BTreeMap<String, String>,
+}
+
+/// The root actor.
+pub struct Supervisor {
+    engine: Arc<dyn Engine>,
+    status: StatusBoard,
+    plan: Option<Plan>,
+    services: BTreeMap<String, Addr<ServiceActor>>,
+}
+
+type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
+
+impl ApplyReport {
+    /// True when every step succeeded.
+    pub fn is_clean(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl Supervisor {
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Supervisor {
+            engine,
+            status: StatusBoard::default(),
+            plan: None,
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// The status board the service actors publish to.
+    pub fn status_board(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
+    fn runtime(&self, plan: &Plan) -> Runtime {
+        Runtime {
+            engine: self.engine.clone(),
+            instance: plan.settings.instance.clone(),
+            default_network: plan.settings.default_network.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Apply> for Supervisor {
+    type Result = AtomicResponse<Self, ApplyReport>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        let Apply(plan) = msg;
+        let diff = PlanDiff::between(self.plan.as_ref(), &plan);
+        info!(
+            added = diff.added.len(),
+            changed = diff.changed.len(),
+            removed = diff.removed.len(),
+            unchanged = diff.unchanged.len(),
+            "applying plan"
+        );
+        let runtime = self.runtime(&plan);
+        // Actors for new services start now; they rebuild their state from Docker.
+        for name in &diff.added {
+            let service = plan.services[name].clone();
+            let runtime = runtime.clone();
+            let addr = actix::Supervisor::start(move |_| ServiceActor::new(service, runtime));
+            self.services.insert(name.clone(), addr);
+        }
+        let retiring: Vec<(String, Addr<ServiceActor>)> = self
+            .plan
+            .as_ref()
+            .map(|old| {
+                let mut order = old.start_order();
+                order.reverse();
+                order
+                    .into_iter()
+                    .filter(|name| diff.removed.contains(*name))
+                    .filter_map(|name| {
+                        self.services
+                            .get(name)
+                            .map(|a| (name.to_string(), a.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reconciling: Vec<(String, Addr<ServiceActor>)> = plan
+            .start_order()
+            .into_iter()
+            .filter(|name| diff.to_reconcile().contains(*name))
+            .filter_map(|name| {
+                self.services
+                    .get(name)
+                    .map(|a| (name.to_string(), a.clone()))
+            })
+            .collect();
+        let engine = self.engine.clone();
+        let work = apply(engine, plan.clone(), diff, retiring, reconciling);
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |report, actor, _| {
+                for name in &report.retired {
+                    actor.services.remove(name);
+                }
+                actor.plan = Some(plan);
+                report
+            },
+        )))
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let stop_container = self
+            .plan
+            .as_ref()
+            .map(|plan| plan.settings.stop_on_shutdown)
+            .unwrap_or(false);
+        let mut order: Vec<Addr<ServiceActor>> = self
+            .plan
+            .as_ref()
+            .map(|plan| {
+                plan.start_order()
+                    .into_iter()
+                    .filter_map(|name| self.services.get(name).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        order.reverse();
+        let work = async move {
+            for addr in order {
+                let _ = addr.send(service::Shutdown { stop_container }).await;
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self)))
+    }
+}
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = Vec<ServiceStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        self.status.snapshot().into_values().collect()
+    }
+}
+
+/// The body of `Apply`, awaited with the supervisor's mailbox held.
+async fn apply(
+    engine: Arc<dyn Engine>,
+    plan: Plan,
+    diff: PlanDiff,
+    retiring: Vec<(String, Addr<ServiceActor>)>,
+    reconciling: Vec<(String, Addr<ServiceActor>)>,
+) -> ApplyReport {
+    let mut report = ApplyReport {
+        diff,
+        ..ApplyReport::default()
+    };
+    let instance = plan.settings.instance.clone();
+    let network_labels = BTreeMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::INSTANCE.to_string(), instance.clone()),
+    ]);
+
+    if let Err(err) = engine
+        .ensure_default_network(&plan.settings.default_network, &network_labels)
+        .await
+    {
+        let key = format!("network {}", plan.settings.default_network.name);
+        error!(network = %plan.settings.default_network.name, error = %err, "cannot create the default network");
+        report.failures.insert(key, err.to_string());
+    }
+    for network in plan.networks.values() {
+        if let Err(err) = engine.ensure_network(network, &network_labels).await {
+            error!(network = %network.name, error = %err, "cannot create network");
+            report
+                .failures
+                .insert(format!("network {}", network.name), err.to_string());
+        }
+    }
+
+    for (name, addr) in retiring {
+        match addr.send(Retire).await {
+            Ok(Ok(())) => {
+                info!(service = %name, "retired");
+                report.retired.insert(name);
+            }
+            Ok(Err(err)) => {
+                report.failures.insert(name, err.to_string());
+            }
+            Err(err) => {
+                report.failures.insert(name, err.to_string());
+            }
+        }
+    }
+    retire_orphans(engine.as_ref(), &plan, &mut report).await;
+
+    let completions = reconcile_in_order(engine.clone(), &plan, reconciling);
+    for (name, outcome) in join_all(
+        completions
+            .into_iter()
+            .map(|(name, done)| async move { (name, done.await) }),
+    )
+    .await
+    {
+        match outcome {
+            Ok(reconciled) => {
+                report.reconciled.insert(name, reconciled);
+            }
+            Err(reason) => {
+                report.failures.insert(name, reason);
+            }
+        }
+    }
+
+    if let Ok(ours) = engine.list_managed_networks(&instance).await {
+        for name in &report.diff.removed_networks {
+            if ours.contains(name) {
+                match engine.remove_network(name).await {
+                    Ok(()) => info!(network = %name, "network removed"),
+                    Err(err) => warn!(network = %name, error = %err, "cannot remove network"),
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Starts every reconcile at once; each first awaits its dependencies'
+/// reconciles (when they are part of this apply) and then their conditions.
+fn reconcile_in_order(
+    engine: Arc<dyn Engine>,
+    plan: &Plan,
+    reconciling: Vec<(String, Addr<ServiceActor>)>,
+) -> Vec<(String, BoxFuture<'static, Result<Reconciled, String>>)> {
+    let timeout = plan.settings.dependency_timeout;
+    let mut done: BTreeMap<String, Completion> = BTreeMap::new();
+    let mut futures = Vec::new();
+    for (name, addr) in reconciling {
+        let service = plan.services[&name].clone();
+        let waits: Vec<(String, crate::plan::DependsOn, Option<Completion>)> = service
+            .depends_on
+            .iter()
+            .map(|(dep, condition)| (dep.clone(), *condition, done.get(dep).cloned()))
+            .collect();
+        let engine = engine.clone();
+        let service_name = name.clone();
+        let result = async move {
+            for (dep, condition, completion) in waits {
+                if let Some(completion) = completion {
+                    completion
+                        .await
+                        .map_err(|_| format!("dependency `{dep}` failed"))?;
+                }
+                dependency::wait_for(engine.as_ref(), &dep, condition, timeout)
+                    .await
+                    .map_err(|err| err.to_string())?;
+            }
+            match addr.send(Reconcile(service)).await {
+                Ok(Ok(reconciled)) => Ok(reconciled),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(err) => Err(format!("service actor unavailable: {err}")),
+            }
+        }
+        .map(move |result| {
+            if let Err(reason) = &result {
+                error!(service = %service_name, error = %reason, "service not started");
+            }
+            result
+        })
+        .boxed()
+        .shared();
+        let completion: Completion = result.clone().map(|r| r.map(|_| ())).boxed().shared();
+        done.insert(name.clone(), completion);
+        futures.push((name, result.boxed()));
+    }
+    futures
+}
+
+/// Removes managed containers of this instance whose service is not in the
+/// plan: services deleted while Dispenser was not running.
+async fn retire_orphans(engine: &dyn Engine, plan: &Plan, report: &mut ApplyReport) {
+    let containers = match engine.list_managed(&plan.settings.instance).await {
+        Ok(containers) => containers,
+        Err(err) => {
+            report.failures.insert("orphans".into(), err.to_string());
+            return;
+        }
+    };
+    for container in containers {
+        let Some(service) = container.labels.get(labels::SERVICE) else {
+            continue;
+        };
+        if plan.services.contains_key(service) {
+            continue;
+        }
+        warn!(service = %service, container = %container.name, "removing container of a service no longer declared");
+        let stopped = engine.stop(&container.id, service::STOP_GRACE).await;
+        let removed = engine.remove(&container.id).await;
+        match stopped.and(removed) {
+            Ok(()) => {
+                report.retired.insert(service.clone());
+            }
+            Err(err) => {
+                report.failures.insert(service.clone(), err.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Unit tests of the supervisor and the service actors over the fake engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::{Actor, Addr};
+
+use super::*;
+use crate::engine::fake::FakeEngine;
+use crate::engine::{Container, ContainerState};
+use crate::plan::sample::{plan, service};
+use crate::plan::{DependsOn, Initialize, PullPolicy, Sensitive, Service};
+use crate::service::state::State;
+
+const INSTANCE: &str = "unit";
+
+fn engine_with_images() -> Arc<FakeEngine> {
+    let engine = Arc::new(FakeEngine::new());
+    for image in ["web:1", "db:1", "job:1", "api:1"] {
+        engine.add_local_image(image, &format!("sha256:{image}"));
+    }
+    engine
+}
+
+fn stack() -> Vec<Service> {
+    let db = service("db", "db:1");
+    let mut api = service("api", "api:1");
+    api.depends_on.insert("db".into(), DependsOn::Started);
+    let mut web = service("web", "web:1");
+    web.depends_on.insert("api".into(), DependsOn::Started);
+    vec![web, api, db]
+}
+
+async fn apply(
+    engine: &Arc<FakeEngine>,
+    services: Vec<Service>,
+) -> (Addr<Supervisor>, ApplyReport) {
+    let supervisor = Supervisor::new(engine.clone()).start();
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, services)))
+        .await
+        .expect("supervisor answers");
+    (supervisor, report)
+}
+
+fn with_env(mut service: Service, key: &str, value: &str) -> Service {
+    service
+        .container
+        .env
+        .insert(key.into(), Sensitive::new(value));
+    service.spec_hash.push_str("-changed");
+    service
+}
+
+#[actix_rt::test]
+async fn startup_creates_every_service_in_dependency_order() {
+    let engine = engine_with_images();
+    let (_, report) = apply(&engine, stack()).await;
+    assert!(report.is_clean(), "{:?}", report.failures);
+    assert_eq!(
+        engine.calls_of(&["start"]),
+        vec!["start db", "start api", "start web"]
+    );
+    for name in ["db", "api", "web"] {
+        let container = engine.container_named(name).expect("created");
+        assert_eq!(container.state, ContainerState::Running);
+        assert_eq!(container.labels["dispenser.instance"], INSTANCE);
+        assert_eq!(container.labels["dispenser.service"], name);
+    }
+    assert!(engine.network_names().contains(&format!("{INSTANCE}-net")));
+}
+
+#[actix_rt::test]
+async fn restart_with_nothing_changed_touches_no_container() {
+    let engine = engine_with_images();
+    apply(&engine, stack()).await;
+    let before = engine.containers();
+    engine.clear_calls();
+    // A new supervisor over the same engine: a restart of the daemon.
+    let (_, report) = apply(&engine, stack()).await;
+    assert!(report.is_clean(), "{:?}", report.failures);
+    assert_eq!(engine.containers(), before);
+    assert!(engine
+        .calls_of(&["create", "start", "stop", "remove"])
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn changed_env_recreates_that_service_only() {
+    let engine = engine_with_images();
+    let (supervisor, _) = apply(&engine, stack()).await;
+    let api_before = engine.container_named("api").unwrap().id;
+    engine.clear_calls();
+    let mut services = stack();
+    services[1] = with_env(services[1].clone(), "MODE", "blue");
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, services)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    assert_eq!(report.diff.changed.iter().collect::<Vec<_>>(), vec!["api"]);
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove"]),
+        vec!["stop api", "remove api", "create api", "start api"]
+    );
+    assert_ne!(engine.container_named("api").unwrap().id, api_before);
+}
+
+#[actix_rt::test]
+async fn removed_service_is_stopped_and_removed() {
+    let engine = engine_with_images();
+    let (supervisor, _) = apply(&engine, stack()).await;
+    engine.clear_calls();
+    let mut services = stack();
+    services.remove(0); // web
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, services)))
+        .await
+        .unwrap();
+    assert!(report.retired.contains("web"), "{report:?}");
+    assert!(engine.container_named("web").is_none());
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove"]),
+        vec!["stop web", "remove web"]
+    );
+    let status = supervisor.send(GetStatus).await.unwrap();
+    assert!(status.iter().all(|s| s.name != "web"));
+}
+
+#[actix_rt::test]
+async fn orphans_of_this_instance_are_removed_and_others_left_alone() {
+    let engine = engine_with_images();
+    let orphan = |id: &str, name: &str, instance: &str| Container {
+        id: id.into(),
+        name: name.into(),
+        labels: BTreeMap::from([
+            ("dispenser.managed".into(), "true".into()),
+            ("dispenser.instance".into(), instance.into()),
+            ("dispenser.service".into(), name.into()),
+        ]),
+        state: ContainerState::Running,
+        health: None,
+        image_id: "sha256:old".into(),
+        started_at: "t0".into(),
+    };
+    engine.insert_container(orphan("x1", "gone", INSTANCE));
+    engine.insert_container(orphan("x2", "theirs", "another-install"));
+    let (_, report) = apply(&engine, vec![service("db", "db:1")]).await;
+    assert!(report.retired.contains("gone"));
+    assert!(engine.container_named("gone").is_none());
+    assert!(engine.container_named("theirs").is_some());
+}
+
+#[actix_rt::test]
+async fn unmanaged_container_with_the_same_name_is_never_touched() {
+    let engine = engine_with_images();
+    let foreign = Container {
+        id: "f00d".into(),
+        name: "db".into(),
+        labels: BTreeMap::new(),
+        state: ContainerState::Running,
+        health: None,
+        image_id: "sha256:postgres".into(),
+        started_at: "t0".into(),
+    };
+    engine.insert_container(foreign.clone());
+    let (_, report) = apply(&engine, vec![service("db", "db:1")]).await;
+    let failure = &report.failures["db"];
+    assert!(failure.contains("a container named `db`"), "{failure}");
+    assert!(failure.contains("was not created by this dispenser instance"));
+    assert_eq!(engine.container_named("db"), Some(foreign));
+    assert!(engine.calls_of(&["stop", "remove", "create"]).is_empty());
+}
+
+#[actix_rt::test]
+async fn completed_dependency_gates_its_dependent() {
+    let engine = engine_with_images();
+    engine.exits_with("job", 0);
+    let mut job = service("job", "job:1");
+    job.container.restart = crate::plan::RestartPolicy::No;
+    let mut web = service("web", "web:1");
+    web.depends_on.insert("job".into(), DependsOn::Completed);
+    let (_, report) = apply(&engine, vec![job, web]).await;
+    assert!(report.is_clean(), "{:?}", report.failures);
+    assert_eq!(engine.calls_of(&["start"]), vec!["start job", "start web"]);
+}
+
+#[actix_rt::test]
+async fn failed_dependency_keeps_its_dependent_down() {
+    let engine = engine_with_images();
+    engine.exits_with("job", 3);
+    let mut web = service("web", "web:1");
+    web.depends_on.insert("job".into(), DependsOn::Completed);
+    let (_, report) = apply(&engine, vec![service("job", "job:1"), web]).await;
+    assert!(
+        report.failures["web"].contains("exited with code 3"),
+        "{report:?}"
+    );
+    assert!(engine.container_named("web").is_none());
+}
+
+#[actix_rt::test]
+async fn on_trigger_service_is_created_but_not_started() {
+    let engine = engine_with_images();
+    let mut job = service("job", "job:1");
+    job.lifecycle.initialize = Initialize::OnTrigger;
+    let (supervisor, report) = apply(&engine, vec![job]).await;
+    assert!(report.is_clean());
+    assert_eq!(
+        engine.container_named("job").unwrap().state,
+        ContainerState::Created
+    );
+    let status = supervisor.send(GetStatus).await.unwrap();
+    assert_eq!(status[0].state, State::Waiting);
+}
+
+#[actix_rt::test]
+async fn pull_failure_uses_the_local_image_and_fails_without_one() {
+    let engine = engine_with_images();
+    let mut web = service("web", "web:1");
+    web.lifecycle.pull = PullPolicy::Always;
+    let missing = service("ghost", "ghost:1");
+    let (_, report) = apply(&engine, vec![web, missing]).await;
+    assert!(engine.container_named("web").is_some());
+    assert!(report.failures["ghost"].contains("ghost:1 is not on this host"));
+}
+
+#[actix_rt::test]
+async fn a_panicking_action_restarts_the_actor_with_state_from_docker() {
+    let engine = engine_with_images();
+    let (supervisor, _) = apply(&engine, vec![service("db", "db:1")]).await;
+    engine.panic_once("pull", "db:1");
+    let mut changed = with_env(service("db", "db:1"), "A", "1");
+    changed.lifecycle.pull = PullPolicy::Always;
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, vec![changed.clone()])))
+        .await
+        .unwrap();
+    assert!(report.failures["db"].contains("panic"), "{report:?}");
+    // The restarted actor read the running container back from Docker…
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let status = supervisor.send(GetStatus).await.unwrap();
+    assert_eq!(status[0].state, State::Running);
+    // …and takes the next action normally.
+    let again = with_env(changed, "A", "2");
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, vec![again])))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+}
