@@ -1,0 +1,194 @@
+//! The daemon: takes the pidfile, applies the plan, then turns signals into
+//! reloads and a graceful stop, telling systemd where it stands.
+//!
+//! Reload re-renders and validates the files first: a broken config is
+//! logged, error by error, and nothing running changes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dispenser_actors::engine::docker::DockerEngine;
+use dispenser_actors::engine::Engine;
+use dispenser_actors::plan::Plan;
+use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Supervisor};
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::pidfile::Pidfile;
+
+/// Longest pause between two attempts to reach the Docker Engine.
+const DOCKER_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where the daemon finds its files.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub config: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Reload,
+    Stop,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `load` reads, renders and
+/// validates the files; its error is the rendered list of problems.
+pub fn run<L>(options: DaemonOptions, load: L) -> ExitCode
+where
+    L: Fn() -> Result<Plan, String> + 'static,
+{
+    let pidfile = match Pidfile::acquire(&options.pid_file) {
+        Ok(pidfile) => pidfile,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Registered before anything slow, so an early SIGTERM is not lost.
+    let (requests, mut incoming) = mpsc::unbounded_channel();
+    if let Err(err) = forward_signals(requests) {
+        eprintln!("error: cannot install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    let plan = match load() {
+        Ok(plan) => plan,
+        Err(problems) => {
+            eprint!("{problems}");
+            error!(config = %options.config.display(), "the configuration is invalid; not starting");
+            return ExitCode::FAILURE;
+        }
+    };
+    let system = actix_rt::System::new();
+    let code = system.block_on(async move {
+        let Some(engine) = connect_docker(&mut incoming).await else {
+            return ExitCode::SUCCESS;
+        };
+        let supervisor = Supervisor::new(engine).start();
+        log_report("start-up", supervisor.send(Apply(plan)).await);
+        notify(&[NotifyState::Ready]);
+        info!(config = %options.config.display(), "dispenser is ready");
+        while let Some(request) = incoming.recv().await {
+            match request {
+                Request::Reload => {
+                    notify(&[NotifyState::Reloading, monotonic()]);
+                    info!("reloading the configuration");
+                    match load() {
+                        Ok(plan) => log_report("reload", supervisor.send(Apply(plan)).await),
+                        Err(problems) => {
+                            for problem in problems.split("\n\n").filter(|p| !p.trim().is_empty()) {
+                                error!(problem = %problem.trim_end(), "invalid configuration");
+                            }
+                            warn!("reload refused: the configuration is invalid; nothing was changed");
+                        }
+                    }
+                    notify(&[NotifyState::Ready]);
+                }
+                Request::Stop => break,
+            }
+        }
+        notify(&[NotifyState::Stopping]);
+        info!("stopping");
+        let _ = supervisor.send(Shutdown).await;
+        ExitCode::SUCCESS
+    });
+    drop(pidfile);
+    info!("stopped");
+    code
+}
+
+/// Turns SIGHUP into `Reload` and SIGTERM/SIGINT into `Stop`, from a thread
+/// of signal-hook's.
+fn forward_signals(requests: mpsc::UnboundedSender<Request>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let request = match signal {
+                    SIGHUP => Request::Reload,
+                    _ => Request::Stop,
+                };
+                if requests.send(request).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Connects to Docker, retrying with back-off and one warning per streak;
+/// `None` when asked to stop meanwhile.
+async fn connect_docker(incoming: &mut mpsc::UnboundedReceiver<Request>) -> Option<Arc<dyn Engine>> {
+    let mut pause = Duration::from_millis(500);
+    let mut warned = false;
+    loop {
+        match DockerEngine::connect().await {
+            Ok(engine) => {
+                if warned {
+                    info!("the Docker Engine is reachable again");
+                }
+                return Some(Arc::new(engine));
+            }
+            Err(err) => {
+                if !warned {
+                    warn!(error = %err, "cannot reach the Docker Engine; retrying");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            request = incoming.recv() => {
+                if matches!(request, Some(Request::Stop) | None) {
+                    return None;
+                }
+            }
+        }
+        pause = (pause * 2).min(DOCKER_RETRY_MAX);
+    }
+}
+
+fn log_report(phase: &str, report: Result<ApplyReport, MailboxError>) {
+    match report {
+        Ok(report) if report.is_clean() => {
+            info!(
+                phase,
+                reconciled = report.reconciled.len(),
+                retired = report.retired.len(),
+                "plan applied"
+            );
+        }
+        Ok(report) => {
+            for (what, reason) in &report.failures {
+                error!(phase, service = %what, error = %reason, "not applied");
+            }
+            warn!(
+                phase,
+                failures = report.failures.len(),
+                "plan applied with failures; the services above keep their previous state"
+            );
+        }
+        Err(err) => error!(phase, error = %err, "the supervisor did not answer"),
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(states) {
+        warn!(error = %err, "cannot notify systemd");
+    }
+}
+
+fn monotonic() -> NotifyState<'static> {
+    match NotifyState::monotonic_usec_now() {
+        Ok(state) => state,
+        Err(_) => NotifyState::Status("reloading"),
+    }
+}
