@@ -1,1 +1,498 @@
 //! `DockerEngine`: the `Engine` on the real Docker Engine, through bollard.
+//!
+//! The client negotiates the API version at connect: Docker 20.10 (Debian 12)
+//! speaks at most 1.41, current engines refuse anything older than 1.44.
+
+mod create_body;
+mod version;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, Ipam, IpamConfig,
+    NetworkConnectRequest, NetworkCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::TryStreamExt;
+use tracing::{debug, warn};
+
+use crate::engine::labels;
+use crate::engine::{Container, ContainerState, CreateRequest, Engine, EngineError, Health, Image};
+use crate::plan::{DefaultNetwork, ImageRef, Network, NetworkDriver};
+
+pub use create_body::HOST_GATEWAY_ENTRY;
+
+/// The Docker Engine, reached through its API socket.
+#[derive(Debug, Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+/// Seconds a request may take before the client gives up (a stop adds its grace).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+impl DockerEngine {
+    /// Connects to `DOCKER_HOST` (default: the local socket) and negotiates
+    /// the API version with the daemon.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let host = std::env::var("DOCKER_HOST").ok();
+        let docker = version::negotiate(host.as_deref(), REQUEST_TIMEOUT_SECS).await?;
+        debug!(api_version = %docker.client_version(), "docker api version negotiated");
+        Ok(Self { docker })
+    }
+
+    /// The API version in use after negotiation, for example `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// Inspects a network by exact name; `None` when there is none.
+    async fn network_exists(&self, name: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_network(name, None).await {
+            // Docker also matches id prefixes: only an exact name counts.
+            Ok(network) => Ok(network.name.as_deref() == Some(name)),
+            Err(err) if status_of(&err) == Some(404) => Ok(false),
+            Err(err) => Err(docker_error("inspect", format!("network {name}"), err)),
+        }
+    }
+
+    async fn create_network(&self, request: NetworkCreateRequest) -> Result<(), EngineError> {
+        let name = request.name.clone();
+        match self.docker.create_network(request).await {
+            Ok(_) => {
+                debug!(network = %name, "network created");
+                Ok(())
+            }
+            // Someone created it between our inspect and our create.
+            Err(err) if status_of(&err) == Some(409) => Ok(()),
+            Err(err) => Err(docker_error("create", format!("network {name}"), err)),
+        }
+    }
+
+    /// Connects a freshly created container to the service's declared networks.
+    async fn connect_declared_networks(
+        &self,
+        id: &str,
+        request: &CreateRequest<'_>,
+    ) -> Result<(), EngineError> {
+        for network in &request.service.container.networks {
+            let connect = NetworkConnectRequest {
+                container: id.to_owned(),
+                endpoint_config: Some(create_body::endpoint_with_alias(&request.service.name)),
+            };
+            self.docker
+                .connect_network(network, connect)
+                .await
+                .map_err(|err| docker_error("connect to", format!("network {network}"), err))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Engine for DockerEngine {
+    async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(managed_filter(instance)),
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| docker_error("list", "containers", err))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|summary| summary.id) {
+            // A container removed between list and inspect is simply gone.
+            if let Some(container) = self.inspect(&id).await? {
+                containers.push(container);
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, EngineError> {
+        match self.docker.inspect_container(name_or_id, None).await {
+            Ok(response) => Ok(Some(container_from(response))),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(docker_error(
+                "inspect",
+                format!("container {name_or_id}"),
+                err,
+            )),
+        }
+    }
+
+    async fn image(&self, image: &ImageRef) -> Result<Option<Image>, EngineError> {
+        match self.docker.inspect_image(&image.original).await {
+            Ok(inspect) => Ok(Some(Image {
+                id: inspect.id.unwrap_or_default(),
+                repo_digests: inspect.repo_digests.unwrap_or_default(),
+            })),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(docker_error("inspect", format!("image {image}"), err)),
+        }
+    }
+
+    async fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+        // Always name a tag or digest: an empty tag would pull every tag.
+        let tag = image
+            .digest
+            .clone()
+            .or_else(|| image.tag.clone())
+            .unwrap_or_else(|| "latest".to_owned());
+        let options = CreateImageOptions {
+            from_image: Some(format!("{}/{}", image.registry, image.repository)),
+            tag: Some(tag),
+            ..Default::default()
+        };
+        let pull_error = |reason: String| EngineError::Pull {
+            image: image.original.clone(),
+            reason,
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        loop {
+            match progress.try_next().await {
+                Ok(Some(info)) => {
+                    if let Some(message) = info.error_detail.and_then(|detail| detail.message) {
+                        return Err(pull_error(message));
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    return Err(match docker_error("pull", image.original.clone(), err) {
+                        EngineError::Unreachable(reason) => EngineError::Unreachable(reason),
+                        EngineError::NotFound { what } => pull_error(format!("{what} not found")),
+                        EngineError::Refused { reason, .. } => pull_error(reason),
+                        EngineError::Conflict { what } => pull_error(format!("{what} conflict")),
+                        EngineError::Pull { reason, .. } => pull_error(reason),
+                    });
+                }
+            }
+        }
+        debug!(image = %image, "image pulled");
+        Ok(())
+    }
+
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError> {
+        let body = create_body::container_body(request)?;
+        let options = CreateContainerOptions {
+            name: Some(request.name.to_owned()),
+            ..Default::default()
+        };
+        let image = &request.service.container.image;
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|err| match status_of(&err) {
+                Some(404) => EngineError::NotFound {
+                    what: format!("image {image}"),
+                },
+                _ => docker_error("create", format!("container {}", request.name), err),
+            })?;
+        let id = created.id;
+        if let Err(err) = self.connect_declared_networks(&id, request).await {
+            // Half-made containers would be adopted later: remove this one.
+            if let Err(cleanup) = self.remove(&id).await {
+                warn!(container = %id, error = %cleanup, "cannot remove half-created container");
+            }
+            return Err(err);
+        }
+        debug!(service = %request.service.name, container = %id, "container created");
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|err| docker_error("start", format!("container {id}"), err))
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let grace_secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace_secs).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        // The daemon answers only once the container is down: allow the grace.
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS + grace_secs));
+        match docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(304) => Ok(()),
+            Err(err) => Err(docker_error("stop", format!("container {id}"), err)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(docker_error("remove", format!("container {id}"), err)),
+        }
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let options = RenameContainerOptions {
+            name: new_name.to_owned(),
+        };
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|err| match status_of(&err) {
+                Some(409) => EngineError::Conflict {
+                    what: format!("container {new_name}"),
+                },
+                _ => docker_error("rename", format!("container {id}"), err),
+            })
+    }
+
+    async fn wait_exit(&self, id: &str) -> Result<i64, EngineError> {
+        let options = WaitContainerOptions {
+            condition: "not-running".to_owned(),
+        };
+        let mut responses = self.docker.wait_container(id, Some(options));
+        match responses.try_next().await {
+            Ok(Some(response)) => Ok(response.status_code),
+            // bollard turns a non-zero exit code into an error: it is a result.
+            Err(DockerError::DockerContainerWaitError { code, .. }) => Ok(code),
+            Ok(None) => Err(EngineError::Refused {
+                action: "wait for",
+                what: format!("container {id}"),
+                reason: "the daemon closed the wait without a status".to_owned(),
+            }),
+            Err(err) => Err(docker_error("wait for", format!("container {id}"), err)),
+        }
+    }
+
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, EngineError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self
+            .docker
+            .logs(id, Some(options))
+            .try_collect()
+            .await
+            .map_err(|err| docker_error("read logs of", format!("container {id}"), err))?;
+        let mut output = Vec::new();
+        for chunk in chunks {
+            output.extend_from_slice(&chunk.into_bytes());
+        }
+        let text = String::from_utf8_lossy(&output);
+        let all: Vec<&str> = text.lines().collect();
+        let first = all.len().saturating_sub(lines);
+        Ok(all[first..].iter().map(|line| (*line).to_owned()).collect())
+    }
+
+    async fn ensure_default_network(
+        &self,
+        network: &DefaultNetwork,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        if self.network_exists(&network.name).await? {
+            debug!(network = %network.name, "default network exists, using it");
+            return Ok(());
+        }
+        self.create_network(NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some("bridge".to_owned()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(network.subnet.clone()),
+                    gateway: Some(network.gateway.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(hash_map(labels)),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn ensure_network(
+        &self,
+        network: &Network,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let exists = self.network_exists(&network.name).await?;
+        if network.external {
+            return if exists {
+                Ok(())
+            } else {
+                Err(EngineError::NotFound {
+                    what: format!("external network {}", network.name),
+                })
+            };
+        }
+        if exists {
+            return Ok(());
+        }
+        let mut all_labels = hash_map(&network.labels);
+        all_labels.extend(hash_map(labels));
+        self.create_network(NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some(driver_name(network.driver).to_owned()),
+            internal: Some(network.internal),
+            attachable: Some(network.attachable),
+            labels: Some(all_labels),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn list_managed_networks(&self, instance: &str) -> Result<Vec<String>, EngineError> {
+        let options = ListNetworksOptions {
+            filters: Some(managed_filter(instance)),
+        };
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|err| docker_error("list", "networks", err))?;
+        Ok(networks.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(err) if status_of(&err) == Some(404) => Ok(()),
+            Err(err) => Err(docker_error("remove", format!("network {name}"), err)),
+        }
+    }
+}
+
+/// The HTTP status of a daemon's refusal, if it is one.
+fn status_of(err: &DockerError) -> Option<u16> {
+    match err {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Maps a bollard error: transport failures are `Unreachable`, 404 is
+/// `NotFound`, 409 is `Conflict`, any other refusal keeps the daemon's message.
+fn docker_error(action: &'static str, what: impl Into<String>, err: DockerError) -> EngineError {
+    let what = what.into();
+    match err {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => EngineError::NotFound { what },
+        DockerError::DockerResponseServerError {
+            status_code: 409, ..
+        } => EngineError::Conflict { what },
+        DockerError::DockerResponseServerError { message, .. } => EngineError::Refused {
+            action,
+            what,
+            reason: message,
+        },
+        DockerError::DockerStreamError { error } => EngineError::Refused {
+            action,
+            what,
+            reason: error,
+        },
+        transport @ (DockerError::HyperLegacyError { .. }
+        | DockerError::HttpClientError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::IOError { .. }
+        | DockerError::SocketNotFoundError(_)
+        | DockerError::RequestTimeoutError
+        | DockerError::UnsupportedURISchemeError { .. }) => {
+            EngineError::Unreachable(transport.to_string())
+        }
+        other => EngineError::Refused {
+            action,
+            what,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Docker filters selecting objects this instance manages.
+fn managed_filter(instance: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={instance}", labels::INSTANCE),
+        ],
+    )])
+}
+
+fn hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn driver_name(driver: NetworkDriver) -> &'static str {
+    match driver {
+        NetworkDriver::Bridge => "bridge",
+        NetworkDriver::Host => "host",
+        NetworkDriver::Overlay => "overlay",
+        NetworkDriver::Macvlan => "macvlan",
+        NetworkDriver::None => "null",
+    }
+}
+
+fn container_from(response: ContainerInspectResponse) -> Container {
+    let state = response.state.unwrap_or_default();
+    let exit_code = state.exit_code.unwrap_or_default();
+    let container_state = match state.status {
+        Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None => {
+            ContainerState::Created
+        }
+        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::STOPPING) => {
+            ContainerState::Running
+        }
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited { code: exit_code },
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+    };
+    let health = state
+        .health
+        .and_then(|health| health.status)
+        .and_then(|status| match status {
+            HealthStatusEnum::STARTING => Some(Health::Starting),
+            HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+            HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+        });
+    let name = response.name.unwrap_or_default();
+    Container {
+        id: response.id.unwrap_or_default(),
+        name: name.trim_start_matches('/').to_owned(),
+        labels: response
+            .config
+            .and_then(|config| config.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        state: container_state,
+        health,
+        image_id: response.image.unwrap_or_default(),
+        started_at: state.started_at.unwrap_or_default(),
+    }
+}

@@ -2,7 +2,7 @@
 //! actors use; `docker::DockerEngine` implements it on bollard, and
 //! `fake::FakeEngine` records calls for the supervisor's unit tests.
 
-// pub mod docker;
+pub mod docker;
 pub mod fake;
 pub mod labels;
 

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Builds the local test images from busybox-static, without internet:
+#   dispenser-test/busybox:latest  sleeps (CMD sh -c "sleep 3600")
+#   dispenser-test/web:v1          serves "v1" on port 80 with busybox httpd
+# Idempotent: an image that exists is kept unless FORCE=1.
+set -eu
+
+BUSYBOX=/bin/busybox
+APPLETS="sh httpd sleep echo cat ls wget nc date env id hostname true false grep"
+
+if [ ! -x "$BUSYBOX" ]; then
+    apt-get install -y busybox-static >&2
+fi
+
+# build_image TAG PAGE CMD_JSON
+build_image() {
+    tag=$1
+    page=$2
+    cmd=$3
+    if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+        echo "$tag"
+        return
+    fi
+    root=$(mktemp -d)
+    trap 'rm -rf "$root"' EXIT
+    mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/etc"
+    cp "$BUSYBOX" "$root/bin/busybox"
+    for applet in $APPLETS; do
+        ln -s busybox "$root/bin/$applet"
+    done
+    printf '%s\n' "$page" > "$root/www/index.html"
+    echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+    echo 'nobody:x:65534:65534:nobody:/:/bin/false' >> "$root/etc/passwd"
+    echo 'root:x:0:' > "$root/etc/group"
+    echo 'nogroup:x:65534:' >> "$root/etc/group"
+    chmod 1777 "$root/tmp"
+    tar -C "$root" -c . | docker import \
+        -c "CMD $cmd" \
+        -c 'ENV PATH=/bin' \
+        - "$tag" >/dev/null
+    rm -rf "$root"
+    trap - EXIT
+    echo "$tag"
+}
+
+build_image dispenser-test/busybox:latest "busybox" '["/bin/sh","-c","sleep 3600"]'
+build_image dispenser-test/web:v1 "v1" '["/bin/httpd","-f","-p","80","-h","/www"]'
