@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the local test images from busybox-static, without internet:
-#   dispenser-test/busybox:latest  sleeps (CMD sh -c "sleep 3600")
+#   dispenser-test/busybox:latest  sleeps an hour
 #   dispenser-test/web:v1          serves "v1" on port 80 with busybox httpd
 # Idempotent: an image that exists is kept unless FORCE=1.
 set -eu
@@ -43,5 +43,8 @@ build_image() {
     echo "$tag"
 }
 
-build_image dispenser-test/busybox:latest "busybox" '["/bin/sh","-c","sleep 3600"]'
-build_image dispenser-test/web:v1 "v1" '["/bin/httpd","-f","-p","80","-h","/www"]'
+# PID 1 gets no default signal handlers: trap TERM so `docker stop` is quick.
+build_image dispenser-test/busybox:latest "busybox" \
+    '["/bin/sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait"]'
+build_image dispenser-test/web:v1 "v1" \
+    '["/bin/sh","-c","trap \"exit 0\" TERM; httpd -f -p 80 -h /www & wait"]'
