@@ -1,0 +1,218 @@
+//! The daemon's life: dependency order, restarts that touch nothing, reloads
+//! that change only what changed, foreign containers, pidfile signals, and
+//! a kill -9 in the middle of a reconcile.
+
+use std::collections::BTreeMap;
+
+use crate::support::{docker, exists, inspect, text, Sandbox};
+
+const BUSYBOX: &str = "dispenser-test/busybox:latest";
+const WEB: &str = "dispenser-test/web:v1";
+
+/// (id, StartedAt) of a container.
+fn identity(name: &str) -> (String, String) {
+    let c = inspect(name);
+    (
+        c["Id"].as_str().unwrap().to_string(),
+        c["State"]["StartedAt"].as_str().unwrap().to_string(),
+    )
+}
+
+fn identities(sb: &Sandbox, names: &[&str]) -> BTreeMap<String, (String, String)> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), identity(&sb.name(n))))
+        .collect()
+}
+
+#[test]
+fn depends_on_orders_start_up_by_healthy_and_completed() {
+    let mut sb = Sandbox::new();
+    sb.service(
+        "db",
+        BUSYBOX,
+        "[healthcheck]\ntest = [\"CMD\", \"true\"]\ninterval = \"1s\"\nretries = 3\n",
+    );
+    let db = sb.name("db");
+    sb.service(
+        "migrate",
+        BUSYBOX,
+        &format!("command = [\"sh\", \"-c\", \"sleep 1; echo migrated\"]\nrestart = \"no\"\n\n[depends_on]\n\"{db}\" = \"healthy\"\n"),
+    );
+    let migrate = sb.name("migrate");
+    sb.service(
+        "app",
+        WEB,
+        &format!("[depends_on]\n\"{migrate}\" = \"completed\"\n"),
+    );
+    let daemon = sb.start();
+
+    let db_state = &inspect(&db)["State"];
+    let migrate_state = inspect(&migrate)["State"].clone();
+    let app_state = inspect(&sb.name("app"))["State"].clone();
+    assert_eq!(db_state["Health"]["Status"], "healthy");
+    assert_eq!(migrate_state["ExitCode"], 0);
+    assert_eq!(app_state["Running"], true);
+    // RFC 3339 timestamps of one clock compare as strings.
+    let first_healthy = db_state["Health"]["Log"][0]["End"].as_str().unwrap().to_string();
+    let migrate_started = migrate_state["StartedAt"].as_str().unwrap();
+    let migrate_finished = migrate_state["FinishedAt"].as_str().unwrap();
+    let app_started = app_state["StartedAt"].as_str().unwrap();
+    assert!(first_healthy.as_str() <= migrate_started, "{first_healthy} > {migrate_started}");
+    assert!(migrate_finished <= app_started, "{migrate_finished} > {app_started}");
+    daemon.stop();
+}
+
+#[test]
+fn restart_with_nothing_changed_keeps_every_container() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+    sb.service("worker", BUSYBOX, "[env]\nMODE = \"batch\"\n");
+    let first = sb.start();
+    let before = identities(&sb, &["web", "worker"]);
+    let log = first.stop();
+    assert!(log.contains("stopped"), "{log}");
+    // Containers keep running when the daemon stops (the default).
+    assert_eq!(inspect(&sb.name("web"))["State"]["Running"], true);
+
+    let second = sb.start();
+    assert_eq!(identities(&sb, &["web", "worker"]), before);
+    assert!(second.log().contains("adopted"), "{}", second.log());
+    second.stop();
+}
+
+#[test]
+fn reload_recreates_only_the_changed_service_and_removes_the_removed_one() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+    sb.service("worker", BUSYBOX, "[env]\nMODE = \"batch\"\n");
+    sb.service("extra", BUSYBOX, "");
+    let daemon = sb.start();
+    let before = identities(&sb, &["web", "worker"]);
+
+    sb.service("worker", BUSYBOX, "[env]\nMODE = \"stream\"\n");
+    sb.drop_service("extra");
+    daemon.reload();
+
+    let after = identities(&sb, &["web", "worker"]);
+    assert_eq!(after["web"], before["web"], "web must not be touched");
+    assert_ne!(after["worker"].0, before["worker"].0, "worker must be recreated");
+    let env = inspect(&sb.name("worker"))["Config"]["Env"].to_string();
+    assert!(env.contains("MODE=stream"), "{env}");
+    assert!(!exists(&sb.name("extra")), "extra must be removed");
+    daemon.stop();
+}
+
+#[test]
+fn broken_config_on_reload_changes_nothing() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+    let daemon = sb.start();
+    let before = identities(&sb, &["web"]);
+
+    let good = std::fs::read_to_string(sb.path("web/service.toml")).unwrap();
+    sb.write("web/service.toml", &format!("{good}\n[env\nBROKEN = 1\n"));
+    daemon.reload();
+    assert!(daemon.log().contains("reload refused"), "{}", daemon.log());
+    assert_eq!(identities(&sb, &["web"]), before);
+
+    // Fixing the file and reloading again works.
+    sb.write("web/service.toml", &format!("{good}\n[env]\nFIXED = \"1\"\n"));
+    daemon.reload();
+    assert_ne!(identities(&sb, &["web"])["web"].0, before["web"].0);
+    daemon.stop();
+}
+
+#[test]
+fn unmanaged_container_with_a_colliding_name_is_left_alone() {
+    let mut sb = Sandbox::new();
+    let name = sb.name("web");
+    docker(&["run", "-d", "--name", &name, BUSYBOX]);
+    let foreign_id = identity(&name).0;
+    sb.service("web", WEB, "");
+    sb.service("other", BUSYBOX, "");
+    let daemon = sb.start();
+
+    assert_eq!(identity(&name).0, foreign_id);
+    let labels = &inspect(&name)["Config"]["Labels"];
+    assert!(labels.get("dispenser.managed").is_none(), "{labels}");
+    let log = daemon.log();
+    assert!(log.contains(&format!("a container named `{name}`")), "{log}");
+    // The other service still runs.
+    assert_eq!(inspect(&sb.name("other"))["State"]["Running"], true);
+    daemon.stop();
+}
+
+#[test]
+fn signals_go_through_the_pidfile() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+
+    let out = sb.cli(&["-s", "reload"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no daemon is running"), "{}", text(&out.stderr));
+
+    let daemon = sb.start();
+    let second = sb.cli(&[]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("another dispenser"),
+        "{}",
+        text(&second.stderr)
+    );
+    daemon.reload();
+    daemon.stop();
+    assert!(!sb.pid_file().exists(), "pidfile removed at exit");
+    let out = sb.cli(&["-s", "stop"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn stop_on_shutdown_stops_the_containers() {
+    let mut sb = Sandbox::new();
+    sb.daemon_settings("stop_on_shutdown = true");
+    sb.service("web", WEB, "");
+    let daemon = sb.start();
+    daemon.stop();
+    assert_eq!(inspect(&sb.name("web"))["State"]["Running"], false);
+}
+
+#[test]
+fn kill_nine_during_a_reconcile_then_restart_converges() {
+    let mut sb = Sandbox::new();
+    let shorts = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    for short in shorts {
+        sb.service(short, WEB, "");
+    }
+    let first = sb.start();
+    // Change every service, then kill the daemon while it recreates them.
+    for short in shorts {
+        sb.service(short, WEB, "[env]\nVERSION = \"2\"\n");
+    }
+    let log_before = first.log().matches("created").count();
+    nix_kill(&sb, "HUP");
+    first.wait_for("created", log_before + 1);
+    first.kill9();
+
+    let second = sb.start();
+    let containers = sb.managed_containers();
+    let names: Vec<&str> = containers.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<String> = shorts.iter().map(|s| sb.name(s)).collect();
+    assert_eq!(names, expected, "exactly one container per service");
+    for short in shorts {
+        let c = inspect(&sb.name(short));
+        assert_eq!(c["State"]["Running"], true, "{short}");
+        assert!(c["Config"]["Env"].to_string().contains("VERSION=2"), "{short}");
+    }
+    second.stop();
+}
+
+/// Sends a signal to the daemon by pid (like `-s reload`, without waiting).
+fn nix_kill(sb: &Sandbox, signal: &str) {
+    let pid = std::fs::read_to_string(sb.pid_file()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

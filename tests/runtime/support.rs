@@ -1,0 +1,388 @@
+//! The harness of the runtime tests: a sandbox per test (unique names, a
+//! temporary config tree, its own instance id and network) that cleans up
+//! after itself even when the test fails, and a handle on the real daemon.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The prefix of every instance id, container, network and volume a test creates.
+pub const PREFIX: &str = "dtest";
+/// Longest wait for the daemon to be ready or to finish a reload.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static IMAGES: OnceLock<()> = OnceLock::new();
+
+/// A test's own corner of the host.
+pub struct Sandbox {
+    /// Unique per test: `dtest-<pid>-<n>`; the instance id and the name prefix.
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    subnet: String,
+    services: Vec<String>,
+    networks: Vec<String>,
+    daemon_extra: String,
+}
+
+/// The daemon under test, started from the real binary.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    config: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        IMAGES.get_or_init(|| {
+            sweep_stale();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images/build.sh");
+            let out = Command::new("sh").arg(script).output().expect("run build.sh");
+            assert!(out.status.success(), "test images: {}", text(&out.stderr));
+        });
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("{PREFIX}-{pid}-{n}");
+        let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, n % 250);
+        Sandbox {
+            id,
+            dir: tempfile::tempdir().expect("temp dir"),
+            subnet,
+            services: Vec::new(),
+            networks: Vec::new(),
+            daemon_extra: String::new(),
+        }
+    }
+
+    /// The full name of a test's service, container or network.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.id)
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    /// Declares a network (by short name) in dispenser.toml.
+    pub fn declare_network(&mut self, short: &str) {
+        self.networks.push(short.to_string());
+    }
+
+    /// Extra lines for the `[daemon]` table.
+    pub fn daemon_settings(&mut self, lines: &str) {
+        self.daemon_extra = lines.to_string();
+    }
+
+    /// Writes `<short>/service.toml` with `[service] name` set and `body` after it,
+    /// and lists the service in dispenser.toml.
+    pub fn service(&mut self, short: &str, image: &str, body: &str) {
+        let content = format!(
+            "[service]\nname = \"{}\"\nimage = \"{image}\"\n{body}\n",
+            self.name(short)
+        );
+        self.write(&format!("{short}/service.toml"), &content);
+        if !self.services.iter().any(|s| s == short) {
+            self.services.push(short.to_string());
+        }
+        self.write_main();
+    }
+
+    /// Takes a service out of dispenser.toml (its folder stays).
+    pub fn drop_service(&mut self, short: &str) {
+        self.services.retain(|s| s != short);
+        self.write_main();
+    }
+
+    /// Writes dispenser.toml from the services and networks declared so far.
+    pub fn write_main(&self) {
+        let mut text = format!(
+            "delay = 60\n\n[proxy]\nenabled = false\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            self.id,
+            self.daemon_extra,
+            self.name("net"),
+            self.subnet
+        );
+        for network in &self.networks {
+            text.push_str(&format!("\n[[network]]\nname = \"{}\"\n", self.name(network)));
+        }
+        for service in &self.services {
+            text.push_str(&format!("\n[[service]]\npath = \"{service}\"\n"));
+        }
+        self.write("dispenser.toml", &text);
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("dispenser.toml")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.path("dispenser.pid")
+    }
+
+    /// Starts the daemon and waits until it says it is ready.
+    pub fn start(&self) -> Daemon {
+        let daemon = self.spawn();
+        daemon.wait_for("dispenser is ready", 1);
+        daemon
+    }
+
+    /// Starts the daemon without waiting.
+    pub fn spawn(&self) -> Daemon {
+        let log = self.path(&format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .arg("-c")
+            .arg(self.config())
+            .arg("-p")
+            .arg(self.pid_file())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn dispenser");
+        Daemon {
+            child: Some(child),
+            log,
+            config: self.config(),
+            pid_file: self.pid_file(),
+        }
+    }
+
+    /// Runs `dispenser -c CONFIG -p PIDFILE ARGS...` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .arg("-c")
+            .arg(self.config())
+            .arg("-p")
+            .arg(self.pid_file())
+            .args(args)
+            .output()
+            .expect("run dispenser")
+    }
+
+    /// Containers of this sandbox's instance: (name, id).
+    pub fn managed_containers(&self) -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=dispenser.instance={}", self.id),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ]);
+        let mut list: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, id)| (name.to_string(), id.to_string()))
+            .collect();
+        list.sort();
+        list
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        remove_instance(&self.id);
+    }
+}
+
+impl Daemon {
+    /// Waits until `needle` appears at least `count` times in the log.
+    pub fn wait_for(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count}x {needle:?}; log:\n{log}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything the daemon printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `-s reload` through the pidfile and waits until the reload ended
+    /// (applied or refused).
+    pub fn reload(&self) {
+        let before = self.reloads_done();
+        let out = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg("-p")
+            .arg(&self.pid_file)
+            .args(["-s", "reload"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "-s reload: {}", text(&out.stderr));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self.reloads_done() <= before {
+            assert!(Instant::now() < deadline, "reload never finished:\n{}", self.log());
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn reloads_done(&self) -> usize {
+        let log = self.log();
+        log.lines()
+            .filter(|line| {
+                (line.contains("plan applied") && line.contains("reload"))
+                    || line.contains("reload refused")
+            })
+            .count()
+    }
+
+    /// Sends `-s stop` through the pidfile and waits for the process to exit.
+    pub fn stop(mut self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg("-p")
+            .arg(&self.pid_file)
+            .args(["-s", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "-s stop: {}", text(&out.stderr));
+        let mut child = self.child.take().unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+        self.log()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the docker CLI and returns its stdout; panics on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// `docker inspect` of one object, as JSON.
+pub fn inspect(name: &str) -> Value {
+    let out = docker(&["inspect", name]);
+    let list: Value = serde_json::from_str(&out).expect("inspect JSON");
+    list[0].clone()
+}
+
+/// True when a container of that name exists.
+pub fn exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "--type", "container", name])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Removes every container and network of an instance.
+fn remove_instance(instance: &str) {
+    let quiet = |args: &[&str]| {
+        let _ = Command::new("docker").args(args).output();
+    };
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name=^/{instance}-")])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    let labelled = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=dispenser.instance={instance}")])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    let all: Vec<&str> = ids.lines().chain(labelled.lines()).collect();
+    if !all.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(all);
+        quiet(&args);
+    }
+    let networks = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("name={instance}-")])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    for network in networks.lines() {
+        quiet(&["network", "rm", network]);
+    }
+    let volumes = Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter", &format!("name={instance}-")])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    for volume in volumes.lines() {
+        quiet(&["volume", "rm", "-f", volume]);
+    }
+}
+
+/// Removes what earlier test runs (dead processes) left behind.
+fn sweep_stale() {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=dispenser.managed=true",
+            "--format",
+            "{{.Label \"dispenser.instance\"}}",
+        ])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    let mut instances: Vec<&str> = out.lines().collect();
+    instances.sort();
+    instances.dedup();
+    for instance in instances {
+        let mut parts = instance.split('-');
+        let (Some(PREFIX), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !alive {
+            remove_instance(instance);
+        }
+    }
+}
