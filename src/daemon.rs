@@ -86,7 +86,9 @@ where
                             for problem in problems.split("\n\n").filter(|p| !p.trim().is_empty()) {
                                 error!(problem = %problem.trim_end(), "invalid configuration");
                             }
-                            warn!("reload refused: the configuration is invalid; nothing was changed");
+                            warn!(
+                                "reload refused: the configuration is invalid; nothing was changed"
+                            );
                         }
                     }
                     notify(&[NotifyState::Ready]);
@@ -126,7 +128,9 @@ fn forward_signals(requests: mpsc::UnboundedSender<Request>) -> std::io::Result<
 
 /// Connects to Docker, retrying with back-off and one warning per streak;
 /// `None` when asked to stop meanwhile.
-async fn connect_docker(incoming: &mut mpsc::UnboundedReceiver<Request>) -> Option<Arc<dyn Engine>> {
+async fn connect_docker(
+    incoming: &mut mpsc::UnboundedReceiver<Request>,
+) -> Option<Arc<dyn Engine>> {
     let mut pause = Duration::from_millis(500);
     let mut warned = false;
     loop {

@@ -9,5 +9,7 @@ fn main() -> std::process::ExitCode {
         config: "dispenser.toml".into(),
         pid_file: "dispenser.pid".into(),
     };
-    daemon::run(options, || Err("the config front-end is not merged yet\n".to_string()))
+    daemon::run(options, || {
+        Err("the config front-end is not merged yet\n".to_string())
+    })
 }

@@ -22,9 +22,14 @@ fn three_services_on_a_custom_network_reach_each_other_by_name() {
         assert_eq!(body.trim(), "v1", "client -> {target}");
     }
     // The service name is also an alias on the default network.
-    let aliases = &inspect(&sb.name("web"))["NetworkSettings"]["Networks"][sb.name("net")]["Aliases"];
+    let aliases =
+        &inspect(&sb.name("web"))["NetworkSettings"]["Networks"][sb.name("net")]["Aliases"];
     assert!(
-        aliases.as_array().unwrap().iter().any(|a| a == &sb.name("web")),
+        aliases
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == &sb.name("web")),
         "aliases: {aliases}"
     );
     daemon.stop();
@@ -91,7 +96,10 @@ start_period = "1s"
     // Host port 0 is refused by validation: use a free one instead.
     let port = free_port();
     let toml = std::fs::read_to_string(sb.path("all/service.toml")).unwrap();
-    sb.write("all/service.toml", &toml.replace("host = 0", &format!("host = {port}")));
+    sb.write(
+        "all/service.toml",
+        &toml.replace("host = 0", &format!("host = {port}")),
+    );
     let daemon = sb.start();
 
     let c = inspect(&sb.name("all"));
@@ -114,8 +122,14 @@ start_period = "1s"
     assert!(env.contains(&"GREETING=hi there".to_string()), "{env:?}");
     assert!(env.contains(&"COUNT=3".to_string()), "{env:?}");
     let extra_hosts = host["ExtraHosts"].to_string();
-    assert!(extra_hosts.contains("db.internal:10.1.2.3"), "{extra_hosts}");
-    assert!(extra_hosts.contains("host.docker.internal:host-gateway"), "{extra_hosts}");
+    assert!(
+        extra_hosts.contains("db.internal:10.1.2.3"),
+        "{extra_hosts}"
+    );
+    assert!(
+        extra_hosts.contains("host.docker.internal:host-gateway"),
+        "{extra_hosts}"
+    );
     let health = &config["Healthcheck"];
     assert_eq!(health["Test"], serde_json::json!(["CMD", "true"]));
     assert_eq!(health["Interval"], 2_000_000_000u64);

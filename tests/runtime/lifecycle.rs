@@ -54,12 +54,21 @@ fn depends_on_orders_start_up_by_healthy_and_completed() {
     assert_eq!(migrate_state["ExitCode"], 0);
     assert_eq!(app_state["Running"], true);
     // RFC 3339 timestamps of one clock compare as strings.
-    let first_healthy = db_state["Health"]["Log"][0]["End"].as_str().unwrap().to_string();
+    let first_healthy = db_state["Health"]["Log"][0]["End"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let migrate_started = migrate_state["StartedAt"].as_str().unwrap();
     let migrate_finished = migrate_state["FinishedAt"].as_str().unwrap();
     let app_started = app_state["StartedAt"].as_str().unwrap();
-    assert!(first_healthy.as_str() <= migrate_started, "{first_healthy} > {migrate_started}");
-    assert!(migrate_finished <= app_started, "{migrate_finished} > {app_started}");
+    assert!(
+        first_healthy.as_str() <= migrate_started,
+        "{first_healthy} > {migrate_started}"
+    );
+    assert!(
+        migrate_finished <= app_started,
+        "{migrate_finished} > {app_started}"
+    );
     daemon.stop();
 }
 
@@ -96,7 +105,10 @@ fn reload_recreates_only_the_changed_service_and_removes_the_removed_one() {
 
     let after = identities(&sb, &["web", "worker"]);
     assert_eq!(after["web"], before["web"], "web must not be touched");
-    assert_ne!(after["worker"].0, before["worker"].0, "worker must be recreated");
+    assert_ne!(
+        after["worker"].0, before["worker"].0,
+        "worker must be recreated"
+    );
     let env = inspect(&sb.name("worker"))["Config"]["Env"].to_string();
     assert!(env.contains("MODE=stream"), "{env}");
     assert!(!exists(&sb.name("extra")), "extra must be removed");
@@ -117,7 +129,10 @@ fn broken_config_on_reload_changes_nothing() {
     assert_eq!(identities(&sb, &["web"]), before);
 
     // Fixing the file and reloading again works.
-    sb.write("web/service.toml", &format!("{good}\n[env]\nFIXED = \"1\"\n"));
+    sb.write(
+        "web/service.toml",
+        &format!("{good}\n[env]\nFIXED = \"1\"\n"),
+    );
     daemon.reload();
     assert_ne!(identities(&sb, &["web"])["web"].0, before["web"].0);
     daemon.stop();
@@ -137,7 +152,10 @@ fn unmanaged_container_with_a_colliding_name_is_left_alone() {
     let labels = &inspect(&name)["Config"]["Labels"];
     assert!(labels.get("dispenser.managed").is_none(), "{labels}");
     let log = daemon.log();
-    assert!(log.contains(&format!("a container named `{name}`")), "{log}");
+    assert!(
+        log.contains(&format!("a container named `{name}`")),
+        "{log}"
+    );
     // The other service still runs.
     assert_eq!(inspect(&sb.name("other"))["State"]["Running"], true);
     daemon.stop();
@@ -150,7 +168,11 @@ fn signals_go_through_the_pidfile() {
 
     let out = sb.cli(&["-s", "reload"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no daemon is running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no daemon is running"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let daemon = sb.start();
     let second = sb.cli(&[]);
@@ -202,7 +224,10 @@ fn kill_nine_during_a_reconcile_then_restart_converges() {
     for short in shorts {
         let c = inspect(&sb.name(short));
         assert_eq!(c["State"]["Running"], true, "{short}");
-        assert!(c["Config"]["Env"].to_string().contains("VERSION=2"), "{short}");
+        assert!(
+            c["Config"]["Env"].to_string().contains("VERSION=2"),
+            "{short}"
+        );
     }
     second.stop();
 }

@@ -44,7 +44,10 @@ impl Sandbox {
         IMAGES.get_or_init(|| {
             sweep_stale();
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images/build.sh");
-            let out = Command::new("sh").arg(script).output().expect("run build.sh");
+            let out = Command::new("sh")
+                .arg(script)
+                .output()
+                .expect("run build.sh");
             assert!(out.status.success(), "test images: {}", text(&out.stderr));
         });
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -116,7 +119,10 @@ impl Sandbox {
             self.subnet
         );
         for network in &self.networks {
-            text.push_str(&format!("\n[[network]]\nname = \"{}\"\n", self.name(network)));
+            text.push_str(&format!(
+                "\n[[network]]\nname = \"{}\"\n",
+                self.name(network)
+            ));
         }
         for service in &self.services {
             text.push_str(&format!("\n[[service]]\npath = \"{service}\"\n"));
@@ -141,7 +147,10 @@ impl Sandbox {
 
     /// Starts the daemon without waiting.
     pub fn spawn(&self) -> Daemon {
-        let log = self.path(&format!("daemon-{}.log", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let log = self.path(&format!(
+            "daemon-{}.log",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         let out = fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dispenser"))
             .arg("-c")
@@ -238,7 +247,11 @@ impl Daemon {
         assert!(out.status.success(), "-s reload: {}", text(&out.stderr));
         let deadline = Instant::now() + READY_TIMEOUT;
         while self.reloads_done() <= before {
-            assert!(Instant::now() < deadline, "reload never finished:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "reload never finished:\n{}",
+                self.log()
+            );
             sleep(Duration::from_millis(100));
         }
     }
@@ -266,7 +279,11 @@ impl Daemon {
         assert!(out.status.success(), "-s stop: {}", text(&out.stderr));
         let mut child = self.child.take().unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+        assert!(
+            status.success(),
+            "daemon exited with {status}:\n{}",
+            self.log()
+        );
         self.log()
     }
 
@@ -290,7 +307,10 @@ impl Drop for Daemon {
 
 /// Runs the docker CLI and returns its stdout; panics on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
     assert!(
         out.status.success(),
         "docker {args:?}: {}",
@@ -330,7 +350,12 @@ fn remove_instance(instance: &str) {
         .map(|out| text(&out.stdout))
         .unwrap_or_default();
     let labelled = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=dispenser.instance={instance}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dispenser.instance={instance}"),
+        ])
         .output()
         .map(|out| text(&out.stdout))
         .unwrap_or_default();
@@ -341,7 +366,13 @@ fn remove_instance(instance: &str) {
         quiet(&args);
     }
     let networks = Command::new("docker")
-        .args(["network", "ls", "-q", "--filter", &format!("name={instance}-")])
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={instance}-"),
+        ])
         .output()
         .map(|out| text(&out.stdout))
         .unwrap_or_default();
@@ -349,7 +380,13 @@ fn remove_instance(instance: &str) {
         quiet(&["network", "rm", network]);
     }
     let volumes = Command::new("docker")
-        .args(["volume", "ls", "-q", "--filter", &format!("name={instance}-")])
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={instance}-"),
+        ])
         .output()
         .map(|out| text(&out.stdout))
         .unwrap_or_default();

@@ -1,5 +1,5 @@
 //! The difference between two plans: which services to start, change and
-//! retire, and which networks to create and remove. Start-up is the diff
+//! retire, and networks are reconciled separately, against Docker. Start-up is the diff
 //! from an empty plan, so start-up and reload are one code path.
 
 use std::collections::BTreeSet;
@@ -17,8 +17,6 @@ pub struct PlanDiff {
     pub removed: BTreeSet<String>,
     /// In both and identical: not touched.
     pub unchanged: BTreeSet<String>,
-    /// Declared networks in the old plan only (the actor removes those it created).
-    pub removed_networks: BTreeSet<String>,
 }
 
 impl PlanDiff {
@@ -40,12 +38,6 @@ impl PlanDiff {
             .services
             .keys()
             .filter(|name| !new.services.contains_key(*name))
-            .cloned()
-            .collect();
-        diff.removed_networks = old
-            .networks
-            .keys()
-            .filter(|name| !new.networks.contains_key(*name))
             .cloned()
             .collect();
         diff

@@ -271,16 +271,7 @@ async fn apply(
         }
     }
 
-    if let Ok(ours) = engine.list_managed_networks(&instance).await {
-        for name in &report.diff.removed_networks {
-            if ours.contains(name) {
-                match engine.remove_network(name).await {
-                    Ok(()) => info!(network = %name, "network removed"),
-                    Err(err) => warn!(network = %name, error = %err, "cannot remove network"),
-                }
-            }
-        }
-    }
+    remove_undeclared_networks(engine.as_ref(), &plan).await;
     report
 }
 
@@ -333,6 +324,27 @@ fn reconcile_in_order(
         futures.push((name, result.boxed()));
     }
     futures
+}
+
+/// Removes networks this instance created that the plan no longer declares
+/// (also those removed from the files while Dispenser was not running).
+async fn remove_undeclared_networks(engine: &dyn Engine, plan: &Plan) {
+    let ours = match engine.list_managed_networks(&plan.settings.instance).await {
+        Ok(ours) => ours,
+        Err(err) => {
+            warn!(error = %err, "cannot list networks");
+            return;
+        }
+    };
+    for name in ours {
+        if name == plan.settings.default_network.name || plan.networks.contains_key(&name) {
+            continue;
+        }
+        match engine.remove_network(&name).await {
+            Ok(()) => info!(network = %name, "network removed"),
+            Err(err) => warn!(network = %name, error = %err, "cannot remove network"),
+        }
+    }
 }
 
 /// Removes managed containers of this instance whose service is not in the

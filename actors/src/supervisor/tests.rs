@@ -249,3 +249,31 @@ async fn a_panicking_action_restarts_the_actor_with_state_from_docker() {
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.failures);
 }
+
+#[actix_rt::test]
+async fn networks_are_created_and_undeclared_ones_removed() {
+    use crate::plan::{Network, NetworkDriver};
+    let engine = engine_with_images();
+    let network = |name: &str| Network {
+        name: name.into(),
+        driver: NetworkDriver::Bridge,
+        external: false,
+        internal: false,
+        attachable: true,
+        labels: BTreeMap::new(),
+    };
+    let mut first = plan(INSTANCE, vec![service("db", "db:1")]);
+    first.networks.insert("front".into(), network("front"));
+    first.networks.insert("back".into(), network("back"));
+    let supervisor = Supervisor::new(engine.clone()).start();
+    supervisor.send(Apply(first.clone())).await.unwrap();
+    assert!(engine.network_names().contains(&"back".to_string()));
+
+    first.networks.remove("back");
+    let report = supervisor.send(Apply(first)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    let names = engine.network_names();
+    assert!(!names.contains(&"back".to_string()), "{names:?}");
+    assert!(names.contains(&"front".to_string()), "{names:?}");
+    assert!(names.contains(&format!("{INSTANCE}-net")), "{names:?}");
+}
