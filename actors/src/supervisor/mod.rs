@@ -9,6 +9,9 @@
 //!   no longer declared. Applies never overlap.
 //! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse order.
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
+//! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
+//!   ticker and proxy router learn each applied plan this way, and only
+//!   send messages back.
 
 mod dependency;
 pub mod diff;
@@ -45,6 +48,16 @@ pub struct Shutdown;
 #[rtype(result = "Vec<ServiceStatus>")]
 pub struct GetStatus;
 
+/// Registers an observer of applied plans; it receives the current plan at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<PlanApplied>);
+
+/// Sent to every subscriber after each `Apply`, with the plan now in force.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PlanApplied(pub Arc<Plan>);
+
 /// What one `Apply` did, service by service.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
@@ -63,6 +76,7 @@ pub struct Supervisor {
     status: StatusBoard,
     plan: Option<Plan>,
     services: BTreeMap<String, Addr<ServiceActor>>,
+    subscribers: Vec<Recipient<PlanApplied>>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -81,6 +95,7 @@ impl Supervisor {
             status: StatusBoard::default(),
             plan: None,
             services: BTreeMap::new(),
+            subscribers: Vec::new(),
         }
     }
 
@@ -158,7 +173,11 @@ impl Handler<Apply> for Supervisor {
                 for name in &report.retired {
                     actor.services.remove(name);
                 }
+                let applied = Arc::new(plan.clone());
                 actor.plan = Some(plan);
+                for subscriber in &actor.subscribers {
+                    subscriber.do_send(PlanApplied(applied.clone()));
+                }
                 report
             },
         )))
@@ -191,6 +210,17 @@ impl Handler<Shutdown> for Supervisor {
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))
+    }
+}
+
+impl Handler<Subscribe> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(plan) = &self.plan {
+            msg.0.do_send(PlanApplied(Arc::new(plan.clone())));
+        }
+        self.subscribers.push(msg.0);
     }
 }
 

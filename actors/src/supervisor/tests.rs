@@ -277,3 +277,40 @@ async fn networks_are_created_and_undeclared_ones_removed() {
     assert!(names.contains(&"front".to_string()), "{names:?}");
     assert!(names.contains(&format!("{INSTANCE}-net")), "{names:?}");
 }
+
+/// Collects the plans it is told about.
+struct Probe(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+impl Actor for Probe {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<PlanApplied> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: PlanApplied, _ctx: &mut Self::Context) {
+        let names = msg.0.services.keys().cloned().collect();
+        self.0.lock().unwrap().push(names);
+    }
+}
+
+#[actix_rt::test]
+async fn subscribers_learn_every_applied_plan() {
+    let engine = engine_with_images();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = Probe(seen.clone()).start();
+    let supervisor = Supervisor::new(engine.clone()).start();
+    supervisor.send(Subscribe(probe.recipient())).await.unwrap();
+    supervisor
+        .send(Apply(plan(INSTANCE, vec![service("db", "db:1")])))
+        .await
+        .unwrap();
+    supervisor
+        .send(Apply(plan(INSTANCE, vec![service("web", "web:1")])))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![vec!["db".to_string()], vec!["web".to_string()]]
+    );
+}
