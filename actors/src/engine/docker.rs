@@ -44,7 +44,13 @@ impl DockerEngine {
     /// the API version with the daemon.
     pub async fn connect() -> Result<Self, EngineError> {
         let host = std::env::var("DOCKER_HOST").ok();
-        let docker = version::negotiate(host.as_deref(), REQUEST_TIMEOUT_SECS).await?;
+        Self::connect_to(host.as_deref()).await
+    }
+
+    /// Connects to `host` (`unix://...`, `tcp://...` or `http://...`; `None`
+    /// for the local socket) and negotiates the API version.
+    pub async fn connect_to(host: Option<&str>) -> Result<Self, EngineError> {
+        let docker = version::negotiate(host, REQUEST_TIMEOUT_SECS).await?;
         debug!(api_version = %docker.client_version(), "docker api version negotiated");
         Ok(Self { docker })
     }
