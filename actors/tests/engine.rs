@@ -339,7 +339,12 @@ async fn wait_exit_returns_the_code_and_logs_tail_the_last_lines() {
     let failing = harness::service(
         "job",
         BUSYBOX_IMAGE,
-        &["sh", "-c", "echo one; echo two >&2; echo three; exit 3"],
+        // Pauses keep the order across stdout and stderr deterministic.
+        &[
+            "sh",
+            "-c",
+            "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three; exit 3",
+        ],
     );
     let (_, id) = harness::create(&engine, &cleanup, &failing, &default_network, &instance).await;
     engine.start(&id).await.expect("started");
@@ -444,7 +449,8 @@ async fn images_are_inspected_and_a_failed_pull_is_a_pull_error() {
     match engine.pull(&unreachable).await {
         Err(EngineError::Pull { image, reason }) => {
             assert_eq!(image, "127.0.0.1:1/none:latest");
-            assert!(!reason.is_empty());
+            // The daemon's own message, naming the registry it could not reach.
+            assert!(reason.contains("127.0.0.1:1"), "{reason}");
         }
         other => panic!("expected a pull error, got {other:?}"),
     }
@@ -545,4 +551,51 @@ async fn a_missing_external_network_is_not_found_and_never_created() {
         .ensure_network(&external, &harness::labels(&instance))
         .await
         .expect("an existing external network is fine");
+}
+
+#[tokio::test]
+async fn a_failed_create_leaves_no_container_behind() {
+    let engine = harness::engine().await;
+    let cleanup = Cleanup::default();
+    let instance = harness::unique_name();
+    let default_network = harness::default_network(&cleanup);
+    engine
+        .ensure_default_network(&default_network, &harness::labels(&instance))
+        .await
+        .expect("default network");
+
+    let missing_image = harness::service("app", "dispenser-test/missing:none", &[]);
+    let name = harness::unique_name();
+    cleanup.container(&name);
+    let request = dispenser_actors::engine::CreateRequest {
+        name: &name,
+        service: &missing_image,
+        default_network: &default_network,
+        labels: harness::labels(&instance),
+    };
+    match engine.create(&request).await {
+        Err(EngineError::NotFound { what }) => assert!(what.contains("missing"), "{what}"),
+        other => panic!("expected image not found, got {other:?}"),
+    }
+
+    // A declared network that does not exist: the half-made container goes.
+    let mut service = harness::service("app", BUSYBOX_IMAGE, &[]);
+    let missing_network = harness::unique_name();
+    service.container.networks = vec![missing_network.clone()];
+    let request = dispenser_actors::engine::CreateRequest {
+        name: &name,
+        service: &service,
+        default_network: &default_network,
+        labels: harness::labels(&instance),
+    };
+    match engine.create(&request).await {
+        Err(EngineError::NotFound { what }) => assert!(what.contains(&missing_network), "{what}"),
+        other => panic!("expected network not found, got {other:?}"),
+    }
+    assert_eq!(engine.inspect(&name).await.expect("inspect"), None);
+    assert!(engine
+        .list_managed(&instance)
+        .await
+        .expect("list")
+        .is_empty());
 }

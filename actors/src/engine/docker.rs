@@ -60,7 +60,7 @@ impl DockerEngine {
         self.docker.client_version().to_string()
     }
 
-    /// Inspects a network by exact name; `None` when there is none.
+    /// Whether a network of exactly this name exists.
     async fn network_exists(&self, name: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_network(name, None).await {
             // Docker also matches id prefixes: only an exact name counts.
@@ -90,6 +90,13 @@ impl DockerEngine {
         request: &CreateRequest<'_>,
     ) -> Result<(), EngineError> {
         for network in &request.service.container.networks {
+            // Docker accepts a created container onto a missing network and
+            // fails only at start: check first, so create fails instead.
+            if !self.network_exists(network).await? {
+                return Err(EngineError::NotFound {
+                    what: format!("network {network}"),
+                });
+            }
             let connect = NetworkConnectRequest {
                 container: id.to_owned(),
                 endpoint_config: Some(create_body::endpoint_with_alias(&request.service.name)),
