@@ -44,7 +44,13 @@ impl DockerEngine {
     /// the API version with the daemon.
     pub async fn connect() -> Result<Self, EngineError> {
         let host = std::env::var("DOCKER_HOST").ok();
-        let docker = version::negotiate(host.as_deref(), REQUEST_TIMEOUT_SECS).await?;
+        Self::connect_to(host.as_deref()).await
+    }
+
+    /// Connects to `host` (`unix://...`, `tcp://...` or `http://...`; `None`
+    /// for the local socket) and negotiates the API version.
+    pub async fn connect_to(host: Option<&str>) -> Result<Self, EngineError> {
+        let docker = version::negotiate(host, REQUEST_TIMEOUT_SECS).await?;
         debug!(api_version = %docker.client_version(), "docker api version negotiated");
         Ok(Self { docker })
     }
@@ -54,7 +60,7 @@ impl DockerEngine {
         self.docker.client_version().to_string()
     }
 
-    /// Inspects a network by exact name; `None` when there is none.
+    /// Whether a network of exactly this name exists.
     async fn network_exists(&self, name: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_network(name, None).await {
             // Docker also matches id prefixes: only an exact name counts.
@@ -84,6 +90,13 @@ impl DockerEngine {
         request: &CreateRequest<'_>,
     ) -> Result<(), EngineError> {
         for network in &request.service.container.networks {
+            // Docker accepts a created container onto a missing network and
+            // fails only at start: check first, so create fails instead.
+            if !self.network_exists(network).await? {
+                return Err(EngineError::NotFound {
+                    what: format!("network {network}"),
+                });
+            }
             let connect = NetworkConnectRequest {
                 container: id.to_owned(),
                 endpoint_config: Some(create_body::endpoint_with_alias(&request.service.name)),

@@ -1,11 +1,19 @@
-//! API version negotiation. bollard asks `/v<client>/version`, which a daemon
-//! older than the client refuses ("client version 1.53 is too new. Maximum
-//! supported API version is 1.41"); a current daemon refuses versions older
-//! than 1.44. So: try bollard's newest version first, and when the daemon says
-//! it is too new, reconnect at the daemon's maximum it named.
+//! API version negotiation and pinning.
+//!
+//! Docker 20.10 (Debian 12) speaks at most API 1.41; current engines refuse
+//! clients older than 1.44. bollard 0.21 negotiates (`GET /version`, then
+//! lowers its version to the daemon's when that is older) but then sends every
+//! request without a `/v1.xx` prefix, so the daemon reads it with whatever
+//! version it defaults to. We pin the negotiated version into each request
+//! path, so the daemon always reads our bodies with the version bollard's
+//! models and our code were written for (or the daemon's own, if older), then
+//! verify the daemon accepts it before anything else happens.
+//!
+//! Should a later bollard send its version itself, a daemon older than the
+//! client refuses with "Maximum supported API version is X": we reconnect at X.
 
 use bollard::errors::Error as DockerError;
-use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
+use bollard::{BollardRequest, ClientVersion, Docker, API_DEFAULT_VERSION};
 
 use crate::engine::EngineError;
 
@@ -15,28 +23,33 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// The phrase before the daemon's maximum version in a "too new" refusal.
 const MAXIMUM_PHRASE: &str = "Maximum supported API version is ";
 
-/// Connects to `host` (default: the local socket) and settles on an API
-/// version both sides speak.
+/// Connects to `host` (default: the local socket), settles on an API version
+/// both sides speak, and pins it into every request.
 pub async fn negotiate(host: Option<&str>, timeout_secs: u64) -> Result<Docker, EngineError> {
     let host = host.filter(|h| !h.is_empty()).unwrap_or(DEFAULT_HOST);
     let first = connect(host, timeout_secs, API_DEFAULT_VERSION)?;
-    match first.negotiate_version().await {
-        Ok(docker) => Ok(docker),
+    let negotiated = match first.negotiate_version().await {
+        Ok(docker) => docker,
         Err(DockerError::DockerResponseServerError {
             status_code: 400,
             message,
         }) => {
-            let Some(maximum) = maximum_version(&message) else {
-                return Err(EngineError::Unreachable(format!(
-                    "cannot agree on an api version: {message}"
-                )));
-            };
+            let maximum = maximum_version(&message).ok_or_else(|| no_common_version(&message))?;
             connect(host, timeout_secs, &maximum)?
                 .negotiate_version()
                 .await
-                .map_err(|err| EngineError::Unreachable(err.to_string()))
+                .map_err(unreachable)?
         }
-        Err(err) => Err(EngineError::Unreachable(err.to_string())),
+        Err(err) => return Err(unreachable(err)),
+    };
+    let pinned = pin(negotiated);
+    match pinned.version().await {
+        Ok(_) => Ok(pinned),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        }) => Err(no_common_version(&message)),
+        Err(err) => Err(unreachable(err)),
     }
 }
 
@@ -54,6 +67,34 @@ pub fn maximum_version(message: &str) -> Option<ClientVersion> {
     })
 }
 
+/// Makes every request of `docker` name its negotiated API version.
+fn pin(docker: Docker) -> Docker {
+    let version = docker.client_version().to_string();
+    docker.with_request_modifier(move |request| with_version_prefix(request, &version))
+}
+
+/// Rewrites `scheme://host/path` into `scheme://host/v<version>/path`,
+/// unless the path already names a version.
+fn with_version_prefix(mut request: BollardRequest, version: &str) -> BollardRequest {
+    let uri = request.uri();
+    let path = uri.path();
+    let versioned = path
+        .strip_prefix("/v")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    if versioned {
+        return request;
+    }
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return request;
+    };
+    let path_and_query = uri.path_and_query().map_or(path, |pq| pq.as_str());
+    let rewritten = format!("{scheme}://{authority}/v{version}{path_and_query}");
+    if let Ok(pinned) = rewritten.parse() {
+        *request.uri_mut() = pinned;
+    }
+    request
+}
+
 fn connect(host: &str, timeout_secs: u64, version: &ClientVersion) -> Result<Docker, EngineError> {
     let connected = if host.starts_with("unix://") {
         Docker::connect_with_unix(host, timeout_secs, version)
@@ -64,30 +105,16 @@ fn connect(host: &str, timeout_secs: u64, version: &ClientVersion) -> Result<Doc
             "unsupported DOCKER_HOST {host}: use unix://, tcp:// or http://"
         )));
     };
-    connected.map_err(|err| EngineError::Unreachable(err.to_string()))
+    connected.map_err(unreachable)
+}
+
+fn no_common_version(message: &str) -> EngineError {
+    EngineError::Unreachable(format!("cannot agree on an api version: {message}"))
+}
+
+fn unreachable(err: DockerError) -> EngineError {
+    EngineError::Unreachable(err.to_string())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_maximum_from_a_too_new_refusal() {
-        let message = "client version 1.53 is too new. Maximum supported API version is 1.41";
-        let version = maximum_version(message).expect("a version");
-        assert_eq!((version.major_version, version.minor_version), (1, 41));
-    }
-
-    #[test]
-    fn ignores_a_trailing_period() {
-        let version =
-            maximum_version("... Maximum supported API version is 1.47.").expect("a version");
-        assert_eq!((version.major_version, version.minor_version), (1, 47));
-    }
-
-    #[test]
-    fn other_refusals_name_no_version() {
-        assert!(maximum_version("client version 1.24 is too old").is_none());
-        assert!(maximum_version("Maximum supported API version is x").is_none());
-    }
-}
+mod tests;
