@@ -3,5 +3,6 @@
 
 pub mod engine;
 pub mod plan;
+pub mod proxy;
 pub mod service;
 pub mod supervisor;
