@@ -253,7 +253,10 @@ pub enum TlsSource {
     /// ACME when `[certbot]` is set, else a self-signed certificate.
     Automatic,
     /// Files given by `cert_file` and `key_file`, absolute.
-    Manual { cert_file: PathBuf, key_file: PathBuf },
+    Manual {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
 }
 
 /// The proxy's global settings.
