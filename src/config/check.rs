@@ -154,6 +154,13 @@ fn serde_error(
             "boolean" => "a boolean",
             _ => "a value",
         };
+        let expected = match expected {
+            "u16" => "an integer from 0 to 65535",
+            "u32" => "a non-negative integer",
+            "u64" => "a non-negative integer",
+            "a boolean" | "bool" => "`true` or `false`",
+            other => other,
+        };
         let what = if message.starts_with("invalid type") {
             format!("wrong type: expected {expected}, found {found}")
         } else {

@@ -239,7 +239,7 @@ impl fmt::Display for Diagnostic {
             (Some(path), Some(snippet)) => {
                 writeln!(f, "  --> {path}:{}:{}", snippet.line, snippet.column)?;
                 if let Some(before) = &snippet.before {
-                    writeln!(f, "{:>4} | {before}", snippet.line - 1)?;
+                    write_context(f, snippet.line - 1, before)?;
                 }
                 writeln!(f, "{:>4} > {}", snippet.line, snippet.text)?;
                 let carets = format!(
@@ -253,7 +253,7 @@ impl fmt::Display for Diagnostic {
                     writeln!(f, "     i {carets} {}", snippet.label)?;
                 }
                 if let Some(after) = &snippet.after {
-                    writeln!(f, "{:>4} | {after}", snippet.line + 1)?;
+                    write_context(f, snippet.line + 1, after)?;
                 }
             }
             (Some(path), None) => writeln!(f, "  --> {path}")?,
@@ -263,6 +263,15 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "help: {help}")?;
         }
         Ok(())
+    }
+}
+
+/// A context line: `  12 | text`, without trailing spaces when empty.
+fn write_context(f: &mut fmt::Formatter<'_>, line: usize, text: &str) -> fmt::Result {
+    if text.is_empty() {
+        writeln!(f, "{line:>4} |")
+    } else {
+        writeln!(f, "{line:>4} | {text}")
     }
 }
 

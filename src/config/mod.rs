@@ -172,6 +172,7 @@ fn load_variables(
         }
     }
     let base = variables.exposed();
+    let base_unresolved = variables.clone();
     let mut overlay_paths: Vec<PathBuf> = std::fs::read_dir(if config_dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -191,7 +192,14 @@ fn load_variables(
         let Some(text) = read(&path, files, diagnostics, None) else {
             continue;
         };
-        let Some(file) = render_with(renderer, &path, text, &base, diagnostics) else {
+        let Some(file) = render_with(
+            renderer,
+            &path,
+            text,
+            &base,
+            &|name| base_unresolved.is_unresolved(name),
+            diagnostics,
+        ) else {
             continue;
         };
         match vars::parse(&file) {
@@ -241,7 +249,17 @@ fn render_file(
     variables: &Variables,
     diagnostics: &mut Diagnostics,
 ) -> Option<SourceFile> {
-    render_with(renderer, path, text, &variables.exposed(), diagnostics)
+    // An unresolved secret was reported where it is declared; its uses would
+    // only repeat that as "undefined variable".
+    let already_reported = |name: &str| variables.is_unresolved(name);
+    render_with(
+        renderer,
+        path,
+        text,
+        &variables.exposed(),
+        &already_reported,
+        diagnostics,
+    )
 }
 
 fn render_with(
@@ -249,11 +267,13 @@ fn render_with(
     path: &Path,
     text: String,
     variables: &BTreeMap<String, String>,
+    already_reported: &dyn Fn(&str) -> bool,
     diagnostics: &mut Diagnostics,
 ) -> Option<SourceFile> {
     let display = paths::display(path);
     match renderer.render(&text, variables) {
         Ok(rendered) => Some(SourceFile::rendered(display, text, rendered)),
+        Err(error) if error.undefined.as_deref().is_some_and(already_reported) => None,
         Err(error) => {
             let file = SourceFile::plain(display.clone(), text);
             let mut diagnostic = match error.span {

@@ -24,6 +24,8 @@ pub struct RenderError {
     pub span: Option<Range<usize>>,
     pub label: String,
     pub help: Option<String>,
+    /// The variable that is undefined, when that is the problem.
+    pub undefined: Option<String>,
 }
 
 /// For each line of the rendered text: its source line and whether it is
@@ -95,6 +97,7 @@ impl RenderError {
                     help: Some(format!(
                         "define `{root}` in dispenser.vars or a *.dispenser.vars file"
                     )),
+                    undefined: Some(root.to_string()),
                 }
             }
             (kind, span) => {
@@ -107,6 +110,7 @@ impl RenderError {
                         "variables are written `${ name }`, blocks `{% if ... %}...{% endif %}`"
                             .to_string(),
                     ),
+                    undefined: None,
                 }
             }
         }

@@ -129,3 +129,81 @@ fn finds_dependency_cycles_once() {
         "{errors}"
     );
 }
+
+#[test]
+fn the_valid_stack_resolves_every_field() {
+    use dispenser_actors::plan::{
+        DependsOn, Initialize, MountSource, NetworkDriver, ProxyStrategy, PullPolicy,
+        RestartPolicy, TlsSource,
+    };
+    std::env::set_var("DISPENSER_TEST_DB_PASSWORD", "hunter2");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/valid/stack");
+    let loaded = load_tree(&root).unwrap_or_else(|errors| panic!("{errors}"));
+    let plan = &loaded.plan;
+    assert_eq!(plan.settings.instance, "stack-prod");
+    assert_eq!(plan.settings.default_network.name, "dispenser-prod");
+    assert_eq!(plan.settings.state_dir, root.join(".dispenser"));
+    assert_eq!(plan.networks["storage"].driver, NetworkDriver::Bridge);
+    assert!(plan.networks["storage"].internal);
+    assert!(plan.networks["shared-edge"].external);
+    assert_eq!(plan.networks["backend"].labels["env"], "prod");
+    let proxy = plan.proxy.as_ref().unwrap();
+    assert_eq!(proxy.strategy, ProxyStrategy::HttpsOnly);
+    assert_eq!(proxy.https_listen.port(), 8443);
+    assert_eq!(
+        plan.acme.as_ref().unwrap().ca_bundle,
+        Some(root.join("ca.pem"))
+    );
+
+    let web = &plan.services["web"];
+    let route = web.route.as_ref().unwrap();
+    assert_eq!(route.host, "www.example.com");
+    assert!(matches!(route.tls, TlsSource::Manual { .. }));
+    assert_eq!(web.container.memory_bytes, Some(256 << 20));
+    assert_eq!(web.container.nano_cpus, Some(500_000_000));
+    assert_eq!(web.container.image.tag.as_deref(), Some("1.27"));
+
+    let api = &plan.services["api"];
+    assert_eq!(api.route.as_ref().unwrap().path, "/v1");
+    assert_eq!(api.depends_on["db"], DependsOn::Healthy);
+    assert_eq!(api.container.restart, RestartPolicy::OnFailure);
+    assert_eq!(api.container.env["WORKERS"].expose(), "4");
+    assert_eq!(api.container.env["DEBUG"].expose(), "false");
+    assert_eq!(api.container.env["API_TOKEN"].expose(), "not-a-real-token");
+    assert!(api.container.env["DATABASE_URL"]
+        .expose()
+        .contains("hunter2"));
+    assert_eq!(api.container.healthcheck.as_ref().unwrap().test[0], "CMD");
+
+    let db = &plan.services["db"];
+    assert_eq!(
+        db.container.volumes[0].source,
+        MountSource::Volume("pgdata".into())
+    );
+    assert_eq!(
+        db.container.healthcheck.as_ref().unwrap().test[0],
+        "CMD-SHELL"
+    );
+
+    let worker = &plan.services["worker"];
+    assert_eq!(
+        worker.container.entrypoint,
+        Some(vec![
+            "/usr/local/bin/worker".into(),
+            "--queue".into(),
+            "default high".into()
+        ])
+    );
+    assert_eq!(worker.lifecycle.pull, PullPolicy::Always);
+
+    let backup = &plan.services["backup"];
+    assert_eq!(backup.lifecycle.initialize, Initialize::OnTrigger);
+    assert!(backup.lifecycle.schedule.is_some());
+    assert!(backup.container.image.digest.is_some());
+    assert_eq!(
+        backup.container.volumes[0].source,
+        MountSource::Bind(root.join("backup/scripts"))
+    );
+    assert_eq!(plan.start_order().first(), Some(&"db"));
+    assert!(loaded.warnings.items.is_empty());
+}

@@ -264,13 +264,14 @@ pub fn global(
 }
 
 /// Validates one service.toml. `folder` is the service folder, absolute.
+/// Returns `None` only when no image can be derived; other errors are
+/// reported and the service still returned for cross-service checks.
 pub fn service(
     check: &mut FileCheck<'_>,
     file: &ServiceFile,
     folder: &Path,
     declared_networks: &BTreeMap<String, Network>,
 ) -> Option<Service> {
-    let errors_before = check.error_count();
     let table = &file.service;
     let name = table.name.clone();
     if !is_container_name(&name) {
@@ -556,9 +557,8 @@ pub fn service(
         extra_hosts,
         healthcheck,
     };
-    if check.error_count() != errors_before {
-        return None;
-    }
+    // A service with errors is still returned (unless its image is invalid)
+    // so cross-service checks see it; the caller rejects the plan anyway.
     let spec_hash = spec_hash(&container);
     Some(Service {
         name,

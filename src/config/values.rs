@@ -80,7 +80,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(number.saturating_mul(3600)),
             "d" => Duration::from_secs(number.saturating_mul(86400)),
             "" => return Err("a duration needs a unit: ms, s, m, h or d".into()),
-            _ => return Err(format!("unknown duration unit `{unit}` (ms, s, m, h or d)")),
+            _ => {
+                return Err(format!(
+                    "unknown duration unit `{}` (ms, s, m, h or d)",
+                    unit.trim()
+                ))
+            }
         };
         total += part;
     }

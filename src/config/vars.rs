@@ -1,7 +1,7 @@
 //! Variables files: `dispenser.vars` and `*.dispenser.vars`, TOML `key = value`
 //! where a value is text or a secret reference table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ pub struct VarEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
     values: BTreeMap<String, (Sensitive, String)>,
+    /// Secrets that could not be resolved (already reported).
+    unresolved: BTreeSet<String>,
 }
 
 impl Variables {
@@ -45,6 +47,11 @@ impl Variables {
         self.values
             .insert(name, (value, file))
             .map(|(_, previous)| previous)
+    }
+
+    /// True when `name` is a secret that failed to resolve.
+    pub fn is_unresolved(&self, name: &str) -> bool {
+        self.unresolved.contains(name)
     }
 
     /// Exposed values, to render templates with. Never log this map.
@@ -109,6 +116,7 @@ pub fn resolve_into(
                         format!("cannot resolve secret `{}`: {error}", entry.name),
                         "secret reference",
                     ));
+                    variables.unresolved.insert(entry.name);
                     continue;
                 }
             },
