@@ -131,13 +131,19 @@ fn serde_error(
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
+        if span.is_empty() {
+            return file
+                .error_at(span, format!("missing required table `[{key}]`"), "here")
+                .with_help(format!("add a [{key}] table"));
+        }
+        let table = describe_table(spans.table_at(span.start).unwrap_or_default());
         return file
             .error_at(
                 span.clone(),
-                format!("missing required key `{key}` in {}", table()),
+                format!("missing required key `{key}` in {table}"),
                 "in this table",
             )
-            .with_help(format!("add `{key} = ...` to {}", table()));
+            .with_help(format!("add `{key} = ...` to {table}"));
     }
     if let Some(rest) = message
         .strip_prefix("invalid type: ")

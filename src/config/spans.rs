@@ -38,12 +38,14 @@ impl SpanIndex {
         self.nearest(path).map_or(0..0, |entry| entry.key.clone())
     }
 
-    /// The path of the key whose span is exactly `span`.
+    /// The path of the key whose span is exactly `span` (the deepest one
+    /// when an array of tables shares its header span with its item).
     pub fn path_of_key(&self, span: &Range<usize>) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(_, entry)| entry.key == *span)
+            .filter(|(_, entry)| entry.key == *span)
             .map(|(path, _)| path.as_str())
+            .max_by_key(|path| (path.len(), *path))
     }
 
     /// The deepest table or array item whose value span contains `offset`.
@@ -52,8 +54,8 @@ impl SpanIndex {
             .iter()
             .filter(|(_, entry)| entry.value.contains(&offset) || entry.key.contains(&offset))
             .filter(|(path, _)| !path.is_empty())
-            .max_by_key(|(path, _)| path.len())
             .map(|(path, _)| path.as_str())
+            .max_by_key(|path| (path.len(), *path))
     }
 
     fn nearest(&self, path: &str) -> Option<&Entry> {
