@@ -110,10 +110,10 @@ impl Schedule {
     }
 
     /// The first time strictly after `after` when the schedule fires, if any.
-    pub fn next_after<Tz: TimeZone>(&self, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+    pub fn next_after<Tz: TimeZone>(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
         self.crate_schedules
             .iter()
-            .filter_map(|schedule| schedule.after(after).next())
+            .filter_map(|schedule| schedule.after(&after).next())
             .min()
     }
 }

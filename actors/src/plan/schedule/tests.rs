@@ -12,7 +12,7 @@ fn clock() -> DateTime<Utc> {
 fn next(expression: &str, after: DateTime<Utc>) -> DateTime<Utc> {
     Schedule::parse(expression)
         .unwrap()
-        .next_after(&after)
+        .next_after(after)
         .unwrap()
 }
 
@@ -41,7 +41,7 @@ fn day_of_month_or_day_of_week() {
     let mut fires = Vec::new();
     let mut after = clock();
     for _ in 0..5 {
-        after = schedule.next_after(&after).unwrap();
+        after = schedule.next_after(after).unwrap();
         fires.push(after.day());
     }
     // Mondays of January 2025 (6, 13, 20, 27), then February 1st (a Saturday).
@@ -51,8 +51,8 @@ fn day_of_month_or_day_of_week() {
 #[test]
 fn six_fields_every_two_seconds() {
     let schedule = Schedule::parse("*/2 * * * * *").unwrap();
-    let first = schedule.next_after(&clock()).unwrap();
-    let second = schedule.next_after(&first).unwrap();
+    let first = schedule.next_after(clock()).unwrap();
+    let second = schedule.next_after(first).unwrap();
     assert_eq!(first.second(), 2);
     assert_eq!((second - first).num_seconds(), 2);
 }
@@ -91,7 +91,7 @@ fn day_ranges_lists_and_steps() {
     let mut after = clock();
     let mut seen = Vec::new();
     for _ in 0..7 {
-        after = weekdays.next_after(&after).unwrap();
+        after = weekdays.next_after(after).unwrap();
         seen.push(after.weekday());
     }
     assert!(
@@ -99,16 +99,16 @@ fn day_ranges_lists_and_steps() {
         "{seen:?}"
     );
     let weekend = Schedule::parse("0 0 * * 6-7").unwrap();
-    let fire = weekend.next_after(&clock()).unwrap();
+    let fire = weekend.next_after(clock()).unwrap();
     assert_eq!(fire.weekday(), Weekday::Sat);
     let every_other = Schedule::parse("0 0 * * */2").unwrap();
     // Sunday, Tuesday, Thursday, Saturday: from Wednesday the next is Thursday.
     assert_eq!(
-        every_other.next_after(&clock()).unwrap().weekday(),
+        every_other.next_after(clock()).unwrap().weekday(),
         Weekday::Thu
     );
     let list = Schedule::parse("0 0 * * 2,fri").unwrap();
-    assert_eq!(list.next_after(&clock()).unwrap().weekday(), Weekday::Fri);
+    assert_eq!(list.next_after(clock()).unwrap().weekday(), Weekday::Fri);
 }
 
 #[test]
