@@ -1,15 +1,127 @@
-//! `dispenser`: runs one VM's containers from files in version control.
-//! (Temporary entry point until the config front-end lands.)
+//! `dispenser`: the binary. Parses arguments, then validates the
+//! configuration (`--test`), signals the running daemon (`-s`), or runs the
+//! daemon.
 
+mod cli;
+mod config;
 mod daemon;
 mod pidfile;
 
-fn main() -> std::process::ExitCode {
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::{Cli, Signal};
+use config::{Diagnostics, LocalSecrets};
+
+/// Exit code of `--test` when the configuration has errors.
+const EXIT_INVALID_CONFIG: u8 = 1;
+/// How long `-s stop` waits for the daemon to exit.
+const STOP_WAIT: Duration = Duration::from_secs(120);
+/// The pidfile's name, beside dispenser.toml, unless `-p` says otherwise.
+const DEFAULT_PID_FILE: &str = "dispenser.pid";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let pid_file = cli
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| beside(&cli.config, DEFAULT_PID_FILE));
+    if let Some(signal) = cli.signal {
+        return send_signal(&pid_file, signal);
+    }
+    if cli.test {
+        init_logging("warn");
+        return test_config(&cli.config);
+    }
+    init_logging("info");
     let options = daemon::DaemonOptions {
-        config: "dispenser.toml".into(),
-        pid_file: "dispenser.pid".into(),
+        config: cli.config.clone(),
+        pid_file,
     };
-    daemon::run(options, || {
-        Err("the config front-end is not merged yet\n".to_string())
-    })
+    let config_path = cli.config;
+    daemon::run(options, move || load_plan(&config_path))
+}
+
+/// Logs go to stderr; `RUST_LOG` chooses the level.
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `--test`: loads everything, prints warnings and errors, never a secret.
+fn test_config(config_path: &Path) -> ExitCode {
+    let secrets = LocalSecrets::new(config_dir(config_path));
+    match config::load(config_path, &secrets) {
+        Ok(loaded) => {
+            print_warnings(&loaded.warnings);
+            tracing::info!(
+                services = loaded.plan.services.len(),
+                files = loaded.files.len(),
+                "configuration loaded"
+            );
+            println!("Dispenser config is ok.");
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+/// The daemon's loader: the plan, or every problem rendered as text.
+fn load_plan(config_path: &Path) -> Result<dispenser_actors::plan::Plan, String> {
+    let secrets = LocalSecrets::new(config_dir(config_path));
+    match config::load(config_path, &secrets) {
+        Ok(loaded) => {
+            for warning in loaded.warnings.warnings() {
+                tracing::warn!(warning = %warning, "configuration warning");
+            }
+            Ok(loaded.plan)
+        }
+        Err(diagnostics) => Err(diagnostics.to_string()),
+    }
+}
+
+/// `-s reload|stop`: signals the daemon that holds the pidfile.
+fn send_signal(pid_file: &Path, signal: Signal) -> ExitCode {
+    let unix_signal = match signal {
+        Signal::Reload => nix::sys::signal::Signal::SIGHUP,
+        Signal::Stop => nix::sys::signal::Signal::SIGTERM,
+    };
+    let pid = match pidfile::signal_daemon(pid_file, unix_signal) {
+        Ok(pid) => pid,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if signal == Signal::Stop {
+        if let Err(err) = pidfile::wait_released(pid_file, pid, STOP_WAIT) {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_warnings(warnings: &Diagnostics) {
+    for warning in warnings.warnings() {
+        eprintln!("{warning}");
+    }
+}
+
+fn config_dir(config_path: &Path) -> &Path {
+    config_path.parent().unwrap_or(Path::new("."))
+}
+
+fn beside(config_path: &Path, name: &str) -> PathBuf {
+    config_dir(config_path).join(name)
 }

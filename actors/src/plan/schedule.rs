@@ -1,16 +1,43 @@
 //! Cron schedules with standard cron semantics, whatever form they are written in.
+//!
+//! The `cron` crate does the date arithmetic, but it numbers days of the week
+//! from Sunday = 1 and requires day-of-month AND day-of-week to match. Standard
+//! cron numbers Sunday 0 (or 7) and fires when EITHER restricted day field
+//! matches, so the day-of-week field is parsed here and handed to the crate as
+//! names, and a schedule restricting both day fields keeps two crate schedules.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::str::FromStr;
 
+use chrono::{DateTime, TimeZone};
 use serde::{Serialize, Serializer};
 
+/// Names of the fields of the 7-field form, in order.
+const FIELD_NAMES: [&str; 7] = [
+    "second",
+    "minute",
+    "hour",
+    "day of month",
+    "month",
+    "day of week",
+    "year",
+];
+/// Day names as the `cron` crate expects them, indexed by standard cron number (Sunday = 0).
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const DAY_OF_MONTH: usize = 3;
+const DAY_OF_WEEK: usize = 5;
+
 /// A parsed cron schedule. Accepts the 5-field standard form, the 6-field
-/// form with seconds first, and `@hourly`, `@daily`, `@weekly`, `@monthly`,
-/// `@yearly`. Day of week: 0 or 7 is Sunday, 1 is Monday, names MON..SUN.
+/// form with seconds first, the 7-field form with a year last, and `@hourly`,
+/// `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
+/// Day of week: 0 or 7 is Sunday, 1 is Monday, names SUN..SAT.
 #[derive(Clone)]
 pub struct Schedule {
     /// The expression as the user wrote it.
     pub expression: String,
+    /// One crate schedule, or two when both day fields are restricted (either matches).
+    crate_schedules: Vec<cron::Schedule>,
 }
 
 /// Why a cron expression does not parse.
@@ -22,11 +49,165 @@ pub struct ScheduleError {
 
 impl Schedule {
     pub fn parse(expression: &str) -> Result<Schedule, ScheduleError> {
-        let _ = expression;
-        Err(ScheduleError {
-            reason: "cron parsing is not implemented yet".into(),
+        let trimmed = expression.trim();
+        let expanded = match trimmed.to_ascii_lowercase().as_str() {
+            "@hourly" => "0 0 * * * *".to_string(),
+            "@daily" | "@midnight" => "0 0 0 * * *".to_string(),
+            "@weekly" => "0 0 0 * * 0".to_string(),
+            "@monthly" => "0 0 0 1 * *".to_string(),
+            "@yearly" | "@annually" => "0 0 0 1 1 *".to_string(),
+            other if other.starts_with('@') => {
+                return Err(ScheduleError::new(format!(
+                    "unknown shortcut `{trimmed}` (expected @hourly, @daily, @midnight, @weekly, @monthly, @yearly or @annually)"
+                )))
+            }
+            _ => trimmed.to_string(),
+        };
+        let mut fields: Vec<String> = expanded.split_whitespace().map(str::to_string).collect();
+        match fields.len() {
+            5 => fields.insert(0, "0".to_string()),
+            6 | 7 => {}
+            count => {
+                return Err(ScheduleError::new(format!(
+                    "expected 5, 6 or 7 fields, found {count}"
+                )))
+            }
+        }
+        if fields.len() == 6 {
+            fields.push("*".to_string());
+        }
+        let days = parse_day_of_week(&fields[DAY_OF_WEEK])?;
+        let dom_restricted = !is_wildcard(&fields[DAY_OF_MONTH]);
+        let mut variants = Vec::new();
+        match (dom_restricted, days) {
+            (_, None) => variants.push(with_field(&fields, DAY_OF_WEEK, "*")),
+            (false, Some(days)) => {
+                variants.push(with_field(
+                    &with_field(&fields, DAY_OF_MONTH, "*"),
+                    DAY_OF_WEEK,
+                    &days,
+                ));
+            }
+            (true, Some(days)) => {
+                variants.push(with_field(&fields, DAY_OF_WEEK, "*"));
+                variants.push(with_field(
+                    &with_field(&fields, DAY_OF_MONTH, "*"),
+                    DAY_OF_WEEK,
+                    &days,
+                ));
+            }
+        }
+        let mut crate_schedules = Vec::with_capacity(variants.len());
+        for variant in &variants {
+            let schedule = cron::Schedule::from_str(&variant.join(" "))
+                .map_err(|_| ScheduleError::new(blame_field(&fields)))?;
+            crate_schedules.push(schedule);
+        }
+        Ok(Schedule {
+            expression: expression.to_string(),
+            crate_schedules,
         })
     }
+
+    /// The first time strictly after `after` when the schedule fires, if any.
+    pub fn next_after<Tz: TimeZone>(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        self.crate_schedules
+            .iter()
+            .filter_map(|schedule| schedule.after(&after).next())
+            .min()
+    }
+}
+
+impl ScheduleError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+fn is_wildcard(field: &str) -> bool {
+    field == "*" || field == "?"
+}
+
+fn with_field(fields: &[String], index: usize, value: &str) -> Vec<String> {
+    let mut copy = fields.to_vec();
+    copy[index] = value.to_string();
+    copy
+}
+
+/// Finds the field the crate rejects by trying each one alone.
+fn blame_field(fields: &[String]) -> String {
+    for (index, field) in fields.iter().enumerate() {
+        if index == DAY_OF_WEEK {
+            continue;
+        }
+        let alone = with_field(&vec!["*".to_string(); 7], index, field);
+        let alone = if index == 0 {
+            alone
+        } else {
+            with_field(&alone, 0, "0")
+        };
+        if cron::Schedule::from_str(&alone.join(" ")).is_err() {
+            return format!("invalid {} field `{field}`", FIELD_NAMES[index]);
+        }
+    }
+    "invalid cron expression".to_string()
+}
+
+/// Parses a standard day-of-week field into crate day names; `None` means any day.
+fn parse_day_of_week(field: &str) -> Result<Option<String>, ScheduleError> {
+    if is_wildcard(field) {
+        return Ok(None);
+    }
+    let invalid = |why: &str| {
+        ScheduleError::new(format!(
+            "invalid day of week field `{field}`: {why} (0-7 or SUN-SAT, 0 and 7 are Sunday)"
+        ))
+    };
+    let mut days = BTreeSet::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => {
+                let step: usize = step
+                    .parse()
+                    .ok()
+                    .filter(|step| *step > 0)
+                    .ok_or_else(|| invalid("bad step"))?;
+                (range, step)
+            }
+            None => (item, 1),
+        };
+        let (first, last) = if is_wildcard(range) {
+            (0, 6)
+        } else if let Some((start, end)) = range.split_once('-') {
+            day_number(start)
+                .zip(day_number(end))
+                .ok_or_else(|| invalid("bad day"))?
+        } else {
+            let day = day_number(range).ok_or_else(|| invalid("bad day"))?;
+            let last = if item.contains('/') { 7 } else { day };
+            (day, last)
+        };
+        if first > last {
+            return Err(invalid("a range must go upwards"));
+        }
+        for day in (first..=last).step_by(step) {
+            days.insert(day % 7);
+        }
+    }
+    let names: Vec<&str> = days.iter().map(|day| DAY_NAMES[*day]).collect();
+    Ok(Some(names.join(",")))
+}
+
+/// A day as standard cron numbers it: 0..=7 or a three-letter name.
+fn day_number(text: &str) -> Option<usize> {
+    if let Ok(number) = text.parse::<usize>() {
+        return (number <= 7).then_some(number);
+    }
+    DAY_NAMES
+        .iter()
+        .position(|name| name.eq_ignore_ascii_case(text))
 }
 
 impl PartialEq for Schedule {
@@ -46,3 +227,6 @@ impl Serialize for Schedule {
         serializer.serialize_str(&self.expression)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! File structs: `dispenser.toml` and `service.toml` exactly as written, after
+//! rendering. Unknown keys are errors. Fields whose spelling is flexible
+//! (aliases, a string or a list, a string or a number) are kept as text or raw
+//! values here and settled in `validate`, where errors get spans.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `dispenser.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispenserFile {
+    pub delay: Option<u64>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceEntry>,
+    #[serde(default, rename = "network")]
+    pub networks: Vec<NetworkEntry>,
+    pub proxy: Option<ProxyTable>,
+    pub certbot: Option<CertbotTable>,
+    pub daemon: Option<DaemonTable>,
+    /// ixpantia's telemetry settings: accepted and ignored with a warning.
+    pub telemetry: Option<toml::Value>,
+}
+
+/// `[[service]]`: a folder holding a service.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    pub path: String,
+}
+
+/// `[[network]]` in dispenser.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    pub name: String,
+    pub driver: Option<String>,
+    pub external: Option<bool>,
+    pub internal: Option<bool>,
+    pub attachable: Option<bool>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// `[proxy]` in dispenser.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyTable {
+    pub enabled: Option<bool>,
+    pub strategy: Option<String>,
+    pub trust_forwarded_headers: Option<bool>,
+    pub http_listen: Option<String>,
+    pub https_listen: Option<String>,
+}
+
+/// `[certbot]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertbotTable {
+    pub email: String,
+    pub directory_url: Option<String>,
+    pub ca_bundle: Option<String>,
+}
+
+/// `[daemon]`: Dispenser's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonTable {
+    pub instance: Option<String>,
+    pub stop_on_shutdown: Option<bool>,
+    pub state_dir: Option<String>,
+    pub dependency_timeout: Option<u64>,
+    pub network: Option<DaemonNetworkTable>,
+}
+
+/// `[daemon.network]`: the default bridge network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonNetworkTable {
+    pub name: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// `service.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub service: ServiceTable,
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortEntry>,
+    #[serde(default, rename = "volume")]
+    pub volumes: Vec<VolumeEntry>,
+    #[serde(default)]
+    pub env: BTreeMap<String, toml::Value>,
+    #[serde(default, rename = "network")]
+    pub networks: Vec<NetworkRef>,
+    #[serde(default, rename = "extra_host")]
+    pub extra_hosts: Vec<ExtraHostEntry>,
+    pub dispenser: Option<DispenserTable>,
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, String>,
+    pub proxy: Option<RouteTable>,
+    pub healthcheck: Option<HealthcheckTable>,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTable {
+    pub name: String,
+    pub image: String,
+    pub command: Option<toml::Value>,
+    pub entrypoint: Option<toml::Value>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub memory: Option<toml::Value>,
+    pub cpus: Option<toml::Value>,
+    pub restart: Option<String>,
+}
+
+/// `[[port]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortEntry {
+    pub host: u16,
+    pub container: u16,
+}
+
+/// `[[volume]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeEntry {
+    pub source: String,
+    pub target: String,
+    pub readonly: Option<bool>,
+}
+
+/// `[[network]]` in a service.toml: a network declared in dispenser.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRef {
+    pub name: String,
+}
+
+/// `[[extra_host]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraHostEntry {
+    pub hostname: String,
+    pub ipv4: String,
+}
+
+/// `[dispenser]` in a service.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispenserTable {
+    pub watch: Option<bool>,
+    pub initialize: Option<String>,
+    pub cron: Option<String>,
+    pub pull: Option<String>,
+}
+
+/// `[proxy]` in a service.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub host: String,
+    pub path: Option<String>,
+    pub service_port: u16,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub health_path: Option<String>,
+}
+
+/// `[healthcheck]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckTable {
+    pub test: toml::Value,
+    pub interval: Option<toml::Value>,
+    pub timeout: Option<toml::Value>,
+    pub start_period: Option<toml::Value>,
+    pub retries: Option<u32>,
+}

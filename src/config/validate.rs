@@ -1,0 +1,900 @@
+//! Validation: file structs to plan types. Every problem is reported at its
+//! span; a file with errors yields no plan part but its siblings are still checked.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dispenser_actors::plan::{
+    AcmeSettings, ContainerSpec, DefaultNetwork, ExtraHost, Healthcheck, ImageRef, Initialize,
+    Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
+    ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
+    TlsSource, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
+    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_POLL_DELAY,
+};
+
+use super::check::FileCheck;
+use super::file::{DispenserFile, ServiceFile};
+use super::hash::spec_hash;
+use super::paths::normalize;
+use super::values::{
+    canonical_names, choose, did_you_mean, parse_cpus, parse_duration, parse_memory, split_command,
+    Choices, DEPENDS_ON, INITIALIZE, NETWORK_DRIVERS, PROXY_STRATEGIES, PULL_POLICIES,
+    RESTART_POLICIES,
+};
+
+/// Folder for Dispenser's state when `[daemon] state_dir` is not set.
+pub const DEFAULT_STATE_DIR: &str = ".dispenser";
+/// Default HTTP listener of the proxy.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+/// Default HTTPS listener of the proxy.
+pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
+/// The only value of `ipv4` in `[[extra_host]]` that is not an address.
+pub const HOST_GATEWAY: &str = "host-gateway";
+
+/// What dispenser.toml says, validated.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub settings: Settings,
+    pub networks: BTreeMap<String, Network>,
+    pub proxy: Option<ProxySettings>,
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Validates dispenser.toml. `config_dir` is absolute.
+pub fn global(
+    check: &mut FileCheck<'_>,
+    file: &DispenserFile,
+    config_dir: &Path,
+) -> Option<Global> {
+    let errors_before = check.error_count();
+    let poll_delay = match file.delay {
+        Some(0) => {
+            check.error("delay", "`delay` must be at least 1 second", "zero");
+            DEFAULT_POLL_DELAY
+        }
+        Some(seconds) => Duration::from_secs(seconds),
+        None => DEFAULT_POLL_DELAY,
+    };
+    if file.telemetry.is_some() {
+        check
+            .warning(
+                "telemetry",
+                "the [telemetry] table is ignored by this version",
+                "ignored",
+            )
+            .help = Some("remove it to silence this warning".into());
+    }
+    let daemon = file.daemon.clone();
+    let instance = daemon
+        .as_ref()
+        .and_then(|d| d.instance.clone())
+        .unwrap_or_else(|| DEFAULT_INSTANCE.to_string());
+    if !is_instance_name(&instance) {
+        check.error(
+            "daemon.instance",
+            "`instance` may only hold letters, digits, `_`, `.` and `-`",
+            "invalid instance",
+        );
+    }
+    let state_dir = daemon
+        .as_ref()
+        .and_then(|d| d.state_dir.clone())
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.to_string());
+    let network = daemon.as_ref().and_then(|d| d.network.clone());
+    let network_name = network
+        .as_ref()
+        .and_then(|n| n.name.clone())
+        .unwrap_or_else(|| DEFAULT_NETWORK_NAME.to_string());
+    let subnet_text = network
+        .as_ref()
+        .and_then(|n| n.subnet.clone())
+        .unwrap_or_else(|| DEFAULT_NETWORK_SUBNET.to_string());
+    let subnet = parse_cidr(&subnet_text);
+    if subnet.is_none() {
+        check
+            .error(
+                "daemon.network.subnet",
+                format!(
+                    "invalid subnet{}",
+                    check.shown("daemon.network.subnet", &subnet_text)
+                ),
+                "not an IPv4 CIDR",
+            )
+            .help = Some("write a subnet such as \"172.28.0.0/16\"".into());
+    }
+    let gateway = match (network.as_ref().and_then(|n| n.gateway.clone()), subnet) {
+        (Some(text), subnet) => match text.parse::<Ipv4Addr>() {
+            Ok(address) if subnet.is_none_or(|s| contains(s, address)) => address,
+            Ok(_) => {
+                check.error(
+                    "daemon.network.gateway",
+                    "the gateway is not inside the subnet",
+                    "outside the subnet",
+                );
+                Ipv4Addr::UNSPECIFIED
+            }
+            Err(_) => {
+                check.error(
+                    "daemon.network.gateway",
+                    "invalid gateway address",
+                    "not an IPv4 address",
+                );
+                Ipv4Addr::UNSPECIFIED
+            }
+        },
+        (None, Some((base, _))) => Ipv4Addr::from(u32::from(base).wrapping_add(1)),
+        (None, None) => Ipv4Addr::UNSPECIFIED,
+    };
+    let settings = Settings {
+        poll_delay,
+        instance,
+        default_network: DefaultNetwork {
+            name: network_name,
+            subnet: subnet_text,
+            gateway,
+        },
+        stop_on_shutdown: daemon
+            .as_ref()
+            .and_then(|d| d.stop_on_shutdown)
+            .unwrap_or(false),
+        state_dir: normalize(&config_dir.join(state_dir)),
+        dependency_timeout: daemon
+            .as_ref()
+            .and_then(|d| d.dependency_timeout)
+            .map_or(DEFAULT_DEPENDENCY_TIMEOUT, Duration::from_secs),
+    };
+
+    let mut networks = BTreeMap::new();
+    for (index, entry) in file.networks.iter().enumerate() {
+        let path = format!("network[{index}]");
+        let driver = match &entry.driver {
+            Some(word) => pick(
+                check,
+                &format!("{path}.driver"),
+                NETWORK_DRIVERS,
+                word,
+                "network driver",
+            )
+            .unwrap_or(NetworkDriver::Bridge),
+            None => NetworkDriver::Bridge,
+        };
+        if networks.contains_key(&entry.name) {
+            check.error(
+                &format!("{path}.name"),
+                format!("network `{}` is declared twice", entry.name),
+                "duplicate network",
+            );
+        }
+        networks.insert(
+            entry.name.clone(),
+            Network {
+                name: entry.name.clone(),
+                driver,
+                external: entry.external.unwrap_or(false),
+                internal: entry.internal.unwrap_or(false),
+                attachable: entry.attachable.unwrap_or(true),
+                labels: entry.labels.clone().unwrap_or_default(),
+            },
+        );
+    }
+
+    let proxy = file.proxy.as_ref().and_then(|table| {
+        let strategy = match &table.strategy {
+            Some(word) => pick(
+                check,
+                "proxy.strategy",
+                PROXY_STRATEGIES,
+                word,
+                "proxy strategy",
+            )
+            .unwrap_or(ProxyStrategy::HttpsOnly),
+            None => ProxyStrategy::HttpsOnly,
+        };
+        let http_listen = listen(
+            check,
+            "proxy.http_listen",
+            table.http_listen.as_deref(),
+            DEFAULT_HTTP_LISTEN,
+        );
+        let https_listen = listen(
+            check,
+            "proxy.https_listen",
+            table.https_listen.as_deref(),
+            DEFAULT_HTTPS_LISTEN,
+        );
+        table.enabled.unwrap_or(true).then_some(ProxySettings {
+            strategy,
+            trust_forwarded_headers: table.trust_forwarded_headers.unwrap_or(false),
+            http_listen,
+            https_listen,
+        })
+    });
+    let proxy = match &file.proxy {
+        None => Some(ProxySettings {
+            strategy: ProxyStrategy::HttpsOnly,
+            trust_forwarded_headers: false,
+            http_listen: DEFAULT_HTTP_LISTEN.parse().ok()?,
+            https_listen: DEFAULT_HTTPS_LISTEN.parse().ok()?,
+        }),
+        Some(_) => proxy,
+    };
+
+    let acme = file.certbot.as_ref().map(|table| {
+        if !table.email.contains('@') {
+            check.error(
+                "certbot.email",
+                "`email` must be an email address",
+                "not an email address",
+            );
+        }
+        let ca_bundle = table.ca_bundle.as_ref().map(|bundle| {
+            let path = normalize(&config_dir.join(bundle));
+            if !path.is_file() {
+                check
+                    .error(
+                        "certbot.ca_bundle",
+                        format!(
+                            "CA bundle{} does not exist",
+                            check.shown("certbot.ca_bundle", bundle)
+                        ),
+                        "no such file",
+                    )
+                    .help = Some("the path is relative to the folder of dispenser.toml".into());
+            }
+            path
+        });
+        AcmeSettings {
+            email: table.email.clone(),
+            directory_url: table
+                .directory_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_string()),
+            ca_bundle,
+        }
+    });
+
+    (check.error_count() == errors_before).then_some(Global {
+        settings,
+        networks,
+        proxy,
+        acme,
+    })
+}
+
+/// Validates one service.toml. `folder` is the service folder, absolute.
+/// Returns `None` only when no image can be derived; other errors are
+/// reported and the service still returned for cross-service checks.
+pub fn service(
+    check: &mut FileCheck<'_>,
+    file: &ServiceFile,
+    folder: &Path,
+    declared_networks: &BTreeMap<String, Network>,
+) -> Option<Service> {
+    let table = &file.service;
+    let name = table.name.clone();
+    if !is_container_name(&name) {
+        check
+            .error(
+                "service.name",
+                format!("invalid service name{}", check.shown("service.name", &name)),
+                "invalid name",
+            )
+            .help = Some(
+            "a name starts with a letter or digit, then letters, digits, `_`, `.` or `-`".into(),
+        );
+    }
+    let image = match ImageRef::parse(&table.image) {
+        Ok(image) => Some(image),
+        Err(error) => {
+            let reason = if check.file.is_templated(&check.spans.value("service.image")) {
+                "the value does not parse".to_string()
+            } else {
+                error.reason
+            };
+            check
+                .error(
+                    "service.image",
+                    format!("invalid image reference: {reason}"),
+                    "invalid image",
+                )
+                .help = Some("write an image such as `nginx:1.27` or `ghcr.io/org/app:tag`".into());
+            None
+        }
+    };
+    let command = table
+        .command
+        .as_ref()
+        .and_then(|v| command_line(check, "service.command", v));
+    let entrypoint = table
+        .entrypoint
+        .as_ref()
+        .and_then(|v| command_line(check, "service.entrypoint", v));
+    let memory_bytes = table.memory.as_ref().and_then(|value| {
+        let result = match value {
+            toml::Value::String(text) => {
+                parse_memory(text).map_err(|why| (Some(text.clone()), why))
+            }
+            toml::Value::Integer(bytes) if *bytes > 0 => Ok(*bytes as u64),
+            _ => Err((
+                None,
+                "expected a size such as `512m`, `2g` or a number of bytes".into(),
+            )),
+        };
+        result
+            .map_err(|(text, why)| {
+                let shown = text
+                    .map(|t| check.shown("service.memory", &t))
+                    .unwrap_or_default();
+                check
+                    .error(
+                        "service.memory",
+                        format!("invalid memory value{shown}: {why}"),
+                        "invalid memory",
+                    )
+                    .help =
+                    Some("units are b, k, m, g (binary, case-insensitive), e.g. `512m`".into());
+            })
+            .ok()
+    });
+    let nano_cpus = table.cpus.as_ref().and_then(|value| {
+        let cpus = match value {
+            toml::Value::String(text) => text
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| "expected a number such as \"0.5\" or 2".to_string()),
+            toml::Value::Integer(number) => Ok(*number as f64),
+            toml::Value::Float(number) => Ok(*number),
+            _ => Err("expected a number such as \"0.5\" or 2".to_string()),
+        };
+        cpus.and_then(parse_cpus)
+            .map_err(|why| {
+                check.error(
+                    "service.cpus",
+                    format!("invalid cpus value: {why}"),
+                    "invalid cpus",
+                );
+            })
+            .ok()
+    });
+    let restart = match &table.restart {
+        Some(word) => pick(
+            check,
+            "service.restart",
+            RESTART_POLICIES,
+            word,
+            "restart policy",
+        )
+        .unwrap_or(RestartPolicy::No),
+        None => RestartPolicy::No,
+    };
+
+    let mut ports = Vec::new();
+    for (index, port) in file.ports.iter().enumerate() {
+        for (side, number) in [("host", port.host), ("container", port.container)] {
+            if number == 0 {
+                check.error(
+                    &format!("port[{index}].{side}"),
+                    format!("`{side}` port must not be 0"),
+                    "zero port",
+                );
+            }
+        }
+        ports.push(PortBinding {
+            host: port.host,
+            container: port.container,
+        });
+    }
+
+    let mut volumes = Vec::new();
+    for (index, volume) in file.volumes.iter().enumerate() {
+        let path = format!("volume[{index}]");
+        if !volume.target.starts_with('/') {
+            check
+                .error(
+                    &format!("{path}.target"),
+                    "a volume `target` must be an absolute path",
+                    "not absolute",
+                )
+                .help = Some("write the path inside the container, e.g. `/data`".into());
+        }
+        let source = volume_source(check, &format!("{path}.source"), &volume.source, folder);
+        volumes.push(Mount {
+            source,
+            target: volume.target.clone(),
+            readonly: volume.readonly.unwrap_or(false),
+        });
+    }
+
+    let mut env = BTreeMap::new();
+    for (key, value) in &file.env {
+        let text = match value {
+            toml::Value::String(text) => Some(text.clone()),
+            toml::Value::Integer(number) => Some(number.to_string()),
+            toml::Value::Float(number) => Some(number.to_string()),
+            toml::Value::Boolean(flag) => Some(flag.to_string()),
+            _ => None,
+        };
+        match text {
+            Some(text) => {
+                env.insert(key.clone(), Sensitive::new(text));
+            }
+            None => {
+                check
+                    .error(
+                        &format!("env.{key}"),
+                        format!("env `{key}` must be a string"),
+                        "not a string",
+                    )
+                    .help = Some("quote the value: `KEY = \"value\"`".into());
+            }
+        }
+    }
+
+    let mut networks = Vec::new();
+    for (index, network) in file.networks.iter().enumerate() {
+        if !declared_networks.contains_key(&network.name) {
+            let help =
+                match did_you_mean(&network.name, declared_networks.keys().map(String::as_str)) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!(
+                        "declare it in dispenser.toml: [[network]] name = \"{}\"",
+                        network.name
+                    ),
+                };
+            check
+                .error(
+                    &format!("network[{index}].name"),
+                    format!(
+                        "network `{}` is not declared in dispenser.toml",
+                        network.name
+                    ),
+                    "undeclared network",
+                )
+                .help = Some(help);
+        }
+        networks.push(network.name.clone());
+    }
+
+    let mut extra_hosts = Vec::new();
+    for (index, host) in file.extra_hosts.iter().enumerate() {
+        if host.ipv4 != HOST_GATEWAY && host.ipv4.parse::<Ipv4Addr>().is_err() {
+            check
+                .error(
+                    &format!("extra_host[{index}].ipv4"),
+                    format!(
+                        "invalid address{}",
+                        check.shown(&format!("extra_host[{index}].ipv4"), &host.ipv4)
+                    ),
+                    "not an IPv4 address",
+                )
+                .help = Some("write an IPv4 address or \"host-gateway\"".into());
+        }
+        extra_hosts.push(ExtraHost {
+            hostname: host.hostname.clone(),
+            address: host.ipv4.clone(),
+        });
+    }
+
+    let healthcheck = file.healthcheck.as_ref().and_then(|table| {
+        let test = match &table.test {
+            toml::Value::String(text) => Some(vec!["CMD-SHELL".to_string(), text.clone()]),
+            toml::Value::Array(items) => {
+                let words: Option<Vec<String>> = items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_string))
+                    .collect();
+                match words {
+                    Some(words) if words.is_empty() => None,
+                    Some(words) if matches!(words[0].as_str(), "CMD" | "CMD-SHELL" | "NONE") => {
+                        Some(words)
+                    }
+                    Some(words) => Some(std::iter::once("CMD".to_string()).chain(words).collect()),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        if test.is_none() {
+            check.error(
+                "healthcheck.test",
+                "`test` must be a command string or a non-empty array of strings",
+                "invalid test",
+            );
+        }
+        let interval = duration(check, "healthcheck.interval", table.interval.as_ref());
+        let timeout = duration(check, "healthcheck.timeout", table.timeout.as_ref());
+        let start_period = duration(
+            check,
+            "healthcheck.start_period",
+            table.start_period.as_ref(),
+        );
+        Some(Healthcheck {
+            test: test?,
+            interval,
+            timeout,
+            retries: table.retries,
+            start_period,
+        })
+    });
+
+    let lifecycle = lifecycle(check, file);
+
+    let mut depends_on = BTreeMap::new();
+    for (dependency, word) in &file.depends_on {
+        if let Some(condition) = pick(
+            check,
+            &format!("depends_on.{dependency}"),
+            DEPENDS_ON,
+            word,
+            "dependency condition",
+        ) {
+            depends_on.insert(dependency.clone(), condition);
+        }
+    }
+
+    let route = file
+        .proxy
+        .as_ref()
+        .and_then(|table| route(check, table, folder));
+
+    let image = image?;
+    let container = ContainerSpec {
+        image,
+        command,
+        entrypoint,
+        working_dir: table.working_dir.clone(),
+        user: table.user.clone(),
+        hostname: table.hostname.clone(),
+        memory_bytes,
+        nano_cpus,
+        restart,
+        ports,
+        volumes,
+        env,
+        networks,
+        extra_hosts,
+        healthcheck,
+    };
+    // A service with errors is still returned (unless its image is invalid)
+    // so cross-service checks see it; the caller rejects the plan anyway.
+    let spec_hash = spec_hash(&container);
+    Some(Service {
+        name,
+        folder: folder.to_path_buf(),
+        container,
+        lifecycle,
+        depends_on,
+        route,
+        spec_hash,
+    })
+}
+
+fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile) -> Lifecycle {
+    let table = file.dispenser.clone();
+    let initialize = match table.as_ref().and_then(|t| t.initialize.clone()) {
+        Some(word) => pick(
+            check,
+            "dispenser.initialize",
+            INITIALIZE,
+            &word,
+            "initialize mode",
+        )
+        .unwrap_or(Initialize::Immediately),
+        None => Initialize::Immediately,
+    };
+    let pull = match table.as_ref().and_then(|t| t.pull.clone()) {
+        Some(word) => pick(check, "dispenser.pull", PULL_POLICIES, &word, "pull policy")
+            .unwrap_or(PullPolicy::OnStartup),
+        None => PullPolicy::OnStartup,
+    };
+    let schedule = table.as_ref().and_then(|t| t.cron.clone()).and_then(|expression| {
+        Schedule::parse(&expression)
+            .map_err(|error| {
+                check.error("dispenser.cron", format!("invalid cron expression: {}", error.reason), "invalid schedule")
+                    .help = Some("write 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @daily".into());
+            })
+            .ok()
+    });
+    Lifecycle {
+        watch: table.as_ref().and_then(|t| t.watch).unwrap_or(false),
+        initialize,
+        schedule,
+        pull,
+    }
+}
+
+fn route(
+    check: &mut FileCheck<'_>,
+    table: &super::file::RouteTable,
+    folder: &Path,
+) -> Option<Route> {
+    let host = table.host.trim().to_ascii_lowercase();
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !host_ok {
+        check
+            .error(
+                "proxy.host",
+                "`host` must be a bare host name",
+                "not a host name",
+            )
+            .help =
+            Some("write only the name, without scheme, port or path: `app.example.com`".into());
+    }
+    let mut path = table.path.clone().unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') {
+        check.error("proxy.path", "`path` must start with `/`", "relative path");
+    }
+    while path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    if table.service_port == 0 {
+        check.error(
+            "proxy.service_port",
+            "`service_port` must not be 0",
+            "zero port",
+        );
+    }
+    if let Some(health) = &table.health_path {
+        if !health.starts_with('/') {
+            check.error(
+                "proxy.health_path",
+                "`health_path` must start with `/`",
+                "relative path",
+            );
+        }
+    }
+    let tls = match (&table.cert_file, &table.key_file) {
+        (None, None) => TlsSource::Automatic,
+        (Some(_), None) => {
+            check
+                .error(
+                    "proxy.cert_file",
+                    "`cert_file` is set without `key_file`",
+                    "no key_file",
+                )
+                .help = Some(
+                "set both `cert_file` and `key_file`, or neither for automatic certificates".into(),
+            );
+            TlsSource::Automatic
+        }
+        (None, Some(_)) => {
+            check
+                .error(
+                    "proxy.key_file",
+                    "`key_file` is set without `cert_file`",
+                    "no cert_file",
+                )
+                .help = Some(
+                "set both `cert_file` and `key_file`, or neither for automatic certificates".into(),
+            );
+            TlsSource::Automatic
+        }
+        (Some(cert), Some(key)) => {
+            let cert_file = existing_file(check, "proxy.cert_file", cert, folder);
+            let key_file = existing_file(check, "proxy.key_file", key, folder);
+            TlsSource::Manual {
+                cert_file,
+                key_file,
+            }
+        }
+    };
+    Some(Route {
+        host,
+        path,
+        service_port: table.service_port,
+        health_path: table.health_path.clone(),
+        tls,
+    })
+}
+
+fn existing_file(check: &mut FileCheck<'_>, path: &str, value: &str, folder: &Path) -> PathBuf {
+    let full = normalize(&folder.join(value));
+    if !full.is_file() {
+        check
+            .error(
+                path,
+                format!("file{} does not exist", check.shown(path, value)),
+                "no such file",
+            )
+            .help = Some("the path is relative to the service folder".into());
+    }
+    full
+}
+
+/// The volume source rule: `./x`, `../x` relative to the service folder;
+/// `/x` absolute; a bare name is a named volume; other paths with a slash are
+/// relative too, with a warning.
+fn volume_source(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    source: &str,
+    folder: &Path,
+) -> MountSource {
+    if source.is_empty() {
+        check.error(path, "a volume `source` cannot be empty", "empty");
+        return MountSource::Volume(String::new());
+    }
+    if source.starts_with('/') {
+        return MountSource::Bind(normalize(Path::new(source)));
+    }
+    if source.starts_with("./") || source.starts_with("../") || source == "." || source == ".." {
+        return MountSource::Bind(normalize(&folder.join(source)));
+    }
+    if source.contains('/') {
+        check
+            .warning(
+                path,
+                format!("`{source}` is read as a path relative to the service folder"),
+                "ambiguous source",
+            )
+            .help = Some(format!("write `./{source}` to say so"));
+        return MountSource::Bind(normalize(&folder.join(source)));
+    }
+    if folder.join(source).is_dir() {
+        check.warning(path, format!("`{source}` is a named volume, but the service folder has a folder with that name"), "named volume")
+            .help = Some(format!("did you mean `./{source}`?"));
+    }
+    MountSource::Volume(source.to_string())
+}
+
+fn command_line(check: &mut FileCheck<'_>, path: &str, value: &toml::Value) -> Option<Vec<String>> {
+    match value {
+        toml::Value::String(text) => split_command(text)
+            .map_err(|why| {
+                check.error(
+                    path,
+                    format!("invalid command line: {why}"),
+                    "unbalanced quotes",
+                );
+            })
+            .ok(),
+        toml::Value::Array(items) => {
+            let words: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect();
+            if words.is_none() {
+                check.error(
+                    path,
+                    "every item of the array must be a string",
+                    "not strings",
+                );
+            }
+            words
+        }
+        _ => {
+            check.error(
+                path,
+                "expected a string or an array of strings",
+                "wrong type",
+            );
+            None
+        }
+    }
+}
+
+fn duration(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    value: Option<&toml::Value>,
+) -> Option<Duration> {
+    let result = match value? {
+        toml::Value::String(text) => parse_duration(text),
+        toml::Value::Integer(seconds) if *seconds >= 0 => Ok(Duration::from_secs(*seconds as u64)),
+        _ => Err("expected a duration such as \"5s\" or a number of seconds".to_string()),
+    };
+    result
+        .map_err(|why| {
+            check.error(path, format!("invalid duration: {why}"), "invalid duration");
+        })
+        .ok()
+}
+
+/// Looks a word up among its aliases, reporting an error that lists them.
+fn pick<T: Copy + PartialEq>(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    choices: Choices<T>,
+    word: &str,
+    what: &str,
+) -> Option<T> {
+    let chosen = choose(choices, word);
+    if chosen.is_none() {
+        let help = match did_you_mean(word, choices.iter().map(|(name, _)| *name)) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => format!("expected one of {}", canonical_names(choices)),
+        };
+        check
+            .error(
+                path,
+                format!("unknown {what}{}", check.shown(path, word)),
+                &format!("not a {what}"),
+            )
+            .help = Some(help);
+    }
+    chosen
+}
+
+fn listen(check: &mut FileCheck<'_>, path: &str, text: Option<&str>, default: &str) -> SocketAddr {
+    let fallback = SocketAddr::from(([0, 0, 0, 0], 0));
+    match text.unwrap_or(default).parse() {
+        Ok(address) => address,
+        Err(_) => {
+            check
+                .error(path, "invalid listen address", "not an address:port")
+                .help = Some(format!("write an address and port such as \"{default}\""));
+            fallback
+        }
+    }
+}
+
+fn is_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn is_instance_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Parses `a.b.c.d/n`, returning the network address and prefix length.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: Ipv4Addr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    Some((Ipv4Addr::from(u32::from(address) & mask), prefix))
+}
+
+fn contains((base, prefix): (Ipv4Addr, u8), address: Ipv4Addr) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    u32::from(address) & mask == u32::from(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_gateway() {
+        assert_eq!(
+            parse_cidr("172.28.0.0/16"),
+            Some((Ipv4Addr::new(172, 28, 0, 0), 16))
+        );
+        assert_eq!(
+            parse_cidr("10.1.2.3/8"),
+            Some((Ipv4Addr::new(10, 0, 0, 0), 8))
+        );
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        assert_eq!(parse_cidr("10.0.0.0"), None);
+        let subnet = parse_cidr("172.28.0.0/16").unwrap();
+        assert!(contains(subnet, Ipv4Addr::new(172, 28, 5, 1)));
+        assert!(!contains(subnet, Ipv4Addr::new(172, 29, 0, 1)));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_container_name("web-1.app_x"));
+        assert!(!is_container_name("-web"));
+        assert!(!is_container_name("we b"));
+        assert!(is_instance_name("prod.eu-1"));
+        assert!(!is_instance_name(""));
+    }
+}

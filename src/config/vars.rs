@@ -1,0 +1,276 @@
+//! Variables files: `dispenser.vars` and `*.dispenser.vars`, TOML `key = value`
+//! where a value is text or a secret reference table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use dispenser_actors::plan::Sensitive;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, Diagnostics, SourceFile};
+use super::secrets::{SecretRef, SecretResolver, DEFAULT_SECRET_VERSION};
+
+/// The base variables file, next to dispenser.toml; read first, not templated.
+pub const BASE_VARS_FILE: &str = "dispenser.vars";
+/// Suffix of the variables files read after the base one, in file-name order.
+pub const VARS_FILE_SUFFIX: &str = ".dispenser.vars";
+
+/// One variable as written in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    Text(String),
+    Secret(SecretRef),
+}
+
+/// A variable declaration with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarEntry {
+    pub name: String,
+    pub value: VarValue,
+    /// Span of the value in the rendered text.
+    pub span: Range<usize>,
+}
+
+/// Every variable known so far, with the file that set it.
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    values: BTreeMap<String, (Sensitive, String)>,
+    /// Secrets that could not be resolved (already reported).
+    unresolved: BTreeSet<String>,
+}
+
+impl Variables {
+    /// Sets a variable; returns the file that set it before, if any.
+    pub fn set(&mut self, name: String, value: Sensitive, file: String) -> Option<String> {
+        self.values
+            .insert(name, (value, file))
+            .map(|(_, previous)| previous)
+    }
+
+    /// True when `name` is a secret that failed to resolve.
+    pub fn is_unresolved(&self, name: &str) -> bool {
+        self.unresolved.contains(name)
+    }
+
+    /// Exposed values, to render templates with. Never log this map.
+    pub fn exposed(&self) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .map(|(name, (value, _))| (name.clone(), value.expose().to_string()))
+            .collect()
+    }
+}
+
+/// Parses a variables file (already rendered when it is a template).
+pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
+    let mut diagnostics = Diagnostics::default();
+    let root = match DeTable::parse(&file.rendered) {
+        Ok(root) => root,
+        Err(error) => {
+            let span = error.span().unwrap_or(0..0);
+            diagnostics.push(file.error_at(
+                span,
+                format!("invalid TOML: {}", error.message().trim_end()),
+                "here",
+            ));
+            return Err(diagnostics);
+        }
+    };
+    let mut entries = Vec::new();
+    for (key, value) in root.get_ref().iter() {
+        let name = key.get_ref().to_string();
+        match to_var_value(file, &name, value) {
+            Ok(var) => entries.push(VarEntry {
+                name,
+                value: var,
+                span: value.span(),
+            }),
+            Err(diagnostic) => diagnostics.push(diagnostic),
+        }
+    }
+    if diagnostics.has_errors() {
+        Err(diagnostics)
+    } else {
+        Ok(entries)
+    }
+}
+
+/// Resolves entries into `variables`; logs which file wins an override.
+pub fn resolve_into(
+    variables: &mut Variables,
+    file: &SourceFile,
+    entries: Vec<VarEntry>,
+    secrets: &dyn SecretResolver,
+    diagnostics: &mut Diagnostics,
+) {
+    for entry in entries {
+        let value = match entry.value {
+            VarValue::Text(text) => Sensitive::new(text),
+            VarValue::Secret(secret) => match secrets.resolve(&secret) {
+                Ok(value) => value,
+                Err(error) => {
+                    diagnostics.push(file.error_at(
+                        entry.span,
+                        format!("cannot resolve secret `{}`: {error}", entry.name),
+                        "secret reference",
+                    ));
+                    variables.unresolved.insert(entry.name);
+                    continue;
+                }
+            },
+        };
+        if variables
+            .set(entry.name.clone(), value, file.display.clone())
+            .is_some()
+        {
+            tracing::info!(variable = %entry.name, file = %file.display, "variable overridden");
+        }
+    }
+}
+
+fn to_var_value(
+    file: &SourceFile,
+    name: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<VarValue, Diagnostic> {
+    match value.get_ref() {
+        DeValue::String(text) => Ok(VarValue::Text(text.to_string())),
+        DeValue::Integer(number) => Ok(VarValue::Text(number.as_str().to_string())),
+        DeValue::Float(number) => Ok(VarValue::Text(number.as_str().to_string())),
+        DeValue::Boolean(flag) => Ok(VarValue::Text(flag.to_string())),
+        DeValue::Table(table) => secret_ref(file, name, value.span(), table),
+        _ => Err(file
+            .error_at(
+                value.span(),
+                format!("variable `{name}` must be text, a number, a boolean or a secret table"),
+                "unsupported value",
+            )
+            .with_help(
+                "write `name = \"value\"` or `name = { source = \"env\", name = \"VAR\" }`",
+            )),
+    }
+}
+
+fn secret_ref(
+    file: &SourceFile,
+    name: &str,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+) -> Result<VarValue, Diagnostic> {
+    let field = |key: &str| -> Result<Option<String>, Diagnostic> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(value) => match value.get_ref() {
+                DeValue::String(text) => Ok(Some(text.to_string())),
+                _ => Err(file.error_at(
+                    value.span(),
+                    format!("`{key}` of secret `{name}` must be a string"),
+                    "expected a string",
+                )),
+            },
+        }
+    };
+    let required = |key: &str, value: Option<String>| {
+        value.ok_or_else(|| {
+            file.error_at(
+                span.clone(),
+                format!("secret `{name}` needs a `{key}` key"),
+                "incomplete secret reference",
+            )
+        })
+    };
+    let source = required("source", field("source")?)?;
+    let allowed: &[&str] = match source.as_str() {
+        "google" => &["source", "name", "version"],
+        "env" => &["source", "name"],
+        "file" => &["source", "path"],
+        _ => {
+            let value_span = table.get("source").map_or(span.clone(), |v| v.span());
+            return Err(file
+                .error_at(
+                    value_span,
+                    format!("unknown secret source for `{name}`"),
+                    "unknown source",
+                )
+                .with_help("`source` is one of \"env\", \"file\" or \"google\""));
+        }
+    };
+    for (key, _) in table.iter() {
+        if !allowed.contains(&key.get_ref().as_ref()) {
+            return Err(file
+                .error_at(
+                    key.span(),
+                    format!("unknown key `{}` in secret `{name}`", key.get_ref()),
+                    "unknown key",
+                )
+                .with_help(format!(
+                    "a `{source}` secret has the keys {}",
+                    allowed
+                        .iter()
+                        .map(|key| format!("`{key}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+        }
+    }
+    let secret = match source.as_str() {
+        "google" => SecretRef::Google {
+            name: required("name", field("name")?)?,
+            version: field("version")?.unwrap_or_else(|| DEFAULT_SECRET_VERSION.to_string()),
+        },
+        "env" => SecretRef::Env {
+            name: required("name", field("name")?)?,
+        },
+        _ => SecretRef::File {
+            path: PathBuf::from(required("path", field("path")?)?),
+        },
+    };
+    Ok(VarValue::Secret(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_numbers_and_secrets() {
+        let text = "env = \"prod\"\nreplicas = 3\nratio = 0.5\ndebug = false\ntoken = { source = \"env\", name = \"TOKEN\" }\nkey = { source = \"file\", path = \"key.txt\" }\ng = { source = \"google\", name = \"projects/p/secrets/s\" }\n";
+        let entries = parse(&SourceFile::plain("dispenser.vars", text)).unwrap();
+        let values: Vec<(&str, &VarValue)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), &e.value))
+            .collect();
+        assert!(values.contains(&("env", &VarValue::Text("prod".into()))));
+        assert!(values.contains(&("replicas", &VarValue::Text("3".into()))));
+        assert!(values.contains(&("ratio", &VarValue::Text("0.5".into()))));
+        assert!(values.contains(&("debug", &VarValue::Text("false".into()))));
+        assert!(values.contains(&(
+            "token",
+            &VarValue::Secret(SecretRef::Env {
+                name: "TOKEN".into()
+            })
+        )));
+        assert!(values.contains(&(
+            "key",
+            &VarValue::Secret(SecretRef::File {
+                path: "key.txt".into()
+            })
+        )));
+        assert!(values.contains(&(
+            "g",
+            &VarValue::Secret(SecretRef::Google {
+                name: "projects/p/secrets/s".into(),
+                version: "latest".into()
+            })
+        )));
+    }
+
+    #[test]
+    fn rejects_arrays_and_unknown_sources() {
+        let text = "a = [1]\nb = { source = \"vault\", name = \"x\" }\nc = { source = \"env\", nmae = \"x\" }\n";
+        let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
+        assert_eq!(errors.error_count(), 3);
+    }
+}

@@ -1,0 +1,142 @@
+//! Runs `dispenser --test` on every tree under tests/configs: each valid tree
+//! must pass, each invalid case must fail with exactly its `expected.txt` on
+//! stderr. `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Secret values the trees read from the environment; they must never be printed.
+const DB_PASSWORD: &str = "hunter2-Very-Secret";
+const ENV_SECRET: &str = "TopSecretValue42";
+/// The content of tests/configs/valid/stack/secrets/api_token.
+const FILE_SECRET: &str = "not-a-real-token";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `dispenser --test -c <relative config>` from the repository root.
+fn run_test(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .current_dir(repo())
+        .args(["--test", "-c"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env("DISPENSER_TEST_DB_PASSWORD", DB_PASSWORD)
+        .env("DISPENSER_TEST_SECRET", ENV_SECRET)
+        .output()
+        .expect("the dispenser binary runs")
+}
+
+/// Sub-folders of `tests/configs/<kind>`, relative to the repository root, sorted.
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let relative = Path::new("tests/configs").join(kind);
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(repo().join(&relative))
+        .expect("the configs folder exists")
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| relative.join(entry.file_name()))
+        .collect();
+    folders.sort();
+    folders
+}
+
+fn assert_no_secret(case: &Path, output: &Output) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for secret in [DB_PASSWORD, ENV_SECRET, FILE_SECRET] {
+        assert!(
+            !text.contains(secret),
+            "{}: a secret value was printed:\n{text}",
+            case.display()
+        );
+    }
+}
+
+#[test]
+fn every_valid_tree_passes() {
+    let trees = cases("valid");
+    assert!(trees.len() >= 3, "expected several valid trees");
+    for tree in trees {
+        let output = run_test(&tree.join("dispenser.toml"));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{} failed:\n{}",
+            tree.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "Dispenser config is ok.\n"
+        );
+        assert_no_secret(&tree, &output);
+    }
+}
+
+#[test]
+fn every_invalid_case_matches_its_snapshot() {
+    let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|value| value == "1");
+    let cases = cases("invalid");
+    assert!(cases.len() >= 18, "expected at least 18 invalid cases");
+    let mut mismatches = Vec::new();
+    for case in cases {
+        let output = run_test(&case.join("dispenser.toml"));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{} must fail",
+            case.display()
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{}: nothing on stdout",
+            case.display()
+        );
+        assert_no_secret(&case, &output);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let snapshot = repo().join(&case).join("expected.txt");
+        if update {
+            std::fs::write(&snapshot, &stderr).expect("the snapshot is writable");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        if expected != stderr {
+            mismatches.push(format!(
+                "--- {}\n--- expected:\n{expected}--- actual:\n{stderr}",
+                case.display()
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} snapshot(s) differ (UPDATE_SNAPSHOTS=1 rewrites them):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn a_secret_on_an_error_line_is_never_printed() {
+    let case = Path::new("tests/configs/invalid/secret-on-error-line");
+    let output = run_test(&case.join("dispenser.toml"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The error is reported on the line that uses the secret, showing the
+    // source expression, not the value.
+    assert!(stderr.contains("memory = \"${limit}\""), "{stderr}");
+    assert_no_secret(case, &output);
+}
+
+#[test]
+fn a_missing_config_file_is_reported() {
+    let output = run_test(Path::new("tests/configs/nowhere/dispenser.toml"));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: file not found\n  --> tests/configs/nowhere/dispenser.toml\nhelp: create tests/configs/nowhere/dispenser.toml or fix the path\n\n1 error found.\n"
+    );
+}
