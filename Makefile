@@ -1,0 +1,92 @@
+# Dispenser's tasks. CI (.ci/run) calls these same targets, so what passes
+# here passes there. `make help` lists them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Extra cargo flags; CI sets --locked so a stale Cargo.lock fails the run.
+CARGO_FLAGS ?=
+# Integration tests drive the real Docker Engine: cap how many run at once.
+TEST_JOBS ?= 2
+# Debian packages the test suite needs: the only list of them.
+TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
+	curl ca-certificates openssl
+# Extra Debian packages for `make bench`.
+BENCH_PACKAGES := wrk
+# The example needs only busybox-static to build its images.
+EXAMPLE_PACKAGES := busybox-static
+EXAMPLE_CONFIG := example/dispenser.toml
+# Flags `make example` passes to Dispenser. Until the daemon lands this
+# checks the example's configuration; then it runs it in the foreground.
+EXAMPLE_FLAGS ?= --test
+
+# sudo only when not root (CI runs as root and may have no sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help deps deps-example deps-bench build lint test test-unit test-doc images example bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+# install-missing PACKAGES: apt-get update + install, only if one is missing.
+define install-missing
+	missing=(); \
+	for package in $(1); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$$package"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+	  echo "installing: $${missing[*]}"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	  $(APT_INSTALL) "$${missing[@]}"; \
+	else \
+	  echo "packages present: $(strip $(1))"; \
+	fi
+endef
+
+deps: ## install the Debian packages the tests need (apt; sudo if not root)
+	@$(call install-missing,$(TEST_PACKAGES))
+
+deps-example: ## install the Debian packages the example needs
+	@$(call install-missing,$(EXAMPLE_PACKAGES))
+
+deps-bench: ## install the Debian packages the benchmarks need
+	@$(call install-missing,$(BENCH_PACKAGES))
+
+build: ## build the release binary (target/release/dispenser)
+	$(CARGO) build --release $(CARGO_FLAGS)
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+
+test: deps lint test-unit test-doc ## install test deps, lint, run every test
+
+test-unit: ## run the workspace's tests (nextest when installed)
+ifeq ($(HAVE_NEXTEST),yes)
+	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=warn
+else
+	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
+endif
+
+test-doc: ## run doctests (nextest does not run them)
+	$(CARGO) test --workspace $(CARGO_FLAGS) --doc
+
+images: ## build the local images the integration tests use
+	bash tests/images/build.sh
+
+example: deps-example ## build the example's images and Dispenser, run it on example/
+	bash example/build-images.sh
+	$(CARGO) build --release $(CARGO_FLAGS)
+	@echo
+	@echo "Running Dispenser on $(EXAMPLE_CONFIG) (Ctrl-C stops it). Then open:"
+	@echo "  http://127.0.0.1:8080/         web, published host port"
+	@echo "  http://localhost:8088/         web, through Dispenser's proxy"
+	@echo
+	target/release/dispenser -c $(EXAMPLE_CONFIG) $(EXAMPLE_FLAGS)
+
+bench: ## run the benchmarks
+	@echo "no benchmarks yet"
