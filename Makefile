@@ -27,7 +27,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench build lint lint-systemd test test-run images example bench
+.PHONY: help deps deps-example deps-bench build lint lint-systemd test test-run images example example-clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -90,11 +90,24 @@ example: deps-example ## build the example's images and Dispenser, run it on exa
 	bash example/build-images.sh
 	$(CARGO) build --release $(CARGO_FLAGS)
 	@echo
-	@echo "Running Dispenser on $(EXAMPLE_CONFIG) (Ctrl-C stops it). Then open:"
-	@echo "  http://127.0.0.1:8080/         web, published host port"
-	@echo "  http://localhost:8088/         web, through Dispenser's proxy"
+ifeq ($(filter --test,$(EXAMPLE_FLAGS)),--test)
+	@echo "Checking $(EXAMPLE_CONFIG): running it needs the daemon, which is not in this build yet."
+else
+	@echo "Running Dispenser on $(EXAMPLE_CONFIG); Ctrl-C stops it and the example's containers."
+	@echo "Then open:"
+	@echo "  http://127.0.0.1:8080/        the web service, on its published host port"
+	@echo "  http://localhost:8088/        the same page through Dispenser's proxy"
+	@echo "and ask the API from inside the web container:"
+	@echo "  docker exec web wget -qO- http://api:8000/status.json"
+endif
 	@echo
 	target/release/dispenser -c $(EXAMPLE_CONFIG) $(EXAMPLE_FLAGS)
+
+# Everything Dispenser creates for the example carries its instance label.
+example-clean: ## remove what the example left in Docker (containers, networks, volume)
+	docker ps -aq --filter label=dispenser.instance=example | xargs -r docker rm -f
+	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
+	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
 
 bench: ## run the benchmarks
 	@echo "no benchmarks yet"
