@@ -12,7 +12,7 @@ CARGO_FLAGS ?=
 TEST_JOBS ?= 2
 # Debian packages the test suite needs: the only list of them.
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
-	curl ca-certificates openssl
+	curl ca-certificates openssl shellcheck
 # Extra Debian packages for `make bench`.
 BENCH_PACKAGES := wrk
 # The example needs only busybox-static to build its images.
@@ -27,7 +27,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench build lint lint-systemd test test-run images example example-clean bench
+.PHONY: help deps deps-example deps-bench build lint lint-scripts lint-systemd test test-run images example example-clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,9 +59,18 @@ deps-bench: ## install the Debian packages the benchmarks need
 build: ## build the release binary (target/release/dispenser)
 	$(CARGO) build --release $(CARGO_FLAGS)
 
-lint: lint-systemd ## rustfmt, clippy (warnings are errors), systemd unit check
+lint: lint-scripts lint-systemd ## rustfmt, clippy (warnings are errors), scripts, systemd unit
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+
+# Every shell script in the repository: .ci/run and the tracked *.sh files.
+lint-scripts: ## shellcheck the shell scripts (skipped without shellcheck)
+	@if ! command -v shellcheck >/dev/null; then \
+	  echo "shellcheck not found (make deps installs it): scripts not checked"; exit 0; \
+	fi; \
+	scripts=(.ci/run $$(git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*')); \
+	shellcheck "$${scripts[@]}"; \
+	echo "shell scripts: ok ($${#scripts[@]} checked)"
 
 # `systemd-analyze verify` complains that /usr/bin/dispenser is missing on a
 # machine where it is not installed: that line is expected, anything else fails.
