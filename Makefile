@@ -83,6 +83,8 @@ lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyz
 	if [[ -n "$$problems" ]]; then echo "$$problems" >&2; exit 1; fi; \
 	echo "systemd/dispenser.service: ok"
 
+test: deps lint test-run ## install test deps, lint, run every test
+
 # nextest does not run doctests: `cargo test --doc` runs them after it.
 test-run: ## run the test suite only (nextest when installed, then doctests)
 ifeq ($(HAVE_NEXTEST),yes)
