@@ -1,0 +1,124 @@
+# Dispenser's tasks. CI (.ci/run) calls these same targets, so what passes
+# here passes there. `make help` lists them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Extra cargo flags; CI sets --locked so a stale Cargo.lock fails the run.
+CARGO_FLAGS ?=
+# Integration tests drive the real Docker Engine: cap how many run at once.
+TEST_JOBS ?= 2
+# Debian packages the test suite needs: the only list of them.
+TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
+	curl ca-certificates openssl shellcheck
+# Extra Debian packages for `make bench`.
+BENCH_PACKAGES := wrk
+# The example needs only busybox-static to build its images.
+EXAMPLE_PACKAGES := busybox-static
+EXAMPLE_CONFIG := example/dispenser.toml
+# Flags `make example` passes to Dispenser. Until the daemon lands this
+# checks the example's configuration; then it runs it in the foreground.
+EXAMPLE_FLAGS ?= --test
+
+# sudo only when not root (CI runs as root and may have no sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help deps deps-example deps-bench build lint lint-scripts lint-systemd test test-run images example example-clean bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# install-missing PACKAGES: apt-get update + install, only if one is missing.
+define install-missing
+	missing=(); \
+	for package in $(1); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$$package"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+	  echo "installing: $${missing[*]}"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	  $(APT_INSTALL) "$${missing[@]}"; \
+	else \
+	  echo "packages present: $(strip $(1))"; \
+	fi
+endef
+
+deps: ## install the Debian packages the tests need (apt; sudo if not root)
+	@$(call install-missing,$(TEST_PACKAGES))
+
+deps-example: ## install the Debian packages the example needs
+	@$(call install-missing,$(EXAMPLE_PACKAGES))
+
+deps-bench: ## install the Debian packages the benchmarks need
+	@$(call install-missing,$(BENCH_PACKAGES))
+
+build: ## build the release binary (target/release/dispenser)
+	$(CARGO) build --release $(CARGO_FLAGS)
+
+lint: lint-scripts lint-systemd ## rustfmt, clippy (warnings are errors), scripts, systemd unit
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+
+# Every shell script in the repository: .ci/run and the tracked *.sh files.
+lint-scripts: ## shellcheck the shell scripts (skipped without shellcheck)
+	@if ! command -v shellcheck >/dev/null; then \
+	  echo "shellcheck not found (make deps installs it): scripts not checked"; exit 0; \
+	fi; \
+	scripts=(.ci/run $$(git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*')); \
+	shellcheck "$${scripts[@]}"; \
+	echo "shell scripts: ok ($${#scripts[@]} checked)"
+
+# `systemd-analyze verify` complains that /usr/bin/dispenser is missing on a
+# machine where it is not installed: that line is expected, anything else fails.
+lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyze)
+	@if ! command -v systemd-analyze >/dev/null; then \
+	  echo "systemd-analyze not found: unit check skipped"; exit 0; \
+	fi; \
+	report="$$(systemd-analyze verify systemd/dispenser.service 2>&1 || true)"; \
+	problems="$$(grep -v 'Command /usr/bin/dispenser is not executable' <<<"$$report" || true)"; \
+	if [[ -n "$$problems" ]]; then echo "$$problems" >&2; exit 1; fi; \
+	echo "systemd/dispenser.service: ok"
+
+test: deps lint test-run ## install test deps, lint, run every test
+
+# nextest does not run doctests: `cargo test --doc` runs them after it.
+test-run: ## run the test suite only (nextest when installed, then doctests)
+ifeq ($(HAVE_NEXTEST),yes)
+	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=warn
+	$(CARGO) test --workspace $(CARGO_FLAGS) --doc
+else
+	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
+endif
+
+images: ## build the local images the integration tests use
+	bash tests/images/build.sh
+
+example: deps-example ## build the example's images and Dispenser, run it on example/
+	bash example/build-images.sh
+	$(CARGO) build --release $(CARGO_FLAGS)
+	@echo
+ifeq ($(filter --test,$(EXAMPLE_FLAGS)),--test)
+	@echo "Checking $(EXAMPLE_CONFIG): running it needs the daemon, which is not in this build yet."
+else
+	@echo "Running Dispenser on $(EXAMPLE_CONFIG); Ctrl-C stops it and the example's containers."
+	@echo "Then open:"
+	@echo "  http://127.0.0.1:8080/        the web service, on its published host port"
+	@echo "  http://localhost:8088/        the same page through Dispenser's proxy"
+	@echo "and ask the API from inside the web container:"
+	@echo "  docker exec web wget -qO- http://api:8000/status.json"
+endif
+	@echo
+	target/release/dispenser -c $(EXAMPLE_CONFIG) $(EXAMPLE_FLAGS)
+
+# Everything Dispenser creates for the example carries its instance label.
+example-clean: ## remove what the example left in Docker (containers, networks, volume)
+	docker ps -aq --filter label=dispenser.instance=example | xargs -r docker rm -f
+	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
+	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
+
+bench: ## run the benchmarks
+	@echo "no benchmarks yet"
