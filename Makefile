@@ -18,9 +18,8 @@ BENCH_PACKAGES := wrk
 # The example needs only busybox-static to build its images.
 EXAMPLE_PACKAGES := busybox-static
 EXAMPLE_CONFIG := example/dispenser.toml
-# Flags `make example` passes to Dispenser. Until the daemon lands this
-# checks the example's configuration; then it runs it in the foreground.
-EXAMPLE_FLAGS ?= --test
+# Extra flags `make example` passes to Dispenser (`--test` only checks the files).
+EXAMPLE_FLAGS ?=
 
 # sudo only when not root (CI runs as root and may have no sudo).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
