@@ -85,10 +85,11 @@ lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyz
 test: deps lint test-run ## install test deps, lint, run every test
 
 # nextest does not run doctests: `cargo test --doc` runs them after it.
-test-run: ## run the test suite only (nextest when installed, then doctests)
+# Doctests first, so the suite's own summary is the last thing printed.
+test-run: ## run the test suite only (doctests, then nextest when installed)
 ifeq ($(HAVE_NEXTEST),yes)
-	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=warn
 	$(CARGO) test --workspace $(CARGO_FLAGS) --doc
+	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=fail
 else
 	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
 endif
