@@ -26,7 +26,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench build lint lint-scripts lint-systemd test test-run images example example-clean bench
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,7 +67,7 @@ lint-scripts: ## shellcheck the shell scripts (skipped without shellcheck)
 	@if ! command -v shellcheck >/dev/null; then \
 	  echo "shellcheck not found (make deps installs it): scripts not checked"; exit 0; \
 	fi; \
-	scripts=(.ci/run $$(git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*')); \
+	scripts=(.ci/run packaging/scripts/* $$(git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*')); \
 	shellcheck "$${scripts[@]}"; \
 	echo "shell scripts: ok ($${#scripts[@]} checked)"
 
@@ -82,9 +82,8 @@ lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyz
 	if [[ -n "$$problems" ]]; then echo "$$problems" >&2; exit 1; fi; \
 	echo "systemd/dispenser.service: ok"
 
-test: deps lint test-run ## install test deps, lint, run every test
+test: deps lint test-package test-run ## install test deps, lint, run every test
 
-# nextest does not run doctests: `cargo test --doc` runs them after it.
 # Doctests first, so the suite's own summary is the last thing printed.
 test-run: ## run the test suite only (doctests, then nextest when installed)
 ifeq ($(HAVE_NEXTEST),yes)
@@ -93,6 +92,23 @@ ifeq ($(HAVE_NEXTEST),yes)
 else
 	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
 endif
+
+deps-package: ## install cargo-deb and cargo-generate-rpm when missing (from crates.io)
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+
+deb: build ## build the Debian package (target/debian/)
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+	$(CARGO) deb --no-build
+
+rpm: build ## build the RPM package (target/generate-rpm/)
+	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+	$(CARGO) generate-rpm
+
+# Installs, upgrades, removes and purges the .deb on this machine: root only
+# (CI runs as root); skipped with a message otherwise.
+test-package: deb ## build the .deb and test install, upgrade, remove, purge
+	bash tests/packaging/deb.sh
 
 images: ## build the local images the integration tests use
 	bash tests/images/build.sh
