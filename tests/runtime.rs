@@ -8,3 +8,7 @@ mod support;
 mod containers;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/google_standin.rs"]
+mod google_standin;
+#[path = "runtime/secrets.rs"]
+mod secrets;
