@@ -344,7 +344,10 @@ mod tests {
         let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
         assert_eq!(errors.error_count(), 2);
         let messages: Vec<&str> = errors.items.iter().map(|d| d.message.as_str()).collect();
-        assert!(messages[0].contains("not a secret manager name"), "{messages:?}");
+        assert!(
+            messages[0].contains("not a secret manager name"),
+            "{messages:?}"
+        );
         assert!(messages[1].contains("not a version"), "{messages:?}");
     }
 }

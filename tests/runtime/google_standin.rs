@@ -158,12 +158,36 @@ fn test_key() -> &'static TestKey {
         let pem = dir.path().join("key.pem");
         let der = dir.path().join("public.der");
         let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).output().expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         let pem_path = pem.to_str().unwrap();
-        run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem_path]);
-        run(&["rsa", "-in", pem_path, "-RSAPublicKey_out", "-outform", "DER", "-out", der.to_str().unwrap()]);
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            pem_path,
+        ]);
+        run(&[
+            "rsa",
+            "-in",
+            pem_path,
+            "-RSAPublicKey_out",
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ]);
         TestKey {
             private_pem: std::fs::read_to_string(&pem).unwrap(),
             public_der: std::fs::read(&der).unwrap(),
@@ -209,7 +233,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             .push(format!("{method} {target}"));
         access(&target, headers.get("authorization"), state)
     } else {
-        (404, json!({"error": {"code": 404, "message": "no such route"}}))
+        (
+            404,
+            json!({"error": {"code": 404, "message": "no such route"}}),
+        )
     };
     let text = answer.to_string();
     let reason = match status {
@@ -290,7 +317,10 @@ fn access(target: &str, authorization: Option<&String>, state: &Mutex<State>) ->
         Answer::Value(bytes) => (200, payload(&key, &bytes)),
         Answer::FailOnceThen(bytes) => {
             if state.failed_once.insert(key.clone()) {
-                (503, json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}))
+                (
+                    503,
+                    json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
+                )
             } else {
                 (200, payload(&key, &bytes))
             }

@@ -85,13 +85,7 @@ fn secrets_from_google_env_and_file_reach_the_container_rotate_on_reload_and_are
         BUSYBOX,
         "command = [\"sleep\", \"3600\"]\n\n[env]\nDB = \"${ db }\"\nDB_V2 = \"${ db_v2 }\"\nFROM_ENV = \"${ from_env }\"\nFROM_FILE = \"${ from_file }\"\n",
     );
-    let all_values = [
-        LATEST_VALUE,
-        V2_VALUE,
-        ROTATED_VALUE,
-        ENV_VALUE,
-        FILE_VALUE,
-    ];
+    let all_values = [LATEST_VALUE, V2_VALUE, ROTATED_VALUE, ENV_VALUE, FILE_VALUE];
 
     // --test fetches every secret (the stand-in sees both versions) and prints none.
     let (code, check_output) = run_check(&sb);
@@ -152,10 +146,18 @@ fn secrets_from_google_env_and_file_reach_the_container_rotate_on_reload_and_are
 #[test]
 fn google_errors_name_the_variable_its_line_the_secret_and_the_cause() {
     let standin = StandIn::start();
-    standin.set(&secret("good"), "latest", Answer::Value(LATEST_VALUE.into()));
+    standin.set(
+        &secret("good"),
+        "latest",
+        Answer::Value(LATEST_VALUE.into()),
+    );
     standin.set(&secret("denied"), "latest", Answer::PermissionDenied);
     standin.set(&secret("off"), "latest", Answer::ApiDisabled);
-    standin.set(&secret("blob"), "latest", Answer::Value(vec![0xff, 0xfe, 0x00, 0x80]));
+    standin.set(
+        &secret("blob"),
+        "latest",
+        Answer::Value(vec![0xff, 0xfe, 0x00, 0x80]),
+    );
     let mut sb = google_sandbox(&standin);
     sb.write(
         "dispenser.vars",
@@ -175,7 +177,12 @@ fn google_errors_name_the_variable_its_line_the_secret_and_the_cause() {
     let expectations = [
         ("missing", 2, "`7`", "not found"),
         ("denied", 3, "`latest`", "permission denied"),
-        ("off", 4, "`latest`", "Secret Manager API is not enabled in project `dtest-project`"),
+        (
+            "off",
+            4,
+            "`latest`",
+            "Secret Manager API is not enabled in project `dtest-project`",
+        ),
         ("blob", 5, "`latest`", "the payload is binary (not UTF-8)"),
     ];
     for (variable, line, version, cause) in expectations {
@@ -183,9 +190,15 @@ fn google_errors_name_the_variable_its_line_the_secret_and_the_cause() {
             .split("\n\n")
             .find(|block| block.contains(&format!("cannot resolve secret `{variable}`")))
             .unwrap_or_else(|| panic!("no error for `{variable}`:\n{output}"));
-        assert!(block.contains(&format!("dispenser.vars:{line}:")), "{block}");
         assert!(
-            block.contains(&format!("google secret `{}` (version {version})", secret(variable))),
+            block.contains(&format!("dispenser.vars:{line}:")),
+            "{block}"
+        );
+        assert!(
+            block.contains(&format!(
+                "google secret `{}` (version {version})",
+                secret(variable)
+            )),
             "{block}"
         );
         assert!(block.contains(cause), "{block}");
@@ -197,7 +210,9 @@ fn google_errors_name_the_variable_its_line_the_secret_and_the_cause() {
         "{output}"
     );
     assert!(
-        output.contains("gcloud services enable secretmanager.googleapis.com --project dtest-project"),
+        output.contains(
+            "gcloud services enable secretmanager.googleapis.com --project dtest-project"
+        ),
         "{output}"
     );
     assert!(output.contains("4 errors found."), "{output}");
@@ -209,7 +224,10 @@ fn unreachable_api_and_missing_credentials_are_explained() {
     let mut sb = google_sandbox(&standin);
     sb.write(
         "dispenser.vars",
-        &format!("db = {{ source = \"google\", name = \"{}\" }}\n", secret("db")),
+        &format!(
+            "db = {{ source = \"google\", name = \"{}\" }}\n",
+            secret("db")
+        ),
     );
     sb.service("app", BUSYBOX, "[env]\nDB = \"${ db }\"\n");
 
@@ -228,7 +246,10 @@ fn unreachable_api_and_missing_credentials_are_explained() {
     sb.set_env("GOOGLE_APPLICATION_CREDENTIALS", "");
     let (code, output) = run_check(&sb);
     assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains("cannot use the google credentials"), "{output}");
+    assert!(
+        output.contains("cannot use the google credentials"),
+        "{output}"
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispenser"))
         .args(["--test", "-c"])
@@ -242,8 +263,14 @@ fn unreachable_api_and_missing_credentials_are_explained() {
     let output = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{output}");
     assert!(output.contains("no google credentials found"), "{output}");
-    assert!(output.contains("GOOGLE_APPLICATION_CREDENTIALS is not set"), "{output}");
-    assert!(output.contains("gcloud auth application-default login"), "{output}");
+    assert!(
+        output.contains("GOOGLE_APPLICATION_CREDENTIALS is not set"),
+        "{output}"
+    );
+    assert!(
+        output.contains("gcloud auth application-default login"),
+        "{output}"
+    );
     assert!(standin.requests().is_empty(), "{:?}", standin.requests());
 }
 
@@ -252,9 +279,17 @@ fn secrets_are_fetched_concurrently_once_each_with_one_retry() {
     let standin = StandIn::start();
     standin.set_delay(Duration::from_millis(400));
     for name in ["a", "b", "c"] {
-        standin.set(&secret(name), "latest", Answer::Value(format!("value-{name}").into_bytes()));
+        standin.set(
+            &secret(name),
+            "latest",
+            Answer::Value(format!("value-{name}").into_bytes()),
+        );
     }
-    standin.set(&secret("flaky"), "latest", Answer::FailOnceThen(b"value-flaky".to_vec()));
+    standin.set(
+        &secret("flaky"),
+        "latest",
+        Answer::FailOnceThen(b"value-flaky".to_vec()),
+    );
     let mut sb = google_sandbox(&standin);
     sb.write(
         "dispenser.vars",
@@ -270,12 +305,23 @@ fn secrets_are_fetched_concurrently_once_each_with_one_retry() {
     // variables first), so `b` is fetched once more for it.
     sb.write(
         "extra.dispenser.vars",
-        &format!("b_again = {{ source = \"google\", name = \"{}\" }}\n", secret("b")),
+        &format!(
+            "b_again = {{ source = \"google\", name = \"{}\" }}\n",
+            secret("b")
+        ),
     );
-    sb.service("app", BUSYBOX, "[env]\nA = \"${ a }\"\nFLAKY = \"${ flaky }\"\n");
+    sb.service(
+        "app",
+        BUSYBOX,
+        "[env]\nA = \"${ a }\"\nFLAKY = \"${ flaky }\"\n",
+    );
     let (code, output) = run_check(&sb);
     assert_eq!(code, Some(0), "{output}");
-    assert!(standin.max_in_flight() >= 3, "max in flight: {}", standin.max_in_flight());
+    assert!(
+        standin.max_in_flight() >= 3,
+        "max in flight: {}",
+        standin.max_in_flight()
+    );
     let requests = standin.requests();
     let count = |name: &str| {
         let line = format!("GET /v1/{}/versions/latest:access", secret(name));
@@ -284,7 +330,11 @@ fn secrets_are_fetched_concurrently_once_each_with_one_retry() {
     assert_eq!(count("a"), 1, "{requests:?}");
     assert_eq!(count("c"), 1, "{requests:?}");
     assert_eq!(count("flaky"), 2, "one retry after the 503: {requests:?}");
-    assert_eq!(count("b"), 2, "base file and overlay are two batches: {requests:?}");
+    assert_eq!(
+        count("b"),
+        2,
+        "base file and overlay are two batches: {requests:?}"
+    );
 }
 
 #[test]
@@ -297,7 +347,10 @@ fn gcloud_user_credentials_get_a_token_from_the_token_endpoint() {
     standin.write_authorized_user(&gcloud.join("application_default_credentials.json"));
     sb.write(
         "dispenser.vars",
-        &format!("db = {{ source = \"google\", name = \"{}\" }}\n", secret("db")),
+        &format!(
+            "db = {{ source = \"google\", name = \"{}\" }}\n",
+            secret("db")
+        ),
     );
     sb.service("app", BUSYBOX, "[env]\nDB = \"${ db }\"\n");
     // Without GOOGLE_APPLICATION_CREDENTIALS, ADC finds gcloud's file in HOME.

@@ -174,7 +174,10 @@ impl GoogleSecrets {
         }
     }
 
-    fn fetch_on_own_runtime(&self, wanted: &[(String, String)]) -> Vec<Result<Sensitive, GoogleError>> {
+    fn fetch_on_own_runtime(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Vec<Result<Sensitive, GoogleError>> {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -372,11 +375,17 @@ impl CredentialSource {
 
     fn name(&self) -> String {
         match self {
-            CredentialSource::File { path, from_env: true, .. } => {
+            CredentialSource::File {
+                path,
+                from_env: true,
+                ..
+            } => {
                 format!("{CREDENTIALS_ENV} ({})", path.display())
             }
             CredentialSource::File { path, .. } => format!("gcloud ({})", path.display()),
-            CredentialSource::MetadataServer { host, .. } => format!("the metadata server at {host}"),
+            CredentialSource::MetadataServer { host, .. } => {
+                format!("the metadata server at {host}")
+            }
         }
     }
 

@@ -78,7 +78,8 @@ fn server_errors_are_transient_and_quoted_briefly() {
     );
     assert!(!GoogleError::NotFound.is_transient());
     let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(1000));
-    let GoogleError::Api { message, .. } = classify(StatusCode::BAD_REQUEST, long.as_bytes(), "me", "p")
+    let GoogleError::Api { message, .. } =
+        classify(StatusCode::BAD_REQUEST, long.as_bytes(), "me", "p")
     else {
         panic!("expected an api error");
     };
