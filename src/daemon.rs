@@ -43,8 +43,9 @@ enum Request {
 /// validates the files; its error is the rendered list of problems.
 pub fn run<L>(options: DaemonOptions, load: L) -> ExitCode
 where
-    L: Fn() -> Result<Plan, String> + 'static,
+    L: Fn() -> Result<Plan, String> + Send + Sync + 'static,
 {
+    let load = Arc::new(load);
     let pidfile = match Pidfile::acquire(&options.pid_file) {
         Ok(pidfile) => pidfile,
         Err(err) => {
@@ -80,7 +81,13 @@ where
                 Request::Reload => {
                     notify(&[NotifyState::Reloading, monotonic()]);
                     info!("reloading the configuration");
-                    match load() {
+                    // Off the actix thread: loading reads files and fetches
+                    // secrets over the network, and the actors keep running.
+                    let loader = Arc::clone(&load);
+                    let loaded = tokio::task::spawn_blocking(move || loader())
+                        .await
+                        .unwrap_or_else(|err| Err(format!("error: the loader failed: {err}\n")));
+                    match loaded {
                         Ok(plan) => log_report("reload", supervisor.send(Apply(plan)).await),
                         Err(problems) => {
                             for problem in problems.split("\n\n").filter(|p| !p.trim().is_empty()) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::{Cli, Signal};
-use config::{Diagnostics, LocalSecrets};
+use config::{Diagnostics, Secrets};
 
 /// Exit code of `--test` when the configuration has errors.
 const EXIT_INVALID_CONFIG: u8 = 1;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     if let Some(signal) = cli.signal {
         return send_signal(&pid_file, signal);
     }
+    install_crypto_provider();
     if cli.test {
         init_logging("warn");
         return test_config(&cli.config);
@@ -46,6 +47,13 @@ fn main() -> ExitCode {
     daemon::run(options, move || load_plan(&config_path))
 }
 
+/// rustls uses ring, process-wide: several providers are linked in and
+/// rustls refuses to choose at first use.
+fn install_crypto_provider() {
+    // An error means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Logs go to stderr; `RUST_LOG` chooses the level.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,9 +65,10 @@ fn init_logging(default_level: &str) {
         .init();
 }
 
-/// `--test`: loads everything, prints warnings and errors, never a secret.
+/// `--test`: loads everything (fetching every secret, which proves access),
+/// prints warnings and errors, never a secret.
 fn test_config(config_path: &Path) -> ExitCode {
-    let secrets = LocalSecrets::new(config_dir(config_path));
+    let secrets = Secrets::from_env(config_dir(config_path));
     match config::load(config_path, &secrets) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
@@ -78,9 +87,10 @@ fn test_config(config_path: &Path) -> ExitCode {
     }
 }
 
-/// The daemon's loader: the plan, or every problem rendered as text.
+/// The daemon's loader: the plan, or every problem rendered as text. Each
+/// call fetches the secrets again, so a rotated secret reaches its services.
 fn load_plan(config_path: &Path) -> Result<dispenser_actors::plan::Plan, String> {
-    let secrets = LocalSecrets::new(config_dir(config_path));
+    let secrets = Secrets::from_env(config_dir(config_path));
     match config::load(config_path, &secrets) {
         Ok(loaded) => {
             for warning in loaded.warnings.warnings() {

@@ -22,6 +22,13 @@ fn run_test(config: &Path) -> Output {
         .args(["--test", "-c"])
         .arg(config)
         .env_remove("RUST_LOG")
+        // Google secrets fail the same way everywhere and never leave the
+        // host: no credentials, no gcloud file, a metadata server and an API
+        // endpoint on a closed local port.
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", "/nonexistent")
+        .env("GCE_METADATA_HOST", "127.0.0.1:1")
+        .env("DISPENSER_SECRETMANAGER_ENDPOINT", "http://127.0.0.1:1")
         .env("DISPENSER_TEST_DB_PASSWORD", DB_PASSWORD)
         .env("DISPENSER_TEST_SECRET", ENV_SECRET)
         .output()

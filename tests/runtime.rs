@@ -6,5 +6,9 @@ mod support;
 
 #[path = "runtime/containers.rs"]
 mod containers;
+#[path = "runtime/google_standin.rs"]
+mod google_standin;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/secrets.rs"]
+mod secrets;

@@ -23,7 +23,7 @@ use dispenser_actors::plan::{Plan, Service};
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use render::Renderer;
-pub use secrets::{LocalSecrets, SecretResolver};
+pub use secrets::{SecretResolver, Secrets};
 use spans::SpanIndex;
 use values::did_you_mean;
 use vars::Variables;
@@ -165,7 +165,7 @@ fn load_variables(
             let file = SourceFile::plain(paths::display(&base_path), text);
             match vars::parse(&file) {
                 Ok(entries) => {
-                    vars::resolve_into(&mut variables, &file, entries, secrets, diagnostics)
+                    vars::resolve_into(&mut variables, vec![(file, entries)], secrets, diagnostics)
                 }
                 Err(errors) => diagnostics.extend(errors),
             }
@@ -188,6 +188,9 @@ fn load_variables(
     })
     .unwrap_or_default();
     overlay_paths.sort();
+    // Overlays are rendered with the base variables only, so all of them can
+    // be parsed first and their secrets fetched in one batch.
+    let mut parsed = Vec::new();
     for path in overlay_paths {
         let Some(text) = read(&path, files, diagnostics, None) else {
             continue;
@@ -203,10 +206,11 @@ fn load_variables(
             continue;
         };
         match vars::parse(&file) {
-            Ok(entries) => vars::resolve_into(&mut variables, &file, entries, secrets, diagnostics),
+            Ok(entries) => parsed.push((file, entries)),
             Err(errors) => diagnostics.extend(errors),
         }
     }
+    vars::resolve_into(&mut variables, parsed, secrets, diagnostics);
     variables
 }
 

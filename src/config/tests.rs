@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::secrets::LocalSecrets;
 use super::*;
 
 fn write(root: &Path, relative: &str, text: &str) {

@@ -97,35 +97,58 @@ pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
     }
 }
 
-/// Resolves entries into `variables`; logs which file wins an override.
+/// Resolves the entries of one or more files with ONE batch of secret
+/// lookups (remote ones fetched concurrently), then sets them in file order;
+/// logs which file wins an override.
 pub fn resolve_into(
     variables: &mut Variables,
-    file: &SourceFile,
-    entries: Vec<VarEntry>,
+    parsed: Vec<(SourceFile, Vec<VarEntry>)>,
     secrets: &dyn SecretResolver,
     diagnostics: &mut Diagnostics,
 ) {
-    for entry in entries {
-        let value = match entry.value {
-            VarValue::Text(text) => Sensitive::new(text),
-            VarValue::Secret(secret) => match secrets.resolve(&secret) {
-                Ok(value) => value,
-                Err(error) => {
-                    diagnostics.push(file.error_at(
-                        entry.span,
-                        format!("cannot resolve secret `{}`: {error}", entry.name),
-                        "secret reference",
-                    ));
-                    variables.unresolved.insert(entry.name);
-                    continue;
-                }
-            },
-        };
-        if variables
-            .set(entry.name.clone(), value, file.display.clone())
-            .is_some()
-        {
-            tracing::info!(variable = %entry.name, file = %file.display, "variable overridden");
+    let wanted: Vec<SecretRef> = parsed
+        .iter()
+        .flat_map(|(_, entries)| entries.iter())
+        .filter_map(|entry| match &entry.value {
+            VarValue::Secret(secret) => Some(secret.clone()),
+            VarValue::Text(_) => None,
+        })
+        .collect();
+    let mut resolved = secrets.resolve_all(&wanted).into_iter();
+    for (file, entries) in parsed {
+        for entry in entries {
+            let value = match entry.value {
+                VarValue::Text(text) => Sensitive::new(text),
+                VarValue::Secret(_) => match resolved.next() {
+                    Some(Ok(value)) => value,
+                    Some(Err(error)) => {
+                        let mut diagnostic = file.error_at(
+                            entry.span,
+                            format!("cannot resolve secret `{}`: {error}", entry.name),
+                            "secret reference",
+                        );
+                        diagnostic.help = error.help();
+                        diagnostics.push(diagnostic);
+                        variables.unresolved.insert(entry.name);
+                        continue;
+                    }
+                    None => {
+                        diagnostics.push(file.error_at(
+                            entry.span,
+                            format!("secret `{}` was not resolved", entry.name),
+                            "secret reference",
+                        ));
+                        variables.unresolved.insert(entry.name);
+                        continue;
+                    }
+                },
+            };
+            if variables
+                .set(entry.name.clone(), value, file.display.clone())
+                .is_some()
+            {
+                tracing::info!(variable = %entry.name, file = %file.display, "variable overridden");
+            }
         }
     }
 }
@@ -216,10 +239,33 @@ fn secret_ref(
         }
     }
     let secret = match source.as_str() {
-        "google" => SecretRef::Google {
-            name: required("name", field("name")?)?,
-            version: field("version")?.unwrap_or_else(|| DEFAULT_SECRET_VERSION.to_string()),
-        },
+        "google" => {
+            let secret_name = required("name", field("name")?)?;
+            let version = field("version")?.unwrap_or_else(|| DEFAULT_SECRET_VERSION.to_string());
+            let at = |key: &str| table.get(key).map_or(span.clone(), |value| value.span());
+            if !is_google_secret_name(&secret_name) {
+                return Err(file
+                    .error_at(
+                        at("name"),
+                        format!("`name` of secret `{name}` is not a secret manager name"),
+                        "expected projects/PROJECT/secrets/SECRET",
+                    )
+                    .with_help("write the full name, for example `projects/my-project/secrets/db-password`; give the version in `version`"));
+            }
+            if !is_path_segment(&version) {
+                return Err(file
+                    .error_at(
+                        at("version"),
+                        format!("`version` of secret `{name}` is not a version"),
+                        "expected a number, `latest` or an alias",
+                    )
+                    .with_help("`version` is a version number such as \"3\", \"latest\" (the default) or an alias"));
+            }
+            SecretRef::Google {
+                name: secret_name,
+                version,
+            }
+        }
         "env" => SecretRef::Env {
             name: required("name", field("name")?)?,
         },
@@ -228,6 +274,24 @@ fn secret_ref(
         },
     };
     Ok(VarValue::Secret(secret))
+}
+
+/// `projects/P/secrets/S`, each part a plain path segment.
+fn is_google_secret_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "secrets"
+        && is_path_segment(parts[1])
+        && is_path_segment(parts[3])
+}
+
+/// Letters, digits and `-_.:` only: safe in a URL path without escaping.
+fn is_path_segment(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 #[cfg(test)]
@@ -272,5 +336,18 @@ mod tests {
         let text = "a = [1]\nb = { source = \"vault\", name = \"x\" }\nc = { source = \"env\", nmae = \"x\" }\n";
         let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
         assert_eq!(errors.error_count(), 3);
+    }
+
+    #[test]
+    fn google_names_and_versions_are_checked() {
+        let text = "a = { source = \"google\", name = \"db-password\" }\nb = { source = \"google\", name = \"projects/p/secrets/s\", version = \"../x\" }\nc = { source = \"google\", name = \"projects/example.com:p/secrets/s_1\", version = \"3\" }\n";
+        let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
+        assert_eq!(errors.error_count(), 2);
+        let messages: Vec<&str> = errors.items.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages[0].contains("not a secret manager name"),
+            "{messages:?}"
+        );
+        assert!(messages[1].contains("not a version"), "{messages:?}");
     }
 }

@@ -29,6 +29,8 @@ pub struct Sandbox {
     services: Vec<String>,
     networks: Vec<String>,
     daemon_extra: String,
+    /// Extra environment of every dispenser process the sandbox runs.
+    env: Vec<(String, String)>,
 }
 
 /// The daemon under test, started from the real binary.
@@ -61,6 +63,7 @@ impl Sandbox {
             services: Vec::new(),
             networks: Vec::new(),
             daemon_extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -82,6 +85,12 @@ impl Sandbox {
     /// Declares a network (by short name) in dispenser.toml.
     pub fn declare_network(&mut self, short: &str) {
         self.networks.push(short.to_string());
+    }
+
+    /// Sets an environment variable for every dispenser process started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Extra lines for the `[daemon]` table.
@@ -159,6 +168,7 @@ impl Sandbox {
             .arg(self.pid_file())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -180,6 +190,7 @@ impl Sandbox {
             .arg("-p")
             .arg(self.pid_file())
             .args(args)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .output()
             .expect("run dispenser")
     }
