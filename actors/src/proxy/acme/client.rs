@@ -37,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_FIRST_DELAY: Duration = Duration::from_millis(250);
 /// The problem type of a rate-limit error (RFC 8555 section 6.7).
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+/// The problem type when the CA no longer knows the account.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 /// The problem type when a `replaces` names an already replaced certificate.
 const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
@@ -110,6 +112,15 @@ impl AcmeError {
             },
             _ => FailureKind::Other,
         }
+    }
+}
+
+impl AcmeError {
+    /// True when the CA does not know the stored account (a test CA that
+    /// restarted, or an account deleted on the CA's side).
+    pub fn is_unknown_account(&self) -> bool {
+        matches!(self, AcmeError::Protocol(instant_acme::Error::Api(problem))
+            if problem.r#type.as_deref() == Some(ACCOUNT_DOES_NOT_EXIST))
     }
 }
 
@@ -483,9 +494,9 @@ mod tests {
 
     #[test]
     fn a_missing_bundle_is_an_error() {
-        let err = http_client(Some(Path::new("/nonexistent/bundle.pem")))
-            .err()
-            .expect("an error");
+        let Err(err) = http_client(Some(Path::new("/nonexistent/bundle.pem"))) else {
+            panic!("a missing bundle was accepted");
+        };
         assert!(err.to_string().contains("/nonexistent/bundle.pem"), "{err}");
     }
 }

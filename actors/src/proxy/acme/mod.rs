@@ -154,7 +154,7 @@ struct RoundResult {
     account_created: bool,
     started: SystemTime,
     issued: Vec<(String, Result<IssuedCert, Arc<AcmeError>>)>,
-    windows: Vec<(String, Result<Option<RenewalWindow>, AcmeError>)>,
+    windows: Vec<(String, Result<Option<RenewalWindow>, Arc<AcmeError>>)>,
 }
 
 impl AcmeManager {
@@ -277,9 +277,8 @@ impl AcmeManager {
         if result.account_created {
             self.accounts_created += 1;
         }
-        if result.client.is_some() {
-            self.client = result.client;
-        }
+        // `None` after a failed connection or an account the CA forgot.
+        self.client = result.client;
         for (host, outcome) in result.issued {
             let Some(state) = self.hosts.get_mut(&host) else {
                 continue;
@@ -408,6 +407,9 @@ impl Round {
                     for (host, _) in self.issue {
                         result.issued.push((host, Err(err.clone())));
                     }
+                    for (host, _) in self.windows {
+                        result.windows.push((host, Err(err.clone())));
+                    }
                     return result;
                 }
             },
@@ -423,10 +425,19 @@ impl Round {
                     .map_err(|err| Arc::new(AcmeError::from(err))),
                 Err(err) => Err(Arc::new(err)),
             };
+            let unknown_account = matches!(&outcome, Err(err) if err.is_unknown_account());
             result.issued.push((host, outcome));
+            if unknown_account {
+                warn!(directory = %client.directory_url(), "the ca does not know the stored account; a new one will be created");
+                if let Err(err) = store.forget_account(client.directory_url()) {
+                    warn!(error = %err, "cannot set the stored account aside");
+                }
+                // The remaining hosts wait for their next turn.
+                return result;
+            }
         }
         for (host, leaf) in self.windows {
-            let outcome = client.renewal_window(&leaf).await;
+            let outcome = client.renewal_window(&leaf).await.map_err(Arc::new);
             result.windows.push((host, outcome));
         }
         result.client = Some(client);
@@ -595,3 +606,6 @@ impl Handler<Check> for AcmeManager {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -168,6 +168,19 @@ impl Store {
             .map_err(|source| io_error("write", &path, source))
     }
 
+    /// Sets aside the credentials of an account the CA no longer knows
+    /// (renamed with a `.unknown` suffix), so the next attempt creates one.
+    pub fn forget_account(&self, directory_url: &str) -> Result<(), StoreError> {
+        let path = self.account_path(directory_url);
+        let mut aside = path.clone().into_os_string();
+        aside.push(".unknown");
+        match fs::rename(&path, &aside) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(io_error("rename", &path, source)),
+        }
+    }
+
     /// The stored certificate of `host`, if there is one.
     pub fn load_cert(&self, host: &str) -> Result<Option<IssuedCert>, StoreError> {
         let [chain_path, key_path, record_path] = self.cert_paths(host)?;
