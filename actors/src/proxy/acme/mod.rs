@@ -148,13 +148,16 @@ struct Round {
     windows: Vec<(String, CertificateDer<'static>)>,
 }
 
+/// A renewal-information look-up: a window, none offered, or a failure.
+type WindowOutcome = Result<Option<RenewalWindow>, Arc<AcmeError>>;
+
 /// What a round did.
 struct RoundResult {
     client: Option<CaClient>,
     account_created: bool,
     started: SystemTime,
     issued: Vec<(String, Result<IssuedCert, Arc<AcmeError>>)>,
-    windows: Vec<(String, Result<Option<RenewalWindow>, Arc<AcmeError>>)>,
+    windows: Vec<(String, WindowOutcome)>,
 }
 
 impl AcmeManager {
