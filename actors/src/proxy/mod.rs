@@ -3,5 +3,8 @@
 //! `challenge::Challenges` (ACME HTTP-01 tokens, answered from memory) and
 //! `certs::CertMap` (the certificate per host, chosen by SNI).
 
+pub mod acme;
 pub mod certs;
 pub mod challenge;
+pub mod dev_ca;
+mod state_files;
