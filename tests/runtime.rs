@@ -6,5 +6,7 @@ mod support;
 
 #[path = "runtime/containers.rs"]
 mod containers;
+#[path = "runtime/cron.rs"]
+mod cron;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;

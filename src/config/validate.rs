@@ -10,8 +10,8 @@ use dispenser_actors::plan::{
     AcmeSettings, ContainerSpec, DefaultNetwork, ExtraHost, Healthcheck, ImageRef, Initialize,
     Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
-    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_OVERLAP, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
-    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_POLL_DELAY,
+    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
+    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
 
 use super::check::FileCheck;
@@ -607,9 +607,8 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) 
         .and_then(|t| t.timezone.as_deref())
         .map_or(default_zone, |name| zone(check, "dispenser.timezone", name));
     let overlap = match table.as_ref().and_then(|t| t.overlap.clone()) {
-        Some(word) => {
-            pick(check, "dispenser.overlap", OVERLAPS, &word, "overlap mode").unwrap_or(DEFAULT_OVERLAP)
-        }
+        Some(word) => pick(check, "dispenser.overlap", OVERLAPS, &word, "overlap mode")
+            .unwrap_or(DEFAULT_OVERLAP),
         None => DEFAULT_OVERLAP,
     };
     let max_runtime = duration(
@@ -618,7 +617,11 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) 
         table.as_ref().and_then(|t| t.max_runtime.as_ref()),
     );
     if max_runtime == Some(Duration::ZERO) {
-        check.error("dispenser.max_runtime", "`max_runtime` must be longer than zero", "zero");
+        check.error(
+            "dispenser.max_runtime",
+            "`max_runtime` must be longer than zero",
+            "zero",
+        );
     }
     Lifecycle {
         watch: table.as_ref().and_then(|t| t.watch).unwrap_or(false),

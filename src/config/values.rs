@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    DependsOn, Overlap, Initialize, NetworkDriver, ProxyStrategy, PullPolicy, RestartPolicy,
+    DependsOn, Initialize, NetworkDriver, Overlap, ProxyStrategy, PullPolicy, RestartPolicy,
 };
 
 /// Billionths of a CPU in one CPU.

@@ -40,7 +40,10 @@ fn five_field_monday_nine_and_six_field_seconds() {
     let monday = table.next_of("weekly").unwrap();
     assert_eq!(monday, Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).unwrap());
     assert_eq!(monday.weekday(), Weekday::Mon);
-    assert_eq!(table.next_of("fast").unwrap(), noon() + chrono::Duration::seconds(2));
+    assert_eq!(
+        table.next_of("fast").unwrap(),
+        noon() + chrono::Duration::seconds(2)
+    );
     assert_eq!(table.next_of("plain"), None);
     assert_eq!(table.earliest(), table.next_of("fast"));
 }
@@ -50,12 +53,20 @@ fn due_fires_once_and_skips_missed_occurrences() {
     let plan = sample::plan("t", vec![scheduled("fast", "*/2 * * * * *", utc())]);
     let mut table = Timetable::default();
     table.update(&plan, noon());
-    assert!(table.take_due(noon() + chrono::Duration::seconds(1)).is_empty());
+    assert!(table
+        .take_due(noon() + chrono::Duration::seconds(1))
+        .is_empty());
     // Woken 9 s late (a suspended host): one run, then the next after now.
     let late = noon() + chrono::Duration::seconds(11);
     let due = table.take_due(late);
-    assert_eq!(due, vec![("fast".to_string(), noon() + chrono::Duration::seconds(2))]);
-    assert_eq!(table.next_of("fast").unwrap(), noon() + chrono::Duration::seconds(12));
+    assert_eq!(
+        due,
+        vec![("fast".to_string(), noon() + chrono::Duration::seconds(2))]
+    );
+    assert_eq!(
+        table.next_of("fast").unwrap(),
+        noon() + chrono::Duration::seconds(12)
+    );
     assert!(table.take_due(late).is_empty());
 }
 
@@ -84,7 +95,13 @@ fn reload_keeps_unchanged_schedules_and_recomputes_changed_ones() {
             scheduled("moved", "0 3 * * *", Zone::Named(Zurich)),
         ],
     );
-    second.services.get_mut("daily").unwrap().container.env.clear();
+    second
+        .services
+        .get_mut("daily")
+        .unwrap()
+        .container
+        .env
+        .clear();
     table.update(&second, reload_at);
     assert_eq!(table.next_of("daily"), Some(daily));
     assert_eq!(
@@ -97,7 +114,11 @@ fn reload_keeps_unchanged_schedules_and_recomputes_changed_ones() {
         Utc.with_ymd_and_hms(2025, 1, 3, 2, 0, 0).unwrap()
     );
     assert_eq!(table.next_of("gone"), None);
-    let due: Vec<String> = table.take_due(reload_at).into_iter().map(|(n, _)| n).collect();
+    let due: Vec<String> = table
+        .take_due(reload_at)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(due, vec!["daily".to_string()]);
 }
 
@@ -121,7 +142,11 @@ fn day_of_week_zero_and_seven_are_sunday_in_a_zone() {
 }
 
 /// Every fire time of `expression` in New York between two UTC instants.
-fn fires_in_new_york(expression: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+fn fires_in_new_york(
+    expression: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
     let schedule = Schedule::parse(expression).unwrap();
     let zone = Zone::Named(New_York);
     let mut fires = Vec::new();

@@ -26,11 +26,19 @@ fn state_dir_is_private_and_runs_round_trip() {
     let ledger = Ledger::open(&state).unwrap();
     let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    let file_mode = std::fs::metadata(ledger.path()).unwrap().permissions().mode() & 0o777;
+    let file_mode = std::fs::metadata(ledger.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(file_mode, 0o600);
-    ledger.insert_run(&run("job", 1, Outcome::Succeeded)).unwrap();
+    ledger
+        .insert_run(&run("job", 1, Outcome::Succeeded))
+        .unwrap();
     ledger.insert_run(&run("job", 3, Outcome::Failed)).unwrap();
-    ledger.insert_run(&run("other", 5, Outcome::Skipped)).unwrap();
+    ledger
+        .insert_run(&run("other", 5, Outcome::Skipped))
+        .unwrap();
     let runs = ledger.recent_runs("job", 10).unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0], run("job", 3, Outcome::Failed));
@@ -41,9 +49,13 @@ fn state_dir_is_private_and_runs_round_trip() {
 fn history_is_bounded_per_service() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
-    ledger.insert_run(&run("other", 0, Outcome::Succeeded)).unwrap();
+    ledger
+        .insert_run(&run("other", 0, Outcome::Succeeded))
+        .unwrap();
     for _ in 0..RUNS_KEPT + 5 {
-        ledger.insert_run(&run("job", 1, Outcome::Succeeded)).unwrap();
+        ledger
+            .insert_run(&run("job", 1, Outcome::Succeeded))
+            .unwrap();
     }
     assert_eq!(ledger.recent_runs("job", 1000).unwrap().len(), RUNS_KEPT);
     assert_eq!(ledger.recent_runs("other", 1000).unwrap().len(), 1);
@@ -64,7 +76,10 @@ fn reopening_keeps_history_and_schema() {
 async fn the_actor_records_what_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap().start();
-    ledger.send(RecordRun(run("job", 1, Outcome::Failed))).await.unwrap();
+    ledger
+        .send(RecordRun(run("job", 1, Outcome::Failed)))
+        .await
+        .unwrap();
     let runs = ledger
         .send(RecentRuns {
             service: "job".into(),

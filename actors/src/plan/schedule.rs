@@ -153,7 +153,8 @@ impl Schedule {
         if later_offset.local_minus_utc() >= after.offset().fix().local_minus_utc() {
             return Some(first);
         }
-        let repeated_from = after.naive_utc() + Duration::seconds(i64::from(later_offset.local_minus_utc()));
+        let repeated_from =
+            after.naive_utc() + Duration::seconds(i64::from(later_offset.local_minus_utc()));
         let repeated = self
             .next_wall_after(repeated_from)
             .and_then(|wall| zone.from_local_datetime(&wall).latest())

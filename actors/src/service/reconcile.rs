@@ -79,7 +79,10 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
 /// Replaces the service's container with a fresh, started one: a job's
 /// scheduled run, or a scheduled restart of a long-running service (the
 /// deploy's recreate path). The image is ready before the old container stops.
-pub async fn replace_and_start(runtime: &Runtime, service: &Service) -> Result<String, ServiceError> {
+pub async fn replace_and_start(
+    runtime: &Runtime,
+    service: &Service,
+) -> Result<String, ServiceError> {
     let engine = runtime.engine.as_ref();
     remove_strays(runtime, service).await?;
     let image = ensure_image(engine, service).await?;

@@ -192,15 +192,13 @@ impl Handler<RunOverdue> for ServiceActor {
         }
         let engine = self.runtime.engine.clone();
         let work = async move { engine.stop(&run.container_id, STOP_GRACE).await };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |stopped, actor, _| {
-                if let Err(err) = stopped {
-                    error!(service = %actor.service.name, error = %err, "cannot stop the overdue run");
-                }
-                // The waiter reports the exit with `RunFinished`.
-                actor.set_state(State::Running);
-            },
-        )))
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|stopped, actor, _| {
+            if let Err(err) = stopped {
+                error!(service = %actor.service.name, error = %err, "cannot stop the overdue run");
+            }
+            // The waiter reports the exit with `RunFinished`.
+            actor.set_state(State::Running);
+        })))
     }
 }
 
@@ -224,7 +222,10 @@ impl Handler<RunFinished> for ServiceActor {
             (Some(why), _) => (Outcome::Failed, Some(why.clone())),
             (None, Ok(0)) => (Outcome::Succeeded, None),
             (None, Ok(code)) => (Outcome::Failed, Some(format!("exited with code {code}"))),
-            (None, Err(err)) => (Outcome::Failed, Some(format!("cannot wait for the run: {err}"))),
+            (None, Err(err)) => (
+                Outcome::Failed,
+                Some(format!("cannot wait for the run: {err}")),
+            ),
         };
         match (&outcome, &reason) {
             (Outcome::Succeeded, _) => {

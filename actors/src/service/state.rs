@@ -132,7 +132,12 @@ mod tests {
             State::Failed { reason: "x".into() },
         ];
         for state in states {
-            for action in [Action::Reconcile, Action::Retire, Action::Shutdown, Action::Run] {
+            for action in [
+                Action::Reconcile,
+                Action::Retire,
+                Action::Shutdown,
+                Action::Run,
+            ] {
                 assert!(
                     state.admits(action).is_ok(),
                     "{state} should admit {action}"

@@ -251,7 +251,9 @@ impl Handler<CronFired> for Supervisor {
     fn handle(&mut self, msg: CronFired, _ctx: &mut Self::Context) -> Self::Result {
         match self.services.get(&msg.service) {
             Some(addr) => addr.do_send(msg),
-            None => warn!(service = %msg.service, "scheduled run for a service no longer running; ignored"),
+            None => {
+                warn!(service = %msg.service, "scheduled run for a service no longer running; ignored")
+            }
         }
     }
 }
