@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use dispenser_actors::cron::{CronTicker, SystemClock};
 use dispenser_actors::engine::docker::DockerEngine;
 use dispenser_actors::engine::Engine;
+use dispenser_actors::ledger::Ledger;
 use dispenser_actors::plan::Plan;
-use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Supervisor};
+use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -72,7 +74,18 @@ where
         let Some(engine) = connect_docker(&mut incoming).await else {
             return ExitCode::SUCCESS;
         };
-        let supervisor = Supervisor::new(engine).start();
+        let mut supervisor = Supervisor::new(engine);
+        // The state dir is read at start-up only; a reload does not move it.
+        match Ledger::open(&plan.settings.state_dir) {
+            Ok(ledger) => {
+                info!(ledger = %ledger.path().display(), "run history opened");
+                supervisor = supervisor.with_ledger(ledger.start().recipient());
+            }
+            Err(err) => error!(error = %err, "no run history: runs are logged only"),
+        }
+        let supervisor = supervisor.start();
+        let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
+        supervisor.do_send(Subscribe(ticker.recipient()));
         log_report("start-up", supervisor.send(Apply(plan)).await);
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");

@@ -8,6 +8,8 @@ mod support;
 mod containers;
 #[path = "runtime/google_standin.rs"]
 mod google_standin;
+#[path = "runtime/cron.rs"]
+mod cron;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/secrets.rs"]

@@ -1,7 +1,9 @@
 //! Dispenser's runtime: the actors that make the host match the plan.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod cron;
 pub mod engine;
+pub mod ledger;
 pub mod plan;
 pub mod proxy;
 pub mod service;

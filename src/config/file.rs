@@ -70,6 +70,8 @@ pub struct DaemonTable {
     pub stop_on_shutdown: Option<bool>,
     pub state_dir: Option<String>,
     pub dependency_timeout: Option<u64>,
+    /// IANA zone of schedules whose service sets none; default: local time.
+    pub timezone: Option<String>,
     pub network: Option<DaemonNetworkTable>,
 }
 
@@ -160,6 +162,12 @@ pub struct DispenserTable {
     pub initialize: Option<String>,
     pub cron: Option<String>,
     pub pull: Option<String>,
+    /// IANA zone the `cron` expression is read in.
+    pub timezone: Option<String>,
+    /// `skip` or `replace`: what a run does while the previous one still goes.
+    pub overlap: Option<String>,
+    /// A duration such as "10m" or a number of seconds.
+    pub max_runtime: Option<toml::Value>,
 }
 
 /// `[proxy]` in a service.toml.

@@ -92,6 +92,10 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
         .as_ref()
         .map(|g| g.networks.clone())
         .unwrap_or_default();
+    let default_zone = global
+        .as_ref()
+        .map(|g| g.settings.timezone)
+        .unwrap_or_default();
 
     let mut checked = Vec::new();
     for (index, entry) in dispenser_file.services.iter().enumerate() {
@@ -123,6 +127,7 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
             &service_file,
             &folder,
             &declared_networks,
+            default_zone,
         );
         if let Some(service) = service {
             checked.push(Checked {

@@ -10,8 +10,8 @@ use dispenser_actors::plan::{
     AcmeSettings, ContainerSpec, DefaultNetwork, ExtraHost, Healthcheck, ImageRef, Initialize,
     Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
-    TlsSource, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
-    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_POLL_DELAY,
+    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
+    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
 
 use super::check::FileCheck;
@@ -20,7 +20,7 @@ use super::hash::spec_hash;
 use super::paths::normalize;
 use super::values::{
     canonical_names, choose, did_you_mean, parse_cpus, parse_duration, parse_memory, split_command,
-    Choices, DEPENDS_ON, INITIALIZE, NETWORK_DRIVERS, PROXY_STRATEGIES, PULL_POLICIES,
+    Choices, DEPENDS_ON, INITIALIZE, NETWORK_DRIVERS, OVERLAPS, PROXY_STRATEGIES, PULL_POLICIES,
     RESTART_POLICIES,
 };
 
@@ -144,6 +144,10 @@ pub fn global(
             .as_ref()
             .and_then(|d| d.dependency_timeout)
             .map_or(DEFAULT_DEPENDENCY_TIMEOUT, Duration::from_secs),
+        timezone: daemon
+            .as_ref()
+            .and_then(|d| d.timezone.as_deref())
+            .map_or(Zone::Local, |name| zone(check, "daemon.timezone", name)),
     };
 
     let mut networks = BTreeMap::new();
@@ -271,6 +275,7 @@ pub fn service(
     file: &ServiceFile,
     folder: &Path,
     declared_networks: &BTreeMap<String, Network>,
+    default_zone: Zone,
 ) -> Option<Service> {
     let table = &file.service;
     let name = table.name.clone();
@@ -519,7 +524,7 @@ pub fn service(
         })
     });
 
-    let lifecycle = lifecycle(check, file);
+    let lifecycle = lifecycle(check, file, default_zone);
 
     let mut depends_on = BTreeMap::new();
     for (dependency, word) in &file.depends_on {
@@ -571,7 +576,7 @@ pub fn service(
     })
 }
 
-fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile) -> Lifecycle {
+fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) -> Lifecycle {
     let table = file.dispenser.clone();
     let initialize = match table.as_ref().and_then(|t| t.initialize.clone()) {
         Some(word) => pick(
@@ -597,12 +602,55 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile) -> Lifecycle {
             })
             .ok()
     });
+    let timezone = table
+        .as_ref()
+        .and_then(|t| t.timezone.as_deref())
+        .map_or(default_zone, |name| zone(check, "dispenser.timezone", name));
+    let overlap = match table.as_ref().and_then(|t| t.overlap.clone()) {
+        Some(word) => pick(check, "dispenser.overlap", OVERLAPS, &word, "overlap mode")
+            .unwrap_or(DEFAULT_OVERLAP),
+        None => DEFAULT_OVERLAP,
+    };
+    let max_runtime = duration(
+        check,
+        "dispenser.max_runtime",
+        table.as_ref().and_then(|t| t.max_runtime.as_ref()),
+    );
+    if max_runtime == Some(Duration::ZERO) {
+        check.error(
+            "dispenser.max_runtime",
+            "`max_runtime` must be longer than zero",
+            "zero",
+        );
+    }
     Lifecycle {
         watch: table.as_ref().and_then(|t| t.watch).unwrap_or(false),
         initialize,
         schedule,
         pull,
+        timezone,
+        overlap,
+        max_runtime,
     }
+}
+
+/// An IANA time zone name; an unknown one is an error with a suggestion.
+fn zone(check: &mut FileCheck<'_>, path: &str, name: &str) -> Zone {
+    if let Some(zone) = Zone::named(name) {
+        return zone;
+    }
+    let help = match did_you_mean(name, Zone::names()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => "write an IANA time zone name such as \"Europe/Zurich\" or \"UTC\"".to_string(),
+    };
+    check
+        .error(
+            path,
+            format!("unknown time zone{}", check.shown(path, name)),
+            "not an IANA time zone",
+        )
+        .help = Some(help);
+    Zone::Local
 }
 
 fn route(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    DependsOn, Initialize, NetworkDriver, ProxyStrategy, PullPolicy, RestartPolicy,
+    DependsOn, Initialize, NetworkDriver, Overlap, ProxyStrategy, PullPolicy, RestartPolicy,
 };
 
 /// Billionths of a CPU in one CPU.
@@ -189,6 +189,8 @@ pub const NETWORK_DRIVERS: Choices<NetworkDriver> = &[
     ("none", NetworkDriver::None),
     ("None", NetworkDriver::None),
 ];
+
+pub const OVERLAPS: Choices<Overlap> = &[("skip", Overlap::Skip), ("replace", Overlap::Replace)];
 
 pub const PROXY_STRATEGIES: Choices<ProxyStrategy> = &[
     ("https-only", ProxyStrategy::HttpsOnly),

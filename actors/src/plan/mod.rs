@@ -6,6 +6,7 @@ mod image;
 pub mod sample;
 mod schedule;
 mod sensitive;
+mod zone;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,6 +18,7 @@ use serde::Serialize;
 pub use image::{ImageRef, ImageRefError};
 pub use schedule::{Schedule, ScheduleError};
 pub use sensitive::Sensitive;
+pub use zone::Zone;
 
 /// Name of the bridge network every managed container joins, unless configured.
 pub const DEFAULT_NETWORK_NAME: &str = "dispenser";
@@ -30,6 +32,8 @@ pub const DEFAULT_INSTANCE: &str = "default";
 pub const DEFAULT_POLL_DELAY: Duration = Duration::from_secs(60);
 /// How long a `depends_on = "healthy"` waits before the start fails.
 pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
+/// What a scheduled run does when the previous one still runs, unless configured.
+pub const DEFAULT_OVERLAP: Overlap = Overlap::Skip;
 
 /// Everything the daemon runs, as one value. Two plans are compared to reload.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +66,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Longest wait for a `depends_on` condition.
     pub dependency_timeout: Duration,
+    /// The time zone of schedules whose service sets none (`[daemon] timezone`).
+    pub timezone: Zone,
 }
 
 /// The default bridge network.
@@ -201,6 +207,22 @@ pub struct Lifecycle {
     pub initialize: Initialize,
     pub schedule: Option<Schedule>,
     pub pull: PullPolicy,
+    /// The zone `schedule` is read in: the service's, else the daemon's, else local time.
+    pub timezone: Zone,
+    /// What a scheduled run does while the previous run still goes.
+    pub overlap: Overlap,
+    /// A run going longer than this is stopped and recorded as failed.
+    pub max_runtime: Option<Duration>,
+}
+
+/// What a scheduled run does when the previous run of the same job still goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// The new run is skipped (and recorded as skipped).
+    Skip,
+    /// The old run is stopped, then the new one starts.
+    Replace,
 }
 
 /// When a service is first started.
@@ -290,6 +312,15 @@ pub struct AcmeSettings {
 
 /// The Let's Encrypt production directory, used when none is configured.
 pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Service {
+    /// True for a job: a container that runs to completion (`initialize =
+    /// "on-trigger"` or `restart = "no"`), as opposed to a long-running service.
+    pub fn is_job(&self) -> bool {
+        self.lifecycle.initialize == Initialize::OnTrigger
+            || self.container.restart == RestartPolicy::No
+    }
+}
 
 impl Plan {
     /// Service names in an order where every service comes after its dependencies.

@@ -34,6 +34,9 @@ pub fn service(name: &str, image: &str) -> Service {
             initialize: Initialize::Immediately,
             schedule: None,
             pull: PullPolicy::OnStartup,
+            timezone: Zone::Local,
+            overlap: DEFAULT_OVERLAP,
+            max_runtime: None,
         },
         depends_on: BTreeMap::new(),
         route: None,
@@ -55,6 +58,7 @@ pub fn plan(instance: &str, services: Vec<Service>) -> Plan {
             stop_on_shutdown: false,
             state_dir: PathBuf::from("/nonexistent/.dispenser"),
             dependency_timeout: std::time::Duration::from_secs(5),
+            timezone: Zone::Local,
         },
         networks: BTreeMap::new(),
         services: services

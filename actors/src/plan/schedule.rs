@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone};
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
 /// Names of the fields of the 7-field form, in order.
@@ -25,7 +25,12 @@ const FIELD_NAMES: [&str; 7] = [
 ];
 /// Day names as the `cron` crate expects them, indexed by standard cron number (Sunday = 0).
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const HOUR: usize = 2;
 const DAY_OF_MONTH: usize = 3;
+/// Longest daylight-saving gap searched for its end, in minutes (a skipped day at most).
+const MAX_GAP_MINUTES: i64 = 26 * 60;
+/// Wall-clock candidates tried before giving up on finding an instant that maps.
+const MAX_CANDIDATES: usize = 8;
 const DAY_OF_WEEK: usize = 5;
 
 /// A parsed cron schedule. Accepts the 5-field standard form, the 6-field
@@ -38,6 +43,9 @@ pub struct Schedule {
     pub expression: String,
     /// One crate schedule, or two when both day fields are restricted (either matches).
     crate_schedules: Vec<cron::Schedule>,
+    /// The hour field is `*`: the schedule is periodic within the day, so it
+    /// also fires during the second pass of an hour repeated by a DST change.
+    every_hour: bool,
 }
 
 /// Why a cron expression does not parse.
@@ -106,16 +114,71 @@ impl Schedule {
         Ok(Schedule {
             expression: expression.to_string(),
             crate_schedules,
+            every_hour: is_wildcard(&fields[HOUR]),
         })
     }
 
-    /// The first time strictly after `after` when the schedule fires, if any.
+    /// The first time strictly after `after` when the schedule fires, if any,
+    /// with standard cron's daylight-saving behaviour: a wall-clock time that
+    /// does not exist (clocks jump forward) fires once at the end of the jump;
+    /// a wall-clock time that happens twice (clocks go back) fires once, at its
+    /// first occurrence, except that a schedule whose hour field is `*` keeps
+    /// firing through the repeated hour.
     pub fn next_after<Tz: TimeZone>(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        let zone = after.timezone();
+        let mut cursor = after.naive_local();
+        let mut first = None;
+        for _ in 0..MAX_CANDIDATES {
+            let wall = self.next_wall_after(cursor)?;
+            let fire = match zone.from_local_datetime(&wall) {
+                LocalResult::Single(fire) => Some(fire),
+                LocalResult::Ambiguous(earlier, later) => {
+                    Some(if earlier > after { earlier } else { later })
+                }
+                LocalResult::None => end_of_gap(&zone, wall),
+            };
+            if let Some(fire) = fire.filter(|fire| *fire > after) {
+                first = Some(fire);
+                break;
+            }
+            cursor = wall;
+        }
+        let first = first?;
+        if !self.every_hour {
+            return Some(first);
+        }
+        // Clocks went back between `after` and `first`: the repeated wall-clock
+        // times, read with the later offset, come first.
+        let later_offset = first.offset().fix();
+        if later_offset.local_minus_utc() >= after.offset().fix().local_minus_utc() {
+            return Some(first);
+        }
+        let repeated_from =
+            after.naive_utc() + Duration::seconds(i64::from(later_offset.local_minus_utc()));
+        let repeated = self
+            .next_wall_after(repeated_from)
+            .and_then(|wall| zone.from_local_datetime(&wall).latest())
+            .filter(|fire| *fire > after && *fire < first);
+        Some(repeated.unwrap_or(first))
+    }
+
+    /// The first wall-clock time strictly after `after` that matches, zone aside.
+    fn next_wall_after(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
+        let after = Utc.from_utc_datetime(&after);
         self.crate_schedules
             .iter()
             .filter_map(|schedule| schedule.after(&after).next())
             .min()
+            .map(|fire| fire.naive_utc())
     }
+}
+
+/// The first instant after a wall-clock time skipped by a jump forward.
+fn end_of_gap<Tz: TimeZone>(zone: &Tz, wall: NaiveDateTime) -> Option<DateTime<Tz>> {
+    let start = wall.with_second(0)?;
+    (1..=MAX_GAP_MINUTES)
+        .map(|minutes| start + Duration::minutes(minutes))
+        .find_map(|candidate| zone.from_local_datetime(&candidate).earliest())
 }
 
 impl ScheduleError {

@@ -6,6 +6,12 @@
 //! - `Reconcile(Service)` -> `Result<Reconciled, ServiceError>`: make Docker match the spec.
 //! - `Retire` -> `Result<(), ServiceError>`: stop and remove the container.
 //! - `Shutdown { stop_container }` -> `()`: the daemon stops.
+//! - `CronFired` -> `()`: a scheduled run (handlers for runs in `run.rs`): a job
+//!   gets a fresh container, started and watched without holding the mailbox;
+//!   a long-running service is restarted through the recreate path.
+//! - `RunOverdue { run }` -> `()`: a run passed `max_runtime`; stop it.
+//! - `RunFinished { run, exit, output_tail }` -> `()`: a run's container
+//!   exited; record the outcome in the log and the ledger.
 //!
 //! The actor publishes its state on the shared `StatusBoard` after every step,
 //! so status reads never wait on a busy mailbox. If the actor stops
@@ -13,6 +19,7 @@
 //! rebuilds its state from Docker.
 
 mod reconcile;
+mod run;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -25,8 +32,10 @@ use futures_util::FutureExt;
 use tracing::{error, info, warn};
 
 use crate::engine::{ContainerState, Engine, EngineError};
+use crate::ledger::RecordRun;
 use crate::plan::{DefaultNetwork, Initialize, Service};
 pub use reconcile::Reconciled;
+pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};
 
 /// Grace period between the stop signal and a kill.
@@ -56,6 +65,8 @@ pub struct Runtime {
     pub instance: String,
     pub default_network: DefaultNetwork,
     pub status: StatusBoard,
+    /// Where run records go; `None` keeps them in the log only.
+    pub ledger: Option<Recipient<RecordRun>>,
 }
 
 /// The latest status of every service, readable without asking the actors.
@@ -96,6 +107,11 @@ pub struct ServiceActor {
     runtime: Runtime,
     state: State,
     container_id: Option<String>,
+    /// The job's run in progress, if any.
+    run: Option<run::ActiveRun>,
+    /// Runs replaced by a newer one whose exit is still to be recorded.
+    ended_runs: BTreeMap<u64, run::ActiveRun>,
+    next_run: u64,
 }
 
 impl From<EngineError> for ServiceError {
@@ -142,6 +158,9 @@ impl ServiceActor {
             runtime,
             state: State::Pending,
             container_id: None,
+            run: None,
+            ended_runs: BTreeMap::new(),
+            next_run: 0,
         };
         actor.publish();
         actor

@@ -76,6 +76,32 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     })
 }
 
+/// Replaces the service's container with a fresh, started one: a job's
+/// scheduled run, or a scheduled restart of a long-running service (the
+/// deploy's recreate path). The image is ready before the old container stops.
+pub async fn replace_and_start(
+    runtime: &Runtime,
+    service: &Service,
+) -> Result<String, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    remove_strays(runtime, service).await?;
+    let image = ensure_image(engine, service).await?;
+    if let Some(previous) = engine.inspect(&service.name).await? {
+        if !owned_by(&previous, &runtime.instance) {
+            return Err(ServiceError::NameTaken {
+                name: previous.name,
+                id: short(&previous.id).to_string(),
+            });
+        }
+        engine.stop(&previous.id, STOP_GRACE).await?;
+        engine.remove(&previous.id).await?;
+    }
+    let id = create(runtime, service, &image).await?;
+    engine.start(&id).await?;
+    info!(service = %service.name, container = %short(&id), "started");
+    Ok(id)
+}
+
 /// Stops and removes every container of this service (retirement).
 pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(), ServiceError> {
     for container in engine.list_managed(instance).await? {
@@ -136,6 +162,8 @@ async fn adopt(
 ) -> Result<Reconciled, ServiceError> {
     let id = container.id.clone();
     let waiting = service.lifecycle.initialize == Initialize::OnTrigger;
+    // A scheduled job's exited container is the last run: the schedule starts the next.
+    let scheduled_job = service.is_job() && service.lifecycle.schedule.is_some();
     let (change, state) = match container.state {
         ContainerState::Running | ContainerState::Restarting => (Change::Adopted, State::Running),
         ContainerState::Paused => {
@@ -143,7 +171,9 @@ async fn adopt(
             (Change::Adopted, State::Running)
         }
         ContainerState::Created if waiting => (Change::Adopted, State::Waiting),
-        ContainerState::Exited { code } if waiting => (Change::Adopted, State::Exited { code }),
+        ContainerState::Exited { code } if waiting || scheduled_job => {
+            (Change::Adopted, State::Exited { code })
+        }
         // A job that finished well is not run again by a restart of Dispenser.
         ContainerState::Exited { code: 0 } if service.container.restart == RestartPolicy::No => {
             (Change::Adopted, State::Exited { code: 0 })

@@ -33,6 +33,11 @@ pub enum Action {
     Retire,
     /// The daemon stops; the container stops too only if configured.
     Shutdown,
+    /// A scheduled run: a fresh container for a job, a restart for a
+    /// long-running service.
+    Run,
+    /// Stop a job's run that exceeded its `max_runtime`.
+    StopRun,
 }
 
 /// An action that does not fit the current state.
@@ -50,7 +55,9 @@ impl State {
         let allowed = match (self, action) {
             (State::Retired, _) => false,
             (State::Busy(_), _) => false,
-            (_, Reconcile | Retire | Shutdown) => true,
+            (State::Running, StopRun) => true,
+            (_, StopRun) => false,
+            (_, Reconcile | Retire | Shutdown | Run) => true,
         };
         match allowed {
             true => Ok(()),
@@ -88,6 +95,8 @@ impl fmt::Display for Action {
             Action::Reconcile => "reconcile",
             Action::Retire => "retire",
             Action::Shutdown => "shut down",
+            Action::Run => "run on schedule",
+            Action::StopRun => "stop an overdue run",
         })
     }
 }
@@ -123,12 +132,26 @@ mod tests {
             State::Failed { reason: "x".into() },
         ];
         for state in states {
-            for action in [Action::Reconcile, Action::Retire, Action::Shutdown] {
+            for action in [
+                Action::Reconcile,
+                Action::Retire,
+                Action::Shutdown,
+                Action::Run,
+            ] {
                 assert!(
                     state.admits(action).is_ok(),
                     "{state} should admit {action}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_a_running_run_can_be_stopped() {
+        assert!(State::Running.admits(Action::StopRun).is_ok());
+        for state in [State::Waiting, State::Exited { code: 0 }, State::Pending] {
+            assert!(state.admits(Action::StopRun).is_err(), "{state}");
+        }
+        assert!(State::Busy(Action::Run).admits(Action::Run).is_err());
     }
 }

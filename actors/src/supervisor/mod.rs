@@ -12,6 +12,8 @@
 //! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
 //!   ticker and proxy router learn each applied plan this way, and only
 //!   send messages back.
+//! - `CronFired` -> `()`: forwarded to the service's actor (unknown services
+//!   are logged: the plan changed between the tick and its delivery).
 
 mod dependency;
 pub mod diff;
@@ -25,7 +27,9 @@ use actix::prelude::*;
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 use tracing::{error, info, warn};
 
+use crate::cron::CronFired;
 use crate::engine::{labels, Engine};
+use crate::ledger::RecordRun;
 use crate::plan::Plan;
 use crate::service::{
     self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
@@ -77,6 +81,7 @@ pub struct Supervisor {
     plan: Option<Plan>,
     services: BTreeMap<String, Addr<ServiceActor>>,
     subscribers: Vec<Recipient<PlanApplied>>,
+    ledger: Option<Recipient<RecordRun>>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -96,7 +101,14 @@ impl Supervisor {
             plan: None,
             services: BTreeMap::new(),
             subscribers: Vec::new(),
+            ledger: None,
         }
+    }
+
+    /// Sends the services' run records to `ledger`.
+    pub fn with_ledger(mut self, ledger: Recipient<RecordRun>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// The status board the service actors publish to.
@@ -110,6 +122,7 @@ impl Supervisor {
             instance: plan.settings.instance.clone(),
             default_network: plan.settings.default_network.clone(),
             status: self.status.clone(),
+            ledger: self.ledger.clone(),
         }
     }
 }
@@ -229,6 +242,19 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
         self.status.snapshot().into_values().collect()
+    }
+}
+
+impl Handler<CronFired> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CronFired, _ctx: &mut Self::Context) -> Self::Result {
+        match self.services.get(&msg.service) {
+            Some(addr) => addr.do_send(msg),
+            None => {
+                warn!(service = %msg.service, "scheduled run for a service no longer running; ignored")
+            }
+        }
     }
 }
 

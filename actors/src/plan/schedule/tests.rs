@@ -21,6 +21,9 @@ fn monday_is_one() {
     let fire = next("0 9 * * 1", clock());
     assert_eq!(fire, Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).unwrap());
     assert_eq!(fire.weekday(), Weekday::Mon);
+    // The 6-field form (seconds first) and the day name say the same.
+    assert_eq!(next("0 0 9 * * 1", clock()), fire);
+    assert_eq!(next("0 0 9 * * MON", clock()), fire);
 }
 
 #[test]
