@@ -6,10 +6,10 @@ mod support;
 
 #[path = "runtime/containers.rs"]
 mod containers;
-#[path = "runtime/google_standin.rs"]
-mod google_standin;
 #[path = "runtime/cron.rs"]
 mod cron;
+#[path = "runtime/google_standin.rs"]
+mod google_standin;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/secrets.rs"]
