@@ -13,4 +13,5 @@
 
 pub mod certs;
 pub mod challenge;
+pub mod router;
 pub mod table;

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{labels, Engine};
 use crate::plan::Plan;
+use crate::proxy::router::EndpointChanged;
 use crate::service::{
     self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
 };
@@ -77,6 +78,7 @@ pub struct Supervisor {
     plan: Option<Plan>,
     services: BTreeMap<String, Addr<ServiceActor>>,
     subscribers: Vec<Recipient<PlanApplied>>,
+    endpoints: Option<Recipient<EndpointChanged>>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -96,7 +98,15 @@ impl Supervisor {
             plan: None,
             services: BTreeMap::new(),
             subscribers: Vec::new(),
+            endpoints: None,
         }
+    }
+
+    /// Service actors report their containers' endpoints to `endpoints` (the
+    /// proxy router). Only service actors started after this call do.
+    pub fn with_endpoints(mut self, endpoints: Recipient<EndpointChanged>) -> Self {
+        self.endpoints = Some(endpoints);
+        self
     }
 
     /// The status board the service actors publish to.
@@ -110,6 +120,7 @@ impl Supervisor {
             instance: plan.settings.instance.clone(),
             default_network: plan.settings.default_network.clone(),
             status: self.status.clone(),
+            endpoints: self.endpoints.clone(),
         }
     }
 }
