@@ -15,3 +15,4 @@ pub mod certs;
 pub mod challenge;
 pub mod router;
 pub mod table;
+pub mod tls;
