@@ -13,6 +13,8 @@
 
 pub mod certs;
 pub mod challenge;
+pub mod forward;
 pub mod router;
+pub mod server;
 pub mod table;
 pub mod tls;
