@@ -287,7 +287,6 @@ pub const DEFAULT_PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `[proxy] max_header_bytes`.
 pub const DEFAULT_PROXY_MAX_HEADER_BYTES: usize = 64 * 1024;
 
-
 /// Which listeners serve traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -154,10 +154,7 @@ impl Forwarder {
             let table = self.table.load();
             match table.lookup(host, req.uri().path()) {
                 Lookup::UnknownHost => {
-                    return plain(
-                        StatusCode::NOT_FOUND,
-                        Bytes::from_static(b"unknown host\n"),
-                    )
+                    return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
                 }
                 Lookup::NoPath => {
                     return plain(
@@ -221,7 +218,12 @@ impl Forwarder {
         );
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, Bytes::from_static(b"bad request\n")),
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from_static(b"bad request\n"),
+                )
+            }
         };
         parts.version = Version::HTTP_11;
         let upgrade_protocol = if upgrade {
@@ -248,10 +250,14 @@ impl Forwarder {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => {
                 debug!(error = %err, "upstream request failed");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    Bytes::from_static(b"service unreachable\n"),
-                );
+                // Refused or timed-out connects mean the container is not
+                // serving (it may have exited since it was last reported).
+                let body: &'static [u8] = if err.is_connect() {
+                    b"service down\n"
+                } else {
+                    b"bad gateway\n"
+                };
+                return plain(StatusCode::BAD_GATEWAY, Bytes::from_static(body));
             }
             Err(_) => {
                 return plain(
@@ -328,7 +334,10 @@ impl Forwarder {
             port => format!("https://{host}:{port}{path}"),
         };
         let Ok(location) = HeaderValue::try_from(location) else {
-            return plain(StatusCode::BAD_REQUEST, Bytes::from_static(b"bad request\n"));
+            return plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"bad request\n"),
+            );
         };
         let status = if req.method() == Method::GET || req.method() == Method::HEAD {
             StatusCode::MOVED_PERMANENTLY

@@ -314,7 +314,11 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handler.forwarder.handle(req, &conn).await) }
     });
-    if let Err(err) = shared.http.serve_connection_with_upgrades(io, service).await {
+    if let Err(err) = shared
+        .http
+        .serve_connection_with_upgrades(io, service)
+        .await
+    {
         debug!(error = %err, "connection ended with an error");
     }
 }

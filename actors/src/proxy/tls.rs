@@ -182,8 +182,8 @@ pub fn self_signed(host: &str) -> Result<CertifiedKey, TlsError> {
         host: host.to_string(),
         reason,
     };
-    let generated =
-        rcgen::generate_simple_self_signed(vec![host.to_string()]).map_err(|e| fail(e.to_string()))?;
+    let generated = rcgen::generate_simple_self_signed(vec![host.to_string()])
+        .map_err(|e| fail(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         generated.signing_key.serialize_der(),
     ));

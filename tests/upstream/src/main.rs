@@ -8,6 +8,10 @@
 //! - `/sse?n=N`: server-sent events, one per 100 ms (`n` of them, or endless).
 //! - `/upload`: reads the streamed body and answers its length in bytes.
 //! - `/slow?ms=N`: answers after N milliseconds.
+//! - anything else: 404.
+//!
+//! Every response carries `X-Upstream: $VERSION`, so a test can tell which
+//! container answered.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,10 +31,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-type Body = Either<Full<Bytes>, StreamBody<stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>>;
+type Body =
+    Either<Full<Bytes>, StreamBody<stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>>;
 
 /// The GUID RFC 6455 appends to the client's key.
-const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85";
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Port when `$PORT` is not set.
 const DEFAULT_PORT: u16 = 8080;
 /// Time between two server-sent events.
@@ -52,6 +57,7 @@ async fn run() -> std::io::Result<()> {
         .unwrap_or(DEFAULT_PORT);
     let version = std::env::var("VERSION").unwrap_or_else(|_| "v1".to_string());
     let index = Bytes::from(format!("{version}\n"));
+    let tag = HeaderValue::from_str(&version).unwrap_or(HeaderValue::from_static("invalid"));
     let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -67,10 +73,16 @@ async fn run() -> std::io::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let index = index.clone();
+        let tag = tag.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let index = index.clone();
-                async move { Ok::<_, Infallible>(handle(req, index).await) }
+                let tag = tag.clone();
+                async move {
+                    let mut response = handle(req, index).await;
+                    response.headers_mut().insert("x-upstream", tag);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -100,10 +112,9 @@ async fn handle(req: Request<Incoming>, index: Bytes) -> Response<Body> {
 fn text(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -170,7 +181,12 @@ async fn upload(req: Request<Incoming>) -> Response<Body> {
                     total += data.len() as u64;
                 }
             }
-            Err(_) => return text(StatusCode::BAD_REQUEST, Bytes::from_static(b"broken body\n")),
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from_static(b"broken body\n"),
+                )
+            }
         }
     }
     text(StatusCode::OK, Bytes::from(format!("{total}\n")))
@@ -178,7 +194,10 @@ async fn upload(req: Request<Incoming>) -> Response<Body> {
 
 fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return text(StatusCode::BAD_REQUEST, Bytes::from_static(b"not a websocket request\n"));
+        return text(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"not a websocket request\n"),
+        );
     };
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());

@@ -14,7 +14,11 @@ fn settings(trust: bool) -> ProxySettings {
 }
 
 fn forwarder(trust: bool) -> Forwarder {
-    Forwarder::new(&settings(trust), SharedTable::default(), Challenges::default())
+    Forwarder::new(
+        &settings(trust),
+        SharedTable::default(),
+        Challenges::default(),
+    )
 }
 
 fn client_headers() -> HeaderMap {
@@ -62,10 +66,16 @@ fn trusted_forwarded_headers_are_appended_or_kept() {
 #[test]
 fn hop_by_hop_headers_and_those_named_by_connection_go() {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, x-secret-hop"),
+    );
     headers.insert("x-secret-hop", HeaderValue::from_static("1"));
     headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-    headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     strip_hop_by_hop(&mut headers);
@@ -78,7 +88,10 @@ fn upgrade_needs_both_headers() {
     let mut headers = HeaderMap::new();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     assert!(!wants_upgrade(&headers));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, Upgrade"),
+    );
     assert!(wants_upgrade(&headers));
     headers.remove(header::UPGRADE);
     assert!(!wants_upgrade(&headers));

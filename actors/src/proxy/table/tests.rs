@@ -18,12 +18,16 @@ fn ready(ip: [u8; 4]) -> (Option<IpAddr>, EndpointState) {
 }
 
 fn table(routes: &[(&str, Route, (Option<IpAddr>, EndpointState))]) -> RouteTable {
-    RouteTable::build(routes.iter().map(|(service, route, (ip, state))| RouteInput {
-        service,
-        route,
-        ip: *ip,
-        state: *state,
-    }))
+    RouteTable::build(
+        routes
+            .iter()
+            .map(|(service, route, (ip, state))| RouteInput {
+                service,
+                route,
+                ip: *ip,
+                state: *state,
+            }),
+    )
 }
 
 fn service_of<'a>(lookup: Lookup<'a>) -> Option<&'a str> {
@@ -35,7 +39,11 @@ fn service_of<'a>(lookup: Lookup<'a>) -> Option<&'a str> {
 
 #[test]
 fn host_ignores_case_port_and_trailing_dot() {
-    let t = table(&[("web", route("app.example.com", "/", 80), ready([10, 0, 0, 2]))]);
+    let t = table(&[(
+        "web",
+        route("app.example.com", "/", 80),
+        ready([10, 0, 0, 2]),
+    )]);
     for host in [
         "app.example.com",
         "APP.Example.COM",
@@ -70,7 +78,11 @@ fn longest_prefix_wins_on_segment_boundaries() {
         ("/api/v10", "api"),
     ];
     for (path, expected) in cases {
-        assert_eq!(service_of(t.lookup("h.test", path)), Some(expected), "{path}");
+        assert_eq!(
+            service_of(t.lookup("h.test", path)),
+            Some(expected),
+            "{path}"
+        );
     }
 }
 
@@ -134,8 +146,16 @@ fn shared_table_swaps_atomically() {
     let shared = SharedTable::default();
     let before = shared.load();
     assert_eq!(before.lookup("a.test", "/"), Lookup::UnknownHost);
-    shared.store(table(&[("a", route("a.test", "/", 80), ready([10, 0, 0, 1]))]));
-    assert_eq!(before.lookup("a.test", "/"), Lookup::UnknownHost, "old snapshot unchanged");
+    shared.store(table(&[(
+        "a",
+        route("a.test", "/", 80),
+        ready([10, 0, 0, 1]),
+    )]));
+    assert_eq!(
+        before.lookup("a.test", "/"),
+        Lookup::UnknownHost,
+        "old snapshot unchanged"
+    );
     assert_eq!(service_of(shared.load().lookup("a.test", "/")), Some("a"));
     assert_eq!(shared.load().hosts(), vec!["a.test"]);
 }
