@@ -13,11 +13,14 @@ fn route(host: &str, path: &str, port: u16) -> Route {
     }
 }
 
-fn ready(ip: [u8; 4]) -> (Option<IpAddr>, EndpointState) {
+/// An endpoint as the router holds it.
+type Endpoint = (Option<IpAddr>, EndpointState);
+
+fn ready(ip: [u8; 4]) -> Endpoint {
     (Some(IpAddr::from(ip)), EndpointState::Ready)
 }
 
-fn table(routes: &[(&str, Route, (Option<IpAddr>, EndpointState))]) -> RouteTable {
+fn table(routes: &[(&str, Route, Endpoint)]) -> RouteTable {
     RouteTable::build(
         routes
             .iter()
