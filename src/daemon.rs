@@ -14,7 +14,14 @@ use dispenser_actors::cron::{CronTicker, SystemClock};
 use dispenser_actors::engine::docker::DockerEngine;
 use dispenser_actors::engine::Engine;
 use dispenser_actors::ledger::Ledger;
-use dispenser_actors::plan::Plan;
+use dispenser_actors::plan::{Plan, ProxySettings};
+use dispenser_actors::proxy::acme::{AcmeManager, Timing};
+use dispenser_actors::proxy::certs::CertMap;
+use dispenser_actors::proxy::challenge::Challenges;
+use dispenser_actors::proxy::router::ProxyRouter;
+use dispenser_actors::proxy::server::ProxyServer;
+use dispenser_actors::proxy::table::SharedTable;
+use dispenser_actors::proxy::tls::CertLoader;
 use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -34,6 +41,22 @@ pub struct DaemonOptions {
     pub pid_file: PathBuf,
 }
 
+/// The maps the proxy reads and the control plane writes; one of each per
+/// process. The ACME manager is started with these same two.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyMaps {
+    pub certs: CertMap,
+    pub challenges: Challenges,
+}
+
+/// The proxy's parts that live as long as the process.
+struct Proxy {
+    settings: ProxySettings,
+    router: Addr<ProxyRouter>,
+    cert_loader: Addr<CertLoader>,
+    _server: ProxyServer,
+}
+
 /// What a signal asks of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Request {
@@ -47,6 +70,9 @@ pub fn run<L>(options: DaemonOptions, load: L) -> ExitCode
 where
     L: Fn() -> Result<Plan, String> + Send + Sync + 'static,
 {
+    // rustls panics at first use when no process-wide provider is set and
+    // several are linked in; install ring before anything uses TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let load = Arc::new(load);
     let pidfile = match Pidfile::acquire(&options.pid_file) {
         Ok(pidfile) => pidfile,
@@ -74,6 +100,17 @@ where
         let Some(engine) = connect_docker(&mut incoming).await else {
             return ExitCode::SUCCESS;
         };
+        let maps = ProxyMaps::default();
+        let proxy = match &plan.proxy {
+            Some(settings) => match start_proxy(settings, &maps) {
+                Ok(proxy) => Some(proxy),
+                Err(err) => {
+                    error!(error = %err, "cannot start the proxy; not starting");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let mut supervisor = Supervisor::new(engine);
         // The state dir is read at start-up only; a reload does not move it.
         match Ledger::open(&plan.settings.state_dir) {
@@ -83,7 +120,23 @@ where
             }
             Err(err) => error!(error = %err, "no run history: runs are logged only"),
         }
+        if let Some(proxy) = &proxy {
+            supervisor = supervisor.with_endpoints(proxy.router.clone().recipient());
+        }
         let supervisor = supervisor.start();
+        if let Some(proxy) = &proxy {
+            supervisor.do_send(Subscribe(proxy.router.clone().recipient()));
+            supervisor.do_send(Subscribe(proxy.cert_loader.clone().recipient()));
+            // Certificates from the ACME CA when [certbot] is set; its
+            // HTTP-01 answers go out through the proxy's port-80 listener.
+            let acme = AcmeManager::new(
+                maps.challenges.clone(),
+                maps.certs.clone(),
+                Timing::default(),
+            )
+            .start();
+            supervisor.do_send(Subscribe(acme.recipient()));
+        }
         let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
         supervisor.do_send(Subscribe(ticker.recipient()));
         log_report("start-up", supervisor.send(Apply(plan)).await);
@@ -101,7 +154,10 @@ where
                         .await
                         .unwrap_or_else(|err| Err(format!("error: the loader failed: {err}\n")));
                     match loaded {
-                        Ok(plan) => log_report("reload", supervisor.send(Apply(plan)).await),
+                        Ok(plan) => {
+                            warn_on_listener_change(proxy.as_ref(), &plan);
+                            log_report("reload", supervisor.send(Apply(plan)).await)
+                        }
                         Err(problems) => {
                             for problem in problems.split("\n\n").filter(|p| !p.trim().is_empty()) {
                                 error!(problem = %problem.trim_end(), "invalid configuration");
@@ -124,6 +180,33 @@ where
     drop(pidfile);
     info!("stopped");
     code
+}
+
+/// Starts the listeners, the router and the certificate loader.
+fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, String> {
+    let table = SharedTable::default();
+    let server = ProxyServer::start(
+        settings,
+        table.clone(),
+        maps.certs.clone(),
+        maps.challenges.clone(),
+    )
+    .map_err(|err| err.to_string())?;
+    Ok(Proxy {
+        settings: settings.clone(),
+        router: ProxyRouter::new(table).start(),
+        cert_loader: CertLoader::new(maps.certs.clone()).start(),
+        _server: server,
+    })
+}
+
+/// The listeners start once: a reload that changes them is applied to
+/// routes only, and says so.
+fn warn_on_listener_change(proxy: Option<&Proxy>, plan: &Plan) {
+    let running = proxy.map(|proxy| &proxy.settings);
+    if running != plan.proxy.as_ref() {
+        warn!("the [proxy] settings changed; routes follow at once, listeners and proxy settings after a restart");
+    }
 }
 
 /// Turns SIGHUP into `Reload` and SIGTERM/SIGINT into `Stop`, from a thread

@@ -12,5 +12,7 @@ mod cron;
 mod google_standin;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/proxy.rs"]
+mod proxy;
 #[path = "runtime/secrets.rs"]
 mod secrets;

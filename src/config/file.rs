@@ -51,6 +51,10 @@ pub struct ProxyTable {
     pub trust_forwarded_headers: Option<bool>,
     pub http_listen: Option<String>,
     pub https_listen: Option<String>,
+    pub connect_timeout: Option<toml::Value>,
+    pub header_timeout: Option<toml::Value>,
+    pub idle_timeout: Option<toml::Value>,
+    pub max_header_bytes: Option<u64>,
 }
 
 /// `[certbot]`.

@@ -30,6 +30,10 @@ pub const DEFAULT_STATE_DIR: &str = ".dispenser";
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
 /// Default HTTPS listener of the proxy.
 pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
+/// Smallest `[proxy] max_header_bytes` accepted (hyper's own floor).
+const MIN_PROXY_HEADER_BYTES: u64 = 8 * 1024;
+/// Largest `[proxy] max_header_bytes` accepted.
+const MAX_PROXY_HEADER_BYTES: u64 = 1024 * 1024;
 /// The only value of `ipv4` in `[[extra_host]]` that is not an address.
 pub const HOST_GATEWAY: &str = "host-gateway";
 
@@ -208,20 +212,43 @@ pub fn global(
             table.https_listen.as_deref(),
             DEFAULT_HTTPS_LISTEN,
         );
-        table.enabled.unwrap_or(true).then_some(ProxySettings {
-            strategy,
-            trust_forwarded_headers: table.trust_forwarded_headers.unwrap_or(false),
-            http_listen,
-            https_listen,
-        })
+        let mut settings = ProxySettings::with_listeners(strategy, http_listen, https_listen);
+        settings.trust_forwarded_headers = table.trust_forwarded_headers.unwrap_or(false);
+        let timeouts = [
+            ("proxy.connect_timeout", &table.connect_timeout, &mut settings.connect_timeout),
+            ("proxy.header_timeout", &table.header_timeout, &mut settings.header_timeout),
+            ("proxy.idle_timeout", &table.idle_timeout, &mut settings.idle_timeout),
+        ];
+        for (path, value, slot) in timeouts {
+            match duration(check, path, value.as_ref()) {
+                Some(zero) if zero.is_zero() => {
+                    check.error(path, "a proxy timeout must be above zero", "zero");
+                }
+                Some(parsed) => *slot = parsed,
+                None => {}
+            }
+        }
+        if let Some(bytes) = table.max_header_bytes {
+            if !(MIN_PROXY_HEADER_BYTES..=MAX_PROXY_HEADER_BYTES).contains(&bytes) {
+                check.error(
+                    "proxy.max_header_bytes",
+                    format!(
+                        "`max_header_bytes` must be between {MIN_PROXY_HEADER_BYTES} and {MAX_PROXY_HEADER_BYTES}"
+                    ),
+                    "out of range",
+                );
+            } else {
+                settings.max_header_bytes = bytes as usize;
+            }
+        }
+        table.enabled.unwrap_or(true).then_some(settings)
     });
     let proxy = match &file.proxy {
-        None => Some(ProxySettings {
-            strategy: ProxyStrategy::HttpsOnly,
-            trust_forwarded_headers: false,
-            http_listen: DEFAULT_HTTP_LISTEN.parse().ok()?,
-            https_listen: DEFAULT_HTTPS_LISTEN.parse().ok()?,
-        }),
+        None => Some(ProxySettings::with_listeners(
+            ProxyStrategy::HttpsOnly,
+            DEFAULT_HTTP_LISTEN.parse().ok()?,
+            DEFAULT_HTTPS_LISTEN.parse().ok()?,
+        )),
         Some(_) => proxy,
     };
 

@@ -2,6 +2,7 @@
 # Builds the local test images from busybox-static, without internet:
 #   dispenser-test/busybox:latest  sleeps an hour
 #   dispenser-test/web:v1          serves "v1" on port 80 with busybox httpd
+#   dispenser-test/upstream:latest tests/upstream (static Rust binary, FROM scratch), port 8080
 # Idempotent: an image that exists is kept unless FORCE=1.
 set -eu
 
@@ -48,3 +49,35 @@ build_image dispenser-test/busybox:latest "busybox" \
     '["/bin/sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait"]'
 build_image dispenser-test/web:v1 "v1" \
     '["/bin/sh","-c","trap \"exit 0\" TERM; httpd -f -p 80 -h /www & wait"]'
+
+# The proxy tests' upstream: built from tests/upstream as a static binary in
+# its own target folder (a `cargo test` running this script holds the lock of
+# the main one), then packaged FROM scratch.
+build_upstream() {
+    tag=dispenser-test/upstream:latest
+    if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+        echo "$tag"
+        return
+    fi
+    repo=$(cd "$(dirname "$0")/../.." && pwd)
+    target="$repo/target/upstream-image"
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target" \
+        "${CARGO:-cargo}" build --release --quiet -p dispenser-test-upstream \
+        --target x86_64-unknown-linux-gnu --manifest-path "$repo/Cargo.toml" >&2
+    context=$(mktemp -d)
+    trap 'rm -rf "$context"' EXIT
+    cp "$target/x86_64-unknown-linux-gnu/release/upstream" "$context/upstream"
+    cat > "$context/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY upstream /upstream
+ENV PORT=8080 VERSION=v1
+EXPOSE 8080
+ENTRYPOINT ["/upstream"]
+DOCKERFILE
+    docker build -q -t "$tag" "$context" >/dev/null
+    rm -rf "$context"
+    trap - EXIT
+    echo "$tag"
+}
+
+build_upstream

@@ -31,6 +31,7 @@ pub struct Sandbox {
     daemon_extra: String,
     /// Extra environment of every dispenser process the sandbox runs.
     env: Vec<(String, String)>,
+    proxy: Option<String>,
 }
 
 /// The daemon under test, started from the real binary.
@@ -64,6 +65,7 @@ impl Sandbox {
             networks: Vec::new(),
             daemon_extra: String::new(),
             env: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -98,6 +100,12 @@ impl Sandbox {
         self.daemon_extra = lines.to_string();
     }
 
+    /// The body of the `[proxy]` table of dispenser.toml (default: `enabled = false`).
+    pub fn proxy_settings(&mut self, lines: &str) {
+        self.proxy = Some(lines.to_string());
+        self.write_main();
+    }
+
     /// Writes `<short>/service.toml` with `[service] name` set and `body` after it,
     /// and lists the service in dispenser.toml.
     pub fn service(&mut self, short: &str, image: &str, body: &str) {
@@ -121,7 +129,8 @@ impl Sandbox {
     /// Writes dispenser.toml from the services and networks declared so far.
     pub fn write_main(&self) {
         let mut text = format!(
-            "delay = 60\n\n[proxy]\nenabled = false\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            "delay = 60\n\n[proxy]\n{}\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            self.proxy.as_deref().unwrap_or("enabled = false"),
             self.id,
             self.daemon_extra,
             self.name("net"),

@@ -494,6 +494,16 @@ fn container_from(response: ContainerInspectResponse) -> Container {
             HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
         });
     let name = response.name.unwrap_or_default();
+    let addresses = response
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(network, endpoint)| {
+            let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+            Some((network, ip.parse().ok()?))
+        })
+        .collect();
     Container {
         id: response.id.unwrap_or_default(),
         name: name.trim_start_matches('/').to_owned(),
@@ -507,5 +517,6 @@ fn container_from(response: ContainerInspectResponse) -> Container {
         health,
         image_id: response.image.unwrap_or_default(),
         started_at: state.started_at.unwrap_or_default(),
+        addresses,
     }
 }

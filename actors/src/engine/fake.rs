@@ -3,6 +3,7 @@
 //! actors decide on: names, labels, states, images and networks.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -231,6 +232,7 @@ impl Engine for FakeEngine {
                 what: format!("image {image}"),
             })?;
         inner.next_id += 1;
+        let id_number = inner.next_id;
         let id = format!("c{:04}", inner.next_id);
         let health = request
             .service
@@ -248,6 +250,10 @@ impl Engine for FakeEngine {
                 health,
                 image_id,
                 started_at: String::new(),
+                addresses: BTreeMap::from([(
+                    request.default_network.name.clone(),
+                    fake_address(id_number),
+                )]),
             },
         );
         Ok(id)
@@ -379,4 +385,9 @@ impl Engine for FakeEngine {
         inner.networks.remove(name);
         Ok(())
     }
+}
+
+/// The address the fake gives its `n`th container on the default network.
+fn fake_address(n: u64) -> IpAddr {
+    IpAddr::from([10, 99, (n / 256 % 256) as u8, (n % 256) as u8])
 }

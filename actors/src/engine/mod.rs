@@ -7,6 +7,7 @@ pub mod fake;
 pub mod labels;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +28,9 @@ pub struct Container {
     pub image_id: String,
     /// RFC 3339, as Docker reports it.
     pub started_at: String,
+    /// The container's IP address on each network it is attached to, by
+    /// network name (Docker assigns them when the container starts).
+    pub addresses: BTreeMap<String, IpAddr>,
 }
 
 /// Docker's container states.

@@ -289,7 +289,25 @@ pub struct ProxySettings {
     pub trust_forwarded_headers: bool,
     pub http_listen: SocketAddr,
     pub https_listen: SocketAddr,
+    /// Longest wait for a TCP connection to an upstream container.
+    pub connect_timeout: Duration,
+    /// Longest wait for a request's headers from a client, and for the
+    /// response headers from an upstream.
+    pub header_timeout: Duration,
+    /// A keep-alive connection (client or upstream) idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
 }
+
+/// Default of `[proxy] connect_timeout`.
+pub const DEFAULT_PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `[proxy] header_timeout`.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `[proxy] idle_timeout`.
+pub const DEFAULT_PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `[proxy] max_header_bytes`.
+pub const DEFAULT_PROXY_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Which listeners serve traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -352,6 +370,26 @@ impl Plan {
             }
         }
         done
+    }
+}
+
+impl ProxySettings {
+    /// The settings with every optional value at its default.
+    pub fn with_listeners(
+        strategy: ProxyStrategy,
+        http_listen: SocketAddr,
+        https_listen: SocketAddr,
+    ) -> Self {
+        ProxySettings {
+            strategy,
+            trust_forwarded_headers: false,
+            http_listen,
+            https_listen,
+            connect_timeout: DEFAULT_PROXY_CONNECT_TIMEOUT,
+            header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_PROXY_IDLE_TIMEOUT,
+            max_header_bytes: DEFAULT_PROXY_MAX_HEADER_BYTES,
+        }
     }
 }
 

@@ -1,10 +1,23 @@
-//! The built-in reverse proxy. This module holds the two maps the data plane
-//! reads on every request and that the control plane swaps at run time:
-//! `challenge::Challenges` (ACME HTTP-01 tokens, answered from memory) and
-//! `certs::CertMap` (the certificate per host, chosen by SNI).
+//! The built-in reverse proxy: the data plane that serves traffic and the
+//! actors that feed it.
+//!
+//! - `table`: the immutable route table the workers read lock-free.
+//! - `router`: the `ProxyRouter` actor that rebuilds the table from applied
+//!   plans and from the endpoints the service actors report.
+//! - `server`: the HTTP and HTTPS listeners (hyper + rustls), started once.
+//! - `forward`: the request path: routing, forwarded headers, the pooled
+//!   upstream client, upgrades.
+//! - `tls`: the SNI certificate resolver and the `CertLoader` actor (manual
+//!   and self-signed certificates).
+//! - `certs`, `challenge`: the two maps shared with the ACME manager.
 
 pub mod acme;
 pub mod certs;
 pub mod challenge;
 pub mod dev_ca;
+pub mod forward;
+pub mod router;
+pub mod server;
 mod state_files;
+pub mod table;
+pub mod tls;

@@ -31,9 +31,11 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use tracing::{error, info, warn};
 
-use crate::engine::{ContainerState, Engine, EngineError};
+use crate::engine::{Container, ContainerState, Engine, EngineError};
 use crate::ledger::RecordRun;
 use crate::plan::{DefaultNetwork, Initialize, Service};
+use crate::proxy::router::EndpointChanged;
+use crate::proxy::table::EndpointState;
 pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};
@@ -67,6 +69,9 @@ pub struct Runtime {
     pub status: StatusBoard,
     /// Where run records go; `None` keeps them in the log only.
     pub ledger: Option<Recipient<RecordRun>>,
+    /// The proxy router, told where the container is after every change;
+    /// `None` when the proxy is off (and in tests without a router).
+    pub endpoints: Option<Recipient<EndpointChanged>>,
 }
 
 /// The latest status of every service, readable without asking the actors.
@@ -117,6 +122,59 @@ pub struct ServiceActor {
 impl From<EngineError> for ServiceError {
     fn from(err: EngineError) -> Self {
         ServiceError::Engine(err.to_string())
+    }
+}
+
+impl Runtime {
+    /// Tells the proxy router where the service's container is now.
+    fn report_endpoint(&self, service: &str, container: Option<&Container>) {
+        let Some(endpoints) = &self.endpoints else {
+            return;
+        };
+        let (ip, state) = match container {
+            Some(container) if container.state == ContainerState::Running => {
+                match container.addresses.get(&self.default_network.name) {
+                    Some(ip) => (Some(*ip), EndpointState::Ready),
+                    None => (None, EndpointState::Down),
+                }
+            }
+            _ => (None, EndpointState::Down),
+        };
+        endpoints.do_send(EndpointChanged {
+            service: service.to_string(),
+            ip,
+            state,
+        });
+    }
+
+    /// Tells the proxy router the service's container is being (re)started.
+    fn report_starting(&self, service: &str) {
+        if let Some(endpoints) = &self.endpoints {
+            endpoints.do_send(EndpointChanged {
+                service: service.to_string(),
+                ip: None,
+                state: EndpointState::Starting,
+            });
+        }
+    }
+
+    /// Reads the container of `service` and reports it to the proxy router.
+    async fn refresh_endpoint(&self, service: &str) {
+        if self.endpoints.is_none() {
+            return;
+        }
+        match self.engine.inspect(service).await {
+            Ok(container) => self.report_endpoint(
+                service,
+                container
+                    .as_ref()
+                    .filter(|c| reconcile::owned_by(c, &self.instance)),
+            ),
+            Err(err) => {
+                warn!(service = %service, error = %err, "cannot read the container's address");
+                self.report_endpoint(service, None);
+            }
+        }
     }
 }
 
@@ -204,6 +262,9 @@ impl ServiceActor {
         ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
             match found {
                 Ok(Some(container)) if reconcile::owned_by(&container, &instance) => {
+                    actor
+                        .runtime
+                        .report_endpoint(&actor.service.name, Some(&container));
                     actor.container_id = Some(container.id.clone());
                     let state = match container.state {
                         ContainerState::Running | ContainerState::Restarting => State::Running,
@@ -252,9 +313,16 @@ impl Handler<Reconcile> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
         self.service = service;
+        if self.container_id.is_none() {
+            self.runtime.report_starting(&self.service.name);
+        }
         let runtime = self.runtime.clone();
         let service = self.service.clone();
-        let work = async move { reconcile::reconcile(&runtime, &service).await };
+        let work = async move {
+            let outcome = reconcile::reconcile(&runtime, &service).await;
+            runtime.refresh_endpoint(&service.name).await;
+            outcome
+        };
         AtomicResponse::new(Box::pin(
             AssertUnwindSafe(work)
                 .catch_unwind()
@@ -297,6 +365,7 @@ impl Handler<Retire> for ServiceActor {
             |outcome, actor, _| match outcome {
                 Ok(()) => {
                     actor.container_id = None;
+                    actor.runtime.report_endpoint(&actor.service.name, None);
                     actor.set_state(State::Retired);
                     Ok(())
                 }
@@ -331,6 +400,7 @@ impl Handler<Shutdown> for ServiceActor {
             |outcome, actor, _| match outcome {
                 Ok(id) => {
                     info!(service = %actor.service.name, container = %id, "stopped");
+                    actor.runtime.report_endpoint(&actor.service.name, None);
                     actor.set_state(State::Stopped);
                 }
                 Err(err) => {

@@ -31,6 +31,7 @@ use crate::cron::CronFired;
 use crate::engine::{labels, Engine};
 use crate::ledger::RecordRun;
 use crate::plan::Plan;
+use crate::proxy::router::EndpointChanged;
 use crate::service::{
     self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
 };
@@ -82,6 +83,7 @@ pub struct Supervisor {
     services: BTreeMap<String, Addr<ServiceActor>>,
     subscribers: Vec<Recipient<PlanApplied>>,
     ledger: Option<Recipient<RecordRun>>,
+    endpoints: Option<Recipient<EndpointChanged>>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -102,12 +104,20 @@ impl Supervisor {
             services: BTreeMap::new(),
             subscribers: Vec::new(),
             ledger: None,
+            endpoints: None,
         }
     }
 
     /// Sends the services' run records to `ledger`.
     pub fn with_ledger(mut self, ledger: Recipient<RecordRun>) -> Self {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Service actors report their containers' endpoints to `endpoints` (the
+    /// proxy router). Only service actors started after this call do.
+    pub fn with_endpoints(mut self, endpoints: Recipient<EndpointChanged>) -> Self {
+        self.endpoints = Some(endpoints);
         self
     }
 
@@ -123,6 +133,7 @@ impl Supervisor {
             default_network: plan.settings.default_network.clone(),
             status: self.status.clone(),
             ledger: self.ledger.clone(),
+            endpoints: self.endpoints.clone(),
         }
     }
 }

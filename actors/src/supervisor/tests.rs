@@ -142,6 +142,7 @@ async fn orphans_of_this_instance_are_removed_and_others_left_alone() {
         health: None,
         image_id: "sha256:old".into(),
         started_at: "t0".into(),
+        addresses: BTreeMap::new(),
     };
     engine.insert_container(orphan("x1", "gone", INSTANCE));
     engine.insert_container(orphan("x2", "theirs", "another-install"));
@@ -162,6 +163,7 @@ async fn unmanaged_container_with_the_same_name_is_never_touched() {
         health: None,
         image_id: "sha256:postgres".into(),
         started_at: "t0".into(),
+        addresses: BTreeMap::new(),
     };
     engine.insert_container(foreign.clone());
     let (_, report) = apply(&engine, vec![service("db", "db:1")]).await;
@@ -313,4 +315,56 @@ async fn subscribers_learn_every_applied_plan() {
         *seen.lock().unwrap(),
         vec![vec!["db".to_string()], vec!["web".to_string()]]
     );
+}
+
+#[actix_rt::test]
+async fn service_actors_report_endpoints_to_the_proxy_router() {
+    use crate::proxy::router::ProxyRouter;
+    use crate::proxy::table::{Lookup, SharedTable, Upstream};
+
+    let engine = engine_with_images();
+    let table = SharedTable::default();
+    let router = ProxyRouter::new(table.clone()).start();
+    let supervisor = Supervisor::new(engine.clone())
+        .with_endpoints(router.clone().recipient())
+        .start();
+    supervisor
+        .send(Subscribe(router.clone().recipient()))
+        .await
+        .unwrap();
+    let mut web = service("web", "web:1");
+    web.route = Some(crate::plan::Route {
+        host: "app.test".into(),
+        path: "/".into(),
+        service_port: 8080,
+        health_path: None,
+        tls: crate::plan::TlsSource::Automatic,
+    });
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, vec![web.clone()])))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let expected = engine
+        .container_named("web")
+        .and_then(|c| c.addresses.values().next().copied())
+        .expect("the fake gives an address");
+    match table.load().lookup("app.test", "/") {
+        Lookup::Found(entry) => match &entry.upstream {
+            Upstream::Ready { address, .. } => {
+                assert_eq!(*address, std::net::SocketAddr::new(expected, 8080))
+            }
+            other => panic!("expected ready, got {other:?}"),
+        },
+        other => panic!("expected a route, got {other:?}"),
+    }
+
+    // Retired: the route goes away with the service.
+    supervisor
+        .send(Apply(plan(INSTANCE, vec![service("db", "db:1")])))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(table.load().lookup("app.test", "/"), Lookup::UnknownHost);
 }

@@ -1,0 +1,439 @@
+//! The request path: answers ACME challenges and HTTPS redirects on the HTTP
+//! listener, routes by host and path through the `SharedTable`, and forwards
+//! to the upstream container over a pooled keep-alive HTTP/1.1 client.
+//!
+//! Bodies stream both ways (the request's `Incoming` body goes upstream as
+//! it is, the upstream's comes back as it is): an upload or a server-sent
+//! event stream is never buffered whole. `Upgrade` requests (WebSocket) are
+//! tunnelled once both sides agree on `101 Switching Protocols`.
+//! Hop-by-hop headers are removed; `X-Forwarded-For`, `-Proto`, `-Host` and
+//! `X-Real-IP` are set. Error answers are short plain text with no detail
+//! about the inside.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::challenge::{Challenges, CHALLENGE_PREFIX};
+use super::table::{Lookup, SharedTable, Upstream};
+use crate::plan::{ProxySettings, ProxyStrategy};
+
+/// The body of every response the proxy sends: the upstream's, streamed, or
+/// a short one of its own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Http,
+    Https,
+}
+
+/// What the forwarder knows about a client connection, computed once per
+/// connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    pub listener: Listener,
+    pub peer: SocketAddr,
+    /// The peer's IP as a header value.
+    peer_ip: HeaderValue,
+}
+
+/// Routes and forwards requests. One per server, shared by every connection.
+#[derive(Debug)]
+pub struct Forwarder {
+    table: SharedTable,
+    challenges: Challenges,
+    client: Client<HttpConnector, Incoming>,
+    strategy: ProxyStrategy,
+    trust_forwarded_headers: bool,
+    header_timeout: Duration,
+    /// The port of the HTTPS listener, for redirects (omitted when 443).
+    https_port: u16,
+}
+
+/// Headers that describe one connection and never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// Upstream connections kept idle per container, at most.
+const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+
+impl ClientConn {
+    pub fn new(listener: Listener, peer: SocketAddr) -> Self {
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let peer_ip = HeaderValue::try_from(ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientConn {
+            listener,
+            peer,
+            peer_ip,
+        }
+    }
+
+    fn scheme(&self) -> HeaderValue {
+        HeaderValue::from_static(match self.listener {
+            Listener::Http => "http",
+            Listener::Https => "https",
+        })
+    }
+}
+
+impl Forwarder {
+    pub fn new(settings: &ProxySettings, table: SharedTable, challenges: Challenges) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(settings.idle_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http1_max_buf_size(settings.max_header_bytes.max(16 * 1024))
+            .build(connector);
+        Forwarder {
+            table,
+            challenges,
+            client,
+            strategy: settings.strategy,
+            trust_forwarded_headers: settings.trust_forwarded_headers,
+            header_timeout: settings.header_timeout,
+            https_port: settings.https_listen.port(),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
+        if conn.listener == Listener::Http {
+            let path = req.uri().path();
+            if path.starts_with(CHALLENGE_PREFIX) {
+                return match self.challenges.answer(path) {
+                    Some(key_authorization) => {
+                        plain(StatusCode::OK, Bytes::from(key_authorization))
+                    }
+                    None => plain(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+                };
+            }
+            if self.strategy == ProxyStrategy::HttpsOnly {
+                return self.redirect(&req);
+            }
+        }
+        let Some(host) = request_host(&req) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"missing host\n"),
+            );
+        };
+        let authority = {
+            let table = self.table.load();
+            match table.lookup(host, req.uri().path()) {
+                Lookup::UnknownHost => {
+                    return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
+                }
+                Lookup::NoPath => {
+                    return plain(
+                        StatusCode::NOT_FOUND,
+                        Bytes::from_static(b"no route for this path\n"),
+                    )
+                }
+                Lookup::Found(entry) => match &entry.upstream {
+                    Upstream::Ready { authority, .. } => authority.clone(),
+                    Upstream::Starting => {
+                        return plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Bytes::from_static(b"service starting\n"),
+                        )
+                    }
+                    Upstream::Down => {
+                        return plain(
+                            StatusCode::BAD_GATEWAY,
+                            Bytes::from_static(b"service down\n"),
+                        )
+                    }
+                },
+            }
+        };
+        self.forward(req, authority, conn).await
+    }
+
+    /// Sends the request to `authority` and streams the answer back.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        authority: Authority,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
+        let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = match parts.headers.get(header::HOST) {
+            Some(host) => host.clone(),
+            None => match parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                Some(host) => {
+                    parts.headers.insert(header::HOST, host.clone());
+                    host
+                }
+                None => HeaderValue::from_static(""),
+            },
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from_static(b"bad request\n"),
+                )
+            }
+        };
+        parts.version = Version::HTTP_11;
+        let upgrade_protocol = if upgrade {
+            parts.headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::UPGRADE);
+        if let Some(protocol) = upgrade_protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        self.set_forwarded(&mut parts.headers, conn, host);
+
+        let sent = tokio::time::timeout(
+            self.header_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
+                debug!(error = %err, "upstream request failed");
+                // Refused or timed-out connects mean the container is not
+                // serving (it may have exited since it was last reported).
+                let body: &'static [u8] = if err.is_connect() {
+                    b"service down\n"
+                } else {
+                    b"bad gateway\n"
+                };
+                return plain(StatusCode::BAD_GATEWAY, Bytes::from_static(body));
+            }
+            Err(_) => {
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Bytes::from_static(b"service timed out\n"),
+                )
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    Bytes::from_static(b"unexpected upgrade\n"),
+                );
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, Either::Right(Full::default()));
+        }
+        strip_hop_by_hop(response.headers_mut());
+        response.headers_mut().remove(header::UPGRADE);
+        response.map(Either::Left)
+    }
+
+    /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
+    /// `trust_forwarded_headers`, appended (`X-Forwarded-For`) or kept.
+    fn set_forwarded(&self, headers: &mut HeaderMap, conn: &ClientConn, host: HeaderValue) {
+        if !self.trust_forwarded_headers {
+            headers.remove(FORWARDED);
+            headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+            headers.insert(X_REAL_IP, conn.peer_ip.clone());
+            headers.insert(X_FORWARDED_PROTO, conn.scheme());
+            headers.insert(X_FORWARDED_HOST, host);
+            return;
+        }
+        let chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let forwarded_for = if chain.is_empty() {
+            conn.peer_ip.clone()
+        } else {
+            let peer = conn.peer_ip.to_str().unwrap_or("unknown");
+            HeaderValue::try_from(format!("{chain}, {peer}"))
+                .unwrap_or_else(|_| conn.peer_ip.clone())
+        };
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        if !headers.contains_key(X_REAL_IP) {
+            headers.insert(X_REAL_IP, conn.peer_ip.clone());
+        }
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, conn.scheme());
+        }
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+
+    /// The HTTPS address of the same resource: 301 for GET and HEAD, 308
+    /// (method and body kept) for everything else.
+    fn redirect(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let Some(host) = request_host(req).and_then(redirect_host) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"missing or invalid host\n"),
+            );
+        };
+        let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let location = match self.https_port {
+            443 => format!("https://{host}{path}"),
+            port => format!("https://{host}:{port}{path}"),
+        };
+        let Ok(location) = HeaderValue::try_from(location) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"bad request\n"),
+            );
+        };
+        let status = if req.method() == Method::GET || req.method() == Method::HEAD {
+            StatusCode::MOVED_PERMANENTLY
+        } else {
+            StatusCode::PERMANENT_REDIRECT
+        };
+        let mut response = plain(status, Bytes::from_static(b"moved to https\n"));
+        response.headers_mut().insert(header::LOCATION, location);
+        response
+    }
+}
+
+/// The host a request is for: the URI's authority (HTTP/2, absolute-form)
+/// or the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .filter(|host| !host.is_empty())
+}
+
+/// The host part of a redirect target, when it is a plain DNS name or IP
+/// (the port is dropped; hostile characters refuse the redirect).
+fn redirect_host(host: &str) -> Option<&str> {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => return rest.split_once(']').map(|(ip, _)| &host[..ip.len() + 2]),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    plain.then_some(name)
+}
+
+/// True when the request asks to switch protocols (`Connection: upgrade`
+/// and an `Upgrade` header).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Copies bytes both ways between the client and the upstream once both
+/// connections are upgraded.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(err) => {
+            debug!(error = %err, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %err, "tunnel closed");
+    }
+}
+
+/// A short plain-text response of the proxy's own.
+fn plain(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+#[path = "forward/tests.rs"]
+mod tests;

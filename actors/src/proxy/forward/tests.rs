@@ -1,0 +1,108 @@
+//! Unit tests of the header rules and redirects of the forwarder.
+
+use super::*;
+use crate::plan::ProxySettings;
+
+fn settings(trust: bool) -> ProxySettings {
+    let mut settings = ProxySettings::with_listeners(
+        ProxyStrategy::HttpsOnly,
+        "127.0.0.1:8080".parse().unwrap(),
+        "127.0.0.1:8443".parse().unwrap(),
+    );
+    settings.trust_forwarded_headers = trust;
+    settings
+}
+
+fn forwarder(trust: bool) -> Forwarder {
+    Forwarder::new(
+        &settings(trust),
+        SharedTable::default(),
+        Challenges::default(),
+    )
+}
+
+fn client_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+    headers.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+    headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.test"));
+    headers.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+    headers
+}
+
+fn conn() -> ClientConn {
+    ClientConn::new(Listener::Https, "[::ffff:192.0.2.7]:5555".parse().unwrap())
+}
+
+#[test]
+fn client_forwarded_headers_are_replaced_by_default() {
+    let mut headers = client_headers();
+    forwarder(false).set_forwarded(&mut headers, &conn(), HeaderValue::from_static("app.test"));
+    assert_eq!(headers[X_FORWARDED_FOR], "192.0.2.7");
+    assert_eq!(headers[X_REAL_IP], "192.0.2.7");
+    assert_eq!(headers[X_FORWARDED_PROTO], "https");
+    assert_eq!(headers[X_FORWARDED_HOST], "app.test");
+    assert!(!headers.contains_key(FORWARDED));
+    assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
+}
+
+#[test]
+fn trusted_forwarded_headers_are_appended_or_kept() {
+    let mut headers = client_headers();
+    headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+    forwarder(true).set_forwarded(&mut headers, &conn(), HeaderValue::from_static("app.test"));
+    assert_eq!(headers[X_FORWARDED_FOR], "6.6.6.6, 10.0.0.1, 192.0.2.7");
+    assert_eq!(headers[X_REAL_IP], "6.6.6.6");
+    assert_eq!(headers[X_FORWARDED_PROTO], "gopher");
+    assert_eq!(headers[X_FORWARDED_HOST], "evil.test");
+
+    let mut empty = HeaderMap::new();
+    forwarder(true).set_forwarded(&mut empty, &conn(), HeaderValue::from_static("app.test"));
+    assert_eq!(empty[X_FORWARDED_FOR], "192.0.2.7");
+    assert_eq!(empty[X_FORWARDED_PROTO], "https");
+}
+
+#[test]
+fn hop_by_hop_headers_and_those_named_by_connection_go() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, x-secret-hop"),
+    );
+    headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+    headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    strip_hop_by_hop(&mut headers);
+    let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(left, vec!["accept"]);
+}
+
+#[test]
+fn upgrade_needs_both_headers() {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    assert!(!wants_upgrade(&headers));
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, Upgrade"),
+    );
+    assert!(wants_upgrade(&headers));
+    headers.remove(header::UPGRADE);
+    assert!(!wants_upgrade(&headers));
+}
+
+#[test]
+fn redirect_hosts_are_plain_names_without_port() {
+    assert_eq!(redirect_host("app.test:8080"), Some("app.test"));
+    assert_eq!(redirect_host("app.test"), Some("app.test"));
+    assert_eq!(redirect_host("[::1]:80"), Some("[::1]"));
+    assert_eq!(redirect_host("evil.test/@x"), None);
+    assert_eq!(redirect_host("a b"), None);
+    assert_eq!(redirect_host(""), None);
+}

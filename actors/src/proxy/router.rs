@@ -1,0 +1,185 @@
+//! `ProxyRouter`: keeps the route table in line with the plan and with where
+//! each service's container is. It never talks to Docker: routes come from
+//! `PlanApplied`, addresses from `EndpointChanged` that the service actors
+//! send as containers start, stop and are replaced. After every change it
+//! builds a new `RouteTable` and swaps it into the `SharedTable` the workers
+//! read, so open connections carry on with the new routes.
+//!
+//! Protocol:
+//! - `PlanApplied(plan)` -> `()`: the routes now in force.
+//! - `EndpointChanged { service, ip, state }` -> `()`: a container's address or state changed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tracing::{debug, info};
+
+use super::table::{EndpointState, RouteInput, RouteTable, SharedTable};
+use crate::plan::Plan;
+use crate::supervisor::PlanApplied;
+
+/// A service's container changed: its IP on the default network (when it has
+/// one) and whether it can take requests.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct EndpointChanged {
+    pub service: String,
+    pub ip: Option<IpAddr>,
+    pub state: EndpointState,
+}
+
+/// The actor that owns the route table.
+pub struct ProxyRouter {
+    table: SharedTable,
+    plan: Option<Arc<Plan>>,
+    endpoints: BTreeMap<String, (Option<IpAddr>, EndpointState)>,
+}
+
+impl ProxyRouter {
+    /// A router that publishes into `table`.
+    pub fn new(table: SharedTable) -> Self {
+        ProxyRouter {
+            table,
+            plan: None,
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    /// Builds the table from the plan's routes and the known endpoints, and
+    /// swaps it in.
+    fn publish(&self) {
+        let Some(plan) = &self.plan else {
+            return;
+        };
+        let inputs = plan.services.values().filter_map(|service| {
+            let route = service.route.as_ref()?;
+            let (ip, state) = self
+                .endpoints
+                .get(&service.name)
+                .copied()
+                .unwrap_or((None, EndpointState::Down));
+            Some(RouteInput {
+                service: &service.name,
+                route,
+                ip,
+                state,
+            })
+        });
+        let table = RouteTable::build(inputs);
+        debug!(hosts = table.hosts().len(), "route table published");
+        self.table.store(table);
+    }
+}
+
+impl Actor for ProxyRouter {
+    type Context = Context<Self>;
+}
+
+impl Handler<PlanApplied> for ProxyRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlanApplied, _ctx: &mut Self::Context) -> Self::Result {
+        let PlanApplied(plan) = msg;
+        self.endpoints
+            .retain(|service, _| plan.services.contains_key(service));
+        let routes = plan
+            .services
+            .values()
+            .filter(|service| service.route.is_some())
+            .count();
+        self.plan = Some(plan);
+        self.publish();
+        info!(routes, "proxy routes updated");
+    }
+}
+
+impl Handler<EndpointChanged> for ProxyRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndpointChanged, _ctx: &mut Self::Context) -> Self::Result {
+        let EndpointChanged { service, ip, state } = msg;
+        let entry = (ip, state);
+        if self.endpoints.get(&service) == Some(&entry) {
+            return;
+        }
+        match ip {
+            Some(ip) => info!(service = %service, ip = %ip, state = ?state, "endpoint changed"),
+            None => info!(service = %service, state = ?state, "endpoint changed"),
+        }
+        self.endpoints.insert(service, entry);
+        self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::sample;
+    use crate::proxy::table::{Lookup, Upstream};
+
+    fn routed_plan() -> Plan {
+        let mut plan = sample::plan("test", vec![sample::service("web", "web:1")]);
+        let web = plan.services.get_mut("web").expect("web");
+        web.route = Some(crate::plan::Route {
+            host: "app.test".into(),
+            path: "/".into(),
+            service_port: 8080,
+            health_path: None,
+            tls: crate::plan::TlsSource::Automatic,
+        });
+        plan
+    }
+
+    fn upstream(table: &SharedTable) -> Option<Upstream> {
+        match table.load().lookup("app.test", "/") {
+            Lookup::Found(entry) => Some(entry.upstream.clone()),
+            _ => None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn routes_follow_plans_and_endpoints() {
+        let table = SharedTable::default();
+        let router = ProxyRouter::new(table.clone()).start();
+        router
+            .send(PlanApplied(Arc::new(routed_plan())))
+            .await
+            .unwrap();
+        assert_eq!(upstream(&table), Some(Upstream::Down), "no endpoint yet");
+
+        let changed = |state, ip: Option<[u8; 4]>| EndpointChanged {
+            service: "web".into(),
+            ip: ip.map(IpAddr::from),
+            state,
+        };
+        router
+            .send(changed(EndpointState::Starting, None))
+            .await
+            .unwrap();
+        assert_eq!(upstream(&table), Some(Upstream::Starting));
+        router
+            .send(changed(EndpointState::Ready, Some([10, 1, 2, 3])))
+            .await
+            .unwrap();
+        match upstream(&table) {
+            Some(Upstream::Ready { address, .. }) => {
+                assert_eq!(address.to_string(), "10.1.2.3:8080")
+            }
+            other => panic!("expected ready, got {other:?}"),
+        }
+
+        // A plan without the route removes it; the endpoint is kept while the
+        // service stays in the plan.
+        let mut unrouted = routed_plan();
+        unrouted.services.get_mut("web").expect("web").route = None;
+        router.send(PlanApplied(Arc::new(unrouted))).await.unwrap();
+        assert_eq!(table.load().lookup("app.test", "/"), Lookup::UnknownHost);
+        router
+            .send(PlanApplied(Arc::new(routed_plan())))
+            .await
+            .unwrap();
+        assert!(matches!(upstream(&table), Some(Upstream::Ready { .. })));
+    }
+}

@@ -1,0 +1,164 @@
+//! Unit tests of the route table: host and path matching, upstream states.
+
+use super::*;
+use crate::plan::TlsSource;
+
+fn route(host: &str, path: &str, port: u16) -> Route {
+    Route {
+        host: host.into(),
+        path: path.into(),
+        service_port: port,
+        health_path: None,
+        tls: TlsSource::Automatic,
+    }
+}
+
+/// An endpoint as the router holds it.
+type Endpoint = (Option<IpAddr>, EndpointState);
+
+fn ready(ip: [u8; 4]) -> Endpoint {
+    (Some(IpAddr::from(ip)), EndpointState::Ready)
+}
+
+fn table(routes: &[(&str, Route, Endpoint)]) -> RouteTable {
+    RouteTable::build(
+        routes
+            .iter()
+            .map(|(service, route, (ip, state))| RouteInput {
+                service,
+                route,
+                ip: *ip,
+                state: *state,
+            }),
+    )
+}
+
+fn service_of<'a>(lookup: Lookup<'a>) -> Option<&'a str> {
+    match lookup {
+        Lookup::Found(entry) => Some(&entry.service),
+        _ => None,
+    }
+}
+
+#[test]
+fn host_ignores_case_port_and_trailing_dot() {
+    let t = table(&[(
+        "web",
+        route("app.example.com", "/", 80),
+        ready([10, 0, 0, 2]),
+    )]);
+    for host in [
+        "app.example.com",
+        "APP.Example.COM",
+        "app.example.com:8443",
+        "app.example.com.",
+        "App.Example.Com.:80",
+    ] {
+        assert_eq!(service_of(t.lookup(host, "/")), Some("web"), "{host}");
+    }
+    assert_eq!(t.lookup("other.example.com", "/"), Lookup::UnknownHost);
+    assert_eq!(t.lookup("example.com", "/"), Lookup::UnknownHost);
+    assert_eq!(t.lookup("", "/"), Lookup::UnknownHost);
+}
+
+#[test]
+fn longest_prefix_wins_on_segment_boundaries() {
+    let t = table(&[
+        ("root", route("h.test", "/", 80), ready([10, 0, 0, 1])),
+        ("api", route("h.test", "/api", 80), ready([10, 0, 0, 2])),
+        ("v1", route("h.test", "/api/v1/", 80), ready([10, 0, 0, 3])),
+    ]);
+    let cases = [
+        ("/", "root"),
+        ("/index.html", "root"),
+        ("/api", "api"),
+        ("/api/", "api"),
+        ("/api/users", "api"),
+        ("/api-v2", "root"),
+        ("/apis", "root"),
+        ("/api/v1", "v1"),
+        ("/api/v1/x", "v1"),
+        ("/api/v10", "api"),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(
+            service_of(t.lookup("h.test", path)),
+            Some(expected),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_host_without_a_covering_path_is_no_path_not_unknown() {
+    let t = table(&[("api", route("h.test", "/api", 80), ready([10, 0, 0, 2]))]);
+    assert_eq!(t.lookup("h.test", "/"), Lookup::NoPath);
+    assert_eq!(t.lookup("h.test", "/api-v2"), Lookup::NoPath);
+    assert_eq!(service_of(t.lookup("h.test", "/api/x")), Some("api"));
+}
+
+#[test]
+fn upstream_follows_the_endpoint_state() {
+    let t = table(&[
+        ("up", route("up.test", "/", 8080), ready([10, 0, 0, 7])),
+        (
+            "starting",
+            route("starting.test", "/", 80),
+            (None, EndpointState::Starting),
+        ),
+        (
+            "down",
+            route("down.test", "/", 80),
+            (Some(IpAddr::from([10, 0, 0, 8])), EndpointState::Down),
+        ),
+        (
+            "no-ip",
+            route("noip.test", "/", 80),
+            (None, EndpointState::Ready),
+        ),
+    ]);
+    let Lookup::Found(entry) = t.lookup("up.test", "/") else {
+        panic!("up.test not found");
+    };
+    match &entry.upstream {
+        Upstream::Ready { address, authority } => {
+            assert_eq!(address.to_string(), "10.0.0.7:8080");
+            assert_eq!(authority.as_str(), "10.0.0.7:8080");
+        }
+        other => panic!("expected ready, got {other:?}"),
+    }
+    let upstream = |host| match t.lookup(host, "/x") {
+        Lookup::Found(entry) => entry.upstream.clone(),
+        other => panic!("{host}: {other:?}"),
+    };
+    assert_eq!(upstream("starting.test"), Upstream::Starting);
+    assert_eq!(upstream("down.test"), Upstream::Down);
+    assert_eq!(upstream("noip.test"), Upstream::Down);
+}
+
+#[test]
+fn ipv6_hosts_and_ports_are_split_correctly() {
+    assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    assert_eq!(strip_port("[::1]"), "[::1]");
+    assert_eq!(strip_port("a.test:80"), "a.test");
+    assert_eq!(strip_port("a.test:x"), "a.test:x");
+}
+
+#[test]
+fn shared_table_swaps_atomically() {
+    let shared = SharedTable::default();
+    let before = shared.load();
+    assert_eq!(before.lookup("a.test", "/"), Lookup::UnknownHost);
+    shared.store(table(&[(
+        "a",
+        route("a.test", "/", 80),
+        ready([10, 0, 0, 1]),
+    )]));
+    assert_eq!(
+        before.lookup("a.test", "/"),
+        Lookup::UnknownHost,
+        "old snapshot unchanged"
+    );
+    assert_eq!(service_of(shared.load().lookup("a.test", "/")), Some("a"));
+    assert_eq!(shared.load().hosts(), vec!["a.test"]);
+}

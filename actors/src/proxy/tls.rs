@@ -1,0 +1,231 @@
+//! TLS for the HTTPS listener: the rustls server configuration, the resolver
+//! that picks a certificate by SNI from the `CertMap`, and the `CertLoader`
+//! actor that installs the certificates that do not come from ACME.
+//!
+//! `CertLoader` protocol:
+//! - `PlanApplied(plan)` -> `()`: (re)reads `cert_file`/`key_file` of every
+//!   route with `TlsSource::Manual` and installs them (`CertSource::Manual`);
+//!   gives every other routed host that has no certificate a self-signed one
+//!   (`CertSource::SelfSigned`), so HTTPS answers from the first second; drops
+//!   the manual and self-signed certificates of hosts no longer routed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tracing::{error, info};
+
+use super::certs::{CertMap, CertSource, HostCert};
+use crate::plan::{Plan, TlsSource};
+use crate::supervisor::PlanApplied;
+
+/// The name in the fallback certificate, served without SNI or for unknown hosts.
+pub const FALLBACK_NAME: &str = "dispenser.invalid";
+
+/// Why a certificate could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no usable private key: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("the key in {key} does not match the certificate in {cert}: {reason}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("cannot generate a self-signed certificate for {host}: {reason}")]
+    SelfSigned { host: String, reason: String },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Picks the certificate for a handshake: the host's from the `CertMap` by
+/// SNI, else the fallback (no SNI, an IP address, or an unknown host).
+pub struct SniResolver {
+    certs: CertMap,
+    fallback: Arc<CertifiedKey>,
+}
+
+/// The actor that keeps manual and self-signed certificates in the `CertMap`.
+pub struct CertLoader {
+    certs: CertMap,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let found = client_hello
+            .server_name()
+            .and_then(|name| self.certs.get(name));
+        Some(found.map_or_else(|| self.fallback.clone(), |cert| cert.key))
+    }
+}
+
+impl CertLoader {
+    pub fn new(certs: CertMap) -> Self {
+        CertLoader { certs }
+    }
+
+    fn apply(&self, plan: &Plan) {
+        let mut routed = BTreeSet::new();
+        for service in plan.services.values() {
+            let Some(route) = &service.route else {
+                continue;
+            };
+            routed.insert(route.host.clone());
+            match &route.tls {
+                TlsSource::Manual {
+                    cert_file,
+                    key_file,
+                } => match load_manual(cert_file, key_file) {
+                    Ok(key) => {
+                        self.certs.set(
+                            &route.host,
+                            HostCert {
+                                key: Arc::new(key),
+                                source: CertSource::Manual,
+                            },
+                        );
+                        info!(service = %service.name, host = %route.host, cert = %cert_file.display(), "certificate loaded");
+                    }
+                    Err(err) => {
+                        error!(service = %service.name, host = %route.host, error = %err, "certificate not loaded; keeping the previous one");
+                        self.ensure_self_signed(&route.host, false);
+                    }
+                },
+                TlsSource::Automatic => self.ensure_self_signed(&route.host, true),
+            }
+        }
+        for (host, source) in self.certs.hosts() {
+            let ours = matches!(source, CertSource::Manual | CertSource::SelfSigned);
+            if ours && !routed.contains(&host) {
+                self.certs.remove(&host);
+                info!(host = %host, "certificate dropped: host no longer routed");
+            }
+        }
+    }
+
+    /// Installs a self-signed certificate for `host` unless it has one;
+    /// `replace_manual` also replaces a manual one (the route stopped naming files).
+    fn ensure_self_signed(&self, host: &str, replace_manual: bool) {
+        let current = self.certs.get(host).map(|cert| cert.source);
+        let needed = match current {
+            None => true,
+            Some(CertSource::Manual) => replace_manual,
+            Some(_) => false,
+        };
+        if !needed {
+            return;
+        }
+        match self_signed(host) {
+            Ok(key) => {
+                self.certs.set(
+                    host,
+                    HostCert {
+                        key: Arc::new(key),
+                        source: CertSource::SelfSigned,
+                    },
+                );
+                info!(host = %host, "self-signed certificate installed");
+            }
+            Err(err) => error!(host = %host, error = %err, "no certificate for host"),
+        }
+    }
+}
+
+impl Actor for CertLoader {
+    type Context = Context<Self>;
+}
+
+impl Handler<PlanApplied> for CertLoader {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlanApplied, _ctx: &mut Self::Context) -> Self::Result {
+        self.apply(&msg.0);
+    }
+}
+
+/// The rustls configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2
+/// and http/1.1, certificates by SNI from `certs`.
+pub fn server_config(certs: CertMap) -> Result<ServerConfig, TlsError> {
+    let fallback = Arc::new(self_signed(FALLBACK_NAME)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|err| TlsError::Config(err.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { certs, fallback }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A fresh self-signed certificate (ECDSA P-256) for `host`.
+pub fn self_signed(host: &str) -> Result<CertifiedKey, TlsError> {
+    let fail = |reason: String| TlsError::SelfSigned {
+        host: host.to_string(),
+        reason,
+    };
+    let generated = rcgen::generate_simple_self_signed(vec![host.to_string()])
+        .map_err(|e| fail(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
+    let chain = vec![generated.cert.der().clone()];
+    CertifiedKey::from_der(chain, key, &ring_provider()).map_err(|e| fail(e.to_string()))
+}
+
+/// Reads a PEM certificate chain and its private key, and checks they match.
+pub fn load_manual(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|err| TlsError::Read {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })
+    };
+    let cert_pem = read(cert_file)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::NoCertificate {
+            path: cert_file.to_path_buf(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert_file.to_path_buf(),
+        });
+    }
+    let key_pem = read(key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| TlsError::BadKey {
+        path: key_file.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, &ring_provider()).map_err(|err| TlsError::Mismatch {
+        cert: cert_file.to_path_buf(),
+        key: key_file.to_path_buf(),
+        reason: err.to_string(),
+    })
+}
+
+fn ring_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[cfg(test)]
+#[path = "tls/tests.rs"]
+mod tests;

@@ -1,0 +1,147 @@
+//! Unit tests of certificate loading and the `CertLoader`.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::plan::{sample, Route};
+
+/// Writes a certificate for `host` and its key as PEM; returns (cert, key).
+fn write_pair(dir: &Path, name: &str, host: &str) -> (PathBuf, PathBuf) {
+    let generated = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn routed(name: &str, host: &str, tls: TlsSource) -> crate::plan::Service {
+    let mut service = sample::service(name, "web:1");
+    service.route = Some(Route {
+        host: host.into(),
+        path: "/".into(),
+        service_port: 80,
+        health_path: None,
+        tls,
+    });
+    service
+}
+
+#[test]
+fn a_matching_pem_pair_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "a", "a.test");
+    let loaded = load_manual(&cert, &key).expect("loads");
+    assert_eq!(loaded.cert.len(), 1);
+}
+
+#[test]
+fn bad_files_are_errors_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, _) = write_pair(dir.path(), "a", "a.test");
+    let (_, key_b) = write_pair(dir.path(), "b", "b.test");
+    let err = load_manual(&cert_a, &key_b).unwrap_err();
+    assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let err = load_manual(&garbage, &key_b).unwrap_err();
+    assert!(err.to_string().contains("garbage.pem"), "{err}");
+    let err = load_manual(&cert_a, &garbage).unwrap_err();
+    assert!(err.to_string().contains("garbage.pem"), "{err}");
+
+    let missing = dir.path().join("missing.pem");
+    let err = load_manual(&missing, &key_b).unwrap_err();
+    assert!(err.to_string().starts_with("cannot read "), "{err}");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+}
+
+#[test]
+fn cert_loader_installs_manual_and_self_signed_and_drops_stale_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "m", "manual.test");
+    let certs = CertMap::default();
+    let loader = CertLoader::new(certs.clone());
+    let plan = sample::plan(
+        "t",
+        vec![
+            routed(
+                "m",
+                "manual.test",
+                TlsSource::Manual {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                },
+            ),
+            routed("a", "auto.test", TlsSource::Automatic),
+        ],
+    );
+    loader.apply(&plan);
+    assert_eq!(
+        certs.hosts(),
+        vec![
+            ("auto.test".to_string(), CertSource::SelfSigned),
+            ("manual.test".to_string(), CertSource::Manual),
+        ]
+    );
+    // An ACME certificate is never replaced by a self-signed one.
+    let acme = certs.get("auto.test").unwrap();
+    certs.set(
+        "auto.test",
+        HostCert {
+            key: acme.key.clone(),
+            source: CertSource::Acme,
+        },
+    );
+    // The manual route becomes automatic; the other host leaves the plan.
+    let plan = sample::plan(
+        "t",
+        vec![
+            routed("m", "manual.test", TlsSource::Automatic),
+            routed("b", "new.test", TlsSource::Automatic),
+        ],
+    );
+    loader.apply(&plan);
+    assert_eq!(
+        certs.hosts(),
+        vec![
+            ("auto.test".to_string(), CertSource::Acme),
+            ("manual.test".to_string(), CertSource::SelfSigned),
+            ("new.test".to_string(), CertSource::SelfSigned),
+        ]
+    );
+}
+
+#[test]
+fn a_broken_manual_pair_keeps_the_host_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nxx\n").unwrap();
+    let certs = CertMap::default();
+    let loader = CertLoader::new(certs.clone());
+    let plan = sample::plan(
+        "t",
+        vec![routed(
+            "m",
+            "m.test",
+            TlsSource::Manual {
+                cert_file: broken.clone(),
+                key_file: broken,
+            },
+        )],
+    );
+    loader.apply(&plan);
+    assert_eq!(
+        certs.hosts(),
+        vec![("m.test".to_string(), CertSource::SelfSigned)]
+    );
+}
+
+#[test]
+fn server_config_offers_h2_and_http11() {
+    let config = server_config(CertMap::default()).expect("config");
+    assert_eq!(
+        config.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+}
