@@ -4,5 +4,6 @@
 pub mod engine;
 pub mod plan;
 pub mod proxy;
+pub mod registry;
 pub mod service;
 pub mod supervisor;
