@@ -7,3 +7,4 @@ pub mod proxy;
 pub mod registry;
 pub mod service;
 pub mod supervisor;
+pub mod watcher;

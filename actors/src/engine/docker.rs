@@ -18,7 +18,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
     LogsOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
-    WaitContainerOptions,
+    TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::TryStreamExt;
@@ -193,6 +193,29 @@ impl Engine for DockerEngine {
             }
         }
         debug!(image = %image, "image pulled");
+        Ok(())
+    }
+
+    async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError> {
+        let options = TagImageOptions {
+            repo: Some(format!("{}/{}", target.registry, target.repository)),
+            tag: Some(
+                target
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| crate::plan::DEFAULT_TAG.to_owned()),
+            ),
+        };
+        self.docker
+            .tag_image(&source.original, Some(options))
+            .await
+            .map_err(|err| match status_of(&err) {
+                Some(404) => EngineError::NotFound {
+                    what: format!("image {source}"),
+                },
+                _ => docker_error("tag", format!("image {source} as {target}"), err),
+            })?;
+        debug!(image = %source, tag = %target, "image tagged");
         Ok(())
     }
 

@@ -100,6 +100,9 @@ pub trait Engine: Send + Sync + 'static {
     async fn image(&self, image: &ImageRef) -> Result<Option<Image>, EngineError>;
     /// Pulls an image (its tag, or its digest when pinned).
     async fn pull(&self, image: &ImageRef) -> Result<(), EngineError>;
+    /// Points the local reference `target` (its repository and tag) at the
+    /// local image `source`, as `docker tag` does.
+    async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError>;
     /// Creates a container attached to the default network (alias: the
     /// service name) and to the service's declared networks. Returns its id.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError>;

@@ -33,6 +33,8 @@ pub enum Action {
     Retire,
     /// The daemon stops; the container stops too only if configured.
     Shutdown,
+    /// Run a new registry digest of the image (continuous deployment).
+    Deploy,
 }
 
 /// An action that does not fit the current state.
@@ -50,7 +52,9 @@ impl State {
         let allowed = match (self, action) {
             (State::Retired, _) => false,
             (State::Busy(_), _) => false,
-            (_, Reconcile | Retire | Shutdown) => true,
+            // Stopped at shutdown: nothing new starts while the daemon stops.
+            (State::Stopped, Deploy) => false,
+            (_, Reconcile | Retire | Shutdown | Deploy) => true,
         };
         match allowed {
             true => Ok(()),
@@ -88,6 +92,7 @@ impl fmt::Display for Action {
             Action::Reconcile => "reconcile",
             Action::Retire => "retire",
             Action::Shutdown => "shut down",
+            Action::Deploy => "deploy a new image",
         })
     }
 }
@@ -98,7 +103,12 @@ mod tests {
 
     #[test]
     fn retired_admits_nothing() {
-        for action in [Action::Reconcile, Action::Retire, Action::Shutdown] {
+        for action in [
+            Action::Reconcile,
+            Action::Retire,
+            Action::Shutdown,
+            Action::Deploy,
+        ] {
             let err = State::Retired.admits(action).unwrap_err();
             assert_eq!(err.state, "retired");
         }
@@ -130,5 +140,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn deploy_fits_every_settled_state_but_stopped() {
+        for state in [
+            State::Pending,
+            State::Waiting,
+            State::Running,
+            State::Exited { code: 0 },
+            State::Failed { reason: "x".into() },
+        ] {
+            assert!(state.admits(Action::Deploy).is_ok(), "{state}");
+        }
+        let err = State::Stopped.admits(Action::Deploy).unwrap_err();
+        assert_eq!(err.to_string(), "cannot deploy a new image while stopped");
     }
 }

@@ -12,6 +12,8 @@
 //! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
 //!   ticker and proxy router learn each applied plan this way, and only
 //!   send messages back.
+//! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
+//!   forwarded as `ImageUpdated` to every service that watches that image.
 
 mod dependency;
 pub mod diff;
@@ -26,9 +28,10 @@ use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 use tracing::{error, info, warn};
 
 use crate::engine::{labels, Engine};
-use crate::plan::Plan;
+use crate::plan::{ImageRef, Plan};
 use crate::service::{
-    self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
+    self, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus,
+    StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -57,6 +60,14 @@ pub struct Subscribe(pub Recipient<PlanApplied>);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct PlanApplied(pub Arc<Plan>);
+
+/// The registry has `digest` for the tag of `image` (sent every poll round).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct NewDigest {
+    pub image: ImageRef,
+    pub digest: String,
+}
 
 /// What one `Apply` did, service by service.
 #[derive(Debug, Clone, Default)]
@@ -229,6 +240,30 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
         self.status.snapshot().into_values().collect()
+    }
+}
+
+impl Handler<NewDigest> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NewDigest, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(plan) = &self.plan else {
+            return;
+        };
+        let wanted = msg.image.canonical();
+        for (name, service) in &plan.services {
+            let image = &service.container.image;
+            let watches = service.lifecycle.watch && image.digest.is_none();
+            if !watches || image.canonical() != wanted {
+                continue;
+            }
+            if let Some(addr) = self.services.get(name) {
+                // The actor logs what it does with it; the answer is not needed here.
+                addr.do_send(ImageUpdated {
+                    digest: msg.digest.clone(),
+                });
+            }
+        }
     }
 }
 
