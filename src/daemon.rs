@@ -13,7 +13,9 @@ use actix::prelude::*;
 use dispenser_actors::engine::docker::DockerEngine;
 use dispenser_actors::engine::Engine;
 use dispenser_actors::plan::Plan;
-use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Supervisor};
+use dispenser_actors::registry::{DockerConfig, RegistryClient};
+use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
+use dispenser_actors::watcher::RegistryWatcher;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -73,6 +75,7 @@ where
         };
         let supervisor = Supervisor::new(engine).start();
         log_report("start-up", supervisor.send(Apply(plan)).await);
+        start_watcher(&supervisor);
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
         while let Some(request) = incoming.recv().await {
@@ -104,6 +107,23 @@ where
     drop(pidfile);
     info!("stopped");
     code
+}
+
+/// Starts the registry watcher and subscribes it to the supervisor's plans.
+/// Without it nothing is redeployed, but everything else runs.
+fn start_watcher(supervisor: &Addr<Supervisor>) {
+    let credentials = DockerConfig::from_env();
+    if let Some(config) = &credentials {
+        info!(docker_config = %config.path().display(), "registry credentials are read from the docker config");
+    }
+    match RegistryClient::new(credentials) {
+        Ok(client) => {
+            let watcher =
+                RegistryWatcher::new(Arc::new(client), supervisor.clone().recipient()).start();
+            supervisor.do_send(Subscribe(watcher.recipient()));
+        }
+        Err(err) => error!(error = %err, "cannot start the registry watcher; images are not watched"),
+    }
 }
 
 /// Turns SIGHUP into `Reload` and SIGTERM/SIGINT into `Stop`, from a thread

@@ -15,7 +15,7 @@
 //! unexpectedly (a panic inside an action), its supervisor restarts it and it
 //! rebuilds its state from Docker.
 
-mod reconcile;
+pub mod reconcile;
 pub mod state;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,8 @@
 mod dependency;
 pub mod diff;
 #[cfg(test)]
+mod deploy_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
