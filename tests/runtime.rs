@@ -8,3 +8,5 @@ mod support;
 mod containers;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/watching.rs"]
+mod watching;

@@ -29,6 +29,10 @@ pub struct Sandbox {
     services: Vec<String>,
     networks: Vec<String>,
     daemon_extra: String,
+    /// `delay` in dispenser.toml (seconds between registry polls).
+    delay: u64,
+    /// Extra environment variables of the daemon.
+    daemon_env: Vec<(String, String)>,
 }
 
 /// The daemon under test, started from the real binary.
@@ -61,6 +65,8 @@ impl Sandbox {
             services: Vec::new(),
             networks: Vec::new(),
             daemon_extra: String::new(),
+            delay: 60,
+            daemon_env: Vec::new(),
         }
     }
 
@@ -89,6 +95,16 @@ impl Sandbox {
         self.daemon_extra = lines.to_string();
     }
 
+    /// Sets `delay` (seconds between registry polls) in dispenser.toml.
+    pub fn poll_delay(&mut self, seconds: u64) {
+        self.delay = seconds;
+    }
+
+    /// Sets an environment variable for the daemons this sandbox starts.
+    pub fn daemon_env(&mut self, key: &str, value: &str) {
+        self.daemon_env.push((key.to_string(), value.to_string()));
+    }
+
     /// Writes `<short>/service.toml` with `[service] name` set and `body` after it,
     /// and lists the service in dispenser.toml.
     pub fn service(&mut self, short: &str, image: &str, body: &str) {
@@ -112,7 +128,8 @@ impl Sandbox {
     /// Writes dispenser.toml from the services and networks declared so far.
     pub fn write_main(&self) {
         let mut text = format!(
-            "delay = 60\n\n[proxy]\nenabled = false\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            "delay = {}\n\n[proxy]\nenabled = false\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            self.delay,
             self.id,
             self.daemon_extra,
             self.name("net"),
@@ -159,6 +176,7 @@ impl Sandbox {
             .arg(self.pid_file())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
