@@ -122,7 +122,9 @@ fn start_watcher(supervisor: &Addr<Supervisor>) {
                 RegistryWatcher::new(Arc::new(client), supervisor.clone().recipient()).start();
             supervisor.do_send(Subscribe(watcher.recipient()));
         }
-        Err(err) => error!(error = %err, "cannot start the registry watcher; images are not watched"),
+        Err(err) => {
+            error!(error = %err, "cannot start the registry watcher; images are not watched")
+        }
     }
 }
 

@@ -253,8 +253,7 @@ impl Handler<PlanApplied> for RegistryWatcher {
         // Forget what no longer matters; keep everything about images still watched.
         self.seen.retain(|key, _| self.images.contains_key(key));
         self.backoffs.retain(|streak, _| {
-            streak.starts_with("registry ")
-                || self.images.contains_key(&streak["image ".len()..])
+            streak.starts_with("registry ") || self.images.contains_key(&streak["image ".len()..])
         });
         let delay_changed = plan.settings.poll_delay != self.poll_delay;
         self.poll_delay = plan.settings.poll_delay;

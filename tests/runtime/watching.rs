@@ -75,11 +75,7 @@ impl Registry {
                 .spawn()
                 .and_then(|mut child| {
                     use std::io::Write;
-                    child
-                        .stdin
-                        .take()
-                        .unwrap()
-                        .write_all(password.as_bytes())?;
+                    child.stdin.take().unwrap().write_all(password.as_bytes())?;
                     child.wait_with_output()
                 })
                 .unwrap();
@@ -247,7 +243,10 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
     assert_eq!(label(&web, "dispenser.image-digest"), v2);
     let log = daemon.log();
     assert!(log.contains("new image in the registry"), "{log}");
-    assert!(log.contains(&format!("{}/web@{v2}", registry.host())), "{log}");
+    assert!(
+        log.contains(&format!("{}/web@{v2}", registry.host())),
+        "{log}"
+    );
     // Pulled by digest, never by tag.
     let registry_log = registry.log();
     assert!(
@@ -302,7 +301,10 @@ fn an_image_that_cannot_start_is_not_retried_every_poll() {
     sleep(Duration::from_secs(5));
     let log = daemon.log();
     assert_eq!(log.matches("deploy failed").count(), 1, "{log}");
-    assert!(log.contains("does-not-exist"), "the reason is logged: {log}");
+    assert!(
+        log.contains("does-not-exist"),
+        "the reason is logged: {log}"
+    );
     // The watcher keeps polling meanwhile.
     assert!(registry.count("HEAD /v2/app/manifests/latest") >= 4);
     daemon.stop();

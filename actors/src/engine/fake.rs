@@ -226,13 +226,14 @@ impl Engine for FakeEngine {
     async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError> {
         let mut inner = self.lock();
         inner.record("tag", &format!("{} {}", source.original, target.original))?;
-        let id = inner
-            .images
-            .get(&source.original)
-            .cloned()
-            .ok_or_else(|| EngineError::NotFound {
-                what: format!("image {source}"),
-            })?;
+        let id =
+            inner
+                .images
+                .get(&source.original)
+                .cloned()
+                .ok_or_else(|| EngineError::NotFound {
+                    what: format!("image {source}"),
+                })?;
         inner.images.insert(target.original.clone(), id);
         Ok(())
     }

@@ -147,10 +147,12 @@ impl DockerConfig {
             .find(|(name, _)| normalise_key(name) == wanted)
             .map(|(_, entry)| entry);
         match entry {
-            Some(entry) => entry.credential().map_err(|reason| CredentialError::Invalid {
-                path: self.path.display().to_string(),
-                reason: format!("auths entry for {key}: {reason}"),
-            }),
+            Some(entry) => entry
+                .credential()
+                .map_err(|reason| CredentialError::Invalid {
+                    path: self.path.display().to_string(),
+                    reason: format!("auths entry for {key}: {reason}"),
+                }),
             None => Ok(None),
         }
     }

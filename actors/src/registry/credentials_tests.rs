@@ -80,7 +80,13 @@ async fn identity_token_wins_over_auth() {
 async fn cred_helpers_then_creds_store_then_auths() {
     let dir = tempfile::tempdir().unwrap();
     helper(&dir, "one", "reg.example", "helper-user", "helper-secret");
-    helper(&dir, "store", "https://index.docker.io/v1/", "<token>", "idt");
+    helper(
+        &dir,
+        "store",
+        "https://index.docker.io/v1/",
+        "<token>",
+        "idt",
+    );
     let json = format!(
         r#"{{"credHelpers":{{"reg.example":"one"}},"credsStore":"store","auths":{{"other.example":{{"auth":"{}"}}}}}}"#,
         b64("file:pw")

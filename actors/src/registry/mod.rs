@@ -322,9 +322,10 @@ impl RegistryClient {
             }
             Some(Credential::Basic { username, password }) => {
                 url.query_pairs_mut().extend_pairs(&params);
-                self.http
-                    .get(url)
-                    .header(AUTHORIZATION, sensitive_value(&basic_header(username, password))?)
+                self.http.get(url).header(
+                    AUTHORIZATION,
+                    sensitive_value(&basic_header(username, password))?,
+                )
             }
             None => {
                 url.query_pairs_mut().extend_pairs(&params);
@@ -364,8 +365,12 @@ impl RegistryClient {
                 registry: image.registry.clone(),
                 reason: format!("token realm: {reason}"),
             })?;
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|_| unauthorized(image, "the token realm answered something else than a token"))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+            unauthorized(
+                image,
+                "the token realm answered something else than a token",
+            )
+        })?;
         let token = answer
             .token
             .or(answer.access_token)
@@ -547,7 +552,10 @@ pub fn is_digest(text: &str) -> bool {
         "sha512" => 128,
         _ => return false,
     };
-    hex.len() == length && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    hex.len() == length
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A header as text, when it is printable and short.

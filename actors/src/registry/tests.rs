@@ -55,7 +55,11 @@ impl StandIn {
                         for (name, value) in headers {
                             text.push_str(&format!("{name}: {value}\r\n"));
                         }
-                        let length = if request.method == "HEAD" { 0 } else { body.len() };
+                        let length = if request.method == "HEAD" {
+                            0
+                        } else {
+                            body.len()
+                        };
                         if request.method == "HEAD" {
                             text.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
                         } else {
@@ -167,7 +171,11 @@ fn token_registry(
             );
         }
         if request.headers.get("authorization").map(String::as_str) == Some("Bearer good-token") {
-            return Answer(200, vec![("docker-content-digest", DIGEST.into())], "{}".into());
+            return Answer(
+                200,
+                vec![("docker-content-digest", DIGEST.into())],
+                "{}".into(),
+            );
         }
         Answer(
             401,
@@ -186,7 +194,9 @@ fn token_registry(
 async fn anonymous_bearer_flow_and_the_token_is_cached() {
     let registry = StandIn::start(token_registry(|request| {
         !request.headers.contains_key("authorization")
-            && request.path.contains("scope=repository%3Ateam%2Fapp%3Apull")
+            && request
+                .path
+                .contains("scope=repository%3Ateam%2Fapp%3Apull")
             && request.path.contains("service=stand-in")
     }))
     .await;
@@ -225,7 +235,10 @@ async fn bearer_flow_sends_docker_config_credentials_to_the_realm() {
     .await;
     let (_dir, config) = docker_config(&auths(registry.port, "ci", "pa:ss"));
     let client = RegistryClient::new(Some(config)).unwrap();
-    assert_eq!(client.digest(&registry.image()).await.unwrap().digest, DIGEST);
+    assert_eq!(
+        client.digest(&registry.image()).await.unwrap().digest,
+        DIGEST
+    );
 
     let (_dir, wrong) = docker_config(&auths(registry.port, "ci", "wrong"));
     let client = RegistryClient::new(Some(wrong)).unwrap();
@@ -249,7 +262,10 @@ async fn identity_token_is_exchanged_with_a_post() {
     );
     let (_dir, config) = docker_config(&json);
     let client = RegistryClient::new(Some(config)).unwrap();
-    assert_eq!(client.digest(&registry.image()).await.unwrap().digest, DIGEST);
+    assert_eq!(
+        client.digest(&registry.image()).await.unwrap().digest,
+        DIGEST
+    );
 }
 
 #[tokio::test]
@@ -257,9 +273,17 @@ async fn basic_challenge_uses_the_docker_config() {
     let expected = basic("alice", "s3cret");
     let registry = StandIn::start(move |request, _| {
         if request.headers.get("authorization") == Some(&expected) {
-            Answer(200, vec![("docker-content-digest", DIGEST.into())], String::new())
+            Answer(
+                200,
+                vec![("docker-content-digest", DIGEST.into())],
+                String::new(),
+            )
         } else {
-            Answer(401, vec![("www-authenticate", r#"Basic realm="r""#.into())], String::new())
+            Answer(
+                401,
+                vec![("www-authenticate", r#"Basic realm="r""#.into())],
+                String::new(),
+            )
         }
     })
     .await;
@@ -269,7 +293,10 @@ async fn basic_challenge_uses_the_docker_config() {
 
     let (_dir, config) = docker_config(&auths(registry.port, "alice", "s3cret"));
     let client = RegistryClient::new(Some(config)).unwrap();
-    assert_eq!(client.digest(&registry.image()).await.unwrap().digest, DIGEST);
+    assert_eq!(
+        client.digest(&registry.image()).await.unwrap().digest,
+        DIGEST
+    );
     client.digest(&registry.image()).await.unwrap();
     // The second round reuses the header: no new 401.
     let last_two: Vec<String> = registry.lines().into_iter().rev().take(2).collect();
@@ -281,12 +308,19 @@ async fn basic_challenge_uses_the_docker_config() {
 async fn get_fallback_when_head_has_no_digest() {
     let manifest = r#"{"schemaVersion":2}"#;
     let registry = StandIn::start(move |_, _| {
-        Answer(200, vec![("ratelimit-remaining", "99;w=21600".into())], manifest.into())
+        Answer(
+            200,
+            vec![("ratelimit-remaining", "99;w=21600".into())],
+            manifest.into(),
+        )
     })
     .await;
     let client = RegistryClient::new(None).unwrap();
     let found = client.digest(&registry.image()).await.unwrap();
-    let expected = format!("sha256:{}", hex::encode(Sha256::digest(manifest.as_bytes())));
+    let expected = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(manifest.as_bytes()))
+    );
     assert_eq!(found.digest, expected);
     assert!(found.fetched_with_get);
     assert_eq!(found.ratelimit_remaining.as_deref(), Some("99;w=21600"));
@@ -306,7 +340,11 @@ async fn rate_limits_not_found_and_bad_digests() {
             return Answer(404, vec![], String::new());
         }
         if request.path.contains("/bad/") {
-            return Answer(200, vec![("docker-content-digest", "sha256:../../etc".into())], String::new());
+            return Answer(
+                200,
+                vec![("docker-content-digest", "sha256:../../etc".into())],
+                String::new(),
+            );
         }
         Answer(429, vec![("retry-after", "7".into())], String::new())
     })
@@ -344,7 +382,9 @@ async fn unreachable_registry_and_pinned_images() {
 fn urls_use_https_except_on_loopback() {
     let url = |text: &str| {
         let image = ImageRef::parse(text).unwrap();
-        manifest_url(&image, image.tag.as_deref().unwrap()).unwrap().to_string()
+        manifest_url(&image, image.tag.as_deref().unwrap())
+            .unwrap()
+            .to_string()
     };
     assert_eq!(
         url("nginx"),
@@ -373,5 +413,8 @@ fn retry_after_as_a_date() {
         HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
     );
     let wait = retry_after(&headers).unwrap();
-    assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+        "{wait:?}"
+    );
 }

@@ -408,8 +408,7 @@ impl Handler<ImageUpdated> for ServiceActor {
 
     fn handle(&mut self, msg: ImageUpdated, _ctx: &mut Self::Context) -> Self::Result {
         let ImageUpdated { digest } = msg;
-        let watched =
-            self.service.lifecycle.watch && self.service.container.image.digest.is_none();
+        let watched = self.service.lifecycle.watch && self.service.container.image.digest.is_none();
         if !watched || self.digest.as_deref() == Some(digest.as_str()) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Current))));
         }

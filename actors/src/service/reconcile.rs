@@ -110,7 +110,14 @@ pub async fn deploy(
             return Err(name_taken(container.clone()));
         }
     }
-    let (id, state) = install(runtime, service, existing.as_ref(), digest.to_string(), true).await?;
+    let (id, state) = install(
+        runtime,
+        service,
+        existing.as_ref(),
+        digest.to_string(),
+        true,
+    )
+    .await?;
     info!(service = %service.name, container = %short(&id), digest = %digest, "deployed");
     Ok(Reconciled {
         container_id: id,
@@ -282,7 +289,11 @@ async fn ensure_image(engine: &dyn Engine, service: &Service) -> Result<Image, S
 }
 
 /// Creates the service's container under its own name.
-async fn create(runtime: &Runtime, service: &Service, digest: String) -> Result<String, ServiceError> {
+async fn create(
+    runtime: &Runtime,
+    service: &Service,
+    digest: String,
+) -> Result<String, ServiceError> {
     let request = CreateRequest {
         name: &service.name,
         service,

@@ -95,8 +95,13 @@ async fn new_digest_is_pulled_by_digest_tagged_and_deployed() {
         assert_eq!(container.state, ContainerState::Running);
     }
     assert!(calls.contains(&format!("tag docker.io/web@{D1} web:1")));
-    assert!(!calls.iter().any(|c| c == "pull web:1"), "the tag was pulled: {calls:?}");
-    assert!(!calls.iter().any(|c| c.ends_with("quiet") || c.ends_with("other")));
+    assert!(
+        !calls.iter().any(|c| c == "pull web:1"),
+        "the tag was pulled: {calls:?}"
+    );
+    assert!(!calls
+        .iter()
+        .any(|c| c.ends_with("quiet") || c.ends_with("other")));
     // Pull before stop: the old container is only removed once the image is here.
     let pull = calls.iter().position(|c| c.starts_with("pull")).unwrap();
     let stop = calls.iter().position(|c| c.starts_with("stop")).unwrap();
@@ -104,7 +109,11 @@ async fn new_digest_is_pulled_by_digest_tagged_and_deployed() {
 
     engine.clear_calls();
     report(&supervisor, &engine, "web:1", D1).await;
-    assert!(engine.calls().is_empty(), "same digest: {:?}", engine.calls());
+    assert!(
+        engine.calls().is_empty(),
+        "same digest: {:?}",
+        engine.calls()
+    );
 }
 
 #[actix_rt::test]
@@ -115,10 +124,16 @@ async fn failed_pull_keeps_the_old_container_and_backs_off() {
     let missing = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
     engine.clear_calls();
     report(&supervisor, &engine, "web:1", missing).await;
-    assert_eq!(engine.calls_of(&["pull", "stop", "remove", "create"]).len(), 1);
+    assert_eq!(
+        engine.calls_of(&["pull", "stop", "remove", "create"]).len(),
+        1
+    );
     assert_eq!(engine.container_named("web"), Some(before.clone()));
     let status = supervisor.send(GetStatus).await.unwrap();
-    assert!(matches!(status[0].state, State::Failed { .. }), "{status:?}");
+    assert!(
+        matches!(status[0].state, State::Failed { .. }),
+        "{status:?}"
+    );
 
     // The same digest on the next polls: not tried again within the back-off.
     engine.clear_calls();
@@ -129,7 +144,10 @@ async fn failed_pull_keeps_the_old_container_and_backs_off() {
 
     // A newer digest is tried at once.
     report(&supervisor, &engine, "web:1", D2).await;
-    assert_eq!(engine.container_named("web").unwrap().image_id, "sha256:img-d2");
+    assert_eq!(
+        engine.container_named("web").unwrap().image_id,
+        "sha256:img-d2"
+    );
 }
 
 #[actix_rt::test]
@@ -139,7 +157,10 @@ async fn failed_start_does_not_advance_the_digest() {
     engine.fail_once("start", "web");
     report(&supervisor, &engine, "web:1", D1).await;
     let status = supervisor.send(GetStatus).await.unwrap();
-    assert!(matches!(status[0].state, State::Failed { .. }), "{status:?}");
+    assert!(
+        matches!(status[0].state, State::Failed { .. }),
+        "{status:?}"
+    );
     // Retried after the back-off, not before: the digest was not recorded as deployed.
     engine.clear_calls();
     report(&supervisor, &engine, "web:1", D1).await;

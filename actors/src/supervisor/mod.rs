@@ -16,9 +16,9 @@
 //!   forwarded as `ImageUpdated` to every service that watches that image.
 
 mod dependency;
-pub mod diff;
 #[cfg(test)]
 mod deploy_tests;
+pub mod diff;
 #[cfg(test)]
 mod tests;
 

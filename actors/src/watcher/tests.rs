@@ -38,7 +38,12 @@ impl DigestSource for Scripted {
 
 impl Scripted {
     fn count(&self, key: &str) -> usize {
-        self.calls.lock().unwrap().iter().filter(|c| *c == key).count()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == key)
+            .count()
     }
 
     fn fail(&self, key: &str, err: RegistryError) {
@@ -144,7 +149,10 @@ async fn a_failing_registry_backs_off_exponentially_and_recovers() {
     source.fail("docker.io/y:1", unreachable());
     let (watcher, reports) = start(source.clone());
     watcher
-        .send(applied(vec![watching("a", "x:1"), watching("b", "y:1")], 50))
+        .send(applied(
+            vec![watching("a", "x:1"), watching("b", "y:1")],
+            50,
+        ))
         .await
         .unwrap();
     sleep_ms(1000).await;
@@ -175,7 +183,10 @@ async fn an_image_missing_does_not_slow_the_others() {
     );
     let (watcher, _) = start(source.clone());
     watcher
-        .send(applied(vec![watching("a", "x:1"), watching("b", "y:1")], 50))
+        .send(applied(
+            vec![watching("a", "x:1"), watching("b", "y:1")],
+            50,
+        ))
         .await
         .unwrap();
     sleep_ms(600).await;
