@@ -73,9 +73,15 @@ where
         let Some(engine) = connect_docker(&mut incoming).await else {
             return ExitCode::SUCCESS;
         };
-        let supervisor = Supervisor::new(engine).start();
+        let credentials = DockerConfig::from_env();
+        if let Some(config) = &credentials {
+            info!(docker_config = %config.path().display(), "registry credentials are read from the docker config");
+        }
+        let supervisor = Supervisor::new(engine)
+            .with_credentials(credentials.clone())
+            .start();
         log_report("start-up", supervisor.send(Apply(plan)).await);
-        start_watcher(&supervisor);
+        start_watcher(&supervisor, credentials);
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
         while let Some(request) = incoming.recv().await {
@@ -111,11 +117,7 @@ where
 
 /// Starts the registry watcher and subscribes it to the supervisor's plans.
 /// Without it nothing is redeployed, but everything else runs.
-fn start_watcher(supervisor: &Addr<Supervisor>) {
-    let credentials = DockerConfig::from_env();
-    if let Some(config) = &credentials {
-        info!(docker_config = %config.path().display(), "registry credentials are read from the docker config");
-    }
+fn start_watcher(supervisor: &Addr<Supervisor>, credentials: Option<DockerConfig>) {
     match RegistryClient::new(credentials) {
         Ok(client) => {
             let watcher =

@@ -1,7 +1,8 @@
 //! Continuous deployment against a real registry (Debian's `docker-registry`
 //! on 127.0.0.1): an update pushed under the same tag is deployed, idle
 //! rounds cost one HEAD per image and nothing else, credentials come from a
-//! Docker config with a credential helper, a registry outage is one warning
+//! Docker config with a credential helper (for the polls and the engine's
+//! pull), a registry outage is one warning
 //! and updates resume, and an image that cannot start is not retried every poll.
 
 use std::fs;
@@ -344,10 +345,13 @@ fn credentials_come_from_a_docker_config_credential_helper() {
     );
     sb.daemon_env("PATH", &path);
     sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
     let daemon = sb.start();
 
     let v2 = registry.push(V2, "web", Some(V1));
-    daemon.wait_for(&v2, 1);
+    // The engine's pull of the new digest gets the same credentials.
+    wait_served(&web, "v2", || daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
     let log = daemon.log();
     assert!(log.contains("new image in the registry"), "{log}");
     assert!(!log.contains("p4ss"), "a secret reached the log: {log}");

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{labels, ContainerState, Engine, EngineError};
 use crate::plan::{DefaultNetwork, Initialize, Service};
+use crate::registry::DockerConfig;
 pub use reconcile::Reconciled;
 pub use state::{Action, State, StateError};
 
@@ -81,6 +82,8 @@ pub struct Runtime {
     pub instance: String,
     pub default_network: DefaultNetwork,
     pub status: StatusBoard,
+    /// Where pull credentials come from (the Docker config); `None`: anonymous.
+    pub credentials: Option<DockerConfig>,
 }
 
 /// The latest status of every service, readable without asking the actors.

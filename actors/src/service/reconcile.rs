@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{Runtime, ServiceError, State, STOP_GRACE};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, Image};
 use crate::plan::{ImageRef, Initialize, PullPolicy, RestartPolicy, Service};
+use crate::registry::Credential;
 
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     let Some(container) = existing else {
-        let image = ensure_image(engine, service).await?;
+        let image = ensure_image(runtime, service).await?;
         let digest = registry_digest(&service.container.image, &image);
         let (id, state) = install(runtime, service, None, digest.clone(), false).await?;
         return Ok(Reconciled {
@@ -62,7 +63,7 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
         return adopt(engine, service, container).await;
     }
     // Pull before touching the old container, so a failed pull leaves it running.
-    let image = ensure_image(engine, service).await?;
+    let image = ensure_image(runtime, service).await?;
     info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
     let digest = registry_digest(&service.container.image, &image);
     let (id, state) = install(runtime, service, Some(&container), digest.clone(), false).await?;
@@ -95,8 +96,9 @@ pub async fn deploy(
         digest: Some(digest.to_string()),
     };
     info!(service = %service.name, image = %pinned, "pulling new image");
+    let credential = pull_credential(runtime, reference).await;
     engine
-        .pull(&pinned)
+        .pull_with(&pinned, credential.as_ref())
         .await
         .map_err(|err| ServiceError::ImageUnavailable {
             image: pinned.to_string(),
@@ -258,14 +260,29 @@ async fn adopt(
     })
 }
 
+/// The credentials for pulling `image`, from the Docker config; a config
+/// that cannot be read is logged and the pull goes anonymous.
+async fn pull_credential(runtime: &Runtime, image: &ImageRef) -> Option<Credential> {
+    let config = runtime.credentials.as_ref()?;
+    match config.lookup(&image.registry).await {
+        Ok(credential) => credential,
+        Err(err) => {
+            warn!(image = %image, error = %err, "cannot read registry credentials; pulling anonymously");
+            None
+        }
+    }
+}
+
 /// Makes the image available locally as the pull policy says, and returns it.
-async fn ensure_image(engine: &dyn Engine, service: &Service) -> Result<Image, ServiceError> {
+async fn ensure_image(runtime: &Runtime, service: &Service) -> Result<Image, ServiceError> {
+    let engine = runtime.engine.as_ref();
     let reference = &service.container.image;
     let local = engine.image(reference).await?;
     let must_pull = service.lifecycle.pull == PullPolicy::Always || local.is_none();
     if must_pull {
         info!(service = %service.name, image = %reference, "pulling");
-        if let Err(err) = engine.pull(reference).await {
+        let credential = pull_credential(runtime, reference).await;
+        if let Err(err) = engine.pull_with(reference, credential.as_ref()).await {
             match &local {
                 Some(_) => {
                     warn!(service = %service.name, image = %reference, error = %err, "pull failed; using the image already on this host");

@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{labels, Engine};
 use crate::plan::{ImageRef, Plan};
+use crate::registry::DockerConfig;
 use crate::service::{
     self, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus,
     StatusBoard,
@@ -90,6 +91,7 @@ pub struct Supervisor {
     plan: Option<Plan>,
     services: BTreeMap<String, Addr<ServiceActor>>,
     subscribers: Vec<Recipient<PlanApplied>>,
+    credentials: Option<DockerConfig>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -109,7 +111,14 @@ impl Supervisor {
             plan: None,
             services: BTreeMap::new(),
             subscribers: Vec::new(),
+            credentials: None,
         }
+    }
+
+    /// Pulls use the credentials of this Docker config.
+    pub fn with_credentials(mut self, credentials: Option<DockerConfig>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// The status board the service actors publish to.
@@ -123,6 +132,7 @@ impl Supervisor {
             instance: plan.settings.instance.clone(),
             default_network: plan.settings.default_network.clone(),
             status: self.status.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 }
