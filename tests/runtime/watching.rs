@@ -367,3 +367,39 @@ fn credentials_come_from_a_docker_config_credential_helper() {
     assert!(ok_heads >= 1, "{}", registry.log());
     daemon.stop();
 }
+
+#[test]
+fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
+    let mut registry = Registry::start(None);
+    registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    let v2 = registry.push(V2, "web", Some(V1));
+    wait_served(&web, "v2", || daemon.log());
+    daemon.stop();
+
+    // The local tag now names the deployed image: a restart adopts it.
+    let id = inspect(&web)["Id"].clone();
+    let daemon = sb.start();
+    sleep(Duration::from_secs(3));
+    assert_eq!(inspect(&web)["Id"], id, "{}", daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    assert!(!daemon.log().contains("new image in the registry"));
+
+    // Reloads do not add polling loops: still about one HEAD a second.
+    for _ in 0..3 {
+        daemon.reload();
+    }
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let before = heads();
+    sleep(Duration::from_millis(4500));
+    let during = heads() - before;
+    assert!(
+        (3..=6).contains(&during),
+        "{during} HEADs in 4.5 s after reloads"
+    );
+    daemon.stop();
+}
