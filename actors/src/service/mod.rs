@@ -238,18 +238,25 @@ impl ServiceActor {
         retry_in
     }
 
-    /// After a failed action: learn which container (if any) now carries the
-    /// service's name, so the status board does not show a removed one.
+    /// After a failed deploy: learn which container (if any) now carries the
+    /// service's name. When the old one still runs (the pull failed), the
+    /// service is running, not failed: the failure is in the log and the
+    /// back-off, and the status board does not show a service down that is up.
     fn refresh_container(&mut self, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();
         let name = self.service.name.clone();
         let instance = self.runtime.instance.clone();
         let lookup = async move { engine.inspect(&name).await };
         ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
-            if let Ok(found) = found {
-                actor.container_id = found
-                    .filter(|container| reconcile::owned_by(container, &instance))
-                    .map(|container| container.id);
+            let Ok(found) = found else {
+                return;
+            };
+            let ours = found.filter(|container| reconcile::owned_by(container, &instance));
+            actor.container_id = ours.as_ref().map(|container| container.id.clone());
+            let running = ours.is_some_and(|container| container.state == ContainerState::Running);
+            if running {
+                actor.set_state(State::Running);
+            } else {
                 actor.publish();
             }
         }));

@@ -129,11 +129,10 @@ async fn failed_pull_keeps_the_old_container_and_backs_off() {
         1
     );
     assert_eq!(engine.container_named("web"), Some(before.clone()));
+    // The old container still runs, and the status says so.
     let status = supervisor.send(GetStatus).await.unwrap();
-    assert!(
-        matches!(status[0].state, State::Failed { .. }),
-        "{status:?}"
-    );
+    assert_eq!(status[0].state, State::Running, "{status:?}");
+    assert_eq!(status[0].container_id.as_deref(), Some(before.id.as_str()));
 
     // The same digest on the next polls: not tried again within the back-off.
     engine.clear_calls();
