@@ -3,13 +3,16 @@
 //! rounds cost one HEAD per image and nothing else, credentials come from a
 //! Docker config with a credential helper (for the polls and the engine's
 //! pull), a registry outage is one warning
-//! and updates resume, and an image that cannot start is not retried every poll.
+//! and updates resume, an image that cannot start is not retried every poll,
+//! and bearer tokens from a challenge's realm are fetched once and reused.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,16 @@ const V2: &str = "dispenser-test/web:v2";
 const BROKEN: &str = "dispenser-test/broken:latest";
 /// Longest wait for a deploy after a push.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How the test registry authenticates.
+enum Auth<'a> {
+    None,
+    /// Basic auth for one user and password.
+    Htpasswd(&'a str, &'a str),
+    /// `silly` mode: every request without `Authorization` gets a Bearer
+    /// challenge for this realm; any token is accepted.
+    Silly(&'a str),
+}
 
 /// A `docker-registry` on a free 127.0.0.1 port with its own storage and log.
 struct Registry {
@@ -33,12 +46,17 @@ struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry; with `htpasswd` (user, password) it requires Basic auth.
-    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+    /// Starts a registry.
+    fn start(mode: Auth) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut auth = String::new();
-        if let Some((user, password)) = htpasswd {
+        let mut htpasswd = None;
+        if let Auth::Silly(realm) = mode {
+            auth = format!("auth:\n  silly:\n    realm: {realm}\n    service: dtest\n");
+        }
+        if let Auth::Htpasswd(user, password) = mode {
+            htpasswd = Some((user, password));
             let file = dir.path().join("htpasswd");
             let out = Command::new("htpasswd")
                 .args(["-Bbc", file.to_str().unwrap(), user, password])
@@ -211,7 +229,7 @@ const WATCH: &str = "[dispenser]\nwatch = true\n";
 
 #[test]
 fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
-    let mut registry = Registry::start(None);
+    let mut registry = Registry::start(Auth::None);
     let v1 = registry.push(V1, "web", None);
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
@@ -261,7 +279,7 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
 
 #[test]
 fn registry_outage_is_one_warning_and_updates_resume() {
-    let mut registry = Registry::start(None);
+    let mut registry = Registry::start(Auth::None);
     registry.push(V1, "web", None);
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
@@ -291,7 +309,7 @@ fn registry_outage_is_one_warning_and_updates_resume() {
 
 #[test]
 fn an_image_that_cannot_start_is_not_retried_every_poll() {
-    let mut registry = Registry::start(None);
+    let mut registry = Registry::start(Auth::None);
     registry.push(V1, "app", None);
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
@@ -314,7 +332,7 @@ fn an_image_that_cannot_start_is_not_retried_every_poll() {
 
 #[test]
 fn credentials_come_from_a_docker_config_credential_helper() {
-    let mut registry = Registry::start(Some(("ci", "p4ss:word")));
+    let mut registry = Registry::start(Auth::Htpasswd("ci", "p4ss:word"));
     registry.push(V1, "web", None);
     let helpers = tempfile::tempdir().unwrap();
     let helper = helpers.path().join("docker-credential-dtest");
@@ -370,7 +388,7 @@ fn credentials_come_from_a_docker_config_credential_helper() {
 
 #[test]
 fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
-    let mut registry = Registry::start(None);
+    let mut registry = Registry::start(Auth::None);
     registry.push(V1, "web", None);
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
@@ -401,5 +419,92 @@ fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
         (3..=6).contains(&during),
         "{during} HEADs in 4.5 s after reloads"
     );
+    daemon.stop();
+}
+
+/// A token service of the test's own: answers every request with a token
+/// valid for five minutes and records the user agent of each.
+struct TokenService {
+    port: u16,
+    agents: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenService {
+    fn start() -> TokenService {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let agents = Arc::new(Mutex::new(Vec::new()));
+        let seen = agents.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = text(&head);
+                let agent = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("User-Agent: ")
+                            .or(l.strip_prefix("user-agent: "))
+                    })
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(agent);
+                let body = r#"{"token":"any-token","expires_in":300}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        TokenService { port, agents }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Token requests Dispenser made (the engine and the CLI make their own).
+    fn asked_by_dispenser(&self) -> usize {
+        let agents = self.agents.lock().unwrap();
+        agents
+            .iter()
+            .filter(|a| a.starts_with("dispenser/"))
+            .count()
+    }
+}
+
+#[test]
+fn bearer_challenge_tokens_are_fetched_once_and_reused() {
+    let tokens = TokenService::start();
+    let realm = tokens.realm();
+    let mut registry = Registry::start(Auth::Silly(&realm));
+    registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+
+    let v2 = registry.push(V2, "web", Some(V1));
+    wait_served(&web, "v2", || daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    // Several rounds, one token: it is cached until it expires.
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let before = heads();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while heads() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "polling stopped: {}",
+            daemon.log()
+        );
+        sleep(Duration::from_millis(200));
+    }
+    assert_eq!(tokens.asked_by_dispenser(), 1, "{}", daemon.log());
     daemon.stop();
 }
