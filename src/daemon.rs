@@ -22,7 +22,9 @@ use dispenser_actors::proxy::router::ProxyRouter;
 use dispenser_actors::proxy::server::ProxyServer;
 use dispenser_actors::proxy::table::SharedTable;
 use dispenser_actors::proxy::tls::CertLoader;
+use dispenser_actors::registry::{DockerConfig, RegistryClient};
 use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
+use dispenser_actors::watcher::RegistryWatcher;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -100,6 +102,10 @@ where
         let Some(engine) = connect_docker(&mut incoming).await else {
             return ExitCode::SUCCESS;
         };
+        let credentials = DockerConfig::from_env();
+        if let Some(config) = &credentials {
+            info!(docker_config = %config.path().display(), "registry credentials are read from the docker config");
+        }
         let maps = ProxyMaps::default();
         let proxy = match &plan.proxy {
             Some(settings) => match start_proxy(settings, &maps) {
@@ -111,7 +117,7 @@ where
             },
             None => None,
         };
-        let mut supervisor = Supervisor::new(engine);
+        let mut supervisor = Supervisor::new(engine).with_credentials(credentials.clone());
         // The state dir is read at start-up only; a reload does not move it.
         match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
@@ -140,6 +146,7 @@ where
         let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
         supervisor.do_send(Subscribe(ticker.recipient()));
         log_report("start-up", supervisor.send(Apply(plan)).await);
+        start_watcher(&supervisor, credentials);
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
         while let Some(request) = incoming.recv().await {
@@ -206,6 +213,21 @@ fn warn_on_listener_change(proxy: Option<&Proxy>, plan: &Plan) {
     let running = proxy.map(|proxy| &proxy.settings);
     if running != plan.proxy.as_ref() {
         warn!("the [proxy] settings changed; routes follow at once, listeners and proxy settings after a restart");
+    }
+}
+
+/// Starts the registry watcher and subscribes it to the supervisor's plans.
+/// Without it nothing is redeployed, but everything else runs.
+fn start_watcher(supervisor: &Addr<Supervisor>, credentials: Option<DockerConfig>) {
+    match RegistryClient::new(credentials) {
+        Ok(client) => {
+            let watcher =
+                RegistryWatcher::new(Arc::new(client), supervisor.clone().recipient()).start();
+            supervisor.do_send(Subscribe(watcher.recipient()));
+        }
+        Err(err) => {
+            error!(error = %err, "cannot start the registry watcher; images are not watched")
+        }
     }
 }
 

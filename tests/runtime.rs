@@ -16,3 +16,5 @@ mod lifecycle;
 mod proxy;
 #[path = "runtime/secrets.rs"]
 mod secrets;
+#[path = "runtime/watching.rs"]
+mod watching;

@@ -6,5 +6,7 @@ pub mod engine;
 pub mod ledger;
 pub mod plan;
 pub mod proxy;
+pub mod registry;
 pub mod service;
 pub mod supervisor;
+pub mod watcher;

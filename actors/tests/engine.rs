@@ -457,6 +457,27 @@ async fn images_are_inspected_and_a_failed_pull_is_a_pull_error() {
 }
 
 #[tokio::test]
+async fn tag_points_a_reference_at_a_local_image() {
+    let engine = harness::engine().await;
+    let source = harness::image_ref("docker.io", "dispenser-test/busybox", "latest");
+    let repository = format!("dispenser-test/{}", harness::unique_name());
+    let target = harness::image_ref("docker.io", &repository, "watched");
+    engine.tag(&source, &target).await.expect("tagged");
+    let tagged = harness::docker(&["image", "inspect", "--format", "{{.Id}}", &target.original]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &target.original])
+        .output();
+    let expected = harness::docker(&["image", "inspect", "--format", "{{.Id}}", BUSYBOX_IMAGE]);
+    assert_eq!(tagged.trim(), expected.trim());
+
+    let missing = harness::image_ref("docker.io", "dispenser-test/absent", "none");
+    assert!(matches!(
+        engine.tag(&missing, &target).await,
+        Err(EngineError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
 async fn networks_are_ensured_idempotently_listed_and_removed() {
     let engine = harness::engine().await;
     let cleanup = Cleanup::default();

@@ -3,6 +3,8 @@
 #   dispenser-test/busybox:latest  sleeps an hour
 #   dispenser-test/web:v1          serves "v1" on port 80 with busybox httpd
 #   dispenser-test/upstream:latest tests/upstream (static Rust binary, FROM scratch), port 8080
+#   dispenser-test/web:v2          serves "v2" (the watcher's tests push it as an update)
+#   dispenser-test/broken:latest   cannot start (its command does not exist)
 # Idempotent: an image that exists is kept unless FORCE=1.
 set -eu
 
@@ -49,6 +51,9 @@ build_image dispenser-test/busybox:latest "busybox" \
     '["/bin/sh","-c","trap \"exit 0\" TERM; sleep 3600 & wait"]'
 build_image dispenser-test/web:v1 "v1" \
     '["/bin/sh","-c","trap \"exit 0\" TERM; httpd -f -p 80 -h /www & wait"]'
+build_image dispenser-test/web:v2 "v2" \
+    '["/bin/sh","-c","trap \"exit 0\" TERM; httpd -f -p 80 -h /www & wait"]'
+build_image dispenser-test/broken:latest "broken" '["/bin/does-not-exist"]'
 
 # The proxy tests' upstream: built from tests/upstream as a static binary in
 # its own target folder (a `cargo test` running this script holds the lock of

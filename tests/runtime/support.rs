@@ -32,6 +32,8 @@ pub struct Sandbox {
     /// Extra environment of every dispenser process the sandbox runs.
     env: Vec<(String, String)>,
     proxy: Option<String>,
+    /// `delay` in dispenser.toml (seconds between registry polls).
+    delay: u64,
 }
 
 /// The daemon under test, started from the real binary.
@@ -66,6 +68,7 @@ impl Sandbox {
             daemon_extra: String::new(),
             env: Vec::new(),
             proxy: None,
+            delay: 60,
         }
     }
 
@@ -106,6 +109,16 @@ impl Sandbox {
         self.write_main();
     }
 
+    /// Sets `delay` (seconds between registry polls) in dispenser.toml.
+    pub fn poll_delay(&mut self, seconds: u64) {
+        self.delay = seconds;
+    }
+
+    /// Sets an environment variable for the daemons this sandbox starts.
+    pub fn daemon_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Writes `<short>/service.toml` with `[service] name` set and `body` after it,
     /// and lists the service in dispenser.toml.
     pub fn service(&mut self, short: &str, image: &str, body: &str) {
@@ -129,7 +142,8 @@ impl Sandbox {
     /// Writes dispenser.toml from the services and networks declared so far.
     pub fn write_main(&self) {
         let mut text = format!(
-            "delay = 60\n\n[proxy]\n{}\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            "delay = {}\n\n[proxy]\n{}\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            self.delay,
             self.proxy.as_deref().unwrap_or("enabled = false"),
             self.id,
             self.daemon_extra,

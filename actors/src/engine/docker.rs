@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, Ipam, IpamConfig,
@@ -18,7 +19,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
     LogsOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
-    WaitContainerOptions,
+    TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::TryStreamExt;
@@ -27,6 +28,7 @@ use tracing::{debug, warn};
 use crate::engine::labels;
 use crate::engine::{Container, ContainerState, CreateRequest, Engine, EngineError, Health, Image};
 use crate::plan::{DefaultNetwork, ImageRef, Network, NetworkDriver};
+use crate::registry::Credential;
 
 pub use create_body::HOST_GATEWAY_ENTRY;
 
@@ -157,6 +159,14 @@ impl Engine for DockerEngine {
     }
 
     async fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+        self.pull_with(image, None).await
+    }
+
+    async fn pull_with(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<(), EngineError> {
         // Always name a tag or digest: an empty tag would pull every tag.
         let tag = image
             .digest
@@ -172,7 +182,8 @@ impl Engine for DockerEngine {
             image: image.original.clone(),
             reason,
         };
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let credentials = credential.map(|credential| docker_credentials(image, credential));
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
         loop {
             match progress.try_next().await {
                 Ok(Some(info)) => {
@@ -193,6 +204,29 @@ impl Engine for DockerEngine {
             }
         }
         debug!(image = %image, "image pulled");
+        Ok(())
+    }
+
+    async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError> {
+        let options = TagImageOptions {
+            repo: Some(format!("{}/{}", target.registry, target.repository)),
+            tag: Some(
+                target
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| crate::plan::DEFAULT_TAG.to_owned()),
+            ),
+        };
+        self.docker
+            .tag_image(&source.original, Some(options))
+            .await
+            .map_err(|err| match status_of(&err) {
+                Some(404) => EngineError::NotFound {
+                    what: format!("image {source}"),
+                },
+                _ => docker_error("tag", format!("image {source} as {target}"), err),
+            })?;
+        debug!(image = %source, tag = %target, "image tagged");
         Ok(())
     }
 
@@ -456,6 +490,28 @@ fn managed_filter(instance: &str) -> HashMap<String, Vec<String>> {
 
 fn hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The `X-Registry-Auth` of a pull, for the image's registry.
+fn docker_credentials(image: &ImageRef, credential: &Credential) -> DockerCredentials {
+    let serveraddress = if image.registry == crate::plan::DOCKER_HUB {
+        crate::registry::credentials::DOCKER_HUB_KEY.to_owned()
+    } else {
+        image.registry.clone()
+    };
+    match credential {
+        Credential::Basic { username, password } => DockerCredentials {
+            username: Some(username.clone()),
+            password: Some(password.expose().to_owned()),
+            serveraddress: Some(serveraddress),
+            ..Default::default()
+        },
+        Credential::IdentityToken(token) => DockerCredentials {
+            identitytoken: Some(token.expose().to_owned()),
+            serveraddress: Some(serveraddress),
+            ..Default::default()
+        },
+    }
 }
 
 fn driver_name(driver: NetworkDriver) -> &'static str {

@@ -26,6 +26,8 @@ struct Inner {
     images: BTreeMap<String, String>,
     /// Images `pull` can fetch, reference to image id.
     registry: BTreeMap<String, String>,
+    /// `repo@digest` entries of local images, by image id (filled by pulls by digest).
+    repo_digests: BTreeMap<String, Vec<String>>,
     networks: BTreeMap<String, BTreeMap<String, String>>,
     /// Every call, as `"op target"`, in order.
     calls: Vec<String>,
@@ -191,7 +193,7 @@ impl Engine for FakeEngine {
         let inner = self.lock();
         Ok(inner.images.get(&image.original).map(|id| Image {
             id: id.clone(),
-            repo_digests: Vec::new(),
+            repo_digests: inner.repo_digests.get(id).cloned().unwrap_or_default(),
         }))
     }
 
@@ -205,6 +207,13 @@ impl Engine for FakeEngine {
             })?;
         match inner.registry.get(&image.original).cloned() {
             Some(id) => {
+                if let Some(digest) = &image.digest {
+                    let entry = format!("{}/{}@{digest}", image.registry, image.repository);
+                    let digests = inner.repo_digests.entry(id.clone()).or_default();
+                    if !digests.contains(&entry) {
+                        digests.push(entry);
+                    }
+                }
                 inner.images.insert(image.original.clone(), id);
                 Ok(())
             }
@@ -213,6 +222,21 @@ impl Engine for FakeEngine {
                 reason: "manifest unknown".into(),
             }),
         }
+    }
+
+    async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError> {
+        let mut inner = self.lock();
+        inner.record("tag", &format!("{} {}", source.original, target.original))?;
+        let id =
+            inner
+                .images
+                .get(&source.original)
+                .cloned()
+                .ok_or_else(|| EngineError::NotFound {
+                    what: format!("image {source}"),
+                })?;
+        inner.images.insert(target.original.clone(), id);
+        Ok(())
     }
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError> {

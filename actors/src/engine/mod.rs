@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::plan::{DefaultNetwork, ImageRef, Network, Service};
+use crate::registry::Credential;
 
 /// A container as Docker reports it, reduced to what Dispenser decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,19 @@ pub trait Engine: Send + Sync + 'static {
     async fn image(&self, image: &ImageRef) -> Result<Option<Image>, EngineError>;
     /// Pulls an image (its tag, or its digest when pinned).
     async fn pull(&self, image: &ImageRef) -> Result<(), EngineError>;
+    /// Pulls with credentials for the image's registry (the engine reads no
+    /// Docker config of its own). Engines that need none just pull.
+    async fn pull_with(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<(), EngineError> {
+        let _ = credential;
+        self.pull(image).await
+    }
+    /// Points the local reference `target` (its repository and tag) at the
+    /// local image `source`, as `docker tag` does.
+    async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError>;
     /// Creates a container attached to the default network (alias: the
     /// service name) and to the service's declared networks. Returns its id.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError>;

@@ -83,6 +83,22 @@ impl ImageRef {
         })
     }
 
+    /// The normalised reference, `registry/repository:tag[@digest]`: two
+    /// spellings of one image (`nginx`, `docker.io/library/nginx:latest`)
+    /// give the same text.
+    pub fn canonical(&self) -> String {
+        let mut text = format!("{}/{}", self.registry, self.repository);
+        if let Some(tag) = &self.tag {
+            text.push(':');
+            text.push_str(tag);
+        }
+        if let Some(digest) = &self.digest {
+            text.push('@');
+            text.push_str(digest);
+        }
+        text
+    }
+
     /// The host to send registry API requests to (`registry-1.docker.io` for Docker Hub).
     pub fn registry_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
@@ -244,6 +260,13 @@ mod tests {
         assert_eq!(image.digest, None);
         assert_eq!(image.registry_host(), "registry-1.docker.io");
         assert_eq!(image.to_string(), "nginx");
+        assert_eq!(
+            image.canonical(),
+            ImageRef::parse("docker.io/library/nginx:latest")
+                .unwrap()
+                .canonical()
+        );
+        assert_eq!(image.canonical(), "docker.io/library/nginx:latest");
     }
 
     #[test]

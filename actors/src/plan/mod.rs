@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use image::{ImageRef, ImageRefError};
+pub use image::{ImageRef, ImageRefError, DEFAULT_TAG, DOCKER_HUB};
 pub use schedule::{Schedule, ScheduleError};
 pub use sensitive::Sensitive;
 pub use zone::Zone;

@@ -12,36 +12,44 @@
 //! - `RunOverdue { run }` -> `()`: a run passed `max_runtime`; stop it.
 //! - `RunFinished { run, exit, output_tail }` -> `()`: a run's container
 //!   exited; record the outcome in the log and the ledger.
+//! - `ImageUpdated { digest }` -> `Result<DeployOutcome, ServiceError>`: the
+//!   registry has `digest` for the image; deploy it unless the container runs
+//!   it already or its deploy failed within the back-off.
 //!
 //! The actor publishes its state on the shared `StatusBoard` after every step,
 //! so status reads never wait on a busy mailbox. If the actor stops
 //! unexpectedly (a panic inside an action), its supervisor restarts it and it
 //! rebuilds its state from Docker.
 
-mod reconcile;
+pub mod reconcile;
 mod run;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
 use tracing::{error, info, warn};
 
-use crate::engine::{Container, ContainerState, Engine, EngineError};
+use crate::engine::{labels, Container, ContainerState, Engine, EngineError};
 use crate::ledger::RecordRun;
 use crate::plan::{DefaultNetwork, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::EndpointState;
+use crate::registry::DockerConfig;
 pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};
 
 /// Grace period between the stop signal and a kill.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Wait before a digest whose deploy failed is tried again (doubling).
+pub const DEPLOY_RETRY_FIRST: Duration = Duration::from_secs(60);
+/// Longest wait between two attempts to deploy the same failed digest.
+pub const DEPLOY_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Makes the service's container match `service`.
 #[derive(Debug, Message)]
@@ -60,6 +68,24 @@ pub struct Shutdown {
     pub stop_container: bool,
 }
 
+/// The registry watcher found `digest` for the service's image tag.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<DeployOutcome, ServiceError>")]
+pub struct ImageUpdated {
+    pub digest: String,
+}
+
+/// What an `ImageUpdated` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployOutcome {
+    /// The container already runs that digest (or the service does not watch).
+    Current,
+    /// That digest failed to deploy recently; retried after the back-off.
+    Deferred { retry_in: Duration },
+    /// The digest was pulled and the container recreated from it.
+    Deployed(Reconciled),
+}
+
 /// What every service actor shares: the engine and the daemon's settings.
 #[derive(Clone)]
 pub struct Runtime {
@@ -72,6 +98,8 @@ pub struct Runtime {
     /// The proxy router, told where the container is after every change;
     /// `None` when the proxy is off (and in tests without a router).
     pub endpoints: Option<Recipient<EndpointChanged>>,
+    /// Where pull credentials come from (the Docker config); `None`: anonymous.
+    pub credentials: Option<DockerConfig>,
 }
 
 /// The latest status of every service, readable without asking the actors.
@@ -117,6 +145,19 @@ pub struct ServiceActor {
     /// Runs replaced by a newer one whose exit is still to be recorded.
     ended_runs: BTreeMap<u64, run::ActiveRun>,
     next_run: u64,
+    /// The registry digest the container was deployed from (its label).
+    /// Advances only when a deploy succeeded.
+    digest: Option<String>,
+    /// The last digest whose deploy failed, and when to try it again.
+    failed_deploy: Option<FailedDeploy>,
+}
+
+/// A digest whose deploy failed.
+#[derive(Debug, Clone)]
+struct FailedDeploy {
+    digest: String,
+    attempts: u32,
+    retry_at: Instant,
 }
 
 impl From<EngineError> for ServiceError {
@@ -219,6 +260,8 @@ impl ServiceActor {
             run: None,
             ended_runs: BTreeMap::new(),
             next_run: 0,
+            digest: None,
+            failed_deploy: None,
         };
         actor.publish();
         actor
@@ -253,6 +296,49 @@ impl ServiceActor {
         Ok(())
     }
 
+    /// Records a failed deploy of `digest` and returns the back-off before
+    /// it is tried again (doubling per attempt of the same digest).
+    fn remember_failed_deploy(&mut self, digest: &str) -> Duration {
+        let attempts = match &self.failed_deploy {
+            Some(failed) if failed.digest == digest => failed.attempts + 1,
+            _ => 1,
+        };
+        let factor = 2u32.saturating_pow(attempts - 1);
+        let retry_in = DEPLOY_RETRY_FIRST
+            .saturating_mul(factor)
+            .min(DEPLOY_RETRY_MAX);
+        self.failed_deploy = Some(FailedDeploy {
+            digest: digest.to_string(),
+            attempts,
+            retry_at: Instant::now() + retry_in,
+        });
+        retry_in
+    }
+
+    /// After a failed deploy: learn which container (if any) now carries the
+    /// service's name. When the old one still runs (the pull failed), the
+    /// service is running, not failed: the failure is in the log and the
+    /// back-off, and the status board does not show a service down that is up.
+    fn refresh_container(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.runtime.engine.clone();
+        let name = self.service.name.clone();
+        let instance = self.runtime.instance.clone();
+        let lookup = async move { engine.inspect(&name).await };
+        ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
+            let Ok(found) = found else {
+                return;
+            };
+            let ours = found.filter(|container| reconcile::owned_by(container, &instance));
+            actor.container_id = ours.as_ref().map(|container| container.id.clone());
+            let running = ours.is_some_and(|container| container.state == ContainerState::Running);
+            if running {
+                actor.set_state(State::Running);
+            } else {
+                actor.publish();
+            }
+        }));
+    }
+
     /// Reads the container's state from Docker, for a fresh or restarted actor.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();
@@ -266,6 +352,7 @@ impl ServiceActor {
                         .runtime
                         .report_endpoint(&actor.service.name, Some(&container));
                     actor.container_id = Some(container.id.clone());
+                    actor.digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
                     let state = match container.state {
                         ContainerState::Running | ContainerState::Restarting => State::Running,
                         ContainerState::Exited { code } => State::Exited { code },
@@ -330,6 +417,7 @@ impl Handler<Reconcile> for ServiceActor {
                 .map(|outcome, actor, ctx| match outcome {
                     Ok(Ok(done)) => {
                         actor.container_id = Some(done.container_id.clone());
+                        actor.digest = Some(done.digest.clone());
                         actor.set_state(done.state.clone());
                         Ok(done)
                     }
@@ -411,5 +499,68 @@ impl Handler<Shutdown> for ServiceActor {
                 }
             },
         )))
+    }
+}
+
+impl Handler<ImageUpdated> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<DeployOutcome, ServiceError>>;
+
+    fn handle(&mut self, msg: ImageUpdated, _ctx: &mut Self::Context) -> Self::Result {
+        let ImageUpdated { digest } = msg;
+        let watched = self.service.lifecycle.watch && self.service.container.image.digest.is_none();
+        if !watched || self.digest.as_deref() == Some(digest.as_str()) {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Current))));
+        }
+        if let Some(failed) = &self.failed_deploy {
+            let now = Instant::now();
+            if failed.digest == digest && now < failed.retry_at {
+                let retry_in = failed.retry_at - now;
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Deferred {
+                    retry_in,
+                }))));
+            }
+        }
+        if let Err(err) = self.begin(Action::Deploy) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        }
+        info!(service = %self.service.name, image = %self.service.container.image, digest = %digest, "new image in the registry");
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
+        let wanted = digest.clone();
+        let work = async move { reconcile::deploy(&runtime, &service, &wanted).await };
+        AtomicResponse::new(Box::pin(
+            AssertUnwindSafe(work)
+                .catch_unwind()
+                .into_actor(self)
+                .map(move |outcome, actor, ctx| match outcome {
+                    Ok(Ok(done)) => {
+                        actor.container_id = Some(done.container_id.clone());
+                        actor.digest = Some(done.digest.clone());
+                        actor.failed_deploy = None;
+                        actor.set_state(done.state.clone());
+                        Ok(DeployOutcome::Deployed(done))
+                    }
+                    Ok(Err(err)) => {
+                        let retry_in = actor.remember_failed_deploy(&digest);
+                        error!(
+                            service = %actor.service.name,
+                            digest = %digest,
+                            error = %err,
+                            retry_in_secs = retry_in.as_secs(),
+                            "deploy failed; this digest is not tried again before the back-off unless a newer one appears"
+                        );
+                        actor.set_state(State::Failed {
+                            reason: err.to_string(),
+                        });
+                        actor.refresh_container(ctx);
+                        Err(err)
+                    }
+                    Err(_panic) => {
+                        error!(service = %actor.service.name, "deploy panicked");
+                        ctx.stop();
+                        Err(ServiceError::Crashed)
+                    }
+                }),
+        ))
     }
 }

@@ -8,7 +8,8 @@ use tracing::{info, warn};
 
 use super::{Runtime, ServiceError, State, STOP_GRACE};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, Image};
-use crate::plan::{Initialize, PullPolicy, RestartPolicy, Service};
+use crate::plan::{ImageRef, Initialize, PullPolicy, RestartPolicy, Service};
+use crate::registry::Credential;
 
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct Reconciled {
     pub container_id: String,
     pub change: Change,
     pub state: State,
+    /// The registry digest the container runs (its `dispenser.image-digest`).
+    pub digest: String,
 }
 
 /// How the container was brought in line with the spec.
@@ -43,36 +46,32 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     let Some(container) = existing else {
-        let image = ensure_image(engine, service).await?;
-        let id = create(runtime, service, &image).await?;
-        let state = start_unless_waiting(engine, service, &id).await?;
+        let image = ensure_image(runtime, service).await?;
+        let digest = registry_digest(&service.container.image, &image);
+        let (id, state) = install(runtime, service, None, digest.clone(), false).await?;
         return Ok(Reconciled {
             container_id: id,
             change: Change::Created,
             state,
+            digest,
         });
     };
     if !owned_by(&container, &runtime.instance) {
-        return Err(ServiceError::NameTaken {
-            name: container.name,
-            id: short(&container.id).to_string(),
-        });
+        return Err(name_taken(container));
     }
     if matches_spec(engine, service, &container).await? {
         return adopt(engine, service, container).await;
     }
     // Pull before touching the old container, so a failed pull leaves it running.
-    let image = ensure_image(engine, service).await?;
+    let image = ensure_image(runtime, service).await?;
     info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
-    engine.stop(&container.id, STOP_GRACE).await?;
-    engine.remove(&container.id).await?;
-    info!(service = %service.name, container = %short(&container.id), "removed");
-    let id = create(runtime, service, &image).await?;
-    let state = start_unless_waiting(engine, service, &id).await?;
+    let digest = registry_digest(&service.container.image, &image);
+    let (id, state) = install(runtime, service, Some(&container), digest.clone(), false).await?;
     Ok(Reconciled {
         container_id: id,
         change: Change::Recreated,
         state,
+        digest,
     })
 }
 
@@ -85,21 +84,108 @@ pub async fn replace_and_start(
 ) -> Result<String, ServiceError> {
     let engine = runtime.engine.as_ref();
     remove_strays(runtime, service).await?;
-    let image = ensure_image(engine, service).await?;
-    if let Some(previous) = engine.inspect(&service.name).await? {
-        if !owned_by(&previous, &runtime.instance) {
-            return Err(ServiceError::NameTaken {
-                name: previous.name,
-                id: short(&previous.id).to_string(),
-            });
+    let image = ensure_image(runtime, service).await?;
+    let previous = engine.inspect(&service.name).await?;
+    if let Some(previous) = &previous {
+        if !owned_by(previous, &runtime.instance) {
+            return Err(name_taken(previous.clone()));
         }
-        engine.stop(&previous.id, STOP_GRACE).await?;
-        engine.remove(&previous.id).await?;
     }
-    let id = create(runtime, service, &image).await?;
-    engine.start(&id).await?;
-    info!(service = %service.name, container = %short(&id), "started");
+    let digest = registry_digest(&service.container.image, &image);
+    let (id, _) = install(runtime, service, previous.as_ref(), digest, true).await?;
     Ok(id)
+}
+
+/// Deploys `digest` of the service's image: pulls exactly
+/// `repository@digest` (never the tag, so what was checked is what runs),
+/// tags it locally as the service's image reference (so adoption after a
+/// restart matches), then replaces the container and starts it (a new
+/// digest is also the trigger of an `on-trigger` service). A failed pull
+/// leaves the old container running.
+pub async fn deploy(
+    runtime: &Runtime,
+    service: &Service,
+    digest: &str,
+) -> Result<Reconciled, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    let reference = &service.container.image;
+    let pinned = ImageRef {
+        original: format!("{}/{}@{digest}", reference.registry, reference.repository),
+        registry: reference.registry.clone(),
+        repository: reference.repository.clone(),
+        tag: None,
+        digest: Some(digest.to_string()),
+    };
+    info!(service = %service.name, image = %pinned, "pulling new image");
+    let credential = pull_credential(runtime, reference).await;
+    engine
+        .pull_with(&pinned, credential.as_ref())
+        .await
+        .map_err(|err| ServiceError::ImageUnavailable {
+            image: pinned.to_string(),
+            reason: err.to_string(),
+        })?;
+    engine.tag(&pinned, reference).await?;
+    remove_strays(runtime, service).await?;
+    let existing = engine.inspect(&service.name).await?;
+    if let Some(container) = &existing {
+        if !owned_by(container, &runtime.instance) {
+            return Err(name_taken(container.clone()));
+        }
+    }
+    let (id, state) = install(
+        runtime,
+        service,
+        existing.as_ref(),
+        digest.to_string(),
+        true,
+    )
+    .await?;
+    info!(service = %service.name, container = %short(&id), digest = %digest, "deployed");
+    Ok(Reconciled {
+        container_id: id,
+        change: if existing.is_some() {
+            Change::Recreated
+        } else {
+            Change::Created
+        },
+        state,
+        digest: digest.to_string(),
+    })
+}
+
+/// Removes `old` (when given), creates the container from the local image
+/// and starts it unless it waits for a trigger (`force_start` overrides).
+/// The image must already be on the host.
+async fn install(
+    runtime: &Runtime,
+    service: &Service,
+    old: Option<&Container>,
+    digest: String,
+    force_start: bool,
+) -> Result<(String, State), ServiceError> {
+    let engine = runtime.engine.as_ref();
+    if let Some(old) = old {
+        engine.stop(&old.id, STOP_GRACE).await?;
+        engine.remove(&old.id).await?;
+        info!(service = %service.name, container = %short(&old.id), "removed");
+    }
+    let id = create(runtime, service, digest).await?;
+    let state = if force_start {
+        engine.start(&id).await?;
+        info!(service = %service.name, container = %short(&id), "started");
+        State::Running
+    } else {
+        start_unless_waiting(engine, service, &id).await?
+    };
+    Ok((id, state))
+}
+
+fn name_taken(container: Container) -> ServiceError {
+    ServiceError::NameTaken {
+        name: container.name,
+        id: short(&container.id).to_string(),
+    }
 }
 
 /// Stops and removes every container of this service (retirement).
@@ -191,17 +277,37 @@ async fn adopt(
         container_id: id,
         change,
         state,
+        digest: container
+            .labels
+            .get(labels::IMAGE_DIGEST)
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 
+/// The credentials for pulling `image`, from the Docker config; a config
+/// that cannot be read is logged and the pull goes anonymous.
+async fn pull_credential(runtime: &Runtime, image: &ImageRef) -> Option<Credential> {
+    let config = runtime.credentials.as_ref()?;
+    match config.lookup(&image.registry).await {
+        Ok(credential) => credential,
+        Err(err) => {
+            warn!(image = %image, error = %err, "cannot read registry credentials; pulling anonymously");
+            None
+        }
+    }
+}
+
 /// Makes the image available locally as the pull policy says, and returns it.
-async fn ensure_image(engine: &dyn Engine, service: &Service) -> Result<Image, ServiceError> {
+async fn ensure_image(runtime: &Runtime, service: &Service) -> Result<Image, ServiceError> {
+    let engine = runtime.engine.as_ref();
     let reference = &service.container.image;
     let local = engine.image(reference).await?;
     let must_pull = service.lifecycle.pull == PullPolicy::Always || local.is_none();
     if must_pull {
         info!(service = %service.name, image = %reference, "pulling");
-        if let Err(err) = engine.pull(reference).await {
+        let credential = pull_credential(runtime, reference).await;
+        if let Err(err) = engine.pull_with(reference, credential.as_ref()).await {
             match &local {
                 Some(_) => {
                     warn!(service = %service.name, image = %reference, error = %err, "pull failed; using the image already on this host");
@@ -228,13 +334,13 @@ async fn ensure_image(engine: &dyn Engine, service: &Service) -> Result<Image, S
 async fn create(
     runtime: &Runtime,
     service: &Service,
-    image: &Image,
+    digest: String,
 ) -> Result<String, ServiceError> {
     let request = CreateRequest {
         name: &service.name,
         service,
         default_network: &runtime.default_network,
-        labels: container_labels(&runtime.instance, service, image),
+        labels: container_labels(&runtime.instance, service, digest),
     };
     let id = runtime.engine.create(&request).await?;
     info!(service = %service.name, container = %short(&id), image = %service.container.image, "created");
@@ -255,18 +361,28 @@ async fn start_unless_waiting(
     Ok(State::Running)
 }
 
-/// The labels of a service's container.
+/// The registry digest a local image was pulled (or pushed) as, for the
+/// image's own repository: the `RepoDigests` entry whose repository is the
+/// reference's (an image may carry entries of other repositories too). The
+/// image id for an image that never met a registry.
+pub fn registry_digest(reference: &ImageRef, image: &Image) -> String {
+    image
+        .repo_digests
+        .iter()
+        .filter_map(|entry| ImageRef::parse(entry).ok())
+        .find(|entry| {
+            entry.registry == reference.registry && entry.repository == reference.repository
+        })
+        .and_then(|entry| entry.digest)
+        .unwrap_or_else(|| image.id.clone())
+}
+
+/// The labels of a service's container; `digest` is the registry digest it runs.
 pub fn container_labels(
     instance: &str,
     service: &Service,
-    image: &Image,
+    digest: String,
 ) -> BTreeMap<String, String> {
-    let digest = image
-        .repo_digests
-        .first()
-        .and_then(|entry| entry.split_once('@'))
-        .map(|(_, digest)| digest.to_string())
-        .unwrap_or_else(|| image.id.clone());
     BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
         (labels::INSTANCE.to_string(), instance.to_string()),

@@ -38,6 +38,8 @@ pub enum Action {
     Run,
     /// Stop a job's run that exceeded its `max_runtime`.
     StopRun,
+    /// Run a new registry digest of the image (continuous deployment).
+    Deploy,
 }
 
 /// An action that does not fit the current state.
@@ -57,7 +59,9 @@ impl State {
             (State::Busy(_), _) => false,
             (State::Running, StopRun) => true,
             (_, StopRun) => false,
-            (_, Reconcile | Retire | Shutdown | Run) => true,
+            // Stopped at shutdown: nothing new starts while the daemon stops.
+            (State::Stopped, Deploy) => false,
+            (_, Reconcile | Retire | Shutdown | Run | Deploy) => true,
         };
         match allowed {
             true => Ok(()),
@@ -97,6 +101,7 @@ impl fmt::Display for Action {
             Action::Shutdown => "shut down",
             Action::Run => "run on schedule",
             Action::StopRun => "stop an overdue run",
+            Action::Deploy => "deploy a new image",
         })
     }
 }
@@ -107,7 +112,12 @@ mod tests {
 
     #[test]
     fn retired_admits_nothing() {
-        for action in [Action::Reconcile, Action::Retire, Action::Shutdown] {
+        for action in [
+            Action::Reconcile,
+            Action::Retire,
+            Action::Shutdown,
+            Action::Deploy,
+        ] {
             let err = State::Retired.admits(action).unwrap_err();
             assert_eq!(err.state, "retired");
         }
@@ -153,5 +163,20 @@ mod tests {
             assert!(state.admits(Action::StopRun).is_err(), "{state}");
         }
         assert!(State::Busy(Action::Run).admits(Action::Run).is_err());
+    }
+
+    #[test]
+    fn deploy_fits_every_settled_state_but_stopped() {
+        for state in [
+            State::Pending,
+            State::Waiting,
+            State::Running,
+            State::Exited { code: 0 },
+            State::Failed { reason: "x".into() },
+        ] {
+            assert!(state.admits(Action::Deploy).is_ok(), "{state}");
+        }
+        let err = State::Stopped.admits(Action::Deploy).unwrap_err();
+        assert_eq!(err.to_string(), "cannot deploy a new image while stopped");
     }
 }

@@ -14,8 +14,12 @@
 //!   send messages back.
 //! - `CronFired` -> `()`: forwarded to the service's actor (unknown services
 //!   are logged: the plan changed between the tick and its delivery).
+//! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
+//!   forwarded as `ImageUpdated` to every service that watches that image.
 
 mod dependency;
+#[cfg(test)]
+mod deploy_tests;
 pub mod diff;
 #[cfg(test)]
 mod tests;
@@ -30,10 +34,12 @@ use tracing::{error, info, warn};
 use crate::cron::CronFired;
 use crate::engine::{labels, Engine};
 use crate::ledger::RecordRun;
-use crate::plan::Plan;
+use crate::plan::{ImageRef, Plan};
 use crate::proxy::router::EndpointChanged;
+use crate::registry::DockerConfig;
 use crate::service::{
-    self, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
+    self, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus,
+    StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -63,6 +69,14 @@ pub struct Subscribe(pub Recipient<PlanApplied>);
 #[rtype(result = "()")]
 pub struct PlanApplied(pub Arc<Plan>);
 
+/// The registry has `digest` for the tag of `image` (sent every poll round).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct NewDigest {
+    pub image: ImageRef,
+    pub digest: String,
+}
+
 /// What one `Apply` did, service by service.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
@@ -84,6 +98,7 @@ pub struct Supervisor {
     subscribers: Vec<Recipient<PlanApplied>>,
     ledger: Option<Recipient<RecordRun>>,
     endpoints: Option<Recipient<EndpointChanged>>,
+    credentials: Option<DockerConfig>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -105,6 +120,7 @@ impl Supervisor {
             subscribers: Vec::new(),
             ledger: None,
             endpoints: None,
+            credentials: None,
         }
     }
 
@@ -121,6 +137,12 @@ impl Supervisor {
         self
     }
 
+    /// Pulls use the credentials of this Docker config.
+    pub fn with_credentials(mut self, credentials: Option<DockerConfig>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// The status board the service actors publish to.
     pub fn status_board(&self) -> StatusBoard {
         self.status.clone()
@@ -134,6 +156,7 @@ impl Supervisor {
             status: self.status.clone(),
             ledger: self.ledger.clone(),
             endpoints: self.endpoints.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -264,6 +287,30 @@ impl Handler<CronFired> for Supervisor {
             Some(addr) => addr.do_send(msg),
             None => {
                 warn!(service = %msg.service, "scheduled run for a service no longer running; ignored")
+            }
+        }
+    }
+}
+
+impl Handler<NewDigest> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NewDigest, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(plan) = &self.plan else {
+            return;
+        };
+        let wanted = msg.image.canonical();
+        for (name, service) in &plan.services {
+            let image = &service.container.image;
+            let watches = service.lifecycle.watch && image.digest.is_none();
+            if !watches || image.canonical() != wanted {
+                continue;
+            }
+            if let Some(addr) = self.services.get(name) {
+                // The actor logs what it does with it; the answer is not needed here.
+                addr.do_send(ImageUpdated {
+                    digest: msg.digest.clone(),
+                });
             }
         }
     }

@@ -1,0 +1,510 @@
+//! Continuous deployment against a real registry (Debian's `docker-registry`
+//! on 127.0.0.1): an update pushed under the same tag is deployed, idle
+//! rounds cost one HEAD per image and nothing else, credentials come from a
+//! Docker config with a credential helper (for the polls and the engine's
+//! pull), a registry outage is one warning
+//! and updates resume, an image that cannot start is not retried every poll,
+//! and bearer tokens from a challenge's realm are fetched once and reused.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::support::{docker, inspect, text, Sandbox};
+
+const V1: &str = "dispenser-test/web:v1";
+const V2: &str = "dispenser-test/web:v2";
+const BROKEN: &str = "dispenser-test/broken:latest";
+/// Longest wait for a deploy after a push.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How the test registry authenticates.
+enum Auth<'a> {
+    None,
+    /// Basic auth for one user and password.
+    Htpasswd(&'a str, &'a str),
+    /// `silly` mode: every request without `Authorization` gets a Bearer
+    /// challenge for this realm; any token is accepted.
+    Silly(&'a str),
+}
+
+/// A `docker-registry` on a free 127.0.0.1 port with its own storage and log.
+struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    /// Local tags pushed through it, removed in Drop.
+    tags: Vec<String>,
+    /// `docker --config` folder holding the login for pushes (auth registries).
+    client_config: Option<PathBuf>,
+}
+
+impl Registry {
+    /// Starts a registry.
+    fn start(mode: Auth) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut auth = String::new();
+        let mut htpasswd = None;
+        if let Auth::Silly(realm) = mode {
+            auth = format!("auth:\n  silly:\n    realm: {realm}\n    service: dtest\n");
+        }
+        if let Auth::Htpasswd(user, password) = mode {
+            htpasswd = Some((user, password));
+            let file = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbc", file.to_str().unwrap(), user, password])
+                .output()
+                .expect("htpasswd (apache2-utils)");
+            assert!(out.status.success(), "htpasswd: {}", text(&out.stderr));
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            dir.path().join("data").display()
+        );
+        fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut registry = Registry {
+            dir,
+            port,
+            child: None,
+            tags: Vec::new(),
+            client_config: None,
+        };
+        registry.resume();
+        if let Some((user, password)) = htpasswd {
+            let client = registry.dir.path().join("client");
+            fs::create_dir_all(&client).unwrap();
+            let out = Command::new("docker")
+                .arg("--config")
+                .arg(&client)
+                .args(["login", "-u", user, "--password-stdin", &registry.host()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().unwrap().write_all(password.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .unwrap();
+            assert!(out.status.success(), "docker login: {}", text(&out.stderr));
+            registry.client_config = Some(client);
+        }
+        registry
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn image(&self, repository: &str) -> String {
+        format!("{}/{repository}:latest", self.host())
+    }
+
+    /// (Re)starts the registry process on the same port and storage.
+    fn resume(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the registry process (its storage stays).
+    fn pause(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Pushes local image `source` as `<registry>/<repository>:latest`, then
+    /// points the local tag back at `keep_local` (when given), so only the
+    /// registry holds the pushed image under that name. Returns its digest.
+    fn push(&mut self, source: &str, repository: &str, keep_local: Option<&str>) -> String {
+        let target = self.image(repository);
+        docker(&["tag", source, &target]);
+        self.tags.push(target.clone());
+        let mut push = Command::new("docker");
+        if let Some(config) = &self.client_config {
+            push.arg("--config").arg(config);
+        }
+        let out = push.args(["push", &target]).output().unwrap();
+        assert!(out.status.success(), "docker push: {}", text(&out.stderr));
+        let pushed = text(&out.stdout);
+        let digest = pushed
+            .split_whitespace()
+            .find(|word| word.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest in push output: {pushed}"))
+            .to_string();
+        if let Some(local) = keep_local {
+            docker(&["tag", local, &target]);
+        }
+        digest
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines whose request line starts with `request` (for
+    /// example `HEAD /v2/web/manifests/`).
+    fn count(&self, request: &str) -> usize {
+        let needle = format!("\"{request}");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.pause();
+        for tag in &self.tags {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What the service's httpd serves, read from inside its container.
+fn served(container: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "wget", "-qO-", "http://127.0.0.1/"])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+/// Waits until the container serves `page`.
+fn wait_served(container: &str, page: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while served(container) != page {
+        assert!(
+            Instant::now() < deadline,
+            "{container} never served {page:?}; log:\n{}",
+            log()
+        );
+        sleep(Duration::from_millis(250));
+    }
+}
+
+fn label(container: &str, key: &str) -> String {
+    inspect(container)["Config"]["Labels"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+const WATCH: &str = "[dispenser]\nwatch = true\n";
+
+#[test]
+fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
+    let mut registry = Registry::start(Auth::None);
+    let v1 = registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    let image = registry.image("web");
+    sb.service("web", &image, WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    assert_eq!(served(&web), "v1");
+    assert_eq!(label(&web, "dispenser.image-digest"), v1);
+
+    // Idle: every round is one HEAD for the image, no manifest GET, no blob.
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heads() < 1 {
+        assert!(Instant::now() < deadline, "no HEAD: {}", registry.log());
+        sleep(Duration::from_millis(100));
+    }
+    let gets_before = registry.count("GET /v2/web/manifests/");
+    let heads_before = heads();
+    sleep(Duration::from_millis(4500));
+    let idle_heads = heads() - heads_before;
+    assert!((3..=6).contains(&idle_heads), "{idle_heads} HEADs in 4.5 s");
+    assert_eq!(registry.count("GET /v2/web/manifests/"), gets_before);
+    assert_eq!(registry.count("GET /v2/web/blobs/"), 0);
+
+    // v2 under the same tag; locally the tag still names v1.
+    let v2 = registry.push(V2, "web", Some(V1));
+    assert_ne!(v1, v2);
+    wait_served(&web, "v2", || daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    let log = daemon.log();
+    assert!(log.contains("new image in the registry"), "{log}");
+    assert!(
+        log.contains(&format!("{}/web@{v2}", registry.host())),
+        "{log}"
+    );
+    // Pulled by digest, never by tag (the engine HEADs or GETs the manifest
+    // by digest, depending on what its content store already holds).
+    let registry_log = registry.log();
+    assert!(
+        registry_log.contains(&format!("/v2/web/manifests/{v2} HTTP/1.1")),
+        "{registry_log}"
+    );
+    assert_eq!(registry.count("GET /v2/web/manifests/latest"), 0);
+    daemon.stop();
+}
+
+#[test]
+fn registry_outage_is_one_warning_and_updates_resume() {
+    let mut registry = Registry::start(Auth::None);
+    registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    let id_before = inspect(&web)["Id"].clone();
+
+    registry.pause();
+    daemon.wait_for("registry check failed", 1);
+    sleep(Duration::from_secs(5));
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("registry check failed; backing off").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(inspect(&web)["State"]["Running"], true);
+    assert_eq!(inspect(&web)["Id"], id_before);
+
+    registry.resume();
+    registry.push(V2, "web", Some(V1));
+    wait_served(&web, "v2", || daemon.log());
+    daemon.wait_for("registry check works again", 1);
+    daemon.stop();
+}
+
+#[test]
+fn an_image_that_cannot_start_is_not_retried_every_poll() {
+    let mut registry = Registry::start(Auth::None);
+    registry.push(V1, "app", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("app", &registry.image("app"), WATCH);
+    let daemon = sb.start();
+
+    registry.push(BROKEN, "app", Some(V1));
+    daemon.wait_for("deploy failed", 1);
+    sleep(Duration::from_secs(5));
+    let log = daemon.log();
+    assert_eq!(log.matches("deploy failed").count(), 1, "{log}");
+    assert!(
+        log.contains("does-not-exist"),
+        "the reason is logged: {log}"
+    );
+    // The watcher keeps polling meanwhile.
+    assert!(registry.count("HEAD /v2/app/manifests/latest") >= 4);
+    daemon.stop();
+}
+
+#[test]
+fn credentials_come_from_a_docker_config_credential_helper() {
+    let mut registry = Registry::start(Auth::Htpasswd("ci", "p4ss:word"));
+    registry.push(V1, "web", None);
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-dtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r key\n[ \"$key\" = '{}' ] || {{ echo 'credentials not found'; exit 1; }}\necho \"$key\" >> {}/asked\nprintf '{{\"Username\":\"ci\",\"Secret\":\"p4ss:word\"}}'\n",
+            registry.host(),
+            helpers.path().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_config = helpers.path().join("docker");
+    fs::create_dir_all(&docker_config).unwrap();
+    fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"dtest"}}}}"#, registry.host()),
+    )
+    .unwrap();
+
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.daemon_env("DOCKER_CONFIG", docker_config.to_str().unwrap());
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sb.daemon_env("PATH", &path);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+
+    let v2 = registry.push(V2, "web", Some(V1));
+    // The engine's pull of the new digest gets the same credentials.
+    wait_served(&web, "v2", || daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    let log = daemon.log();
+    assert!(log.contains("new image in the registry"), "{log}");
+    assert!(!log.contains("p4ss"), "a secret reached the log: {log}");
+    let asked = fs::read_to_string(helpers.path().join("asked")).unwrap_or_default();
+    assert!(asked.contains(&registry.host()), "helper never asked");
+    // Authenticated HEADs answered 200 with the right digest.
+    let ok_heads = registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"HEAD /v2/web/manifests/latest") && l.contains("\" 200 "))
+        .count();
+    assert!(ok_heads >= 1, "{}", registry.log());
+    daemon.stop();
+}
+
+#[test]
+fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
+    let mut registry = Registry::start(Auth::None);
+    registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    let v2 = registry.push(V2, "web", Some(V1));
+    wait_served(&web, "v2", || daemon.log());
+    daemon.stop();
+
+    // The local tag now names the deployed image: a restart adopts it.
+    let id = inspect(&web)["Id"].clone();
+    let daemon = sb.start();
+    sleep(Duration::from_secs(3));
+    assert_eq!(inspect(&web)["Id"], id, "{}", daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    assert!(!daemon.log().contains("new image in the registry"));
+
+    // Reloads do not add polling loops: still about one HEAD a second.
+    for _ in 0..3 {
+        daemon.reload();
+    }
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let before = heads();
+    sleep(Duration::from_millis(4500));
+    let during = heads() - before;
+    assert!(
+        (3..=6).contains(&during),
+        "{during} HEADs in 4.5 s after reloads"
+    );
+    daemon.stop();
+}
+
+/// A token service of the test's own: answers every request with a token
+/// valid for five minutes and records the user agent of each.
+struct TokenService {
+    port: u16,
+    agents: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenService {
+    fn start() -> TokenService {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let agents = Arc::new(Mutex::new(Vec::new()));
+        let seen = agents.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = text(&head);
+                let agent = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("User-Agent: ")
+                            .or(l.strip_prefix("user-agent: "))
+                    })
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(agent);
+                let body = r#"{"token":"any-token","expires_in":300}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        TokenService { port, agents }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Token requests Dispenser made (the engine and the CLI make their own).
+    fn asked_by_dispenser(&self) -> usize {
+        let agents = self.agents.lock().unwrap();
+        agents
+            .iter()
+            .filter(|a| a.starts_with("dispenser/"))
+            .count()
+    }
+}
+
+#[test]
+fn bearer_challenge_tokens_are_fetched_once_and_reused() {
+    let tokens = TokenService::start();
+    let realm = tokens.realm();
+    let mut registry = Registry::start(Auth::Silly(&realm));
+    registry.push(V1, "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+
+    let v2 = registry.push(V2, "web", Some(V1));
+    wait_served(&web, "v2", || daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    // Several rounds, one token: it is cached until it expires.
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let before = heads();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while heads() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "polling stopped: {}",
+            daemon.log()
+        );
+        sleep(Duration::from_millis(200));
+    }
+    assert_eq!(tokens.asked_by_dispenser(), 1, "{}", daemon.log());
+    daemon.stop();
+}
