@@ -21,6 +21,7 @@
 //! unexpectedly (a panic inside an action), its supervisor restarts it and it
 //! rebuilds its state from Docker.
 
+mod manual;
 pub mod reconcile;
 mod run;
 pub mod state;
@@ -40,6 +41,7 @@ use crate::plan::{DefaultNetwork, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::EndpointState;
 use crate::registry::DockerConfig;
+pub use manual::{ManualDeploy, ManualRollback};
 pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};

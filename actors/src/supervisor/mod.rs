@@ -9,6 +9,8 @@
 //!   no longer declared. Applies never overlap.
 //! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse order.
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
+//! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, String>`:
+//!   operator requests, forwarded to the service's actor.
 //! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
 //!   ticker and proxy router learn each applied plan this way, and only
 //!   send messages back.
@@ -58,6 +60,21 @@ pub struct Shutdown;
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<ServiceStatus>")]
 pub struct GetStatus;
+
+/// An operator asks to redeploy a service now (`dispenser deploy SERVICE`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct DeployNow {
+    pub service: String,
+}
+
+/// An operator asks to put back a service's previous good version
+/// (`dispenser rollback SERVICE`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct RollbackNow {
+    pub service: String,
+}
 
 /// Registers an observer of applied plans; it receives the current plan at once.
 #[derive(Message)]
@@ -276,6 +293,36 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
         self.status.snapshot().into_values().collect()
+    }
+}
+
+impl Handler<DeployNow> for Supervisor {
+    type Result = ResponseFuture<Result<String, String>>;
+
+    fn handle(&mut self, msg: DeployNow, _ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.services.get(&msg.service).cloned();
+        Box::pin(async move {
+            let addr = addr.ok_or_else(|| format!("no service named `{}`", msg.service))?;
+            match addr.send(service::ManualDeploy).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(err) => Err(format!("service actor unavailable: {err}")),
+            }
+        })
+    }
+}
+
+impl Handler<RollbackNow> for Supervisor {
+    type Result = ResponseFuture<Result<String, String>>;
+
+    fn handle(&mut self, msg: RollbackNow, _ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.services.get(&msg.service).cloned();
+        Box::pin(async move {
+            let addr = addr.ok_or_else(|| format!("no service named `{}`", msg.service))?;
+            match addr.send(service::ManualRollback).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(err) => Err(format!("service actor unavailable: {err}")),
+            }
+        })
     }
 }
 
