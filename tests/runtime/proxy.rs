@@ -9,20 +9,20 @@ use std::time::{Duration, Instant};
 
 use crate::support::{text, Sandbox};
 
-const UPSTREAM: &str = "dispenser-test/upstream:latest";
+pub(crate) const UPSTREAM: &str = "dispenser-test/upstream:latest";
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A parsed HTTP/1.1 response.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -31,7 +31,7 @@ impl Reply {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -39,7 +39,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn connect(port: u16) -> BufReader<TcpStream> {
+pub(crate) fn connect(port: u16) -> BufReader<TcpStream> {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     BufReader::new(stream)
@@ -47,13 +47,13 @@ fn connect(port: u16) -> BufReader<TcpStream> {
 
 /// Sends one request on a kept-alive connection and reads the whole response
 /// (Content-Length or chunked).
-fn exchange(conn: &mut BufReader<TcpStream>, host: &str, path: &str, extra: &str) -> Reply {
+pub(crate) fn exchange(conn: &mut BufReader<TcpStream>, host: &str, path: &str, extra: &str) -> Reply {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
     conn.get_mut().write_all(request.as_bytes()).unwrap();
     read_reply(conn)
 }
 
-fn read_head(conn: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+pub(crate) fn read_head(conn: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     conn.read_line(&mut line).unwrap();
     let status: u16 = line
@@ -75,7 +75,7 @@ fn read_head(conn: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     (status, headers)
 }
 
-fn read_reply(conn: &mut BufReader<TcpStream>) -> Reply {
+pub(crate) fn read_reply(conn: &mut BufReader<TcpStream>) -> Reply {
     let (status, headers) = read_head(conn);
     let find = |name: &str| {
         headers
@@ -107,7 +107,7 @@ fn read_reply(conn: &mut BufReader<TcpStream>) -> Reply {
     }
 }
 
-fn get(port: u16, host: &str, path: &str) -> Reply {
+pub(crate) fn get(port: u16, host: &str, path: &str) -> Reply {
     exchange(&mut connect(port), host, path, "Connection: close\r\n")
 }
 
@@ -143,7 +143,7 @@ fn make_cert(sb: &Sandbox, host: &str) -> (String, String) {
 }
 
 /// curl with the given arguments; returns stdout.
-fn curl(args: &[&str]) -> String {
+pub(crate) fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)
@@ -153,7 +153,7 @@ fn curl(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-fn upstream_service(sb: &mut Sandbox, short: &str, version: &str, route: &str) {
+pub(crate) fn upstream_service(sb: &mut Sandbox, short: &str, version: &str, route: &str) {
     sb.service(
         short,
         UPSTREAM,
@@ -162,7 +162,7 @@ fn upstream_service(sb: &mut Sandbox, short: &str, version: &str, route: &str) {
 }
 
 /// Waits until `host` + `path` answers `status` through the proxy.
-fn wait_until(port: u16, host: &str, path: &str, status: u16) -> Reply {
+pub(crate) fn wait_until(port: u16, host: &str, path: &str, status: u16) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let reply = get(port, host, path);

@@ -25,12 +25,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
+use super::idle::{idle_watch, IdleIo};
 use super::table::{Lookup, SharedTable, Upstream};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
 /// The body of every response the proxy sends: the upstream's, streamed, or
 /// a short one of its own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Why a request is answered before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `CONNECT`: the proxy is no tunnel to arbitrary hosts (405).
+    Method,
+    /// No host at all (400).
+    MissingHost,
+    /// Two `Host` headers, a `Host` that disagrees with the request target's
+    /// authority, userinfo or hostile characters (400).
+    Host,
+}
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +71,8 @@ pub struct Forwarder {
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
     header_timeout: Duration,
+    /// An upgraded tunnel idle this long is closed.
+    idle_timeout: Duration,
     /// The port of the HTTPS listener, for redirects (omitted when 443).
     https_port: u16,
 }
@@ -104,6 +119,25 @@ impl ClientConn {
     }
 }
 
+impl Refusal {
+    fn response(self) -> Response<ProxyBody> {
+        match self {
+            Refusal::Method => plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Bytes::from_static(b"method not allowed\n"),
+            ),
+            Refusal::MissingHost => plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"missing host\n"),
+            ),
+            Refusal::Host => plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"invalid host\n"),
+            ),
+        }
+    }
+}
+
 impl Forwarder {
     pub fn new(settings: &ProxySettings, table: SharedTable, challenges: Challenges) -> Self {
         let mut connector = HttpConnector::new();
@@ -124,6 +158,7 @@ impl Forwarder {
             strategy: settings.strategy,
             trust_forwarded_headers: settings.trust_forwarded_headers,
             header_timeout: settings.header_timeout,
+            idle_timeout: settings.idle_timeout,
             https_port: settings.https_listen.port(),
         }
     }
@@ -144,11 +179,9 @@ impl Forwarder {
                 return self.redirect(&req);
             }
         }
-        let Some(host) = request_host(&req) else {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                Bytes::from_static(b"missing host\n"),
-            );
+        let host = match request_host(&req) {
+            Ok(host) => host,
+            Err(refusal) => return refusal.response(),
         };
         let authority = {
             let table = self.table.load();
@@ -274,7 +307,11 @@ impl Forwarder {
                 );
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            tokio::spawn(tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                self.idle_timeout,
+            ));
             let (parts, _) = response.into_parts();
             return Response::from_parts(parts, Either::Right(Full::default()));
         }
@@ -322,7 +359,7 @@ impl Forwarder {
     /// The HTTPS address of the same resource: 301 for GET and HEAD, 308
     /// (method and body kept) for everything else.
     fn redirect(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let Some(host) = request_host(req).and_then(redirect_host) else {
+        let Some(host) = request_host(req).ok().and_then(redirect_host) else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 Bytes::from_static(b"missing or invalid host\n"),
@@ -351,15 +388,49 @@ impl Forwarder {
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute-form)
-/// or the `Host` header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str());
+/// or the `Host` header. Ambiguous or hostile requests are refused before
+/// routing: `CONNECT`, a scheme other than http(s), more than one `Host`,
+/// an authority that differs from `Host`, userinfo or characters no host
+/// name has.
+fn request_host<B>(req: &Request<B>) -> Result<&str, Refusal> {
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::Method);
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .filter(|host| !host.is_empty())
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::Host);
+    }
+    let header = match header {
+        Some(value) => Some(value.to_str().map_err(|_| Refusal::Host)?),
+        None => None,
+    };
+    let uri = req.uri();
+    if let Some(scheme) = uri.scheme() {
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+            return Err(Refusal::Host);
+        }
+    }
+    let host = match (uri.authority(), header) {
+        (Some(authority), Some(header)) if !authority.as_str().eq_ignore_ascii_case(header) => {
+            return Err(Refusal::Host)
+        }
+        (Some(authority), _) => authority.as_str(),
+        (None, Some(header)) => header,
+        (None, None) => return Err(Refusal::MissingHost),
+    };
+    if host.is_empty() {
+        return Err(Refusal::MissingHost);
+    }
+    if !host.bytes().all(is_host_byte) {
+        return Err(Refusal::Host);
+    }
+    Ok(host)
+}
+
+/// Bytes a `Host` may hold: a DNS name or IP, a port, IPv6 brackets.
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_' | b':' | b'[' | b']')
 }
 
 /// The host part of a redirect target, when it is a plain DNS name or IP
@@ -407,8 +478,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Copies bytes both ways between the client and the upstream once both
-/// connections are upgraded.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// connections are upgraded, until either side closes or no byte moved
+/// for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(err) => {
@@ -416,10 +492,17 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
             return;
         }
     };
-    let mut client = TokioIo::new(client);
+    // Every byte of the tunnel crosses the client side, so watching it
+    // alone sees all the traffic.
+    let (mut client, activity) = IdleIo::new(TokioIo::new(client));
     let mut upstream = TokioIo::new(upstream);
-    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        debug!(error = %err, "tunnel closed");
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(err) = copied {
+                debug!(error = %err, "tunnel closed");
+            }
+        }
+        () = idle_watch(activity, idle) => debug!("idle tunnel closed"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `server`: the HTTP and HTTPS listeners (hyper + rustls), started once.
 //! - `forward`: the request path: routing, forwarded headers, the pooled
 //!   upstream client, upgrades.
+//! - `idle`: the idle timeout of client connections and tunnels.
 //! - `tls`: the SNI certificate resolver and the `CertLoader` actor (manual
 //!   and self-signed certificates).
 //! - `certs`, `challenge`: the two maps shared with the ACME manager.
@@ -16,6 +17,7 @@ pub mod certs;
 pub mod challenge;
 pub mod dev_ca;
 pub mod forward;
+pub mod idle;
 pub mod router;
 pub mod server;
 mod state_files;

@@ -11,25 +11,21 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use super::certs::CertMap;
 use super::challenge::Challenges;
 use super::forward::{ClientConn, Forwarder, Listener};
+use super::idle::{idle_watch, IdleIo};
 use super::table::SharedTable;
 use super::tls::{self, TlsError};
 use crate::plan::{ProxySettings, ProxyStrategy};
@@ -61,14 +57,6 @@ struct Shared {
     http: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     idle_timeout: Duration,
-}
-
-/// A connection that records when bytes last moved, for the idle timeout.
-struct IdleIo<T> {
-    inner: T,
-    epoch: Instant,
-    /// Milliseconds since `epoch` of the last read or write.
-    last: Arc<AtomicU64>,
 }
 
 /// Longest time a client may take for the TLS handshake.
@@ -170,80 +158,6 @@ impl ProxyServer {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<T> IdleIo<T> {
-    fn new(inner: T) -> (Self, Arc<AtomicU64>, Instant) {
-        let last = Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
-        (
-            IdleIo {
-                inner,
-                epoch,
-                last: last.clone(),
-            },
-            last,
-            epoch,
-        )
-    }
-
-    fn touch(&self) {
-        let elapsed = self.epoch.elapsed().as_millis() as u64;
-        self.last.store(elapsed, Ordering::Relaxed);
-    }
-}
-
 /// Binds a listening socket now, so a taken port fails the start-up.
 fn bind(address: SocketAddr) -> Result<StdTcpListener, ServerError> {
     let fail = |err: io::Error| ServerError::Bind {
@@ -272,8 +186,8 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>)
 
 /// Serves one client connection until it closes, idles out or upgrades.
 async fn serve(stream: TcpStream, peer: SocketAddr, kind: Listener, shared: Arc<Shared>) {
-    let (io, last, epoch) = IdleIo::new(stream);
-    let idle = idle_watch(last, epoch, shared.idle_timeout);
+    let (io, activity) = IdleIo::new(stream);
+    let idle = idle_watch(activity, shared.idle_timeout);
     let conn = ClientConn::new(kind, peer);
     match (kind, &shared.tls) {
         (Listener::Https, Some(acceptor)) => {
@@ -320,17 +234,5 @@ where
         .await
     {
         debug!(error = %err, "connection ended with an error");
-    }
-}
-
-/// Resolves once no byte moved on the connection for `idle`.
-async fn idle_watch(last: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
-    loop {
-        let last_activity = epoch + Duration::from_millis(last.load(Ordering::Relaxed));
-        let deadline = last_activity + idle;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
     }
 }

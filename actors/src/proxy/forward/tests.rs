@@ -106,3 +106,52 @@ fn redirect_hosts_are_plain_names_without_port() {
     assert_eq!(redirect_host("a b"), None);
     assert_eq!(redirect_host(""), None);
 }
+
+fn request(target: &str, hosts: &[&str]) -> Request<()> {
+    let mut builder = Request::builder().uri(target);
+    for host in hosts {
+        builder = builder.header(header::HOST, *host);
+    }
+    builder.body(()).unwrap()
+}
+
+#[test]
+fn request_hosts_come_from_one_unambiguous_source() {
+    assert_eq!(request_host(&request("/", &["app.test"])), Ok("app.test"));
+    assert_eq!(
+        request_host(&request("http://app.test/x", &[])),
+        Ok("app.test")
+    );
+    assert_eq!(
+        request_host(&request("http://APP.test/x", &["app.TEST"])),
+        Ok("APP.test")
+    );
+    assert_eq!(
+        request_host(&request("/", &["[::1]:8080"])),
+        Ok("[::1]:8080")
+    );
+    for (target, hosts, refusal) in [
+        ("/", &[][..], Refusal::MissingHost),
+        ("/", &[""][..], Refusal::MissingHost),
+        ("/", &["app.test", "other.test"][..], Refusal::Host),
+        ("/", &["app.test", "app.test"][..], Refusal::Host),
+        ("http://other.test/", &["app.test"][..], Refusal::Host),
+        ("http://user@app.test/", &[][..], Refusal::Host),
+        ("/", &["user@app.test"][..], Refusal::Host),
+        ("/", &["app.test/x"][..], Refusal::Host),
+        ("/", &["app test"][..], Refusal::Host),
+        ("ftp://app.test/", &["app.test"][..], Refusal::Host),
+    ] {
+        assert_eq!(
+            request_host(&request(target, hosts)),
+            Err(refusal),
+            "{target} {hosts:?}"
+        );
+    }
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri("app.test:443")
+        .body(())
+        .unwrap();
+    assert_eq!(request_host(&connect), Err(Refusal::Method));
+}
