@@ -4,6 +4,8 @@
 #[path = "runtime/support.rs"]
 mod support;
 
+#[path = "runtime/acme.rs"]
+mod acme;
 #[path = "runtime/containers.rs"]
 mod containers;
 #[path = "runtime/cron.rs"]

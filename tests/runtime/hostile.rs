@@ -172,10 +172,19 @@ fn hostile_requests_get_clean_refusals_and_others_are_served() {
         ("binary", &b"\x00\x01\x02\xff\xfe GARBAGE\r\n\r\n"[..]),
         ("no version", b"GET /\r\nHost: app.test\r\n\r\n"),
         ("bad version", b"GET / HTTP/9.9\r\nHost: app.test\r\n\r\n"),
-        ("space in target", b"GET /a b HTTP/1.1\r\nHost: app.test\r\n\r\n"),
-        ("control byte", b"GET /\x7f HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+        (
+            "space in target",
+            b"GET /a b HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        ),
+        (
+            "control byte",
+            b"GET /\x7f HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        ),
         ("bad method", b"G(T / HTTP/1.1\r\nHost: app.test\r\n\r\n"),
-        ("bad header", b"GET / HTTP/1.1\r\nHost: app.test\r\nNo colon\r\n\r\n"),
+        (
+            "bad header",
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nNo colon\r\n\r\n",
+        ),
         ("lone LF", b"GET / HTTP/1.1\nHost: app.test\n\x00\n\n"),
     ] {
         assert_refused(&raw(http, request), what);
@@ -231,7 +240,11 @@ fn hostile_requests_get_clean_refusals_and_others_are_served() {
         "/.well-known/acme-challenge/a/../../../headers",
     ] {
         let reply = get(http, "app.test", path);
-        assert_eq!((reply.status, reply.body.as_str()), (404, "not found\n"), "{path}");
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (404, "not found\n"),
+            "{path}"
+        );
         assert!(reply.header("x-upstream").is_none(), "{path}");
     }
 

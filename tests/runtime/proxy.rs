@@ -47,7 +47,12 @@ pub(crate) fn connect(port: u16) -> BufReader<TcpStream> {
 
 /// Sends one request on a kept-alive connection and reads the whole response
 /// (Content-Length or chunked).
-pub(crate) fn exchange(conn: &mut BufReader<TcpStream>, host: &str, path: &str, extra: &str) -> Reply {
+pub(crate) fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    host: &str,
+    path: &str,
+    extra: &str,
+) -> Reply {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
     conn.get_mut().write_all(request.as_bytes()).unwrap();
     read_reply(conn)

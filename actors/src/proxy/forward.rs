@@ -307,11 +307,7 @@ impl Forwarder {
                 );
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(
-                client_upgrade,
-                upstream_upgrade,
-                self.idle_timeout,
-            ));
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, self.idle_timeout));
             let (parts, _) = response.into_parts();
             return Response::from_parts(parts, Either::Right(Full::default()));
         }

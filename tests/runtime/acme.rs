@@ -1,0 +1,324 @@
+//! ACME through the daemon: Debian's `pebble` (with `pebble-challtestsrv`
+//! answering 127.0.0.1 for every name) validates HTTP-01 against the
+//! daemon's own proxy HTTP listener. Two hosts get certificates, checked by
+//! an HTTPS request with SNI against pebble's root; the files land under
+//! `.dispenser/certs/` with owner-only keys; a restart does not re-issue;
+//! with pebble stopped the proxy keeps serving. Everything on 127.0.0.1.
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::proxy::{free_port, upstream_service};
+use crate::support::{text, Sandbox};
+
+/// Longest wait for pebble to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for both certificates.
+const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
+const HOSTS: [&str; 2] = ["one.test", "two.test"];
+
+/// pebble and challtestsrv on free ports of 127.0.0.1, stopped in `Drop`.
+struct Pebble {
+    dir: tempfile::TempDir,
+    /// Trusts pebble's own HTTPS certificate (made here with openssl).
+    ca_bundle: PathBuf,
+    directory_url: String,
+    management_port: u16,
+    pebble: Option<Child>,
+    challtestsrv: Option<Child>,
+}
+
+impl Pebble {
+    /// Starts challtestsrv and pebble; pebble validates HTTP-01 on `http_port`.
+    fn start(http_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_bundle = write_tls_files(dir.path());
+        let (dns_port, listen_port, management_port) = (free_port(), free_port(), free_port());
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv runs (apt-get install pebble)");
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{listen_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("write pebble.json");
+        let log = std::fs::File::create(dir.path().join("pebble.log")).expect("pebble log");
+        let mut pebble = Pebble {
+            ca_bundle,
+            directory_url: format!("https://127.0.0.1:{listen_port}/dir"),
+            management_port,
+            pebble: None,
+            challtestsrv: Some(challtestsrv),
+            dir,
+        };
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("pebble runs (apt-get install pebble)");
+        pebble.pebble = Some(child);
+        wait_listening(listen_port);
+        wait_listening(management_port);
+        pebble
+    }
+
+    /// Stops pebble (challtestsrv keeps running), as if the CA went away.
+    fn stop_ca(&mut self) {
+        if let Some(mut child) = self.pebble.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Writes the root that signs the certificates this pebble issues.
+    fn write_issuing_root(&self) -> PathBuf {
+        let root = self.dir.path().join("issuing-root.pem");
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management_port);
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+            .arg(&self.ca_bundle)
+            .arg("-o")
+            .arg(&root)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{url}: {}", text(&out.stderr));
+        root
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop_ca();
+        if let Some(mut child) = self.challtestsrv.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA (`ca.pem`) and pebble's HTTPS certificate for 127.0.0.1 signed by
+/// it (`cert.pem`, `key.pem`), made with openssl; returns the CA's path.
+fn write_tls_files(dir: &Path) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec[..],
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dispenser test ca",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    dir.join("ca.pem")
+}
+
+/// GETs `/` of `host` over HTTPS through the proxy, verified against
+/// `root`; `None` while the certificate does not verify.
+fn https_get(port: u16, host: &str, root: &Path) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+        .arg(root)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("curl");
+    out.status.success().then(|| text(&out.stdout))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn certificates_come_from_pebble_through_the_proxy_and_survive_a_restart() {
+    let mut sb = Sandbox::new();
+    let (http, https) = (free_port(), free_port());
+    let mut pebble = Pebble::start(http);
+    sb.proxy_settings(&format!(
+        "strategy = \"https-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
+         https_listen = \"127.0.0.1:{https}\"\n\n\
+         [certbot]\nemail = \"ops@example.com\"\ndirectory_url = \"{}\"\nca_bundle = \"{}\"\n",
+        pebble.directory_url,
+        pebble.ca_bundle.display()
+    ));
+    upstream_service(&mut sb, "one", "one", &format!("host = \"{}\"", HOSTS[0]));
+    upstream_service(&mut sb, "two", "two", &format!("host = \"{}\"", HOSTS[1]));
+    let daemon = sb.start();
+    let root = pebble.write_issuing_root();
+
+    // Both hosts are served certificates that verify against pebble's root.
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    for (host, body) in HOSTS.iter().zip(["one\n", "two\n"]) {
+        loop {
+            if let Some(answer) = https_get(https, host, &root) {
+                assert_eq!(answer, body);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}: no certificate from pebble\n{}\n{}",
+                daemon.log(),
+                pebble.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    // Stored under .dispenser/certs/ with owner-only keys.
+    let certs = sb.path(".dispenser/certs");
+    let files: Vec<PathBuf> = std::fs::read_dir(&certs)
+        .unwrap_or_else(|err| panic!("{}: {err}\n{}", certs.display(), daemon.log()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    for host in HOSTS {
+        let mine: Vec<&PathBuf> = files
+            .iter()
+            .filter(|path| path.file_name().unwrap().to_string_lossy().contains(host))
+            .collect();
+        assert!(mine.len() >= 2, "{host}: {files:?}");
+        for path in mine {
+            let content = std::fs::read_to_string(path).unwrap_or_default();
+            if content.contains("PRIVATE KEY") {
+                assert_eq!(mode(path), 0o600, "{}", path.display());
+            }
+        }
+    }
+    let keys = files
+        .iter()
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("PRIVATE KEY")
+        })
+        .count();
+    assert_eq!(keys, HOSTS.len(), "{files:?}");
+    let issued = daemon.log().matches("certificate issued").count();
+    assert_eq!(issued, HOSTS.len(), "{}", daemon.log());
+    daemon.stop();
+
+    // A restart serves the stored certificates without a new order.
+    let daemon = sb.start();
+    for host in HOSTS {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while https_get(https, host, &root).is_none() {
+            assert!(Instant::now() < deadline, "{host}\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("loaded the stored certificate").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("certificate issued"), "{log}");
+
+    // pebble gone: the proxy keeps serving with the certificates it has.
+    pebble.stop_ca();
+    for _ in 0..5 {
+        for (host, body) in HOSTS.iter().zip(["one\n", "two\n"]) {
+            assert_eq!(https_get(https, host, &root).as_deref(), Some(body));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.stop();
+}
