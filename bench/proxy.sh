@@ -8,7 +8,9 @@
 # address on a network this script's Dispenser creates.
 #
 # Environment: DURATION (seconds per run, default 8), CONNECTIONS (default
-# "32 128"), THREADS (wrk threads, default 2), OUT (default docs/BENCHMARKS.md).
+# "32 128"), THREADS (wrk threads, default 2), OUT (default docs/BENCHMARKS.md),
+# DISPENSER (a binary to measure instead of building target/release/dispenser),
+# TARGETS (which rows, default "direct nginx caddy dispenser").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +18,8 @@ readonly DURATION="${DURATION:-8}"
 readonly CONNECTIONS="${CONNECTIONS:-32 128}"
 readonly THREADS="${THREADS:-2}"
 readonly OUT="${OUT:-docs/BENCHMARKS.md}"
+readonly DISPENSER="${DISPENSER:-}"
+readonly TARGETS="${TARGETS:-direct nginx caddy dispenser}"
 readonly INSTANCE=bench
 readonly HOST=bench.test
 readonly DIRECT_PORT=18080
@@ -39,7 +43,9 @@ cleanup() {
 trap cleanup EXIT
 
 bash tests/images/build.sh >/dev/null
-cargo build --release --quiet
+if [[ -z "$DISPENSER" ]]; then
+  cargo build --release --quiet
+fi
 
 # Dispenser runs the upstream and proxies to it.
 mkdir -p "$work/upstream"
@@ -72,7 +78,7 @@ container = 8080
 host = "$HOST"
 service_port = 8080
 EOF
-target/release/dispenser -c "$work/dispenser.toml" -p "$work/dispenser.pid" >"$work/dispenser.log" 2>&1 &
+"${DISPENSER:-target/release/dispenser}" -c "$work/dispenser.toml" -p "$work/dispenser.pid" >"$work/dispenser.log" 2>&1 &
 dispenser_pid=$!
 pids+=("$dispenser_pid")
 for _ in $(seq 100); do
@@ -143,7 +149,7 @@ to_ms() {
 
 rows=()
 for connections in $CONNECTIONS; do
-  for target in direct nginx caddy dispenser; do
+  for target in $TARGETS; do
     case "$target" in
       direct) port=$DIRECT_PORT; procs=() ;;
       nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true) ;;

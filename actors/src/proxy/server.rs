@@ -1,6 +1,8 @@
 //! The proxy's listeners: plain HTTP and HTTPS (rustls, HTTP/2 and
-//! HTTP/1.1 by ALPN), served by hyper on a multi-threaded runtime of their
-//! own, started once by the daemon and never restarted: reloads and deploys
+//! HTTP/1.1 by ALPN), served by hyper on worker threads of their own (one
+//! single-threaded runtime per core, each accepting on the shared sockets
+//! and with its own upstream pool, so a request never hops threads),
+//! started once by the daemon and never restarted: reloads and deploys
 //! change the `SharedTable` and the `CertMap`, which every request and
 //! handshake reads afresh.
 //!
@@ -48,7 +50,14 @@ pub struct ProxyServer {
     /// The addresses actually bound (a configured port 0 becomes a real one).
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
-    _thread: JoinHandle<()>,
+    _threads: Vec<JoinHandle<()>>,
+}
+
+/// One worker's handles on the listening sockets (shared by all workers:
+/// whichever worker is free accepts).
+struct Listeners {
+    http: StdTcpListener,
+    https: Option<StdTcpListener>,
 }
 
 /// Everything a connection task needs, shared.
@@ -63,7 +72,7 @@ struct Shared {
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (for example out of file descriptors).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-/// Most worker threads the proxy runtime uses.
+/// Most worker threads the proxy uses (each a single-threaded runtime).
 const MAX_WORKERS: usize = 8;
 
 impl ProxyServer {
@@ -100,50 +109,37 @@ impl ProxyServer {
         if let Some(https) = https {
             forwarding.https_listen = https;
         }
-        let shared = Arc::new(Shared {
-            forwarder: Forwarder::new(&forwarding, table, challenges),
-            http: builder,
-            tls,
-            idle_timeout: settings.idle_timeout,
-        });
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .min(MAX_WORKERS);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("proxy")
-            .enable_all()
-            .build()
-            .map_err(|err| ServerError::Runtime(err.to_string()))?;
-        let thread = std::thread::Builder::new()
-            .name("proxy".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut tasks = Vec::new();
-                    match TcpListener::from_std(http_listener) {
-                        Ok(listener) => tasks.push(tokio::spawn(accept_loop(
-                            listener,
-                            Listener::Http,
-                            shared.clone(),
-                        ))),
-                        Err(err) => error!(error = %err, "cannot serve the HTTP listener"),
-                    }
-                    if let Some(https_listener) = https_listener {
-                        match TcpListener::from_std(https_listener) {
-                            Ok(listener) => tasks.push(tokio::spawn(accept_loop(
-                                listener,
-                                Listener::Https,
-                                shared.clone(),
-                            ))),
-                            Err(err) => error!(error = %err, "cannot serve the HTTPS listener"),
-                        }
-                    }
-                    for task in tasks {
-                        let _ = task.await;
-                    }
-                });
-            })
-            .map_err(|err| ServerError::Runtime(err.to_string()))?;
+        let mut threads = Vec::with_capacity(workers);
+        for n in 0..workers {
+            // Each worker has its own upstream pool, so a request, its
+            // pooled upstream connection and both connection tasks stay on
+            // one thread.
+            let shared = Arc::new(Shared {
+                forwarder: Forwarder::new(&forwarding, table.clone(), challenges.clone()),
+                http: builder.clone(),
+                tls: tls.clone(),
+                idle_timeout: settings.idle_timeout,
+            });
+            let listeners = Listeners {
+                http: clone_listener(&http_listener, settings.http_listen)?,
+                https: match &https_listener {
+                    Some(listener) => Some(clone_listener(listener, settings.https_listen)?),
+                    None => None,
+                },
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| ServerError::Runtime(err.to_string()))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("proxy-{n}"))
+                .spawn(move || runtime.block_on(serve_listeners(listeners, shared)))
+                .map_err(|err| ServerError::Runtime(err.to_string()))?;
+            threads.push(thread);
+        }
         info!(
             http = %http.map_or("-".to_string(), |a| a.to_string()),
             https = %https.map_or("-".to_string(), |a| a.to_string()),
@@ -153,7 +149,7 @@ impl ProxyServer {
         Ok(ProxyServer {
             http,
             https,
-            _thread: thread,
+            _threads: threads,
         })
     }
 }
@@ -167,6 +163,43 @@ fn bind(address: SocketAddr) -> Result<StdTcpListener, ServerError> {
     let listener = StdTcpListener::bind(address).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;
     Ok(listener)
+}
+
+/// Another handle on a listening socket, for one more worker.
+fn clone_listener(
+    listener: &StdTcpListener,
+    address: SocketAddr,
+) -> Result<StdTcpListener, ServerError> {
+    listener.try_clone().map_err(|err| ServerError::Bind {
+        address,
+        reason: err.to_string(),
+    })
+}
+
+/// One worker: accepts on every listener until the process exits.
+async fn serve_listeners(listeners: Listeners, shared: Arc<Shared>) {
+    let mut tasks = Vec::new();
+    match TcpListener::from_std(listeners.http) {
+        Ok(listener) => tasks.push(tokio::spawn(accept_loop(
+            listener,
+            Listener::Http,
+            shared.clone(),
+        ))),
+        Err(err) => error!(error = %err, "cannot serve the HTTP listener"),
+    }
+    if let Some(https) = listeners.https {
+        match TcpListener::from_std(https) {
+            Ok(listener) => tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Listener::Https,
+                shared.clone(),
+            ))),
+            Err(err) => error!(error = %err, "cannot serve the HTTPS listener"),
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
 }
 
 async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
