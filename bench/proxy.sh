@@ -138,6 +138,17 @@ rss_kib() {
   echo "$total"
 }
 
+# cpu_ticks PID...: user + system CPU time of the processes, in clock ticks.
+cpu_ticks() {
+  local total=0 pid ticks
+  for pid in "$@"; do
+    ticks="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+readonly TICKS_PER_SECOND="$(getconf CLK_TCK)"
+
 # to_ms VALUE: wrk's latency (us, ms or s) in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN {
@@ -152,23 +163,32 @@ for connections in $CONNECTIONS; do
   for target in $TARGETS; do
     case "$target" in
       direct) port=$DIRECT_PORT; procs=() ;;
-      nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true) ;;
+      nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true)
+        mapfile -t -O "${#procs[@]}" procs < <(pgrep -P "${procs[0]:-0}" || true) ;;
       caddy) port=$CADDY_PORT; procs=("$caddy_pid") ;;
       dispenser) port=$DISPENSER_PORT; procs=("$dispenser_pid") ;;
     esac
     # A short warm-up fills the pools, then the measured run.
     wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+    before="$(cpu_ticks "${procs[@]}")"
     report="$(wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")"
+    after="$(cpu_ticks "${procs[@]}")"
+    requests="$(awk '/requests in/ {print $1}' <<<"$report")"
     rps="$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report")"
     p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$report")")"
     p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$report")")"
     errors="$(awk '/Non-2xx|Socket errors/ {sub(/^ +/, ""); printf "%s; ", $0}' <<<"$report")"
     if ((${#procs[@]})); then
       rss="$(( $(rss_kib "${procs[@]}") / 1024 )) MiB"
+      # CPU time the proxy spent per request: steadier than req/s on a
+      # shared machine, since other load slows it without charging it.
+      cpu="$(awk -v t="$((after - before))" -v hz="$TICKS_PER_SECOND" -v n="${requests:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
     else
       rss="-"
+      cpu="-"
     fi
-    rows+=("| $target | $connections | $rps | $p50 | $p99 | $rss | ${errors:-none} |")
+    rows+=("| $target | $connections | $rps | $p50 | $p99 | $cpu | $rss | ${errors:-none} |")
     echo "${rows[-1]}"
   done
 done
@@ -180,13 +200,14 @@ done
   echo
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), loopback, keep-alive,"
   echo "the \`dispenser-test/upstream\` container answering \`/\` (3 bytes). RSS is the proxy"
-  echo "process after the run (nginx: master and workers). Absolute numbers move from run to"
-  echo "run; compare ratios taken in the same run."
+  echo "process after the run (nginx: master and workers); CPU µs/req is the proxy's user and"
+  echo "system CPU time during the measured run divided by the requests served. Absolute"
+  echo "numbers move from run to run; compare ratios taken in the same run."
   echo
   echo "Command: \`make bench\` (= \`bash bench/proxy.sh\`; each row: \`wrk -t$THREADS -cN -d${DURATION}s --latency -H 'Host: $HOST'\` after a 2 s warm-up)."
   echo
-  echo "| path | connections | req/s | p50 ms | p99 ms | RSS | errors |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| path | connections | req/s | p50 ms | p99 ms | CPU µs/req | RSS | errors |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
 } > "$OUT.new"
 if [[ -f "$OUT" ]] && grep -q '^## Notes' "$OUT"; then
