@@ -147,7 +147,8 @@ cpu_ticks() {
   done
   echo "$total"
 }
-readonly TICKS_PER_SECOND="$(getconf CLK_TCK)"
+TICKS_PER_SECOND="$(getconf CLK_TCK)"
+readonly TICKS_PER_SECOND
 
 # to_ms VALUE: wrk's latency (us, ms or s) in milliseconds.
 to_ms() {
