@@ -4,6 +4,7 @@
 pub mod cron;
 pub mod engine;
 pub mod ledger;
+pub mod metrics;
 pub mod plan;
 pub mod proxy;
 pub mod registry;

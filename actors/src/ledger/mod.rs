@@ -247,6 +247,7 @@ impl Handler<RecordRun> for Ledger {
 
     fn handle(&mut self, msg: RecordRun, _ctx: &mut Self::Context) -> Self::Result {
         let RecordRun(run) = msg;
+        crate::metrics::global().cron_run(&run.service, &run.outcome.to_string());
         match self.insert_run(&run) {
             Ok(()) => {}
             Err(LedgerError::Closed) => {
