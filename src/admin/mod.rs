@@ -1,0 +1,150 @@
+//! The admin surface: an HTTP/1.1 API on a unix socket beside the config
+//! (`dispenser.sock`, mode 0660) and, when `DISPENSER_ADMIN_LISTEN` names a
+//! loopback address, on that TCP address too. Never on the public listeners.
+//!
+//! Routes:
+//! - `GET /v1/status` -> `StatusReport` (JSON)
+//! - `GET /v1/logs/{service}?tail=N&follow=1` -> the container's output, streamed
+//! - `POST /v1/services/{name}/deploy`, `POST /v1/services/{name}/rollback`
+//!   -> `{"ok": bool, "message": "..."}`
+//! - `GET /metrics` -> Prometheus text format
+//! - `GET /` -> the status page (HTML)
+//!
+//! `client.rs` is the CLI's side; `report.rs` gathers the status; `page.rs`
+//! renders it.
+
+pub mod client;
+mod page;
+pub mod report;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+use dispenser_actors::cron::CronTicker;
+use dispenser_actors::engine::Engine;
+use dispenser_actors::ledger::Ledger;
+use dispenser_actors::plan::Plan;
+use dispenser_actors::proxy::certs::CertMap;
+use dispenser_actors::supervisor::{PlanApplied, Supervisor};
+
+pub use server::AdminServer;
+
+/// The socket's file name, beside dispenser.toml.
+pub const SOCKET_FILE: &str = "dispenser.sock";
+/// The socket's mode: the daemon's user and group read and write.
+pub const SOCKET_MODE: u32 = 0o660;
+/// Environment variable naming an optional loopback TCP address for the
+/// admin API (page and metrics), e.g. `127.0.0.1:9180`.
+pub const LISTEN_ENV: &str = "DISPENSER_ADMIN_LISTEN";
+
+/// What the admin handlers read and whom they ask.
+#[derive(Clone)]
+pub struct AdminState {
+    pub supervisor: Addr<Supervisor>,
+    pub ticker: Option<Addr<CronTicker>>,
+    pub ledger: Option<Addr<Ledger>>,
+    pub certs: Option<CertMap>,
+    pub engine: Arc<dyn Engine>,
+    pub plan: PlanCache,
+}
+
+/// The plan in force, kept by a small actor subscribed to the supervisor.
+#[derive(Debug, Clone, Default)]
+pub struct PlanCache(Arc<RwLock<Option<Arc<Plan>>>>);
+
+/// The actor that keeps `PlanCache` current.
+pub struct PlanWatcher(PlanCache);
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the admin address {0} is not a loopback address; refusing to expose the admin API")]
+    NotLoopback(SocketAddr),
+    #[error("`{value}` is not an address (expected e.g. 127.0.0.1:9180)")]
+    BadAddress { value: String },
+    #[error("cannot listen on {address}: {source}")]
+    Tcp {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl PlanCache {
+    /// The plan in force, if one was applied.
+    pub fn current(&self) -> Option<Arc<Plan>> {
+        self.0
+            .read()
+            .map(|plan| plan.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set(&self, plan: Arc<Plan>) {
+        let mut slot = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(plan);
+    }
+}
+
+impl PlanWatcher {
+    pub fn new(cache: PlanCache) -> Self {
+        PlanWatcher(cache)
+    }
+}
+
+impl Actor for PlanWatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<PlanApplied> for PlanWatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlanApplied, _ctx: &mut Self::Context) -> Self::Result {
+        self.0.set(msg.0);
+    }
+}
+
+/// The socket's path for a config file.
+pub fn socket_path(config: &Path) -> std::path::PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join(SOCKET_FILE)
+}
+
+/// Parses the optional TCP address, refusing anything but loopback.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, AdminError> {
+    let address: SocketAddr = value.parse().map_err(|_| AdminError::BadAddress {
+        value: value.to_owned(),
+    })?;
+    if !address.ip().is_loopback() {
+        return Err(AdminError::NotLoopback(address));
+    }
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_accepted() {
+        assert!(parse_listen("127.0.0.1:9180").is_ok());
+        assert!(parse_listen("[::1]:9180").is_ok());
+        assert!(matches!(
+            parse_listen("0.0.0.0:9180"),
+            Err(AdminError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            parse_listen("10.1.2.3:80"),
+            Err(AdminError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            parse_listen("localhost"),
+            Err(AdminError::BadAddress { .. })
+        ));
+    }
+}
