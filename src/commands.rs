@@ -84,7 +84,7 @@ pub fn dev(config: &Path, pid_file: Option<PathBuf>, options: DevOptions) -> Exi
     println!(
         "dispenser dev: running {} (instance `{}`); Ctrl-C stops them",
         plan.services.keys().cloned().collect::<Vec<_>>().join(", "),
-        dev::DEV_INSTANCE
+        plan.settings.instance
     );
     for url in dev::urls(&plan) {
         println!("  {url}");

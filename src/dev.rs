@@ -1,15 +1,15 @@
 //! `dispenser dev`: turns the loaded plan into a development plan: only the
 //! selected services, their `depends_on` edges to the others dropped, its
-//! own instance id and state folder, the proxy on unprivileged ports with
+//! own instance id (`<instance>-dev`) and state folder, the proxy on unprivileged ports with
 //! certificates from the development CA, containers stopped on exit.
 
 use std::path::Path;
 
 use dispenser_actors::plan::Plan;
 
-/// The instance id of development runs: their containers and networks never
-/// carry the production instance's label.
-pub const DEV_INSTANCE: &str = "dev";
+/// Suffix of the instance id of development runs (`<instance>-dev`): their
+/// containers and networks never carry the production instance's label.
+pub const DEV_INSTANCE_SUFFIX: &str = "-dev";
 /// Sub-folder of the state dir for development runs (ledger, dev CA).
 pub const DEV_STATE_DIR: &str = "dev";
 
@@ -48,7 +48,7 @@ pub fn select(mut plan: Plan, options: &DevOptions) -> Result<Plan, DevError> {
     for service in plan.services.values_mut() {
         service.depends_on.retain(|name, _| keep.contains(name));
     }
-    plan.settings.instance = DEV_INSTANCE.to_owned();
+    plan.settings.instance = format!("{}{DEV_INSTANCE_SUFFIX}", plan.settings.instance);
     plan.settings.state_dir = plan.settings.state_dir.join(DEV_STATE_DIR);
     plan.settings.stop_on_shutdown = true;
     // The development CA serves every route: no ACME in development.

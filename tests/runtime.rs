@@ -12,6 +12,8 @@ mod cron;
 mod google_standin;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/operator.rs"]
+mod operator;
 #[path = "runtime/proxy.rs"]
 mod proxy;
 #[path = "runtime/secrets.rs"]

@@ -1,0 +1,247 @@
+//! The operator's surface against a running daemon: the admin socket and
+//! its mode, `status` (table and JSON), `logs`, `deploy` errors, the metrics
+//! endpoint parsed as Prometheus text, the status page parsed as HTML,
+//! `dev -s` with pruning, completions and the man page.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::support::{docker, exists, text, Sandbox};
+
+const BUSYBOX: &str = "dispenser-test/busybox:latest";
+
+/// A GET over the daemon's unix socket (curl speaks HTTP over it).
+fn get(sb: &Sandbox, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--unix-socket"])
+        .arg(sb.path("dispenser.sock"))
+        .arg(format!("http://dispenser{path}"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "GET {path}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn chatty_service(sb: &mut Sandbox, short: &str) {
+    sb.service(
+        short,
+        BUSYBOX,
+        "command = [\"sh\", \"-c\", \"echo hello-from-the-container; sleep 3600\"]\n",
+    );
+}
+
+#[test]
+fn status_logs_metrics_and_page_through_the_admin_socket() {
+    let mut sb = Sandbox::new();
+    chatty_service(&mut sb, "app");
+    let app = sb.name("app");
+    let daemon = sb.start();
+
+    // The socket: beside the config, owner and group only, the daemon's user.
+    let meta = std::fs::metadata(sb.path("dispenser.sock")).expect("socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.uid(), nix_uid());
+
+    let table = sb.cli(&["status"]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    assert!(table.starts_with("SERVICE"), "{table}");
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&app))
+        .unwrap_or_else(|| panic!("no row for {app}: {table}"));
+    assert!(row.contains("running"), "{row}");
+    assert!(row.contains(BUSYBOX), "{row}");
+
+    let json = sb.cli(&["status", "--json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(json["instance"], sb.id.as_str());
+    let service = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == app.as_str())
+        .expect("service in json");
+    assert_eq!(service["state"], "running");
+    assert!(service["uptime_seconds"].as_i64().is_some(), "{service}");
+
+    // Logs: the container's output through the daemon.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = sb.cli(&["logs", &app, "--tail", "5"]);
+        assert!(logs.status.success(), "{}", text(&logs.stderr));
+        if text(&logs.stdout).contains("hello-from-the-container") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output: {}", text(&logs.stdout));
+        sleep(Duration::from_millis(300));
+    }
+    let unknown = sb.cli(&["logs", "no-such-service"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no service named"), "{}", text(&unknown.stderr));
+
+    // A deploy of an image that only exists locally fails, and says why.
+    let deploy = sb.cli(&["deploy", &app]);
+    let deploy_out = format!("{}{}", text(&deploy.stdout), text(&deploy.stderr));
+    assert!(!deploy_out.is_empty());
+
+    // Metrics: valid text format with the deploy counted for the service.
+    let metrics = get(&sb, "/metrics");
+    let lines = metrics.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus text format");
+    let deploys: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "dispenser_deploys_total")
+        .collect();
+    assert!(
+        deploys.iter().any(|s| s.labels.get("service") == Some(app.as_str())),
+        "{metrics}"
+    );
+    assert!(scrape.docs.contains_key("dispenser_proxy_request_duration_seconds"));
+    assert!(scrape.docs.contains_key("dispenser_cron_runs_total"));
+
+    // The page: HTML with a row per service.
+    let html = get(&sb, "/");
+    let page = scraper::Html::parse_document(&html);
+    let rows = scraper::Selector::parse("#services tr.service").unwrap();
+    let names: Vec<String> = page
+        .select(&rows)
+        .filter_map(|row| row.value().attr("data-name").map(str::to_owned))
+        .collect();
+    assert_eq!(names, vec![app.clone()]);
+    let state = scraper::Selector::parse("#services tr.service td.state").unwrap();
+    let state: String = page.select(&state).next().unwrap().text().collect();
+    assert_eq!(state, "running");
+
+    daemon.stop();
+    assert!(!sb.path("dispenser.sock").exists(), "the socket is removed at exit");
+    let after = sb.cli(&["status"]);
+    assert!(!after.status.success());
+    assert!(
+        text(&after.stderr).contains("no daemon is running")
+            && text(&after.stderr).contains("systemctl start dispenser"),
+        "{}",
+        text(&after.stderr)
+    );
+}
+
+#[test]
+fn dev_runs_only_the_selected_services_without_their_dependencies() {
+    let mut sb = Sandbox::new();
+    sb.service("db", BUSYBOX, "");
+    let db = sb.name("db");
+    sb.service(
+        "api",
+        BUSYBOX,
+        &format!("[depends_on]\n\"{db}\" = \"healthy\"\n"),
+    );
+    let api = sb.name("api");
+    let dev_instance = format!("{}-dev", sb.id);
+    let _cleanup = InstanceCleanup(dev_instance.clone());
+    let log = sb.path("dev.log");
+    let out = std::fs::File::create(&log).unwrap();
+    // By folder: `api/`. The dependency on db would never be met (no
+    // healthcheck); dev drops it, so api starts at once.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .arg("-c")
+        .arg(sb.config())
+        .args(["dev", "-s", "api/"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn dispenser dev");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("dispenser is ready")
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dev never got ready: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(output.contains(&format!("dispenser dev: running {api}")), "{output}");
+    let labels = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"dispenser.instance\"}} {{.State.Running}}",
+        &api,
+    ]);
+    assert_eq!(labels.trim(), format!("{dev_instance} true"));
+    assert!(!exists(&db), "db was not selected and must not run");
+
+    nix_kill(child.id(), "TERM");
+    let status = child.wait().expect("wait dev");
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    // Dev stops what it started.
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &api]);
+    assert_eq!(running.trim(), "false");
+}
+
+#[test]
+fn dev_refuses_an_unknown_service() {
+    let mut sb = Sandbox::new();
+    sb.service("db", BUSYBOX, "");
+    let out = sb.cli(&["dev", "-s", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no service named or in folder `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sb.cli(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains("dispenser") && script.contains("status"), "{shell}");
+    }
+    let man = sb.cli(&["man"]);
+    assert!(man.status.success());
+    let man = text(&man.stdout);
+    assert!(man.starts_with(".ie") || man.contains(".TH dispenser"), "{man}");
+    assert!(man.contains("rollback"));
+}
+
+/// Removes the development instance's containers at the end of a test.
+struct InstanceCleanup(String);
+
+impl Drop for InstanceCleanup {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dispenser.instance={}", self.0),
+        ]);
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+fn nix_uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    text(&out.stdout).trim().parse().expect("uid")
+}
+
+fn nix_kill(pid: u32, signal: &str) {
+    let out = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .output()
+        .expect("kill");
+    assert!(out.status.success());
+}
