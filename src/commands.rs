@@ -70,7 +70,8 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
 /// `dispenser dev`: the daemon in the foreground on the development plan.
 pub fn dev(config: &Path, pid_file: Option<PathBuf>, options: DevOptions) -> ExitCode {
     // Fail early, before Docker, on a selection that does not exist.
-    let plan = match load_plan(config) {
+    let operator = crate::notify::OperatorSlot::default();
+    let plan = match load_plan(config, &operator) {
         Ok(plan) => plan,
         Err(problems) => {
             eprint!("{problems}");
@@ -94,10 +95,12 @@ pub fn dev(config: &Path, pid_file: Option<PathBuf>, options: DevOptions) -> Exi
         pid_file: pid_file.unwrap_or_else(|| beside(config, DEV_PID_FILE)),
         socket: None,
         dev: true,
+        // No admin listener and no notifications in development.
+        operator: crate::notify::OperatorSlot::default(),
     };
     let config_path = config.to_path_buf();
     daemon::run(daemon_options, move || {
-        let plan = load_plan(&config_path)?;
+        let plan = load_plan(&config_path, &operator)?;
         dev::select(plan, &options).map_err(|err| format!("error: {err}\n"))
     })
 }

@@ -32,7 +32,8 @@ use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, AdminServer, AdminState, PlanCache, PlanWatcher};
+use crate::admin::{AdminServer, AdminState, PlanCache, PlanWatcher};
+use crate::notify::{self, OperatorSlot};
 use crate::pidfile::Pidfile;
 
 /// Longest pause between two attempts to reach the Docker Engine.
@@ -47,6 +48,8 @@ pub struct DaemonOptions {
     pub socket: Option<PathBuf>,
     /// A development run: certificates from the development CA, no ACME.
     pub dev: bool,
+    /// `[admin]` and `[notify]` of the latest configuration that loaded.
+    pub operator: OperatorSlot,
 }
 
 /// The maps the proxy reads and the control plane writes; one of each per
@@ -172,7 +175,7 @@ where
                 supervisor.do_send(Subscribe(
                     PlanWatcher::new(state.plan.clone()).start().recipient(),
                 ));
-                match start_admin(socket, state) {
+                match start_admin(socket, options.operator.get().admin_listen, state) {
                     Ok(server) => Some(server),
                     Err(err) => {
                         error!(error = %err, "cannot start the admin API; not starting");
@@ -182,6 +185,7 @@ where
             }
             None => None,
         };
+        notify::start(options.operator.clone(), plan.settings.instance.clone());
         let first = options.dev.then(|| plan.clone());
         log_report("start-up", supervisor.send(Apply(plan)).await);
         if let Some(plan) = &first {
@@ -252,15 +256,13 @@ fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, Stri
     })
 }
 
-/// Starts the admin API on `socket` and, when `DISPENSER_ADMIN_LISTEN` is
-/// set, on that loopback address.
-fn start_admin(socket: &std::path::Path, state: AdminState) -> Result<AdminServer, String> {
-    let tcp = match std::env::var(admin::LISTEN_ENV) {
-        Ok(value) if !value.trim().is_empty() => {
-            Some(admin::parse_listen(value.trim()).map_err(|err| err.to_string())?)
-        }
-        _ => None,
-    };
+/// Starts the admin API on `socket` and on `[admin] listen` when set (read
+/// at start-up only).
+fn start_admin(
+    socket: &std::path::Path,
+    tcp: Option<std::net::SocketAddr>,
+    state: AdminState,
+) -> Result<AdminServer, String> {
     AdminServer::start(socket, tcp, state).map_err(|err| err.to_string())
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod dev;
 mod logging;
+mod notify;
 mod pidfile;
 
 use std::path::{Path, PathBuf};
@@ -44,14 +45,16 @@ fn main() -> ExitCode {
     match cli.command {
         None => {
             logging::init(cli.log_level.as_deref(), "info");
+            let operator = notify::OperatorSlot::default();
             let options = daemon::DaemonOptions {
                 socket: Some(admin::socket_path(&cli.config)),
                 config: cli.config.clone(),
                 pid_file,
                 dev: false,
+                operator: operator.clone(),
             };
             let config_path = cli.config;
-            daemon::run(options, move || load_plan(&config_path))
+            daemon::run(options, move || load_plan(&config_path, &operator))
         }
         Some(Command::Dev {
             services,
@@ -102,15 +105,20 @@ fn test_config(config_path: &Path) -> ExitCode {
     }
 }
 
-/// The daemon's loader: the plan, or every problem rendered as text. Each
-/// call fetches the secrets again, so a rotated secret reaches its services.
-pub(crate) fn load_plan(config_path: &Path) -> Result<dispenser_actors::plan::Plan, String> {
+/// The daemon's loader: the plan, or every problem rendered as text; the
+/// operator settings go to `operator`. Each call fetches the secrets again,
+/// so a rotated secret reaches its services.
+pub(crate) fn load_plan(
+    config_path: &Path,
+    operator: &notify::OperatorSlot,
+) -> Result<dispenser_actors::plan::Plan, String> {
     let secrets = Secrets::from_env(config_dir(config_path));
     match config::load(config_path, &secrets) {
         Ok(loaded) => {
             for warning in loaded.warnings.warnings() {
                 tracing::warn!(warning = %warning, "configuration warning");
             }
+            operator.set(loaded.operator);
             Ok(loaded.plan)
         }
         Err(diagnostics) => Err(diagnostics.to_string()),

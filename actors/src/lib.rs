@@ -3,6 +3,7 @@
 
 pub mod cron;
 pub mod engine;
+pub mod events;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;

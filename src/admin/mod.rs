@@ -1,5 +1,5 @@
 //! The admin surface: an HTTP/1.1 API on a unix socket beside the config
-//! (`dispenser.sock`, mode 0660) and, when `DISPENSER_ADMIN_LISTEN` names a
+//! (`dispenser.sock`, mode 0660) and, when `[admin] listen` names a
 //! loopback address, on that TCP address too. Never on the public listeners.
 //!
 //! Routes:
@@ -36,9 +36,6 @@ pub use server::AdminServer;
 pub const SOCKET_FILE: &str = "dispenser.sock";
 /// The socket's mode: the daemon's user and group read and write.
 pub const SOCKET_MODE: u32 = 0o660;
-/// Environment variable naming an optional loopback TCP address for the
-/// admin API (page and metrics), e.g. `127.0.0.1:9180`.
-pub const LISTEN_ENV: &str = "DISPENSER_ADMIN_LISTEN";
 
 /// What the admin handlers read and whom they ask.
 #[derive(Clone)]
@@ -66,10 +63,6 @@ pub enum AdminError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the admin address {0} is not a loopback address; refusing to expose the admin API")]
-    NotLoopback(SocketAddr),
-    #[error("`{value}` is not an address (expected e.g. 127.0.0.1:9180)")]
-    BadAddress { value: String },
     #[error("cannot listen on {address}: {source}")]
     Tcp {
         address: SocketAddr,
@@ -113,38 +106,4 @@ impl Handler<PlanApplied> for PlanWatcher {
 /// The socket's path for a config file.
 pub fn socket_path(config: &Path) -> std::path::PathBuf {
     config.parent().unwrap_or(Path::new(".")).join(SOCKET_FILE)
-}
-
-/// Parses the optional TCP address, refusing anything but loopback.
-pub fn parse_listen(value: &str) -> Result<SocketAddr, AdminError> {
-    let address: SocketAddr = value.parse().map_err(|_| AdminError::BadAddress {
-        value: value.to_owned(),
-    })?;
-    if !address.ip().is_loopback() {
-        return Err(AdminError::NotLoopback(address));
-    }
-    Ok(address)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_loopback_addresses_are_accepted() {
-        assert!(parse_listen("127.0.0.1:9180").is_ok());
-        assert!(parse_listen("[::1]:9180").is_ok());
-        assert!(matches!(
-            parse_listen("0.0.0.0:9180"),
-            Err(AdminError::NotLoopback(_))
-        ));
-        assert!(matches!(
-            parse_listen("10.1.2.3:80"),
-            Err(AdminError::NotLoopback(_))
-        ));
-        assert!(matches!(
-            parse_listen("localhost"),
-            Err(AdminError::BadAddress { .. })
-        ));
-    }
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use dispenser_actors::events::{self, Event};
 use dispenser_actors::metrics;
 use dispenser_actors::supervisor::{DeployNow, RollbackNow};
 use futures_util::TryStreamExt;
@@ -222,12 +223,27 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Res
     };
     let (status, answer) = match answer {
         Ok(Ok(message)) => {
-            metrics::global().deploy(&service, if action == "deploy" { "succeeded" } else { "rolled_back" });
+            let (outcome, event) = if action == "deploy" {
+                ("succeeded", Event::Deployed { service: service.clone(), message: message.clone() })
+            } else {
+                ("rolled_back", Event::RolledBack { service: service.clone(), message: message.clone() })
+            };
+            metrics::global().deploy(&service, outcome);
+            events::publish(event);
             info!(service = %service, action, "operator request done");
             (StatusCode::OK, ActionAnswer { ok: true, message })
         }
         Ok(Err(message)) => {
-            metrics::global().deploy(&service, if action == "deploy" { "failed" } else { "rollback_failed" });
+            let (outcome, event) = if action == "deploy" {
+                ("failed", Event::DeployFailed { service: service.clone(), reason: message.clone() })
+            } else {
+                ("rollback_failed", Event::RollbackFailed { service: service.clone(), reason: message.clone() })
+            };
+            // Unknown names are not counted: labels come from known services only.
+            if !message.starts_with("no service named") {
+                metrics::global().deploy(&service, outcome);
+                events::publish(event);
+            }
             warn!(service = %service, action, error = %message, "operator request failed");
             let status = if message.starts_with("no service named") {
                 StatusCode::NOT_FOUND

@@ -245,3 +245,67 @@ fn nix_kill(pid: u32, signal: &str) {
         .expect("kill");
     assert!(out.status.success());
 }
+
+#[test]
+fn a_deploy_is_announced_to_the_webhook() {
+    let mut sb = Sandbox::new();
+    chatty_service(&mut sb, "app");
+    let app = sb.name("app");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    sb.write(
+        "notify.hbs",
+        "{\"text\": \"{{text}}\", \"event\": \"{{kind}}\", \"service\": \"{{service}}\"}",
+    );
+    let main = std::fs::read_to_string(sb.config()).unwrap();
+    sb.write(
+        "dispenser.toml",
+        &format!(
+            "{main}\n[notify]\nwebhook = \"http://127.0.0.1:{port}/hook\"\ntemplate = \"notify.hbs\"\n"
+        ),
+    );
+    let daemon = sb.start();
+    let receiver = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().expect("webhook call");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                    return (head.to_owned(), body.to_owned());
+                }
+            }
+            if n == 0 {
+                panic!("webhook request cut short: {text}");
+            }
+        }
+    });
+    let _ = sb.cli(&["deploy", &app]);
+    let (head, body) = receiver.join().expect("webhook received");
+    assert!(head.starts_with("POST /hook "), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(json["service"], app.as_str());
+    assert!(
+        json["event"] == "deployed" || json["event"] == "deploy_failed",
+        "{body}"
+    );
+    assert!(json["text"].as_str().unwrap().contains(&app), "{body}");
+    daemon.stop();
+}
