@@ -26,7 +26,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -96,6 +96,18 @@ endif
 deps-package: ## install cargo-deb and cargo-generate-rpm when missing (from crates.io)
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+
+man: ## generate the man page from the CLI definitions (target/man/dispenser.1)
+	$(CARGO) build $(CARGO_FLAGS)
+	mkdir -p target/man
+	target/debug/dispenser man > target/man/dispenser.1
+
+completions: ## generate shell completions (target/completions/)
+	$(CARGO) build $(CARGO_FLAGS)
+	mkdir -p target/completions
+	target/debug/dispenser completions bash > target/completions/dispenser.bash
+	target/debug/dispenser completions zsh > target/completions/_dispenser
+	target/debug/dispenser completions fish > target/completions/dispenser.fish
 
 deb: build ## build the Debian package (target/debian/)
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb

@@ -70,7 +70,10 @@ pub fn urls(plan: &Plan) -> Vec<String> {
         .filter_map(|service| service.route.as_ref().map(|route| (service, route)))
         .map(|(service, route)| {
             let port = proxy.https_listen.port();
-            format!("{}: https://{}:{port}{}", service.name, route.host, route.path)
+            format!(
+                "{}: https://{}:{port}{}",
+                service.name, route.host, route.path
+            )
         })
         .collect()
 }

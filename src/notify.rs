@@ -43,7 +43,10 @@ impl OperatorSlot {
     }
 
     pub fn set(&self, settings: OperatorSettings) {
-        let mut slot = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *slot = settings;
     }
 }
@@ -64,7 +67,10 @@ pub fn start(slot: OperatorSlot, instance: String) {
             let event = match receiver.recv().await {
                 Ok(event) => event,
                 Err(RecvError::Lagged(missed)) => {
-                    warn!(missed, "notifications fell behind; some events were not sent");
+                    warn!(
+                        missed,
+                        "notifications fell behind; some events were not sent"
+                    );
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -159,7 +165,9 @@ fn json_escape(value: &str) -> String {
 /// One line for people: `[prod] api deployed: ...`.
 fn summary(event: &Event, instance: &str) -> String {
     match event {
-        Event::Deployed { service, message } => format!("[{instance}] {service} deployed: {message}"),
+        Event::Deployed { service, message } => {
+            format!("[{instance}] {service} deployed: {message}")
+        }
         Event::DeployFailed { service, reason } => {
             format!("[{instance}] {service} deploy failed: {reason}")
         }
@@ -175,8 +183,13 @@ fn summary(event: &Event, instance: &str) -> String {
             reason,
         } => format!(
             "[{instance}] scheduled run of {service} failed{}{}",
-            exit_code.map(|code| format!(" (exit code {code})")).unwrap_or_default(),
-            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            exit_code
+                .map(|code| format!(" (exit code {code})"))
+                .unwrap_or_default(),
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
         Event::CertificateTrouble { host, reason } => {
             format!("[{instance}] certificate for {host}: {reason}")
@@ -209,7 +222,10 @@ mod tests {
         assert_eq!(json["event"], "cron_run_failed");
         assert_eq!(json["service"], "backup");
         assert_eq!(json["instance"], "prod");
-        assert_eq!(json["text"], "[prod] scheduled run of backup failed (exit code 2)");
+        assert_eq!(
+            json["text"],
+            "[prod] scheduled run of backup failed (exit code 2)"
+        );
         assert!(!body.contains("T0K3N"));
     }
 
@@ -237,6 +253,9 @@ mod tests {
         };
         let (body, kind) = body(&settings, "prod", &event()).expect("body");
         assert_eq!(kind, "application/json");
-        assert_eq!(body, "{\"text\": \"[prod] scheduled run of backup failed (exit code 2)\"}");
+        assert_eq!(
+            body,
+            "{\"text\": \"[prod] scheduled run of backup failed (exit code 2)\"}"
+        );
     }
 }

@@ -180,10 +180,11 @@ impl Counters {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut map = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.entry(key)
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {

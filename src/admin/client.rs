@@ -78,7 +78,11 @@ impl Client {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|err| self.io(err.to_string()))?;
             if let Some(data) = frame.data_ref() {
-                if stdout.write_all(data).and_then(|()| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(data)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     // stdout closed (`| head`): stop quietly.
                     return Ok(());
                 }
@@ -107,10 +111,9 @@ impl Client {
                 },
                 _ => self.io(err.to_string()),
             })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|err| self.io(err.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| self.io(err.to_string()))?;
         tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
@@ -166,7 +169,14 @@ fn encode(segment: &str) -> String {
 /// The status report as a table for people.
 pub fn table(report: &StatusReport) -> String {
     let headers = [
-        "SERVICE", "STATE", "IMAGE", "DIGEST", "UPTIME", "NEXT RUN", "ROUTES", "CERT EXPIRES",
+        "SERVICE",
+        "STATE",
+        "IMAGE",
+        "DIGEST",
+        "UPTIME",
+        "NEXT RUN",
+        "ROUTES",
+        "CERT EXPIRES",
     ];
     let rows: Vec<[String; 8]> = report
         .services

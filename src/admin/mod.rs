@@ -80,7 +80,10 @@ impl PlanCache {
     }
 
     fn set(&self, plan: Arc<Plan>) {
-        let mut slot = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *slot = Some(plan);
     }
 }

@@ -112,18 +112,19 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             .and_then(|plan| plan.services.get(&status.name))
             .and_then(|service| service.route.clone());
         let (routes, certificate_expires) = match &route {
-            Some(route) => {
-                (
-                    vec![format!("https://{}{}", route.host, route.path)],
-                    expiry_of(&route.host),
-                )
-            }
+            Some(route) => (
+                vec![format!("https://{}{}", route.host, route.path)],
+                expiry_of(&route.host),
+            ),
             None => (Vec::new(), None),
         };
         services.push(ServiceReport {
             short_digest: digest.as_deref().map(short_digest),
             digest,
-            container: status.container_id.as_ref().map(|id| id.chars().take(12).collect()),
+            container: status
+                .container_id
+                .as_ref()
+                .map(|id| id.chars().take(12).collect()),
             started_at: started.map(rfc3339),
             uptime_seconds: started.map(|at| (now - at).num_seconds().max(0)),
             next_run: next_runs.get(&status.name).copied().map(rfc3339),
@@ -203,7 +204,10 @@ async fn recent_runs(
 pub fn short_digest(digest: &str) -> String {
     match digest.split_once(':') {
         Some((algorithm, hex)) => {
-            format!("{algorithm}:{}", hex.chars().take(SHORT_DIGEST).collect::<String>())
+            format!(
+                "{algorithm}:{}",
+                hex.chars().take(SHORT_DIGEST).collect::<String>()
+            )
         }
         None => digest.chars().take(SHORT_DIGEST).collect(),
     }
@@ -243,6 +247,9 @@ mod tests {
 
     #[test]
     fn digests_are_shortened_after_the_algorithm() {
-        assert_eq!(short_digest("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
     }
 }

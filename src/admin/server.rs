@@ -184,7 +184,10 @@ async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> Respons
         .await
         .unwrap_or_default();
     let Some(status) = statuses.into_iter().find(|status| status.name == service) else {
-        return error(StatusCode::NOT_FOUND, &format!("no service named `{service}`"));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no service named `{service}`"),
+        );
     };
     let Some(container) = status.container_id else {
         return error(
@@ -211,22 +214,38 @@ async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> Respons
 async fn operator_action(state: &AdminState, service: &str, action: &str) -> Response<Body> {
     let service = service.to_owned();
     let answer = if action == "deploy" {
-        state.supervisor.send(DeployNow {
-            service: service.clone(),
-        })
-        .await
+        state
+            .supervisor
+            .send(DeployNow {
+                service: service.clone(),
+            })
+            .await
     } else {
-        state.supervisor.send(RollbackNow {
-            service: service.clone(),
-        })
-        .await
+        state
+            .supervisor
+            .send(RollbackNow {
+                service: service.clone(),
+            })
+            .await
     };
     let (status, answer) = match answer {
         Ok(Ok(message)) => {
             let (outcome, event) = if action == "deploy" {
-                ("succeeded", Event::Deployed { service: service.clone(), message: message.clone() })
+                (
+                    "succeeded",
+                    Event::Deployed {
+                        service: service.clone(),
+                        message: message.clone(),
+                    },
+                )
             } else {
-                ("rolled_back", Event::RolledBack { service: service.clone(), message: message.clone() })
+                (
+                    "rolled_back",
+                    Event::RolledBack {
+                        service: service.clone(),
+                        message: message.clone(),
+                    },
+                )
             };
             metrics::global().deploy(&service, outcome);
             events::publish(event);
@@ -235,9 +254,21 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Res
         }
         Ok(Err(message)) => {
             let (outcome, event) = if action == "deploy" {
-                ("failed", Event::DeployFailed { service: service.clone(), reason: message.clone() })
+                (
+                    "failed",
+                    Event::DeployFailed {
+                        service: service.clone(),
+                        reason: message.clone(),
+                    },
+                )
             } else {
-                ("rollback_failed", Event::RollbackFailed { service: service.clone(), reason: message.clone() })
+                (
+                    "rollback_failed",
+                    Event::RollbackFailed {
+                        service: service.clone(),
+                        reason: message.clone(),
+                    },
+                )
             };
             // Unknown names are not counted: labels come from known services only.
             if !message.starts_with("no service named") {
@@ -267,7 +298,12 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Res
 fn certificate_expiry(state: &AdminState, out: &mut String) {
     use std::fmt::Write as _;
     let name = "dispenser_certificate_expiry_timestamp_seconds";
-    metrics::header(out, name, "When each served certificate expires (Unix time).", "gauge");
+    metrics::header(
+        out,
+        name,
+        "When each served certificate expires (Unix time).",
+        "gauge",
+    );
     for cert in report::gather_certificates(state) {
         if let Some(expires) = cert.expires_unix {
             let _ = writeln!(

@@ -24,8 +24,8 @@ use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use render::Renderer;
 pub use secrets::{SecretResolver, Secrets};
-pub use validate::{NotifySettings, OperatorSettings};
 use spans::SpanIndex;
+pub use validate::{NotifySettings, OperatorSettings};
 use values::did_you_mean;
 use vars::Variables;
 

@@ -317,7 +317,11 @@ pub fn global(
 }
 
 /// `[admin]` and `[notify]`.
-fn operator(check: &mut FileCheck<'_>, file: &DispenserFile, config_dir: &Path) -> OperatorSettings {
+fn operator(
+    check: &mut FileCheck<'_>,
+    file: &DispenserFile,
+    config_dir: &Path,
+) -> OperatorSettings {
     let admin_listen = file
         .admin
         .as_ref()
@@ -347,7 +351,8 @@ fn operator(check: &mut FileCheck<'_>, file: &DispenserFile, config_dir: &Path) 
             }
         });
     let notify = file.notify.as_ref().map(|table| {
-        let scheme_ok = table.webhook.starts_with("https://") || table.webhook.starts_with("http://");
+        let scheme_ok =
+            table.webhook.starts_with("https://") || table.webhook.starts_with("http://");
         if !scheme_ok || table.webhook.parse::<http::Uri>().is_err() {
             check.error(
                 "notify.webhook",
@@ -373,7 +378,10 @@ fn operator(check: &mut FileCheck<'_>, file: &DispenserFile, config_dir: &Path) 
                     check
                         .error(
                             "notify.template",
-                            format!("cannot read the template{}: {err}", check.shown("notify.template", relative)),
+                            format!(
+                                "cannot read the template{}: {err}",
+                                check.shown("notify.template", relative)
+                            ),
                             "unreadable",
                         )
                         .help = Some("the path is relative to the folder of dispenser.toml".into());

@@ -76,12 +76,20 @@ fn status_logs_metrics_and_page_through_the_admin_socket() {
         if text(&logs.stdout).contains("hello-from-the-container") {
             break;
         }
-        assert!(Instant::now() < deadline, "no output: {}", text(&logs.stdout));
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            text(&logs.stdout)
+        );
         sleep(Duration::from_millis(300));
     }
     let unknown = sb.cli(&["logs", "no-such-service"]);
     assert!(!unknown.status.success());
-    assert!(text(&unknown.stderr).contains("no service named"), "{}", text(&unknown.stderr));
+    assert!(
+        text(&unknown.stderr).contains("no service named"),
+        "{}",
+        text(&unknown.stderr)
+    );
 
     // A deploy of an image that only exists locally fails, and says why.
     let deploy = sb.cli(&["deploy", &app]);
@@ -98,10 +106,14 @@ fn status_logs_metrics_and_page_through_the_admin_socket() {
         .filter(|s| s.metric == "dispenser_deploys_total")
         .collect();
     assert!(
-        deploys.iter().any(|s| s.labels.get("service") == Some(app.as_str())),
+        deploys
+            .iter()
+            .any(|s| s.labels.get("service") == Some(app.as_str())),
         "{metrics}"
     );
-    assert!(scrape.docs.contains_key("dispenser_proxy_request_duration_seconds"));
+    assert!(scrape
+        .docs
+        .contains_key("dispenser_proxy_request_duration_seconds"));
     assert!(scrape.docs.contains_key("dispenser_cron_runs_total"));
 
     // The page: HTML with a row per service.
@@ -118,7 +130,10 @@ fn status_logs_metrics_and_page_through_the_admin_socket() {
     assert_eq!(state, "running");
 
     daemon.stop();
-    assert!(!sb.path("dispenser.sock").exists(), "the socket is removed at exit");
+    assert!(
+        !sb.path("dispenser.sock").exists(),
+        "the socket is removed at exit"
+    );
     let after = sb.cli(&["status"]);
     assert!(!after.status.success());
     assert!(
@@ -164,12 +179,18 @@ fn dev_runs_only_the_selected_services_without_their_dependencies() {
     {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("dev never got ready: {}", std::fs::read_to_string(&log).unwrap());
+            panic!(
+                "dev never got ready: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
         sleep(Duration::from_millis(200));
     }
     let output = std::fs::read_to_string(&log).unwrap();
-    assert!(output.contains(&format!("dispenser dev: running {api}")), "{output}");
+    assert!(
+        output.contains(&format!("dispenser dev: running {api}")),
+        "{output}"
+    );
     let labels = docker(&[
         "inspect",
         "-f",
@@ -181,7 +202,11 @@ fn dev_runs_only_the_selected_services_without_their_dependencies() {
 
     nix_kill(child.id(), "TERM");
     let status = child.wait().expect("wait dev");
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     // Dev stops what it started.
     let running = docker(&["inspect", "-f", "{{.State.Running}}", &api]);
     assert_eq!(running.trim(), "false");
@@ -207,12 +232,18 @@ fn completions_and_man_page_are_generated() {
         let out = sb.cli(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
-        assert!(script.contains("dispenser") && script.contains("status"), "{shell}");
+        assert!(
+            script.contains("dispenser") && script.contains("status"),
+            "{shell}"
+        );
     }
     let man = sb.cli(&["man"]);
     assert!(man.status.success());
     let man = text(&man.stdout);
-    assert!(man.starts_with(".ie") || man.contains(".TH dispenser"), "{man}");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH dispenser"),
+        "{man}"
+    );
     assert!(man.contains("rollback"));
 }
 
@@ -299,7 +330,11 @@ fn a_deploy_is_announced_to_the_webhook() {
     let _ = sb.cli(&["deploy", &app]);
     let (head, body) = receiver.join().expect("webhook received");
     assert!(head.starts_with("POST /hook "), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
     let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
     assert_eq!(json["service"], app.as_str());
     assert!(

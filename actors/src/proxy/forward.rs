@@ -181,7 +181,11 @@ impl Forwarder {
         };
         let started = std::time::Instant::now();
         let response = self.forward(req, authority, conn).await;
-        crate::metrics::global().proxy_request(&route, response.status().as_u16(), started.elapsed());
+        crate::metrics::global().proxy_request(
+            &route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         response
     }
 
