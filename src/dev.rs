@@ -94,6 +94,47 @@ fn same_folder(folder: &Path, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dispenser_actors::plan::{sample, DependsOn};
+
+    fn options(services: &[&str]) -> DevOptions {
+        DevOptions {
+            services: services.iter().map(|s| s.to_string()).collect(),
+            http_port: 8080,
+            https_port: 8443,
+        }
+    }
+
+    #[test]
+    fn selection_prunes_services_and_their_outside_edges() {
+        let mut api = sample::service("api", "api:1");
+        api.depends_on.insert("db".into(), DependsOn::Healthy);
+        api.depends_on.insert("cache".into(), DependsOn::Started);
+        let plan = sample::plan(
+            "prod",
+            vec![
+                api,
+                sample::service("db", "db:1"),
+                sample::service("cache", "cache:1"),
+            ],
+        );
+        // `cache` by name, `api` by folder.
+        let dev = select(plan, &options(&["/nonexistent/api", "cache"])).expect("selects");
+        assert_eq!(dev.services.keys().collect::<Vec<_>>(), ["api", "cache"]);
+        assert_eq!(
+            dev.services["api"].depends_on.keys().collect::<Vec<_>>(),
+            ["cache"]
+        );
+        assert_eq!(dev.settings.instance, "prod-dev");
+        assert!(dev.settings.stop_on_shutdown);
+        assert!(dev.settings.state_dir.ends_with("dev"));
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_known_ones() {
+        let plan = sample::plan("prod", vec![sample::service("api", "api:1")]);
+        let err = select(plan, &options(&["web"])).expect_err("unknown");
+        assert_eq!(err, DevError::Unknown("web".into(), "api".into()));
+    }
 
     #[test]
     fn folders_match_by_their_trailing_components() {
