@@ -32,7 +32,7 @@ use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::admin::{AdminServer, AdminState, PlanCache, PlanWatcher};
+use crate::admin::{AdminServer, AdminState, DeployLog, PlanCache, PlanWatcher};
 use crate::notify::{self, OperatorSlot};
 use crate::pidfile::Pidfile;
 
@@ -171,7 +171,9 @@ where
                     certs: proxy.as_ref().map(|_| maps.certs.clone()),
                     engine: engine.clone(),
                     plan: PlanCache::default(),
+                    deploys: DeployLog::default(),
                 };
+                state.deploys.follow();
                 supervisor.do_send(Subscribe(
                     PlanWatcher::new(state.plan.clone()).start().recipient(),
                 ));

@@ -27,7 +27,7 @@ pub enum ClientError {
     PermissionDenied { socket: String },
     #[error("cannot reach the daemon at {socket}: {reason}")]
     Io { socket: String, reason: String },
-    #[error("the daemon answered {status}: {message}")]
+    #[error("{message}")]
     Refused { status: StatusCode, message: String },
     #[error("the daemon's answer cannot be read: {0}")]
     Decode(String),
@@ -174,11 +174,12 @@ pub fn table(report: &StatusReport) -> String {
         "IMAGE",
         "DIGEST",
         "UPTIME",
+        "LAST DEPLOY",
         "NEXT RUN",
         "ROUTES",
         "CERT EXPIRES",
     ];
-    let rows: Vec<[String; 8]> = report
+    let rows: Vec<[String; 9]> = report
         .services
         .iter()
         .map(|service| {
@@ -188,6 +189,7 @@ pub fn table(report: &StatusReport) -> String {
                 service.image.clone(),
                 service.short_digest.clone().unwrap_or_else(|| "-".into()),
                 service.uptime().unwrap_or_else(|| "-".into()),
+                service.last_deploy_text().unwrap_or_else(|| "-".into()),
                 service.next_run.clone().unwrap_or_else(|| "-".into()),
                 if service.routes.is_empty() {
                     "-".into()

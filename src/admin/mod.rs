@@ -18,6 +18,7 @@ mod page;
 pub mod report;
 mod server;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,7 @@ use std::sync::{Arc, RwLock};
 use actix::prelude::*;
 use dispenser_actors::cron::CronTicker;
 use dispenser_actors::engine::Engine;
+use dispenser_actors::events::{self, Event};
 use dispenser_actors::ledger::Ledger;
 use dispenser_actors::plan::Plan;
 use dispenser_actors::proxy::certs::CertMap;
@@ -46,7 +48,13 @@ pub struct AdminState {
     pub certs: Option<CertMap>,
     pub engine: Arc<dyn Engine>,
     pub plan: PlanCache,
+    pub deploys: DeployLog,
 }
+
+/// The last deploy or rollback of each service since the daemon started,
+/// fed by the events bus (so deploys any actor announces show up too).
+#[derive(Debug, Clone, Default)]
+pub struct DeployLog(Arc<RwLock<BTreeMap<String, report::DeployReport>>>);
 
 /// The plan in force, kept by a small actor subscribed to the supervisor.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +93,53 @@ impl PlanCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *slot = Some(plan);
+    }
+}
+
+impl DeployLog {
+    /// Follows the events bus on the current runtime.
+    pub fn follow(&self) {
+        let log = self.clone();
+        let mut receiver = events::subscribe();
+        tokio::spawn(async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => log.record(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// The last deploy of `service`, if any.
+    pub fn last(&self, service: &str) -> Option<report::DeployReport> {
+        self.0
+            .read()
+            .map(|log| log.get(service).cloned())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().get(service).cloned())
+    }
+
+    fn record(&self, event: &Event) {
+        let (service, message) = match event {
+            Event::Deployed { service, message } | Event::RolledBack { service, message } => {
+                (service, message)
+            }
+            Event::DeployFailed { service, reason } | Event::RollbackFailed { service, reason } => {
+                (service, reason)
+            }
+            Event::CronRunFailed { .. } | Event::CertificateTrouble { .. } => return,
+        };
+        let entry = report::DeployReport {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            outcome: event.kind().to_owned(),
+            message: message.clone(),
+        };
+        let mut log = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        log.insert(service.clone(), entry);
     }
 }
 

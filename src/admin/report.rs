@@ -47,6 +47,18 @@ pub struct ServiceReport {
     pub routes: Vec<String>,
     /// The route certificate's expiry (RFC 3339).
     pub certificate_expires: Option<String>,
+    /// The last deploy or rollback since the daemon started.
+    pub last_deploy: Option<DeployReport>,
+}
+
+/// One deploy or rollback and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployReport {
+    /// RFC 3339.
+    pub at: String,
+    /// `deployed`, `deploy_failed`, `rolled_back` or `rollback_failed`.
+    pub outcome: String,
+    pub message: String,
 }
 
 /// One certificate the proxy serves.
@@ -70,6 +82,13 @@ pub struct RunReport {
 }
 
 impl ServiceReport {
+    /// The last deploy in words: `deployed 2026-01-01T10:00:00Z`.
+    pub fn last_deploy_text(&self) -> Option<String> {
+        self.last_deploy
+            .as_ref()
+            .map(|deploy| format!("{} {}", deploy.outcome, deploy.at))
+    }
+
     /// Uptime in words: `3d 4h`, `5m 2s`.
     pub fn uptime(&self) -> Option<String> {
         self.uptime_seconds.map(human_duration)
@@ -130,6 +149,7 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             next_run: next_runs.get(&status.name).copied().map(rfc3339),
             routes,
             certificate_expires,
+            last_deploy: state.deploys.last(&status.name),
             name: status.name,
             state: status.state.to_string(),
             image: status.image,

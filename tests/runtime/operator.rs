@@ -95,6 +95,14 @@ fn status_logs_metrics_and_page_through_the_admin_socket() {
     let deploy = sb.cli(&["deploy", &app]);
     let deploy_out = format!("{}{}", text(&deploy.stdout), text(&deploy.stderr));
     assert!(!deploy_out.is_empty());
+    // ... and the status shows it as the last deploy.
+    let json = sb.cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let last = &json["services"][0]["last_deploy"];
+    assert!(
+        last["outcome"] == "deployed" || last["outcome"] == "deploy_failed",
+        "{json}"
+    );
 
     // Metrics: valid text format with the deploy counted for the service.
     let metrics = get(&sb, "/metrics");
