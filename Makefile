@@ -26,7 +26,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions package-docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -109,11 +109,19 @@ completions: ## generate shell completions (target/completions/)
 	target/debug/dispenser completions zsh > target/completions/_dispenser
 	target/debug/dispenser completions fish > target/completions/dispenser.fish
 
-deb: build ## build the Debian package (target/debian/)
+# The man page and completions the packages ship, from the release binary.
+package-docs: build
+	mkdir -p target/man target/completions
+	target/release/dispenser man > target/man/dispenser.1
+	target/release/dispenser completions bash > target/completions/dispenser.bash
+	target/release/dispenser completions zsh > target/completions/_dispenser
+	target/release/dispenser completions fish > target/completions/dispenser.fish
+
+deb: build package-docs ## build the Debian package (target/debian/)
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	$(CARGO) deb --no-build
 
-rpm: build ## build the RPM package (target/generate-rpm/)
+rpm: build package-docs ## build the RPM package (target/generate-rpm/)
 	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
 	$(CARGO) generate-rpm
 
