@@ -177,11 +177,13 @@ where
                 supervisor.do_send(Subscribe(
                     PlanWatcher::new(state.plan.clone()).start().recipient(),
                 ));
+                // The services matter more than their status: without the
+                // admin API the daemon still runs them, and says so.
                 match start_admin(socket, options.operator.get().admin_listen, state) {
                     Ok(server) => Some(server),
                     Err(err) => {
-                        error!(error = %err, "cannot start the admin API; not starting");
-                        return ExitCode::FAILURE;
+                        error!(error = %err, "cannot start the admin API; status, logs and deploy commands will not reach this daemon");
+                        None
                     }
                 }
             }

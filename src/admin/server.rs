@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{page, report, AdminError, AdminState, SOCKET_MODE};
 
@@ -78,29 +78,34 @@ impl AdminServer {
             }
         }));
         if let Some(address) = tcp {
-            let std_listener = std::net::TcpListener::bind(address)
-                .and_then(|listener| {
-                    listener.set_nonblocking(true)?;
-                    Ok(listener)
-                })
-                .map_err(|source| AdminError::Tcp { address, source })?;
-            let listener = TcpListener::from_std(std_listener)
-                .map_err(|source| AdminError::Tcp { address, source })?;
-            info!(address = %address, "admin API listening on loopback");
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => serve(stream, state.clone()),
-                        Err(err) => warn!(error = %err, "admin accept failed"),
-                    }
+            // The socket is enough to run: a busy port is reported, not fatal.
+            match bind_tcp(address) {
+                Ok(listener) => {
+                    info!(address = %address, "admin API listening on loopback");
+                    tasks.push(tokio::spawn(async move {
+                        loop {
+                            match listener.accept().await {
+                                Ok((stream, _)) => serve(stream, state.clone()),
+                                Err(err) => warn!(error = %err, "admin accept failed"),
+                            }
+                        }
+                    }));
                 }
-            }));
+                Err(err) => error!(error = %err, "the admin API is on the socket only"),
+            }
         }
         Ok(AdminServer {
             socket: socket.to_path_buf(),
             tasks,
         })
     }
+}
+
+fn bind_tcp(address: std::net::SocketAddr) -> Result<TcpListener, AdminError> {
+    let tcp_error = |source| AdminError::Tcp { address, source };
+    let listener = std::net::TcpListener::bind(address).map_err(tcp_error)?;
+    listener.set_nonblocking(true).map_err(tcp_error)?;
+    TcpListener::from_std(listener).map_err(tcp_error)
 }
 
 impl Drop for AdminServer {
