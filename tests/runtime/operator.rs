@@ -352,3 +352,106 @@ fn a_deploy_is_announced_to_the_webhook() {
     assert!(json["text"].as_str().unwrap().contains(&app), "{body}");
     daemon.stop();
 }
+
+#[test]
+fn proxied_requests_and_certificates_show_in_metrics_and_status() {
+    let mut sb = Sandbox::new();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, https) = (free_port(), free_port());
+    sb.proxy_settings(&format!(
+        "strategy = \"http-only\"\nhttp_listen = \"127.0.0.1:{http}\"\nhttps_listen = \"127.0.0.1:{https}\"\n"
+    ));
+    sb.service(
+        "web",
+        "dispenser-test/upstream:latest",
+        "\n[env]\nVERSION = \"v1\"\n\n[proxy]\nhost = \"metrics.test\"\npath = \"/\"\nservice_port = 8080\n",
+    );
+    let web = sb.name("web");
+    let daemon = sb.start();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answered = 0;
+    while answered < 3 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: metrics.test",
+            ])
+            .arg(format!("http://127.0.0.1:{http}/"))
+            .output()
+            .expect("curl");
+        if text(&out.stdout) == "200" {
+            answered += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "the route never answered ({}): {}",
+                text(&out.stdout),
+                daemon.log()
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    let metrics = get(&sb, "/metrics");
+    let lines = metrics.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == name
+                    && labels
+                        .iter()
+                        .all(|(key, value)| s.labels.get(key) == Some(*value))
+            })
+            .map(|s| s.value.clone())
+    };
+    match value(
+        "dispenser_proxy_requests_total",
+        &[("route", &web), ("status", "2xx")],
+    ) {
+        Some(prometheus_parse::Value::Counter(count)) => assert!(count >= 3.0, "{metrics}"),
+        other => panic!("no request counter for {web}: {other:?}\n{metrics}"),
+    }
+    match value(
+        "dispenser_proxy_request_duration_seconds",
+        &[("route", &web)],
+    ) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let total = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+            assert!(total >= 3.0, "{metrics}");
+        }
+        other => panic!("no latency histogram for {web}: {other:?}\n{metrics}"),
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    match value(
+        "dispenser_certificate_expiry_timestamp_seconds",
+        &[("host", "metrics.test")],
+    ) {
+        Some(prometheus_parse::Value::Gauge(expires)) => assert!(expires > now, "{metrics}"),
+        other => panic!("no certificate expiry: {other:?}\n{metrics}"),
+    }
+
+    let json = sb.cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let service = &json["services"][0];
+    assert_eq!(service["routes"][0], "https://metrics.test/");
+    assert!(service["certificate_expires"].is_string(), "{json}");
+    daemon.stop();
+}
