@@ -38,6 +38,14 @@ pub struct AdminServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// What a listener may do: the socket is guarded by its file mode; any
+/// local user can reach the loopback address, so it only reads status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Full,
+    ReadOnly,
+}
+
 /// `POST` answers.
 #[derive(Debug, Serialize)]
 struct ActionAnswer {
@@ -72,7 +80,7 @@ impl AdminServer {
         tasks.push(tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => serve(stream, unix_state.clone()),
+                    Ok((stream, _)) => serve(stream, unix_state.clone(), Access::Full),
                     Err(err) => warn!(error = %err, "admin socket accept failed"),
                 }
             }
@@ -85,7 +93,7 @@ impl AdminServer {
                     tasks.push(tokio::spawn(async move {
                         loop {
                             match listener.accept().await {
-                                Ok((stream, _)) => serve(stream, state.clone()),
+                                Ok((stream, _)) => serve(stream, state.clone(), Access::ReadOnly),
                                 Err(err) => warn!(error = %err, "admin accept failed"),
                             }
                         }
@@ -117,14 +125,14 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve<S>(stream: S, state: AdminState)
+fn serve<S>(stream: S, state: AdminState, access: Access)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(req, &state).await) }
+            async move { Ok::<_, Infallible>(route(req, &state, access).await) }
         });
         if let Err(err) = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service)
@@ -135,9 +143,19 @@ where
     });
 }
 
-async fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
+async fn route(req: Request<Incoming>, state: &AdminState, access: Access) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let socket_only = matches!(
+        segments.as_slice(),
+        ["v1", "logs", ..] | ["v1", "services", ..]
+    );
+    if access == Access::ReadOnly && socket_only {
+        return error(
+            StatusCode::FORBIDDEN,
+            "logs, deploy and rollback are only served on the unix socket",
+        );
+    }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => {
             let report = report::gather(state).await;

@@ -373,7 +373,40 @@ fn proxied_requests_and_certificates_show_in_metrics_and_status() {
         "\n[env]\nVERSION = \"v1\"\n\n[proxy]\nhost = \"metrics.test\"\npath = \"/\"\nservice_port = 8080\n",
     );
     let web = sb.name("web");
+    let admin = free_port();
+    let main = std::fs::read_to_string(sb.config()).unwrap();
+    sb.write(
+        "dispenser.toml",
+        &format!("{main}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+    );
     let daemon = sb.start();
+
+    // The loopback listener reads status; logs and actions stay on the socket.
+    let code = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        text(&out.stdout)
+    };
+    assert_eq!(code(&[&format!("http://127.0.0.1:{admin}/metrics")]), "200");
+    assert_eq!(
+        code(&[&format!("http://127.0.0.1:{admin}/v1/status")]),
+        "200"
+    );
+    assert_eq!(
+        code(&[
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{admin}/v1/services/{web}/deploy")
+        ]),
+        "403"
+    );
+    assert_eq!(
+        code(&[&format!("http://127.0.0.1:{admin}/v1/logs/{web}")]),
+        "403"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut answered = 0;
