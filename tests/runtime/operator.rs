@@ -488,3 +488,53 @@ fn proxied_requests_and_certificates_show_in_metrics_and_status() {
     assert!(service["certificate_expires"].is_string(), "{json}");
     daemon.stop();
 }
+
+#[test]
+fn logs_follow_streams_new_output() {
+    let mut sb = Sandbox::new();
+    sb.service(
+        "ticker",
+        BUSYBOX,
+        "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.3; done\"]\n",
+    );
+    let ticker = sb.name("ticker");
+    let daemon = sb.start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .arg("-c")
+        .arg(sb.config())
+        .args(["logs", &ticker, "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // One line of history, then lines written after the command started.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match received.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("logs -f stopped streaming after {seen:?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let numbers: Vec<u32> = seen
+        .iter()
+        .map(|line| line.trim_start_matches("tick-").parse().expect("tick line"))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seen:?}"
+    );
+    daemon.stop();
+}
