@@ -63,6 +63,8 @@ pub struct ProxyMaps {
 /// The proxy's parts that live as long as the process.
 struct Proxy {
     settings: ProxySettings,
+    /// The route table the router writes (read by the admin API).
+    table: SharedTable,
     router: Addr<ProxyRouter>,
     cert_loader: Addr<CertLoader>,
     _server: ProxyServer,
@@ -169,6 +171,7 @@ where
                     ticker: Some(ticker),
                     ledger: ledger.clone(),
                     certs: proxy.as_ref().map(|_| maps.certs.clone()),
+                    routes: proxy.as_ref().map(|proxy| proxy.table.clone()),
                     engine: engine.clone(),
                     plan: PlanCache::default(),
                     deploys: DeployLog::default(),
@@ -254,6 +257,7 @@ fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, Stri
     .map_err(|err| err.to_string())?;
     Ok(Proxy {
         settings: settings.clone(),
+        table: table.clone(),
         router: ProxyRouter::new(table).start(),
         cert_loader: CertLoader::new(maps.certs.clone()).start(),
         _server: server,

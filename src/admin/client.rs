@@ -191,10 +191,10 @@ pub fn table(report: &StatusReport) -> String {
                 service.uptime().unwrap_or_else(|| "-".into()),
                 service.last_deploy_text().unwrap_or_else(|| "-".into()),
                 service.next_run.clone().unwrap_or_else(|| "-".into()),
-                if service.routes.is_empty() {
-                    "-".into()
-                } else {
-                    service.routes.join(" ")
+                match (&service.routes[..], &service.route_state) {
+                    ([], _) => "-".into(),
+                    (routes, Some(state)) => format!("{} ({state})", routes.join(" ")),
+                    (routes, None) => routes.join(" "),
                 },
                 service
                     .certificate_expires

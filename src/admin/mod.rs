@@ -30,6 +30,7 @@ use dispenser_actors::events::{self, Event};
 use dispenser_actors::ledger::Ledger;
 use dispenser_actors::plan::Plan;
 use dispenser_actors::proxy::certs::CertMap;
+use dispenser_actors::proxy::table::SharedTable;
 use dispenser_actors::supervisor::{PlanApplied, Supervisor};
 
 pub use server::AdminServer;
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub ticker: Option<Addr<CronTicker>>,
     pub ledger: Option<Addr<Ledger>>,
     pub certs: Option<CertMap>,
+    /// The proxy's route table, for each route's upstream state.
+    pub routes: Option<SharedTable>,
     pub engine: Arc<dyn Engine>,
     pub plan: PlanCache,
     pub deploys: DeployLog,

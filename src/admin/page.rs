@@ -31,6 +31,7 @@ struct ServiceRow<'a> {
     last_deploy: String,
     next_run: &'a str,
     routes: &'a [String],
+    route_state: &'a str,
     certificate_expires: &'a str,
 }
 
@@ -54,6 +55,7 @@ pub fn render(report: &StatusReport) -> Result<String, handlebars::RenderError> 
                 last_deploy: service.last_deploy_text().unwrap_or_else(|| "-".into()),
                 next_run: service.next_run.as_deref().unwrap_or("-"),
                 routes: &service.routes,
+                route_state: service.route_state.as_deref().unwrap_or(""),
                 certificate_expires: service.certificate_expires.as_deref().unwrap_or("-"),
             })
             .collect(),
@@ -84,6 +86,7 @@ mod tests {
                 uptime_seconds: Some(75),
                 next_run: None,
                 routes: vec!["https://example.test/".into()],
+                route_state: Some("ready".into()),
                 certificate_expires: None,
                 last_deploy: None,
             }],

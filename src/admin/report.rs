@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use dispenser_actors::cron::NextRuns;
 use dispenser_actors::engine::labels;
 use dispenser_actors::ledger::RecentRuns;
+use dispenser_actors::proxy::table::Upstream;
 use dispenser_actors::supervisor::GetStatus;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,8 @@ pub struct ServiceReport {
     pub next_run: Option<String>,
     /// `https://host/path` for each route of the service.
     pub routes: Vec<String>,
+    /// What the proxy knows of the upstream: `ready`, `starting` or `down`.
+    pub route_state: Option<String>,
     /// The route certificate's expiry (RFC 3339).
     pub certificate_expires: Option<String>,
     /// The last deploy or rollback since the daemon started.
@@ -149,6 +152,7 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             next_run: next_runs.get(&status.name).copied().map(rfc3339),
             routes,
             certificate_expires,
+            route_state: route_state(state, &status.name),
             last_deploy: state.deploys.last(&status.name),
             name: status.name,
             state: status.state.to_string(),
@@ -167,6 +171,24 @@ pub async fn gather(state: &AdminState) -> StatusReport {
         certificates,
         recent_runs,
     }
+}
+
+/// The proxy table's view of a service's route.
+fn route_state(state: &AdminState, service: &str) -> Option<String> {
+    let table = state.routes.as_ref()?.load();
+    let entries = table.entries();
+    let entry = entries
+        .values()
+        .flat_map(|entries| entries.iter())
+        .find(|entry| &*entry.service == service)?;
+    Some(
+        match entry.upstream {
+            Upstream::Ready { .. } => "ready",
+            Upstream::Starting => "starting",
+            Upstream::Down => "down",
+        }
+        .to_owned(),
+    )
 }
 
 pub fn gather_certificates(state: &AdminState) -> Vec<CertificateReport> {

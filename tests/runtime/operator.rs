@@ -485,6 +485,7 @@ fn proxied_requests_and_certificates_show_in_metrics_and_status() {
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     let service = &json["services"][0];
     assert_eq!(service["routes"][0], "https://metrics.test/");
+    assert_eq!(service["route_state"], "ready");
     assert!(service["certificate_expires"].is_string(), "{json}");
     daemon.stop();
 }
