@@ -1,4 +1,4 @@
-//! Logging: under systemd (`JOURNAL_STREAM` set) structured events go to
+//! Logging: under systemd (`JOURNAL_STREAM` names our stderr) structured events go to
 //! journald, each tracing field a journal field in upper case (`SERVICE`,
 //! `CONTAINER`, `DIGEST`...), so `journalctl -u dispenser SERVICE=api`
 //! filters; elsewhere human-readable lines on stderr. The level comes from
@@ -13,6 +13,23 @@ use tracing_subscriber::EnvFilter;
 /// Set by systemd when stderr is connected to the journal.
 const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
 
+/// True when stderr is the journal stream systemd gave us: `JOURNAL_STREAM`
+/// (`DEVICE:INODE`) matches stderr. A child whose stderr was redirected (a
+/// test, a pipe) inherits the variable but not the stream, and keeps text.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os(JOURNAL_STREAM) else {
+        return false;
+    };
+    let Some((device, inode)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(meta) => device.parse() == Ok(meta.dev()) && inode.parse() == Ok(meta.ino()),
+        Err(_) => false,
+    }
+}
+
 /// Installs the process's subscriber.
 pub fn init(level: Option<&str>, default_level: &str) {
     let filter = match level {
@@ -22,7 +39,7 @@ pub fn init(level: Option<&str>, default_level: &str) {
         }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
-    if std::env::var_os(JOURNAL_STREAM).is_some() {
+    if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
                 tracing_subscriber::registry()
