@@ -26,7 +26,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions package-docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -97,11 +97,31 @@ deps-package: ## install cargo-deb and cargo-generate-rpm when missing (from cra
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
 
-deb: build ## build the Debian package (target/debian/)
+man: ## generate the man page from the CLI definitions (target/man/dispenser.1)
+	$(CARGO) build $(CARGO_FLAGS)
+	mkdir -p target/man
+	target/debug/dispenser man > target/man/dispenser.1
+
+completions: ## generate shell completions (target/completions/)
+	$(CARGO) build $(CARGO_FLAGS)
+	mkdir -p target/completions
+	target/debug/dispenser completions bash > target/completions/dispenser.bash
+	target/debug/dispenser completions zsh > target/completions/_dispenser
+	target/debug/dispenser completions fish > target/completions/dispenser.fish
+
+# The man page and completions the packages ship, from the release binary.
+package-docs: build
+	mkdir -p target/man target/completions
+	target/release/dispenser man > target/man/dispenser.1
+	target/release/dispenser completions bash > target/completions/dispenser.bash
+	target/release/dispenser completions zsh > target/completions/_dispenser
+	target/release/dispenser completions fish > target/completions/dispenser.fish
+
+deb: build package-docs ## build the Debian package (target/debian/)
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	$(CARGO) deb --no-build
 
-rpm: build ## build the RPM package (target/generate-rpm/)
+rpm: build package-docs ## build the RPM package (target/generate-rpm/)
 	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
 	$(CARGO) generate-rpm
 

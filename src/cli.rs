@@ -1,18 +1,26 @@
-//! Command-line arguments.
+//! Command-line arguments: the top-level flags (`-c`, `-p`, `-t`, `-s`) as
+//! before, and subcommands that talk to the running daemon or help install it.
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 
 /// Default configuration file, in the current directory.
 pub const DEFAULT_CONFIG: &str = "dispenser.toml";
+/// Lines of output `dispenser logs` shows before following.
+pub const DEFAULT_TAIL: usize = 100;
+/// The proxy's HTTP port in `dispenser dev` unless the config sets one.
+pub const DEV_HTTP_PORT: u16 = 8080;
+/// The proxy's HTTPS port in `dispenser dev` unless the config sets one.
+pub const DEV_HTTPS_PORT: u16 = 8443;
 
 /// Runs one VM's containers from files in version control.
 #[derive(Debug, Parser)]
 #[command(name = "dispenser", version, about)]
 pub struct Cli {
     /// The dispenser.toml to load.
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
     pub config: PathBuf,
     /// Where the daemon writes its process id.
     #[arg(short, long)]
@@ -23,6 +31,64 @@ pub struct Cli {
     /// Send a signal to the running daemon.
     #[arg(short, long, value_enum)]
     pub signal: Option<Signal>,
+    /// Log level or filter (as RUST_LOG: `debug`, `info,dispenser_actors=debug`).
+    #[arg(long, global = true, env = "DISPENSER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of running the daemon.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run some services in the foreground, for development: their
+    /// dependencies outside the selection are dropped, certificates come from
+    /// the development CA, and the proxy listens on unprivileged ports.
+    Dev {
+        /// A service to run (its name or its folder); repeat for more.
+        #[arg(short = 's', long = "service", required = true, value_name = "NAME")]
+        services: Vec<String>,
+        /// The proxy's HTTP port (default 8080).
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// The proxy's HTTPS port (default 8443).
+        #[arg(long)]
+        https_port: Option<u16>,
+    },
+    /// Show every service: state, image, uptime, next run, routes, certificates.
+    Status {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service's container output.
+    Logs {
+        /// The service.
+        service: String,
+        /// Keep printing new output until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines of past output to show.
+        #[arg(long, default_value_t = DEFAULT_TAIL)]
+        tail: usize,
+    },
+    /// Redeploy a service now, from a fresh pull of its image.
+    Deploy {
+        /// The service.
+        service: String,
+    },
+    /// Put back a service's previous good version.
+    Rollback {
+        /// The service.
+        service: String,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Signals `--signal` can send.
@@ -30,4 +96,49 @@ pub struct Cli {
 pub enum Signal {
     Reload,
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn old_flags_still_parse() {
+        let cli = Cli::parse_from(["dispenser", "-c", "x.toml", "-s", "reload"]);
+        assert_eq!(cli.signal, Some(Signal::Reload));
+        assert_eq!(cli.config, PathBuf::from("x.toml"));
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn dev_takes_repeated_services() {
+        let cli = Cli::parse_from(["dispenser", "dev", "-s", "api", "-s", "web/"]);
+        match cli.command {
+            Some(Command::Dev { services, .. }) => assert_eq!(services, ["api", "web/"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn logs_defaults() {
+        let cli = Cli::parse_from(["dispenser", "logs", "api", "-f"]);
+        match cli.command {
+            Some(Command::Logs {
+                service,
+                follow,
+                tail,
+            }) => {
+                assert_eq!(service, "api");
+                assert!(follow);
+                assert_eq!(tail, DEFAULT_TAIL);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -18,6 +18,7 @@ use dispenser_actors::plan::{Plan, ProxySettings};
 use dispenser_actors::proxy::acme::{AcmeManager, Timing};
 use dispenser_actors::proxy::certs::CertMap;
 use dispenser_actors::proxy::challenge::Challenges;
+use dispenser_actors::proxy::dev_ca::DevCa;
 use dispenser_actors::proxy::router::ProxyRouter;
 use dispenser_actors::proxy::server::ProxyServer;
 use dispenser_actors::proxy::table::SharedTable;
@@ -31,6 +32,8 @@ use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::admin::{AdminServer, AdminState, DeployLog, PlanCache, PlanWatcher};
+use crate::notify::{self, OperatorSlot};
 use crate::pidfile::Pidfile;
 
 /// Longest pause between two attempts to reach the Docker Engine.
@@ -41,6 +44,12 @@ const DOCKER_RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct DaemonOptions {
     pub config: PathBuf,
     pub pid_file: PathBuf,
+    /// The admin API's unix socket; `None`: no admin API (`dispenser dev`).
+    pub socket: Option<PathBuf>,
+    /// A development run: certificates from the development CA, no ACME.
+    pub dev: bool,
+    /// `[admin]` and `[notify]` of the latest configuration that loaded.
+    pub operator: OperatorSlot,
 }
 
 /// The maps the proxy reads and the control plane writes; one of each per
@@ -54,6 +63,8 @@ pub struct ProxyMaps {
 /// The proxy's parts that live as long as the process.
 struct Proxy {
     settings: ProxySettings,
+    /// The route table the router writes (read by the admin API).
+    table: SharedTable,
     router: Addr<ProxyRouter>,
     cert_loader: Addr<CertLoader>,
     _server: ProxyServer,
@@ -117,15 +128,20 @@ where
             },
             None => None,
         };
-        let mut supervisor = Supervisor::new(engine).with_credentials(credentials.clone());
+        let mut supervisor = Supervisor::new(engine.clone()).with_credentials(credentials.clone());
         // The state dir is read at start-up only; a reload does not move it.
-        match Ledger::open(&plan.settings.state_dir) {
+        let ledger = match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
                 info!(ledger = %ledger.path().display(), "run history opened");
-                supervisor = supervisor.with_ledger(ledger.start().recipient());
+                let ledger = ledger.start();
+                supervisor = supervisor.with_ledger(ledger.clone().recipient());
+                Some(ledger)
             }
-            Err(err) => error!(error = %err, "no run history: runs are logged only"),
-        }
+            Err(err) => {
+                error!(error = %err, "no run history: runs are logged only");
+                None
+            }
+        };
         if let Some(proxy) = &proxy {
             supervisor = supervisor.with_endpoints(proxy.router.clone().recipient());
         }
@@ -135,17 +151,53 @@ where
             supervisor.do_send(Subscribe(proxy.cert_loader.clone().recipient()));
             // Certificates from the ACME CA when [certbot] is set; its
             // HTTP-01 answers go out through the proxy's port-80 listener.
-            let acme = AcmeManager::new(
-                maps.challenges.clone(),
-                maps.certs.clone(),
-                Timing::default(),
-            )
-            .start();
-            supervisor.do_send(Subscribe(acme.recipient()));
+            // A development run uses the development CA instead.
+            if !options.dev {
+                let acme = AcmeManager::new(
+                    maps.challenges.clone(),
+                    maps.certs.clone(),
+                    Timing::default(),
+                )
+                .start();
+                supervisor.do_send(Subscribe(acme.recipient()));
+            }
         }
         let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
-        supervisor.do_send(Subscribe(ticker.recipient()));
+        supervisor.do_send(Subscribe(ticker.clone().recipient()));
+        let _admin = match &options.socket {
+            Some(socket) => {
+                let state = AdminState {
+                    supervisor: supervisor.clone(),
+                    ticker: Some(ticker),
+                    ledger: ledger.clone(),
+                    certs: proxy.as_ref().map(|_| maps.certs.clone()),
+                    routes: proxy.as_ref().map(|proxy| proxy.table.clone()),
+                    engine: engine.clone(),
+                    plan: PlanCache::default(),
+                    deploys: DeployLog::default(),
+                };
+                state.deploys.follow();
+                supervisor.do_send(Subscribe(
+                    PlanWatcher::new(state.plan.clone()).start().recipient(),
+                ));
+                // The services matter more than their status: without the
+                // admin API the daemon still runs them, and says so.
+                match start_admin(socket, options.operator.get().admin_listen, state) {
+                    Ok(server) => Some(server),
+                    Err(err) => {
+                        error!(error = %err, "cannot start the admin API; status, logs and deploy commands will not reach this daemon");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        notify::start(options.operator.clone(), plan.settings.instance.clone());
+        let first = options.dev.then(|| plan.clone());
         log_report("start-up", supervisor.send(Apply(plan)).await);
+        if let Some(plan) = &first {
+            fill_dev_certs(plan, &maps);
+        }
         start_watcher(&supervisor, credentials);
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
@@ -163,7 +215,11 @@ where
                     match loaded {
                         Ok(plan) => {
                             warn_on_listener_change(proxy.as_ref(), &plan);
-                            log_report("reload", supervisor.send(Apply(plan)).await)
+                            let dev_plan = options.dev.then(|| plan.clone());
+                            log_report("reload", supervisor.send(Apply(plan)).await);
+                            if let Some(plan) = &dev_plan {
+                                fill_dev_certs(plan, &maps);
+                            }
                         }
                         Err(problems) => {
                             for problem in problems.split("\n\n").filter(|p| !p.trim().is_empty()) {
@@ -201,10 +257,37 @@ fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, Stri
     .map_err(|err| err.to_string())?;
     Ok(Proxy {
         settings: settings.clone(),
+        table: table.clone(),
         router: ProxyRouter::new(table).start(),
         cert_loader: CertLoader::new(maps.certs.clone()).start(),
         _server: server,
     })
+}
+
+/// Starts the admin API on `socket` and on `[admin] listen` when set (read
+/// at start-up only).
+fn start_admin(
+    socket: &std::path::Path,
+    tcp: Option<std::net::SocketAddr>,
+    state: AdminState,
+) -> Result<AdminServer, String> {
+    AdminServer::start(socket, tcp, state).map_err(|err| err.to_string())
+}
+
+/// `dispenser dev`: a certificate from the development CA for every route
+/// host (the CA is created on first use under the state dir).
+fn fill_dev_certs(plan: &Plan, maps: &ProxyMaps) {
+    match DevCa::load_or_create(&plan.settings.state_dir) {
+        Ok(ca) => match ca.fill(plan, &maps.certs) {
+            Ok(hosts) => info!(
+                hosts = hosts.len(),
+                ca = %DevCa::cert_path(&plan.settings.state_dir).display(),
+                "development certificates installed; trust the CA file to avoid warnings"
+            ),
+            Err(err) => error!(error = %err, "cannot issue development certificates"),
+        },
+        Err(err) => error!(error = %err, "cannot open the development CA"),
+    }
 }
 
 /// The listeners start once: a reload that changes them is applied to

@@ -1,20 +1,24 @@
 //! `dispenser`: the binary. Parses arguments, then validates the
-//! configuration (`--test`), signals the running daemon (`-s`), or runs the
-//! daemon.
+//! configuration (`--test`), signals the running daemon (`-s`), runs a
+//! subcommand (`commands.rs`), or runs the daemon.
 
+mod admin;
 mod cli;
+mod commands;
 mod config;
 mod daemon;
+mod dev;
+mod logging;
+mod notify;
 mod pidfile;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Signal};
+use cli::{Cli, Command, Signal};
 use config::{Diagnostics, Secrets};
 
 /// Exit code of `--test` when the configuration has errors.
@@ -35,16 +39,41 @@ fn main() -> ExitCode {
     }
     install_crypto_provider();
     if cli.test {
-        init_logging("warn");
+        logging::init(cli.log_level.as_deref(), "warn");
         return test_config(&cli.config);
     }
-    init_logging("info");
-    let options = daemon::DaemonOptions {
-        config: cli.config.clone(),
-        pid_file,
-    };
-    let config_path = cli.config;
-    daemon::run(options, move || load_plan(&config_path))
+    match cli.command {
+        None => {
+            logging::init(cli.log_level.as_deref(), "info");
+            let operator = notify::OperatorSlot::default();
+            let options = daemon::DaemonOptions {
+                socket: Some(admin::socket_path(&cli.config)),
+                config: cli.config.clone(),
+                pid_file,
+                dev: false,
+                operator: operator.clone(),
+            };
+            let config_path = cli.config;
+            daemon::run(options, move || load_plan(&config_path, &operator))
+        }
+        Some(Command::Dev {
+            services,
+            http_port,
+            https_port,
+        }) => {
+            logging::init(cli.log_level.as_deref(), "info");
+            let options = dev::DevOptions {
+                services,
+                http_port: http_port.unwrap_or(cli::DEV_HTTP_PORT),
+                https_port: https_port.unwrap_or(cli::DEV_HTTPS_PORT),
+            };
+            commands::dev(&cli.config, cli.pid_file, options)
+        }
+        Some(command) => {
+            logging::init(cli.log_level.as_deref(), "warn");
+            commands::run(&cli.config, command)
+        }
+    }
 }
 
 /// rustls uses ring, process-wide: several providers are linked in and
@@ -52,17 +81,6 @@ fn main() -> ExitCode {
 fn install_crypto_provider() {
     // An error means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Logs go to stderr; `RUST_LOG` chooses the level.
-fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// `--test`: loads everything (fetching every secret, which proves access),
@@ -87,15 +105,20 @@ fn test_config(config_path: &Path) -> ExitCode {
     }
 }
 
-/// The daemon's loader: the plan, or every problem rendered as text. Each
-/// call fetches the secrets again, so a rotated secret reaches its services.
-fn load_plan(config_path: &Path) -> Result<dispenser_actors::plan::Plan, String> {
+/// The daemon's loader: the plan, or every problem rendered as text; the
+/// operator settings go to `operator`. Each call fetches the secrets again,
+/// so a rotated secret reaches its services.
+pub(crate) fn load_plan(
+    config_path: &Path,
+    operator: &notify::OperatorSlot,
+) -> Result<dispenser_actors::plan::Plan, String> {
     let secrets = Secrets::from_env(config_dir(config_path));
     match config::load(config_path, &secrets) {
         Ok(loaded) => {
             for warning in loaded.warnings.warnings() {
                 tracing::warn!(warning = %warning, "configuration warning");
             }
+            operator.set(loaded.operator);
             Ok(loaded.plan)
         }
         Err(diagnostics) => Err(diagnostics.to_string()),
@@ -134,6 +157,6 @@ fn config_dir(config_path: &Path) -> &Path {
     config_path.parent().unwrap_or(Path::new("."))
 }
 
-fn beside(config_path: &Path, name: &str) -> PathBuf {
+pub(crate) fn beside(config_path: &Path, name: &str) -> PathBuf {
     config_dir(config_path).join(name)
 }

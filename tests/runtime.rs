@@ -16,6 +16,8 @@ mod google_standin;
 mod hostile;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/operator.rs"]
+mod operator;
 #[path = "runtime/proxy.rs"]
 mod proxy;
 #[path = "runtime/secrets.rs"]

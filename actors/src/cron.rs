@@ -8,6 +8,9 @@
 //!   schedule and time zone did not change keeps the fire time already
 //!   computed, so a reload neither loses nor doubles its runs.
 //!
+//! - `NextRuns` -> `BTreeMap<String, DateTime<Utc>>`: the next fire time of
+//!   every scheduled service (for `dispenser status`).
+//!
 //! Sends: `CronFired { service, due }` to a `Recipient<CronFired>`.
 //!
 //! Runs missed while the daemon was down, or while the host slept, are not
@@ -27,6 +30,11 @@ use tracing::{debug, info, warn};
 
 use crate::plan::{Plan, Schedule, Zone};
 use crate::supervisor::PlanApplied;
+
+/// The next fire time of every scheduled service, by name.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "BTreeMap<String, DateTime<Utc>>")]
+pub struct NextRuns;
 
 /// Longest single sleep: the wall clock is read again at least this often,
 /// so a clock step (NTP, a suspended host) delays a run by at most this much.
@@ -123,6 +131,14 @@ impl Timetable {
         self.entries.values().filter_map(|entry| entry.next).min()
     }
 
+    /// The next fire time of every service that has one.
+    pub fn all_next(&self) -> BTreeMap<String, DateTime<Utc>> {
+        self.entries
+            .iter()
+            .filter_map(|(name, entry)| entry.next.map(|next| (name.clone(), next)))
+            .collect()
+    }
+
     /// The next fire time of one service.
     pub fn next_of(&self, service: &str) -> Option<DateTime<Utc>> {
         self.entries.get(service).and_then(|entry| entry.next)
@@ -189,5 +205,13 @@ impl Handler<PlanApplied> for CronTicker {
             }
         }
         self.arm(ctx);
+    }
+}
+
+impl Handler<NextRuns> for CronTicker {
+    type Result = MessageResult<NextRuns>;
+
+    fn handle(&mut self, _msg: NextRuns, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.timetable.all_next())
     }
 }

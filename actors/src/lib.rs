@@ -3,7 +3,9 @@
 
 pub mod cron;
 pub mod engine;
+pub mod events;
 pub mod ledger;
+pub mod metrics;
 pub mod plan;
 pub mod proxy;
 pub mod registry;

@@ -164,6 +164,7 @@ impl RegistryWatcher {
             let key = image.canonical();
             match answer {
                 Ok(remote) => {
+                    crate::metrics::global().registry_check("ok");
                     self.recovered(&registry_key(&image), &image);
                     self.recovered(&image_key(&key), &image);
                     self.note_ratelimit(&image, remote.ratelimit_remaining.as_deref());
@@ -182,6 +183,7 @@ impl RegistryWatcher {
                     });
                 }
                 Err(err) => {
+                    crate::metrics::global().registry_check("error");
                     let streak = if err.is_registry_wide() {
                         registry_key(&image)
                     } else {

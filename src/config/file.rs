@@ -19,6 +19,8 @@ pub struct DispenserFile {
     pub proxy: Option<ProxyTable>,
     pub certbot: Option<CertbotTable>,
     pub daemon: Option<DaemonTable>,
+    pub admin: Option<AdminTable>,
+    pub notify: Option<NotifyTable>,
     /// ixpantia's telemetry settings: accepted and ignored with a warning.
     pub telemetry: Option<toml::Value>,
 }
@@ -40,6 +42,23 @@ pub struct NetworkEntry {
     pub internal: Option<bool>,
     pub attachable: Option<bool>,
     pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// `[admin]` in dispenser.toml: the admin API beyond its unix socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTable {
+    /// A loopback address for the page and metrics, e.g. `127.0.0.1:9180`.
+    pub listen: Option<String>,
+}
+
+/// `[notify]` in dispenser.toml: a webhook told about deploys and trouble.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTable {
+    pub webhook: String,
+    /// A handlebars file for the body, relative to dispenser.toml.
+    pub template: Option<String>,
 }
 
 /// `[proxy]` in dispenser.toml.

@@ -25,6 +25,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use render::Renderer;
 pub use secrets::{SecretResolver, Secrets};
 use spans::SpanIndex;
+pub use validate::{NotifySettings, OperatorSettings};
 use values::did_you_mean;
 use vars::Variables;
 
@@ -35,6 +36,8 @@ pub const SERVICE_FILE: &str = "service.toml";
 #[derive(Debug)]
 pub struct Loaded {
     pub plan: Plan,
+    /// `[admin]` and `[notify]`: for the binary, not the actors.
+    pub operator: validate::OperatorSettings,
     /// Every file read, absolute (to watch them for changes).
     pub files: Vec<PathBuf>,
     pub warnings: Diagnostics,
@@ -148,6 +151,7 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
                 proxy: global.proxy,
                 acme: global.acme,
             },
+            operator: global.operator,
             files,
             warnings: diagnostics,
         }),

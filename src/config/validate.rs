@@ -44,6 +44,26 @@ pub struct Global {
     pub networks: BTreeMap<String, Network>,
     pub proxy: Option<ProxySettings>,
     pub acme: Option<AcmeSettings>,
+    pub operator: OperatorSettings,
+}
+
+/// The operator's settings: read by the binary (admin API, notifications),
+/// never part of the plan the actors apply.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorSettings {
+    /// `[admin] listen`: a loopback address for the admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// `[notify]`.
+    pub notify: Option<NotifySettings>,
+}
+
+/// Where and how events are sent.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// The webhook URL; it often holds a token, so it is never shown.
+    pub webhook: Sensitive,
+    /// The body template's text (handlebars), already checked to compile.
+    pub template: Option<String>,
 }
 
 /// Validates dispenser.toml. `config_dir` is absolute.
@@ -286,12 +306,98 @@ pub fn global(
         }
     });
 
+    let operator = operator(check, file, config_dir);
     (check.error_count() == errors_before).then_some(Global {
         settings,
         networks,
         proxy,
         acme,
+        operator,
     })
+}
+
+/// `[admin]` and `[notify]`.
+fn operator(
+    check: &mut FileCheck<'_>,
+    file: &DispenserFile,
+    config_dir: &Path,
+) -> OperatorSettings {
+    let admin_listen = file
+        .admin
+        .as_ref()
+        .and_then(|table| table.listen.as_deref())
+        .and_then(|text| match text.parse::<SocketAddr>() {
+            Ok(address) if address.ip().is_loopback() => Some(address),
+            Ok(_) => {
+                check
+                    .error(
+                        "admin.listen",
+                        "the admin API only listens on a loopback address",
+                        "not loopback",
+                    )
+                    .help = Some(
+                    "use 127.0.0.1:PORT or [::1]:PORT; reach it from elsewhere through an SSH tunnel"
+                        .into(),
+                );
+                None
+            }
+            Err(_) => {
+                check.error(
+                    "admin.listen",
+                    "`listen` must be an address with a port, e.g. 127.0.0.1:9180",
+                    "not an address",
+                );
+                None
+            }
+        });
+    let notify = file.notify.as_ref().map(|table| {
+        let scheme_ok =
+            table.webhook.starts_with("https://") || table.webhook.starts_with("http://");
+        if !scheme_ok || table.webhook.parse::<http::Uri>().is_err() {
+            check.error(
+                "notify.webhook",
+                "`webhook` must be an http:// or https:// URL",
+                "not a URL",
+            );
+        }
+        let template = table.template.as_ref().and_then(|relative| {
+            let path = normalize(&config_dir.join(relative));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match handlebars::Template::compile(&text) {
+                    Ok(_) => Some(text),
+                    Err(err) => {
+                        check.error(
+                            "notify.template",
+                            format!("the template does not compile: {err}"),
+                            "invalid template",
+                        );
+                        None
+                    }
+                },
+                Err(err) => {
+                    check
+                        .error(
+                            "notify.template",
+                            format!(
+                                "cannot read the template{}: {err}",
+                                check.shown("notify.template", relative)
+                            ),
+                            "unreadable",
+                        )
+                        .help = Some("the path is relative to the folder of dispenser.toml".into());
+                    None
+                }
+            }
+        });
+        NotifySettings {
+            webhook: Sensitive::new(table.webhook.clone()),
+            template,
+        }
+    });
+    OperatorSettings {
+        admin_listen,
+        notify,
+    }
 }
 
 /// Validates one service.toml. `folder` is the service folder, absolute.

@@ -41,6 +41,8 @@ contents=$(dpkg-deb -c "$deb")
 info=$(dpkg-deb -I "$deb")
 check "contains /usr/bin/dispenser" grep -q '\./usr/bin/dispenser$' <<<"$contents"
 check "contains the systemd unit" grep -q 'lib/systemd/system/dispenser.service' <<<"$contents"
+check "contains the man page" grep -q 'usr/share/man/man1/dispenser.1' <<<"$contents"
+check "contains bash completions" grep -q 'usr/share/bash-completion/completions/dispenser$' <<<"$contents"
 check "contains the starter config" grep -q 'opt/dispenser/dispenser.toml' <<<"$contents"
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
 check "marks the config as a conffile" grep -qx '/opt/dispenser/dispenser.toml' <<<"$conffiles"

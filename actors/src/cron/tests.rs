@@ -264,3 +264,19 @@ async fn the_ticker_fires_on_time_and_a_reload_does_not_double() {
     );
     assert!(seen.lock().unwrap().iter().all(|f| f.service == "fast"));
 }
+
+#[test]
+fn all_next_lists_only_scheduled_services() {
+    let plan = sample::plan(
+        "t",
+        vec![
+            scheduled("hourly", "0 * * * *", utc()),
+            sample::service("plain", "web:1"),
+        ],
+    );
+    let mut table = Timetable::default();
+    table.update(&plan, noon());
+    let next = table.all_next();
+    assert_eq!(next.keys().collect::<Vec<_>>(), ["hourly"]);
+    assert_eq!(next["hourly"], noon() + chrono::Duration::hours(1));
+}

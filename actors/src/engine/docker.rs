@@ -353,6 +353,34 @@ impl Engine for DockerEngine {
         Ok(all[first..].iter().map(|line| (*line).to_owned()).collect())
     }
 
+    async fn logs(
+        &self,
+        id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<super::LogStream, EngineError> {
+        // Fails early (and clearly) when the container is gone.
+        if self.inspect(id).await?.is_none() {
+            return Err(EngineError::NotFound {
+                what: format!("container {id}"),
+            });
+        }
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let what = format!("container {id}");
+        let stream = self
+            .docker
+            .logs(id, Some(options))
+            .map_ok(|chunk| chunk.into_bytes())
+            .map_err(move |err| docker_error("read logs of", what.clone(), err));
+        Ok(Box::pin(stream))
+    }
+
     async fn ensure_default_network(
         &self,
         network: &DefaultNetwork,

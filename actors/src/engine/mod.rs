@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 
 use crate::plan::{DefaultNetwork, ImageRef, Network, Service};
 use crate::registry::Credential;
@@ -74,6 +76,9 @@ pub struct CreateRequest<'a> {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A container's output as it comes: chunks of stdout and stderr, in order.
+pub type LogStream = BoxStream<'static, Result<Bytes, EngineError>>;
+
 /// A failed Docker call, with what it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -131,6 +136,17 @@ pub trait Engine: Send + Sync + 'static {
     async fn wait_exit(&self, id: &str) -> Result<i64, EngineError>;
     /// The last `lines` lines of the container's output (stdout and stderr).
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, EngineError>;
+    /// The container's output: its last `tail` lines, then, with `follow`,
+    /// new output until the container stops or the stream is dropped.
+    /// Engines that cannot stream give the tail only.
+    async fn logs(&self, id: &str, tail: usize, follow: bool) -> Result<LogStream, EngineError> {
+        let _ = follow;
+        let lines = self.logs_tail(id, tail).await?;
+        let chunks = lines
+            .into_iter()
+            .map(|line| Ok(Bytes::from(format!("{line}\n"))));
+        Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
     /// Creates the default network if missing (with `labels`); an existing
     /// network of that name is used as it is.
     async fn ensure_default_network(

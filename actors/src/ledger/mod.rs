@@ -247,6 +247,14 @@ impl Handler<RecordRun> for Ledger {
 
     fn handle(&mut self, msg: RecordRun, _ctx: &mut Self::Context) -> Self::Result {
         let RecordRun(run) = msg;
+        crate::metrics::global().cron_run(&run.service, &run.outcome.to_string());
+        if run.outcome == Outcome::Failed {
+            crate::events::publish(crate::events::Event::CronRunFailed {
+                service: run.service.clone(),
+                exit_code: run.exit_code,
+                reason: run.reason.clone(),
+            });
+        }
         match self.insert_run(&run) {
             Ok(()) => {}
             Err(LedgerError::Closed) => {

@@ -67,4 +67,24 @@ impl CertMap {
         hosts.sort();
         hosts
     }
+
+    /// Hosts with their certificate's source and expiry (`notAfter`, Unix
+    /// seconds; `None` when the leaf certificate cannot be parsed).
+    pub fn expiries(&self) -> Vec<(String, CertSource, Option<i64>)> {
+        let mut hosts: Vec<_> = self
+            .0
+            .load()
+            .iter()
+            .map(|(host, cert)| {
+                let not_after = cert.key.cert.first().and_then(|leaf| {
+                    x509_parser::parse_x509_certificate(leaf.as_ref())
+                        .ok()
+                        .map(|(_, parsed)| parsed.validity().not_after.timestamp())
+                });
+                (host.clone(), cert.source, not_after)
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        hosts
+    }
 }

@@ -183,7 +183,7 @@ impl Forwarder {
             Ok(host) => host,
             Err(refusal) => return refusal.response(),
         };
-        let authority = {
+        let (route, authority) = {
             let table = self.table.load();
             match table.lookup(host, req.uri().path()) {
                 Lookup::UnknownHost => {
@@ -196,7 +196,7 @@ impl Forwarder {
                     )
                 }
                 Lookup::Found(entry) => match &entry.upstream {
-                    Upstream::Ready { authority, .. } => authority.clone(),
+                    Upstream::Ready { authority, .. } => (entry.service.clone(), authority.clone()),
                     Upstream::Starting => {
                         return plain(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -212,7 +212,14 @@ impl Forwarder {
                 },
             }
         };
-        self.forward(req, authority, conn).await
+        let started = std::time::Instant::now();
+        let response = self.forward(req, authority, conn).await;
+        crate::metrics::global().proxy_request(
+            &route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
     }
 
     /// Sends the request to `authority` and streams the answer back.

@@ -315,6 +315,10 @@ impl AcmeManager {
                     state.due = now + delay;
                     state.last_error = Some(err.to_string());
                     if state.failures == 1 {
+                        crate::events::publish(crate::events::Event::CertificateTrouble {
+                            host: host.clone(),
+                            reason: err.to_string(),
+                        });
                         warn!(
                             host = %host,
                             error = %err,

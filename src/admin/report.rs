@@ -1,0 +1,297 @@
+//! The status report: what `GET /v1/status` answers, what `dispenser status`
+//! prints and what the web page shows. Serde types shared by the daemon and
+//! the CLI, plus the gathering from the actors and the engine.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use dispenser_actors::cron::NextRuns;
+use dispenser_actors::engine::labels;
+use dispenser_actors::ledger::RecentRuns;
+use dispenser_actors::proxy::table::Upstream;
+use dispenser_actors::supervisor::GetStatus;
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+
+/// Runs per scheduled service the web page shows.
+const RECENT_RUNS_SHOWN: usize = 5;
+/// Characters of a digest shown in the table (after `sha256:`).
+const SHORT_DIGEST: usize = 12;
+
+/// Everything the daemon knows about its services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub instance: String,
+    pub generated_at: String,
+    pub services: Vec<ServiceReport>,
+    pub certificates: Vec<CertificateReport>,
+    pub recent_runs: Vec<RunReport>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceReport {
+    pub name: String,
+    pub state: String,
+    pub image: String,
+    /// The digest the container was deployed from (`sha256:...`), if known.
+    pub digest: Option<String>,
+    pub short_digest: Option<String>,
+    pub container: Option<String>,
+    /// When its container started (RFC 3339).
+    pub started_at: Option<String>,
+    pub uptime_seconds: Option<i64>,
+    /// The next scheduled run (RFC 3339), for services with `cron`.
+    pub next_run: Option<String>,
+    /// `https://host/path` for each route of the service.
+    pub routes: Vec<String>,
+    /// What the proxy knows of the upstream: `ready`, `starting` or `down`.
+    pub route_state: Option<String>,
+    /// The route certificate's expiry (RFC 3339).
+    pub certificate_expires: Option<String>,
+    /// The last deploy or rollback since the daemon started.
+    pub last_deploy: Option<DeployReport>,
+}
+
+/// One deploy or rollback and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployReport {
+    /// RFC 3339.
+    pub at: String,
+    /// `deployed`, `deploy_failed`, `rolled_back` or `rollback_failed`.
+    pub outcome: String,
+    pub message: String,
+}
+
+/// One certificate the proxy serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertificateReport {
+    pub host: String,
+    /// `self-signed`, `acme` or `manual`.
+    pub source: String,
+    pub expires: Option<String>,
+    pub expires_unix: Option<i64>,
+}
+
+/// One recorded scheduled run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    pub service: String,
+    pub started_at: String,
+    pub outcome: String,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl ServiceReport {
+    /// The last deploy in words: `deployed 2026-01-01T10:00:00Z`.
+    pub fn last_deploy_text(&self) -> Option<String> {
+        self.last_deploy
+            .as_ref()
+            .map(|deploy| format!("{} {}", deploy.outcome, deploy.at))
+    }
+
+    /// Uptime in words: `3d 4h`, `5m 2s`.
+    pub fn uptime(&self) -> Option<String> {
+        self.uptime_seconds.map(human_duration)
+    }
+}
+
+/// Gathers the report: the supervisor's status board, the ticker's next
+/// runs, the plan's routes, the certificate map and each container.
+pub async fn gather(state: &AdminState) -> StatusReport {
+    let now = Utc::now();
+    let statuses = state.supervisor.send(GetStatus).await.unwrap_or_default();
+    let next_runs = match &state.ticker {
+        Some(ticker) => ticker.send(NextRuns).await.unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    let plan = state.plan.current();
+    let certificates = gather_certificates(state);
+    let expiry_of = |host: &str| {
+        certificates
+            .iter()
+            .find(|cert| cert.host.eq_ignore_ascii_case(host))
+            .and_then(|cert| cert.expires.clone())
+    };
+    let mut services = Vec::new();
+    for status in statuses {
+        let container = match &status.container_id {
+            Some(id) => state.engine.inspect(id).await.ok().flatten(),
+            None => None,
+        };
+        let started = container
+            .as_ref()
+            .filter(|c| c.state == dispenser_actors::engine::ContainerState::Running)
+            .and_then(|c| DateTime::parse_from_rfc3339(&c.started_at).ok())
+            .map(|at| at.with_timezone(&Utc));
+        let digest = container
+            .as_ref()
+            .and_then(|c| c.labels.get(labels::IMAGE_DIGEST).cloned());
+        let route = plan
+            .as_ref()
+            .and_then(|plan| plan.services.get(&status.name))
+            .and_then(|service| service.route.clone());
+        let (routes, certificate_expires) = match &route {
+            Some(route) => (
+                vec![format!("https://{}{}", route.host, route.path)],
+                expiry_of(&route.host),
+            ),
+            None => (Vec::new(), None),
+        };
+        services.push(ServiceReport {
+            short_digest: digest.as_deref().map(short_digest),
+            digest,
+            container: status
+                .container_id
+                .as_ref()
+                .map(|id| id.chars().take(12).collect()),
+            started_at: started.map(rfc3339),
+            uptime_seconds: started.map(|at| (now - at).num_seconds().max(0)),
+            next_run: next_runs.get(&status.name).copied().map(rfc3339),
+            routes,
+            certificate_expires,
+            route_state: route_state(state, &status.name),
+            last_deploy: state.deploys.last(&status.name),
+            name: status.name,
+            state: status.state.to_string(),
+            image: status.image,
+        });
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let recent_runs = recent_runs(state, &next_runs).await;
+    StatusReport {
+        instance: plan
+            .as_ref()
+            .map(|plan| plan.settings.instance.clone())
+            .unwrap_or_default(),
+        generated_at: rfc3339(now),
+        services,
+        certificates,
+        recent_runs,
+    }
+}
+
+/// The proxy table's view of a service's route.
+fn route_state(state: &AdminState, service: &str) -> Option<String> {
+    let table = state.routes.as_ref()?.load();
+    let entries = table.entries();
+    let entry = entries
+        .values()
+        .flat_map(|entries| entries.iter())
+        .find(|entry| &*entry.service == service)?;
+    Some(
+        match entry.upstream {
+            Upstream::Ready { .. } => "ready",
+            Upstream::Starting => "starting",
+            Upstream::Down => "down",
+        }
+        .to_owned(),
+    )
+}
+
+pub fn gather_certificates(state: &AdminState) -> Vec<CertificateReport> {
+    let Some(certs) = &state.certs else {
+        return Vec::new();
+    };
+    certs
+        .expiries()
+        .into_iter()
+        .map(|(host, source, expires_unix)| CertificateReport {
+            host,
+            source: match source {
+                dispenser_actors::proxy::certs::CertSource::SelfSigned => "self-signed",
+                dispenser_actors::proxy::certs::CertSource::Acme => "acme",
+                dispenser_actors::proxy::certs::CertSource::Manual => "manual",
+            }
+            .to_owned(),
+            expires: expires_unix
+                .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+                .map(rfc3339),
+            expires_unix,
+        })
+        .collect()
+}
+
+/// The newest runs of every scheduled service, newest first.
+async fn recent_runs(
+    state: &AdminState,
+    scheduled: &BTreeMap<String, DateTime<Utc>>,
+) -> Vec<RunReport> {
+    let Some(ledger) = &state.ledger else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    for service in scheduled.keys() {
+        let asked = ledger.send(RecentRuns {
+            service: service.clone(),
+            limit: RECENT_RUNS_SHOWN,
+        });
+        if let Ok(Ok(records)) = asked.await {
+            runs.extend(records.into_iter().map(|run| RunReport {
+                service: run.service,
+                started_at: rfc3339(run.started_at),
+                outcome: run.outcome.to_string(),
+                exit_code: run.exit_code,
+                reason: run.reason,
+            }));
+        }
+    }
+    runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    runs
+}
+
+/// `sha256:0123456789ab` from a full digest.
+pub fn short_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algorithm, hex)) => {
+            format!(
+                "{algorithm}:{}",
+                hex.chars().take(SHORT_DIGEST).collect::<String>()
+            )
+        }
+        None => digest.chars().take(SHORT_DIGEST).collect(),
+    }
+}
+
+/// Two units at most: `3d 4h`, `2h 5m`, `5m 2s`, `9s`.
+pub fn human_duration(seconds: i64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_two_units() {
+        assert_eq!(human_duration(9), "9s");
+        assert_eq!(human_duration(302), "5m 2s");
+        assert_eq!(human_duration(7500), "2h 5m");
+        assert_eq!(human_duration(273_600), "3d 4h");
+    }
+
+    #[test]
+    fn digests_are_shortened_after_the_algorithm() {
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
+    }
+}
