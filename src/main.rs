@@ -3,7 +3,6 @@
 //! daemon.
 
 mod cli;
-mod config;
 mod daemon;
 mod pidfile;
 
@@ -15,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::{Cli, Signal};
-use config::{Diagnostics, Secrets};
+use dispenser::config::{self, Diagnostics, Secrets};
 
 /// Exit code of `--test` when the configuration has errors.
 const EXIT_INVALID_CONFIG: u8 = 1;

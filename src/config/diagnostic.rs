@@ -185,7 +185,9 @@ impl SourceFile {
         let text_of = |index: usize| lines.get(index).map(|line| line.trim_end_matches('\r'));
         let text = text_of(line).unwrap_or_default().to_string();
         let length = text.chars().count();
-        let start = columns.start.min(length);
+        // The caret stays under real text: a span at or past the end of the
+        // line (a missing quote, the end of the file) marks its last character.
+        let start = columns.start.min(length.saturating_sub(1));
         let width = columns.end.min(length).saturating_sub(start).max(1);
         Diagnostic {
             severity,

@@ -8,11 +8,11 @@ mod diagnostic;
 mod file;
 mod hash;
 mod paths;
-mod render;
+pub mod render;
 mod secrets;
 mod spans;
 mod validate;
-mod values;
+pub mod values;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use dispenser_actors::plan::{Plan, Service};
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use render::Renderer;
-pub use secrets::{SecretResolver, Secrets};
+pub use secrets::{LocalSecrets, SecretResolver, Secrets};
 use spans::SpanIndex;
 use values::did_you_mean;
 use vars::Variables;
@@ -430,3 +430,6 @@ fn find_cycles(services: &BTreeMap<String, Service>) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;
