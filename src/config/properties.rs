@@ -27,11 +27,17 @@ const TOKENS: &[&str] = &[
     "=", "[", "]", "[[", "]]", "{", ",", ".", ":", "@", "/", "#", "\\", "name", "image", "service",
     "port", "memory", "cpus", "cron", "é", "日本", "😀", "\u{0}", "\u{feff}", "512m", "0", "-1",
     "1e400", "99999999999999999999", "true", "[service]", "[[port]]", "host = 8080",
+    "\n${ token } = 1\n", "\n[${ token }]\n", "\"${ token }\"", "${ token }.x = 1",
+    "\n[[${ token }]]\n",
 ];
 
-fn config() -> Config {
+/// `PROPTEST_CASES` overrides the number of cases (a longer local run).
+fn config(cases: u32) -> Config {
     Config {
-        cases: 1_000,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(cases),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
@@ -175,7 +181,7 @@ fn check_render(source: &str, variables: &BTreeMap<String, String>) {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(1_000))]
 
     #[test]
     fn value_parsers_never_panic(text in hostile_text(12), number in any::<f64>()) {

@@ -294,7 +294,11 @@ impl LineMap {
 
     /// True when the rendered line holding byte `offset` differs from its source line.
     pub fn is_templated(&self, rendered: &str, offset: usize) -> bool {
-        let line = rendered[..offset.min(rendered.len())].matches('\n').count();
+        let end = offset.min(rendered.len());
+        let line = rendered.as_bytes()[..end]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count();
         self.lines.get(line).is_none_or(|(_, same)| !same)
     }
 }
