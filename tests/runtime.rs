@@ -10,6 +10,8 @@ mod containers;
 mod cron;
 #[path = "runtime/google_standin.rs"]
 mod google_standin;
+#[path = "runtime/hostile_files.rs"]
+mod hostile_files;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/proxy.rs"]
