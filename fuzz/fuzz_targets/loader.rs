@@ -46,11 +46,17 @@ fuzz_target!(|data: &[u8]| {
         let bytes = std::fs::read(path).expect("a diagnostic names a file that exists");
         let source = String::from_utf8(bytes).expect("a snippet only for a UTF-8 file");
         let lines: Vec<&str> = source.split('\n').collect();
-        assert!(snippet.line >= 1 && snippet.line <= lines.len(), "{diagnostic}");
+        assert!(
+            snippet.line >= 1 && snippet.line <= lines.len(),
+            "{diagnostic}"
+        );
         let line = lines[snippet.line - 1].trim_end_matches('\r');
         assert_eq!(snippet.text, line);
         let length = line.chars().count().max(1);
-        assert!(snippet.column >= 1 && snippet.column - 1 + snippet.width <= length, "{diagnostic}");
+        assert!(
+            snippet.column >= 1 && snippet.column - 1 + snippet.width <= length,
+            "{diagnostic}"
+        );
     }
     assert!(!diagnostics.to_string().contains(SECRET));
 });

@@ -258,7 +258,9 @@ mod tests {
         let source = "${ token } = 1\n";
         let file = SourceFile::rendered("d.toml", source.into(), "s3cret = 1\n".into());
         let mut diagnostics = Diagnostics::default();
-        assert!(parse_file::<crate::config::file::DispenserFile>(&file, &mut diagnostics).is_none());
+        assert!(
+            parse_file::<crate::config::file::DispenserFile>(&file, &mut diagnostics).is_none()
+        );
         let text = diagnostics.to_string();
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("unknown key in the top level"), "{text}");

@@ -56,7 +56,11 @@ fn a_symlinked_service_folder_is_refused() {
     assert!(text.contains("write the real folder in `path`"), "{text}");
 
     // The real folder, named in `path`, is fine.
-    write(root, "dispenser.toml", b"[[service]]\npath = \"real-web\"\n");
+    write(
+        root,
+        "dispenser.toml",
+        b"[[service]]\npath = \"real-web\"\n",
+    );
     assert!(load(&root.join("dispenser.toml"), &LocalSecrets::new(root)).is_ok());
 }
 
@@ -65,10 +69,17 @@ fn a_symlinked_parent_folder_or_service_file_is_refused() {
     let dir = tree();
     let root = dir.path();
     std::fs::create_dir_all(root.join("real/apps/web")).expect("mkdir");
-    std::fs::rename(root.join("web/service.toml"), root.join("real/apps/web/service.toml"))
-        .expect("rename");
+    std::fs::rename(
+        root.join("web/service.toml"),
+        root.join("real/apps/web/service.toml"),
+    )
+    .expect("rename");
     std::os::unix::fs::symlink(root.join("real/apps"), root.join("apps")).expect("symlink");
-    write(root, "dispenser.toml", b"[[service]]\npath = \"apps/web\"\n");
+    write(
+        root,
+        "dispenser.toml",
+        b"[[service]]\npath = \"apps/web\"\n",
+    );
     assert!(errors(root).contains("apps` is a symbolic link"));
 
     std::os::unix::fs::symlink(
@@ -106,7 +117,9 @@ fn a_secret_file_that_is_missing_points_at_the_reference() {
     );
     let text = errors(root);
     assert!(
-        text.contains("cannot resolve secret `token`: cannot read secret file `secrets/missing.txt`"),
+        text.contains(
+            "cannot resolve secret `token`: cannot read secret file `secrets/missing.txt`"
+        ),
         "{text}"
     );
     assert!(text.contains("dispenser.vars:2:9"), "{text}");
@@ -128,8 +141,15 @@ fn a_ten_megabyte_config_is_refused_quickly() {
     write(root, "dispenser.vars", &huge);
     let started = Instant::now();
     let text = errors(root);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(text.contains("error: the file is larger than 1 MiB"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("error: the file is larger than 1 MiB"),
+        "{text}"
+    );
     assert!(text.contains("dispenser.toml\n"), "{text}");
     assert!(text.contains("dispenser.vars\n"), "{text}");
 }
@@ -146,14 +166,21 @@ fn a_file_just_under_the_limit_loads() {
     write(root, "dispenser.toml", big.as_bytes());
     let started = Instant::now();
     assert!(load(&root.join("dispenser.toml"), &LocalSecrets::new(root)).is_ok());
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn non_utf8_bytes_name_the_file_line_and_column() {
     let cases: [(&str, &[u8]); 4] = [
         ("dispenser.toml", b"[[service]]\npath = \"w\xffeb\"\n"),
-        ("web/service.toml", b"[service]\nname = \"web\"\nimage = \"ngi\xc3nx\"\n"),
+        (
+            "web/service.toml",
+            b"[service]\nname = \"web\"\nimage = \"ngi\xc3nx\"\n",
+        ),
         ("dispenser.vars", b"mode = \"a\"\n\xfe = 1\n"),
         ("prod.dispenser.vars", b"# \xe9t\xe9\n"),
     ];
@@ -162,7 +189,10 @@ fn non_utf8_bytes_name_the_file_line_and_column() {
         let root = dir.path();
         write(root, file, content);
         let text = errors(root);
-        assert!(text.contains("error: the file is not valid UTF-8"), "{file}: {text}");
+        assert!(
+            text.contains("error: the file is not valid UTF-8"),
+            "{file}: {text}"
+        );
         assert!(text.contains("invalid byte"), "{file}: {text}");
         assert!(text.contains("re-save the file as UTF-8"), "{file}: {text}");
         let at = match file {
@@ -179,7 +209,11 @@ fn non_utf8_bytes_name_the_file_line_and_column() {
 fn a_non_utf8_secret_file_is_a_clear_error() {
     let dir = tree();
     let root = dir.path();
-    write(root, "dispenser.vars", b"token = { source = \"file\", path = \"key\" }\n");
+    write(
+        root,
+        "dispenser.vars",
+        b"token = { source = \"file\", path = \"key\" }\n",
+    );
     write(root, "key", b"\xff\xfe\x00binary");
     let text = errors(root);
     assert!(
@@ -196,7 +230,10 @@ fn a_service_folder_path_that_is_a_file_or_a_fifo_does_not_stall() {
     std::fs::remove_file(root.join("web/service.toml")).expect("remove");
     std::fs::create_dir(root.join("web/service.toml")).expect("mkdir");
     let text = errors(root);
-    assert!(text.contains("cannot read the file: not a regular file"), "{text}");
+    assert!(
+        text.contains("cannot read the file: not a regular file"),
+        "{text}"
+    );
     assert!(text.contains("web/service.toml"), "{text}");
 
     std::fs::remove_dir(root.join("web/service.toml")).expect("rmdir");
@@ -208,5 +245,8 @@ fn a_service_folder_path_that_is_a_file_or_a_fifo_does_not_stall() {
     let started = Instant::now();
     let text = errors(root);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(text.contains("cannot read the file: not a regular file"), "{text}");
+    assert!(
+        text.contains("cannot read the file: not a regular file"),
+        "{text}"
+    );
 }

@@ -22,12 +22,64 @@ const SECRET: &str = "Zq7-secret-VALUE-4x";
 /// Fragments that matter to the parsers: template and TOML punctuation,
 /// keys, multi-byte characters, line ends.
 const TOKENS: &[&str] = &[
-    "${", "}", "${ token }", "${ mode }", "${ nope }", "{%", "%}", "{% if mode == \"a\" %}",
-    "{% endif %}", "{% else %}", "{#", "#}", "\n", "\r\n", "\r", "\t", " ", "\"", "'", "\"\"\"",
-    "=", "[", "]", "[[", "]]", "{", ",", ".", ":", "@", "/", "#", "\\", "name", "image", "service",
-    "port", "memory", "cpus", "cron", "é", "日本", "😀", "\u{0}", "\u{feff}", "512m", "0", "-1",
-    "1e400", "99999999999999999999", "true", "[service]", "[[port]]", "host = 8080",
-    "\n${ token } = 1\n", "\n[${ token }]\n", "\"${ token }\"", "${ token }.x = 1",
+    "${",
+    "}",
+    "${ token }",
+    "${ mode }",
+    "${ nope }",
+    "{%",
+    "%}",
+    "{% if mode == \"a\" %}",
+    "{% endif %}",
+    "{% else %}",
+    "{#",
+    "#}",
+    "\n",
+    "\r\n",
+    "\r",
+    "\t",
+    " ",
+    "\"",
+    "'",
+    "\"\"\"",
+    "=",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "{",
+    ",",
+    ".",
+    ":",
+    "@",
+    "/",
+    "#",
+    "\\",
+    "name",
+    "image",
+    "service",
+    "port",
+    "memory",
+    "cpus",
+    "cron",
+    "é",
+    "日本",
+    "😀",
+    "\u{0}",
+    "\u{feff}",
+    "512m",
+    "0",
+    "-1",
+    "1e400",
+    "99999999999999999999",
+    "true",
+    "[service]",
+    "[[port]]",
+    "host = 8080",
+    "\n${ token } = 1\n",
+    "\n[${ token }]\n",
+    "\"${ token }\"",
+    "${ token }.x = 1",
     "\n[[${ token }]]\n",
 ];
 
@@ -171,7 +223,10 @@ fn check_render(source: &str, variables: &BTreeMap<String, String>) {
         }
         Err(error) => {
             if let Some(span) = &error.span {
-                assert!(span.start <= span.end && span.end <= source.len(), "{error:?}");
+                assert!(
+                    span.start <= span.end && span.end <= source.len(),
+                    "{error:?}"
+                );
                 let file = SourceFile::plain("t.toml", source);
                 let diagnostic = file.error_at_source(span.clone(), error.message, error.label);
                 assert_points_into(&diagnostic, &[("t.toml".into(), source.into())].into());

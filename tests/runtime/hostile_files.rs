@@ -35,7 +35,11 @@ fn refused(daemon: &Daemon, sb: &Sandbox, before: &(String, String), expected: &
     for text in expected {
         assert!(log.contains(text), "expected {text:?} in the log:\n{log}");
     }
-    assert_eq!(&identity(sb), before, "the running container must be untouched");
+    assert_eq!(
+        &identity(sb),
+        before,
+        "the running container must be untouched"
+    );
 }
 
 #[test]
@@ -92,14 +96,22 @@ fn hostile_files_on_reload_change_nothing() {
         &daemon,
         &sb,
         &before,
-        &["cannot read secret file `secrets/gone`", "dispenser.vars:1:9"],
+        &[
+            "cannot read secret file `secrets/gone`",
+            "dispenser.vars:1:9",
+        ],
     );
     std::fs::write(sb.path("dispenser.vars"), &vars).expect("write");
 
     // The service folder replaced by a symbolic link to the same files.
     std::fs::rename(sb.path("app"), sb.path("real-app")).expect("rename");
     std::os::unix::fs::symlink(sb.path("real-app"), sb.path("app")).expect("symlink");
-    refused(&daemon, &sb, &before, &["is a symbolic link to `", "symbolic link"]);
+    refused(
+        &daemon,
+        &sb,
+        &before,
+        &["is a symbolic link to `", "symbolic link"],
+    );
     std::fs::remove_file(sb.path("app")).expect("remove the link");
     std::fs::rename(sb.path("real-app"), sb.path("app")).expect("rename");
 
@@ -111,8 +123,15 @@ fn hostile_files_on_reload_change_nothing() {
         4,
         "the good files must load:\n{log}"
     );
-    assert_eq!(identity(&sb), before, "an unchanged reload restarts nothing");
-    assert!(!log.contains("s3cr3t-token-value"), "a secret leaked:\n{log}");
+    assert_eq!(
+        identity(&sb),
+        before,
+        "an unchanged reload restarts nothing"
+    );
+    assert!(
+        !log.contains("s3cr3t-token-value"),
+        "a secret leaked:\n{log}"
+    );
     let env: BTreeMap<String, String> = inspect(&sb.name("app"))["Config"]["Env"]
         .as_array()
         .into_iter()
@@ -120,6 +139,9 @@ fn hostile_files_on_reload_change_nothing() {
         .filter_map(|pair| pair.as_str()?.split_once('='))
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
-    assert_eq!(env.get("TOKEN").map(String::as_str), Some("s3cr3t-token-value"));
+    assert_eq!(
+        env.get("TOKEN").map(String::as_str),
+        Some("s3cr3t-token-value")
+    );
     daemon.stop();
 }

@@ -12,16 +12,36 @@ use super::{ImageRef, Schedule};
 
 /// Characters that matter to image references.
 const IMAGE_TOKENS: &[&str] = &[
-    "/", ":", "@", ".", "-", "_", "__", "sha256:", "sha512:", "localhost", "docker.io",
-    "index.docker.io", "ghcr.io", "127.0.0.1:5000", "library", "nginx", "A", "é", "😀", " ", "0",
-    "65535", "99999", "latest",
+    "/",
+    ":",
+    "@",
+    ".",
+    "-",
+    "_",
+    "__",
+    "sha256:",
+    "sha512:",
+    "localhost",
+    "docker.io",
+    "index.docker.io",
+    "ghcr.io",
+    "127.0.0.1:5000",
+    "library",
+    "nginx",
+    "A",
+    "é",
+    "😀",
+    " ",
+    "0",
+    "65535",
+    "99999",
+    "latest",
 ];
 
 /// Pieces of cron fields.
 const CRON_TOKENS: &[&str] = &[
-    "*", "?", "/", ",", "-", "0", "1", "5", "7", "12", "23", "31", "59", "60", "99", "L", "W",
-    "#", "SUN", "mon", "JAN", "@daily", "@hourly", "@reboot", "@", " ", "  ", "\t", "é", "2030",
-    "1969",
+    "*", "?", "/", ",", "-", "0", "1", "5", "7", "12", "23", "31", "59", "60", "99", "L", "W", "#",
+    "SUN", "mon", "JAN", "@daily", "@hourly", "@reboot", "@", " ", "  ", "\t", "é", "2030", "1969",
 ];
 
 /// `PROPTEST_CASES` overrides the number of cases (a longer local run).
