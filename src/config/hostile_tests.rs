@@ -250,3 +250,23 @@ fn a_service_folder_path_that_is_a_file_or_a_fifo_does_not_stall() {
         "{text}"
     );
 }
+
+#[test]
+fn deeply_nested_values_do_not_overflow_the_stack() {
+    for (open, close) in [("[", "]"), ("{ a = ", "}")] {
+        let dir = tree();
+        let root = dir.path();
+        let depth = 50_000;
+        let text = format!("{WEB}\n[env]\nX = {}1{}\n", open.repeat(depth), close.repeat(depth));
+        write(root, "web/service.toml", text.as_bytes());
+        let text = errors(root);
+        assert!(text.contains("web/service.toml"), "{text}");
+    }
+    let dir = tree();
+    let root = dir.path();
+    let depth = 50_000;
+    let text = format!("{WEB}{}\n{}", "{% if true %}".repeat(depth), "{% endif %}".repeat(depth));
+    write(root, "web/service.toml", text.as_bytes());
+    let text = errors(root);
+    assert!(text.contains("web/service.toml"), "{text}");
+}
