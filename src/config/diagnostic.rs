@@ -333,6 +333,21 @@ mod tests {
         assert!(!file.is_templated(&(0..1)));
     }
 
+    /// Found by the property tests: an error at the end of a line (an
+    /// unclosed string, the end of the file) put its caret past the text.
+    #[test]
+    fn a_span_at_the_end_of_a_line_marks_its_last_character() {
+        let file = SourceFile::plain("v", "a = \"x\nb = 1\n");
+        let snippet = file.error_at_source(6..7, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.line, snippet.column, snippet.width), (1, 6, 1));
+        let snippet = file.error_at_source(100..100, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.line, snippet.column, snippet.width), (3, 1, 1));
+        assert_eq!(snippet.text, "");
+        let file = SourceFile::plain("t", "\t");
+        let snippet = file.error_at_source(1..1, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.column, snippet.width), (1, 1));
+    }
+
     #[test]
     fn file_level_error_and_summary() {
         let mut all = Diagnostics::default();

@@ -257,7 +257,11 @@ fn deeply_nested_values_do_not_overflow_the_stack() {
         let dir = tree();
         let root = dir.path();
         let depth = 50_000;
-        let text = format!("{WEB}\n[env]\nX = {}1{}\n", open.repeat(depth), close.repeat(depth));
+        let text = format!(
+            "{WEB}\n[env]\nX = {}1{}\n",
+            open.repeat(depth),
+            close.repeat(depth)
+        );
         write(root, "web/service.toml", text.as_bytes());
         let text = errors(root);
         assert!(text.contains("web/service.toml"), "{text}");
@@ -265,7 +269,11 @@ fn deeply_nested_values_do_not_overflow_the_stack() {
     let dir = tree();
     let root = dir.path();
     let depth = 50_000;
-    let text = format!("{WEB}{}\n{}", "{% if true %}".repeat(depth), "{% endif %}".repeat(depth));
+    let text = format!(
+        "{WEB}{}\n{}",
+        "{% if true %}".repeat(depth),
+        "{% endif %}".repeat(depth)
+    );
     write(root, "web/service.toml", text.as_bytes());
     let text = errors(root);
     assert!(text.contains("web/service.toml"), "{text}");

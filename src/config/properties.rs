@@ -236,7 +236,7 @@ fn check_render(source: &str, variables: &BTreeMap<String, String>) {
 }
 
 proptest! {
-    #![proptest_config(config(1_000))]
+    #![proptest_config(config(3_000))]
 
     #[test]
     fn value_parsers_never_panic(text in hostile_text(12), number in any::<f64>()) {
@@ -280,6 +280,12 @@ proptest! {
             [("mode".to_string(), values[0].clone()), ("token".to_string(), values[1].clone())].into();
         check_render(&source, &variables);
     }
+
+}
+
+// The loader writes a tree per case: fewer cases, still about 3 seconds.
+proptest! {
+    #![proptest_config(config(1_000))]
 
     #[test]
     fn loader_on_mutated_files(

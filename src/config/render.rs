@@ -343,6 +343,23 @@ mod tests {
         assert_eq!(&source[error.span.unwrap()], "${missing}");
     }
 
+    /// Found by the property tests: a lone `\r` counted as a line end in
+    /// the diff but not in diagnostics, so a span mapped to a line past the
+    /// end of the source.
+    #[test]
+    fn a_lone_carriage_return_is_not_a_line_end() {
+        let source = "\r${ mode }";
+        let rendered = Renderer::new()
+            .render(source, &vars(&[("mode", "\n")]))
+            .unwrap();
+        assert_eq!(rendered, "\r\n");
+        let map = LineMap::new(source, &rendered);
+        for offset in 0..=rendered.len() {
+            let (line, _) = map.to_source(source, &rendered, offset..rendered.len());
+            assert_eq!(line, 0, "offset {offset}");
+        }
+    }
+
     #[test]
     fn line_map_follows_removed_and_substituted_lines() {
         let source = "a = 1\n{% if x %}\nb = \"${v}\"\n{% endif %}\nc = 3\n";
