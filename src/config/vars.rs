@@ -86,7 +86,14 @@ pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
     let mut entries = Vec::new();
     for (key, value) in root.get_ref().iter() {
         let name = key.get_ref().to_string();
-        match to_var_value(file, &name, value) {
+        // A key written with a template may hold a base variable's value
+        // (maybe a secret): messages then do not repeat it.
+        let shown = if file.is_templated(&key.span()) {
+            "…".to_string()
+        } else {
+            name.clone()
+        };
+        match to_var_value(file, &shown, value) {
             Ok(var) => entries.push(VarEntry {
                 name,
                 value: var,
