@@ -262,7 +262,23 @@ proptest! {
             text.push_str(&format!("{number}{suffix}"));
             millis += number * factor;
         }
-        prop_assert_eq!(parse_duration(&text).map(|d| d.as_millis()), Ok(u128::from(millis)));
+        let expected = if u128::from(millis) <= super::values::MAX_DURATION.as_millis() {
+            Ok(u128::from(millis))
+        } else {
+            Err("a duration cannot be longer than 365 days".to_string())
+        };
+        prop_assert_eq!(parse_duration(&text).map(|d| d.as_millis()), expected);
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics(parts in prop::collection::vec((any::<u64>(), 0usize..5), 1..4)) {
+        let text: String = parts
+            .iter()
+            .map(|(number, unit)| format!("{number}{}", ["ms", "s", "m", "h", "d"][*unit]))
+            .collect();
+        if let Ok(duration) = parse_duration(&text) {
+            prop_assert!(duration <= super::values::MAX_DURATION);
+        }
     }
 
     #[test]
