@@ -13,6 +13,9 @@ TEST_JOBS ?= 2
 # Debian packages the test suite needs: the only list of them.
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
 	curl ca-certificates openssl shellcheck
+# `make fuzz`: seconds per target, and the targets (fuzz/fuzz_targets/*.rs).
+FUZZ_TIME ?= 30
+FUZZ_TARGETS ?= render loader cron image values
 # Extra Debian packages for `make bench`.
 BENCH_PACKAGES := wrk nginx caddy
 # The example needs only busybox-static to build its images.
@@ -26,7 +29,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions package-docs
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -158,3 +161,21 @@ example-clean: ## remove what the example left in Docker (containers, networks, 
 
 bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh
+
+# cargo-fuzz needs a nightly toolchain; without one (or without cargo-fuzz)
+# the target says so and succeeds: the property tests in `make test` cover
+# the same parsers for a bounded number of cases. Builds in target/fuzz.
+fuzz: ## fuzz each parser for FUZZ_TIME seconds (needs nightly and cargo-fuzz)
+	@if ! $(CARGO) +nightly --version >/dev/null 2>&1; then \
+	  echo "no nightly toolchain (rustup toolchain install nightly): fuzzing skipped"; exit 0; \
+	fi; \
+	if ! $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+	  echo "cargo-fuzz not found (cargo install cargo-fuzz): fuzzing skipped"; exit 0; \
+	fi; \
+	for target in $(FUZZ_TARGETS); do \
+	  echo "== fuzzing $$target for $(FUZZ_TIME) s"; \
+	  mkdir -p "fuzz/corpus/$$target"; \
+	  $(CARGO) +nightly fuzz run --sanitizer none --target-dir target/fuzz "$$target" \
+	    "fuzz/corpus/$$target" "fuzz/seeds/$$target" \
+	    -- -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 -rss_limit_mb=2048; \
+	done

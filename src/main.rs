@@ -5,7 +5,6 @@
 mod admin;
 mod cli;
 mod commands;
-mod config;
 mod daemon;
 mod dev;
 mod logging;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::{Cli, Command, Signal};
-use config::{Diagnostics, Secrets};
+use dispenser::config::{self, Diagnostics, Secrets};
 
 /// Exit code of `--test` when the configuration has errors.
 const EXIT_INVALID_CONFIG: u8 = 1;

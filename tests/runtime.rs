@@ -14,6 +14,8 @@ mod cron;
 mod google_standin;
 #[path = "runtime/hostile.rs"]
 mod hostile;
+#[path = "runtime/hostile_files.rs"]
+mod hostile_files;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/operator.rs"]

@@ -90,7 +90,15 @@ fn serde_error(
     error: &toml::de::Error,
 ) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
-    let message = error.message().trim_end();
+    // On a line that came from a template, a name toml quotes may be a
+    // variable's value (maybe a secret): it is not echoed.
+    let templated = file.is_templated(&span);
+    let message = if templated {
+        hide_quoted(error.message().trim_end())
+    } else {
+        error.message().trim_end().to_string()
+    };
+    let message = message.as_str();
     let Some(spans) = spans else {
         return file
             .error_at(
@@ -121,13 +129,12 @@ fn serde_error(
             Some(path) => describe_table(parent(path)),
             None => table(),
         };
-        return file
-            .error_at(
-                span,
-                format!("unknown key `{key}` in {where_}"),
-                "unknown key",
-            )
-            .with_help(help);
+        let what = if templated {
+            format!("unknown key in {where_} (its name comes from a variable)")
+        } else {
+            format!("unknown key `{key}` in {where_}")
+        };
+        return file.error_at(span, what, "unknown key").with_help(help);
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
@@ -209,6 +216,16 @@ fn expected_fields(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `message` with every `quoted` part replaced by `…`.
+pub fn hide_quoted(message: &str) -> String {
+    message
+        .split('`')
+        .enumerate()
+        .map(|(index, part)| if index % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message)
 }
@@ -223,6 +240,30 @@ mod tests {
         assert_eq!(describe_table("service"), "[service]");
         assert_eq!(describe_table("port[2]"), "[[port]]");
         assert_eq!(describe_table("daemon.network"), "[daemon.network]");
+    }
+
+    #[test]
+    fn quoted_names_can_be_hidden() {
+        assert_eq!(
+            hide_quoted("duplicate key `s3cret` in table `x`"),
+            "duplicate key `…` in table `…`"
+        );
+        assert_eq!(hide_quoted("no quotes"), "no quotes");
+    }
+
+    /// Found by the property tests: a key written `${ token } = 1` echoed
+    /// the secret in "unknown key `…`".
+    #[test]
+    fn a_templated_unknown_key_is_not_echoed() {
+        let source = "${ token } = 1\n";
+        let file = SourceFile::rendered("d.toml", source.into(), "s3cret = 1\n".into());
+        let mut diagnostics = Diagnostics::default();
+        assert!(
+            parse_file::<crate::config::file::DispenserFile>(&file, &mut diagnostics).is_none()
+        );
+        let text = diagnostics.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("unknown key in the top level"), "{text}");
     }
 
     #[test]

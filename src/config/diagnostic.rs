@@ -185,7 +185,9 @@ impl SourceFile {
         let text_of = |index: usize| lines.get(index).map(|line| line.trim_end_matches('\r'));
         let text = text_of(line).unwrap_or_default().to_string();
         let length = text.chars().count();
-        let start = columns.start.min(length);
+        // The caret stays under real text: a span at or past the end of the
+        // line (a missing quote, the end of the file) marks its last character.
+        let start = columns.start.min(length.saturating_sub(1));
         let width = columns.end.min(length).saturating_sub(start).max(1);
         Diagnostic {
             severity,
@@ -329,6 +331,21 @@ mod tests {
             "{text}"
         );
         assert!(!file.is_templated(&(0..1)));
+    }
+
+    /// Found by the property tests: an error at the end of a line (an
+    /// unclosed string, the end of the file) put its caret past the text.
+    #[test]
+    fn a_span_at_the_end_of_a_line_marks_its_last_character() {
+        let file = SourceFile::plain("v", "a = \"x\nb = 1\n");
+        let snippet = file.error_at_source(6..7, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.line, snippet.column, snippet.width), (1, 6, 1));
+        let snippet = file.error_at_source(100..100, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.line, snippet.column, snippet.width), (3, 1, 1));
+        assert_eq!(snippet.text, "");
+        let file = SourceFile::plain("t", "\t");
+        let snippet = file.error_at_source(1..1, "m", "l").snippet.unwrap();
+        assert_eq!((snippet.column, snippet.width), (1, 1));
     }
 
     #[test]

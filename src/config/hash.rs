@@ -2,11 +2,15 @@
 //! covers the container spec with env values exposed, and the content of every
 //! single file bind-mounted into the container. Never log its input.
 
+use std::io::Read;
 use std::path::Path;
 
 use dispenser_actors::plan::{ContainerSpec, MountSource};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// How much of a bind-mounted file is read at a time to hash it.
+const HASH_CHUNK_BYTES: usize = 64 << 10;
 
 /// Hex SHA-256 of the container spec and of the bind-mounted files.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
@@ -41,11 +45,27 @@ fn hash_file(hasher: &mut Sha256, path: &Path) {
     if !is_file {
         return;
     }
-    if let Ok(content) = std::fs::read(path) {
+    if let Some(content) = file_digest(path) {
         hasher.update(b"\0file\0");
         hasher.update(path.display().to_string().as_bytes());
         hasher.update(b"\0");
-        hasher.update(Sha256::digest(&content));
+        hasher.update(content);
+    }
+}
+
+/// The SHA-256 of a file's content, read in chunks: a big bind-mounted file
+/// (a database, an archive) must not be held in memory at once.
+fn file_digest(path: &Path) -> Option<impl AsRef<[u8]>> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut digest = Sha256::new();
+    let mut buffer = vec![0u8; HASH_CHUNK_BYTES];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Some(digest.finalize()),
+            Ok(read) => digest.update(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
     }
 }
 

@@ -8,14 +8,15 @@ mod diagnostic;
 mod file;
 mod hash;
 mod paths;
-mod render;
+pub mod render;
 mod secrets;
 mod spans;
 mod validate;
-mod values;
+pub mod values;
 mod vars;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dispenser_actors::plan::{Plan, Service};
@@ -23,7 +24,7 @@ use dispenser_actors::plan::{Plan, Service};
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use render::Renderer;
-pub use secrets::{SecretResolver, Secrets};
+pub use secrets::{LocalSecrets, SecretResolver, Secrets};
 use spans::SpanIndex;
 pub use validate::{NotifySettings, OperatorSettings};
 use values::did_you_mean;
@@ -31,6 +32,11 @@ use vars::Variables;
 
 /// Name of the file each service folder holds.
 pub const SERVICE_FILE: &str = "service.toml";
+/// Largest config or variables file read: a bigger one is refused, so a
+/// mistaken or hostile file cannot stall a reload or exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// How [`MAX_FILE_BYTES`] is written in messages.
+const MAX_FILE_SIZE_TEXT: &str = "1 MiB";
 
 /// A loaded configuration: the plan, the files it came from, and warnings.
 #[derive(Debug)]
@@ -108,6 +114,26 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
             format!("no {SERVICE_FILE} in `{}`", entry.path),
             "service folder",
         );
+        if let Some(link) = symlink_in(&config_dir_display, &entry.path) {
+            let target = std::fs::read_link(&link)
+                .map(|target| format!(" to `{}`", target.display()))
+                .unwrap_or_default();
+            diagnostics.push(
+                config_file
+                    .error_at(
+                        config_spans.value(&format!("service[{index}].path")),
+                        format!(
+                            "`{}` is a symbolic link{target}; service folders are not followed through links",
+                            paths::display(&link)
+                        ),
+                        "symbolic link",
+                    )
+                    .with_help(
+                        "write the real folder in `path` (it may be outside this folder), or copy the folder",
+                    ),
+            );
+            continue;
+        }
         let Some(text) = read(&display, &mut files, &mut diagnostics, Some(missing)) else {
             continue;
         };
@@ -231,10 +257,24 @@ fn read(
     diagnostics: &mut Diagnostics,
     missing: Option<Diagnostic>,
 ) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match read_bounded(path, MAX_FILE_BYTES) {
+        Ok(Some(bytes)) => {
             files.push(paths::absolute(path));
-            Some(text)
+            match String::from_utf8(bytes) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    diagnostics.push(not_utf8(path, &error));
+                    None
+                }
+            }
+        }
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(format!("the file is larger than {MAX_FILE_SIZE_TEXT}"))
+                    .in_file(paths::display(path))
+                    .with_help("a configuration file this large is a mistake: check what was written there"),
+            );
+            None
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let diagnostic = missing.unwrap_or_else(|| {
@@ -253,6 +293,65 @@ fn read(
             None
         }
     }
+}
+
+/// A regular file's bytes, or `None` when it holds more than `limit` bytes
+/// (read no further). A FIFO, a device or a folder is refused: opened without
+/// blocking, so a FIFO nobody writes to cannot stall the load.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// A file that is not UTF-8: the first bad byte's line and column, shown on
+/// the line with the bad bytes replaced.
+fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> Diagnostic {
+    let offset = error.utf8_error().valid_up_to();
+    let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
+    let file = SourceFile::plain(paths::display(path), text);
+    file.error_at_source(
+        offset..offset + char::REPLACEMENT_CHARACTER.len_utf8(),
+        "the file is not valid UTF-8",
+        "invalid byte",
+    )
+    .with_help("configuration files are UTF-8 text: re-save the file as UTF-8")
+}
+
+/// The first symbolic link among the folders `relative` names below
+/// `config_dir` (every one of them when `relative` is relative, the last one
+/// when it is absolute) and its service.toml.
+fn symlink_in(config_dir: &Path, relative: &str) -> Option<PathBuf> {
+    let relative = Path::new(relative);
+    let is_link = |path: &Path| {
+        std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink())
+    };
+    let folder = config_dir.join(relative);
+    let mut candidates = Vec::new();
+    if relative.is_absolute() {
+        candidates.push(folder.clone());
+    } else {
+        let mut current = config_dir.to_path_buf();
+        for component in relative.components() {
+            current.push(component);
+            if matches!(component, std::path::Component::Normal(_)) {
+                candidates.push(current.clone());
+            }
+        }
+    }
+    candidates.push(folder.join(SERVICE_FILE));
+    candidates.into_iter().find(|path| is_link(path))
 }
 
 fn render_file(
@@ -434,3 +533,9 @@ fn find_cycles(services: &BTreeMap<String, Service>) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;
+
+#[cfg(test)]
+mod hostile_tests;

@@ -4,12 +4,20 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
-use similar::{DiffOp, TextDiff};
+use similar::{capture_diff_slices_deadline, Algorithm, DiffOp};
 
 use super::diagnostic::byte_span_to_line;
+
+/// How long the line diff of a rendered file may take before it settles
+/// for a coarser answer (a huge file must not stall a reload).
+const DIFF_DEADLINE: Duration = Duration::from_millis(500);
+/// Beyond this many line pairs, a replaced block is paired in order instead
+/// of by similarity (quadratic).
+const MAX_PAIRED_LINES: usize = 10_000;
 
 /// Renders config templates with Dispenser's syntax.
 pub struct Renderer {
@@ -149,12 +157,20 @@ fn widen_to_expression(source: &str, span: Range<usize>) -> Range<usize> {
 
 impl LineMap {
     pub fn new(source: &str, rendered: &str) -> Self {
-        let source_count = source.split('\n').count();
-        let rendered_count = rendered.split('\n').count();
-        let mut lines = vec![(0, false); rendered_count];
-        let diff = TextDiff::from_lines(source, rendered);
-        let last_source = source_count.saturating_sub(1);
-        for op in diff.ops() {
+        // Lines split exactly as diagnostics count them (on `\n` only: a
+        // lone `\r` is not a line end), so indices agree with `nth_line`.
+        let source_lines: Vec<&str> = source.split('\n').collect();
+        let rendered_lines: Vec<&str> = rendered.split('\n').collect();
+        let mut lines = vec![(0, false); rendered_lines.len()];
+        let deadline = Instant::now().checked_add(DIFF_DEADLINE);
+        let ops = capture_diff_slices_deadline(
+            Algorithm::Myers,
+            &source_lines,
+            &rendered_lines,
+            deadline,
+        );
+        let last_source = source_lines.len().saturating_sub(1);
+        for op in &ops {
             match *op {
                 DiffOp::Equal {
                     old_index,
@@ -186,7 +202,16 @@ impl LineMap {
                     new_len,
                 } => {
                     // Pair each rendered line with the most similar source
-                    // line of the block, keeping the order.
+                    // line of the block, keeping the order; a huge block is
+                    // paired in order, to keep a hostile file's cost bounded.
+                    if old_len.saturating_mul(new_len) > MAX_PAIRED_LINES {
+                        for k in 0..new_len {
+                            if let Some(slot) = lines.get_mut(new_index + k) {
+                                *slot = (old_index + k.min(old_len - 1), false);
+                            }
+                        }
+                        continue;
+                    }
                     let mut cursor = old_index;
                     for k in 0..new_len {
                         let rendered_line = nth_line(rendered, new_index + k);
@@ -221,11 +246,13 @@ impl LineMap {
         span: Range<usize>,
     ) -> (usize, Range<usize>) {
         let (rendered_line, columns) = byte_span_to_line(rendered, span);
+        let last_source = source.matches('\n').count();
         let (source_line, same) = self
             .lines
             .get(rendered_line)
             .copied()
             .unwrap_or((rendered_line, false));
+        let source_line = source_line.min(last_source);
         if same {
             return (source_line, columns);
         }
@@ -267,7 +294,11 @@ impl LineMap {
 
     /// True when the rendered line holding byte `offset` differs from its source line.
     pub fn is_templated(&self, rendered: &str, offset: usize) -> bool {
-        let line = rendered[..offset.min(rendered.len())].matches('\n').count();
+        let end = offset.min(rendered.len());
+        let line = rendered.as_bytes()[..end]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count();
         self.lines.get(line).is_none_or(|(_, same)| !same)
     }
 }
@@ -310,6 +341,23 @@ mod tests {
         let error = renderer.render(source, &vars(&[])).unwrap_err();
         assert_eq!(error.message, "undefined variable `missing`");
         assert_eq!(&source[error.span.unwrap()], "${missing}");
+    }
+
+    /// Found by the property tests: a lone `\r` counted as a line end in
+    /// the diff but not in diagnostics, so a span mapped to a line past the
+    /// end of the source.
+    #[test]
+    fn a_lone_carriage_return_is_not_a_line_end() {
+        let source = "\r${ mode }";
+        let rendered = Renderer::new()
+            .render(source, &vars(&[("mode", "\n")]))
+            .unwrap();
+        assert_eq!(rendered, "\r\n");
+        let map = LineMap::new(source, &rendered);
+        for offset in 0..=rendered.len() {
+            let (line, _) = map.to_source(source, &rendered, offset..rendered.len());
+            assert_eq!(line, 0, "offset {offset}");
+        }
     }
 
     #[test]

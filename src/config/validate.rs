@@ -19,9 +19,9 @@ use super::file::{DispenserFile, ServiceFile};
 use super::hash::spec_hash;
 use super::paths::normalize;
 use super::values::{
-    canonical_names, choose, did_you_mean, parse_cpus, parse_duration, parse_memory, split_command,
-    Choices, DEPENDS_ON, INITIALIZE, NETWORK_DRIVERS, OVERLAPS, PROXY_STRATEGIES, PULL_POLICIES,
-    RESTART_POLICIES,
+    bounded_duration, canonical_names, choose, did_you_mean, parse_cpus, parse_duration,
+    parse_memory, split_command, Choices, DEPENDS_ON, INITIALIZE, NETWORK_DRIVERS, OVERLAPS,
+    PROXY_STRATEGIES, PULL_POLICIES, RESTART_POLICIES,
 };
 
 /// Folder for Dispenser's state when `[daemon] state_dir` is not set.
@@ -966,7 +966,9 @@ fn duration(
 ) -> Option<Duration> {
     let result = match value? {
         toml::Value::String(text) => parse_duration(text),
-        toml::Value::Integer(seconds) if *seconds >= 0 => Ok(Duration::from_secs(*seconds as u64)),
+        toml::Value::Integer(seconds) if *seconds >= 0 => {
+            bounded_duration(Duration::from_secs(*seconds as u64))
+        }
         _ => Err("expected a duration such as \"5s\" or a number of seconds".to_string()),
     };
     result

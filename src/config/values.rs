@@ -7,6 +7,10 @@ use dispenser_actors::plan::{
     DependsOn, Initialize, NetworkDriver, Overlap, ProxyStrategy, PullPolicy, RestartPolicy,
 };
 
+/// The longest duration accepted: longer is surely a mistake, and a bound
+/// keeps `now + duration` from overflowing wherever a timer is set.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// Billionths of a CPU in one CPU.
 const NANO_CPUS_PER_CPU: f64 = 1e9;
 
@@ -87,9 +91,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        total += part;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| "the duration is too large".to_string())?;
     }
-    Ok(total)
+    bounded_duration(total)
+}
+
+/// `duration` when it is at most [`MAX_DURATION`].
+pub fn bounded_duration(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err("a duration cannot be longer than 365 days".into());
+    }
+    Ok(duration)
 }
 
 /// Splits a command line on whitespace; single or double quotes group words
@@ -281,6 +295,22 @@ mod tests {
         for bad in ["", "5", "s", "5x", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// Found by fuzzing: two huge parts overflowed the sum and panicked.
+    #[test]
+    fn a_duration_too_large_to_add_up_is_an_error() {
+        let huge = format!("{}d{}d", u64::MAX, u64::MAX);
+        assert_eq!(
+            parse_duration(&huge),
+            Err("the duration is too large".to_string())
+        );
+        assert!(parse_duration(&format!("{}s1s", u64::MAX)).is_err());
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("365d1ms"),
+            Err("a duration cannot be longer than 365 days".to_string())
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use dispenser_actors::plan::Sensitive;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::check::hide_quoted;
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use super::secrets::{SecretRef, SecretResolver, DEFAULT_SECRET_VERSION};
 
@@ -70,18 +71,29 @@ pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
         Ok(root) => root,
         Err(error) => {
             let span = error.span().unwrap_or(0..0);
-            diagnostics.push(file.error_at(
-                span,
-                format!("invalid TOML: {}", error.message().trim_end()),
-                "here",
-            ));
+            let message = error.message().trim_end();
+            // An overlay is rendered with the base variables: what toml
+            // quotes on a templated line may be a secret.
+            let message = if file.is_templated(&span) {
+                hide_quoted(message)
+            } else {
+                message.to_string()
+            };
+            diagnostics.push(file.error_at(span, format!("invalid TOML: {message}"), "here"));
             return Err(diagnostics);
         }
     };
     let mut entries = Vec::new();
     for (key, value) in root.get_ref().iter() {
         let name = key.get_ref().to_string();
-        match to_var_value(file, &name, value) {
+        // A key written with a template may hold a base variable's value
+        // (maybe a secret): messages then do not repeat it.
+        let shown = if file.is_templated(&key.span()) {
+            "…".to_string()
+        } else {
+            name.clone()
+        };
+        match to_var_value(file, &shown, value) {
             Ok(var) => entries.push(VarEntry {
                 name,
                 value: var,

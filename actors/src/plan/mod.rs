@@ -395,3 +395,6 @@ impl ProxySettings {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

@@ -7,6 +7,8 @@ use dispenser_actors::plan::{
     ContainerSpec, ImageRef, Mount, MountSource, PortBinding, RestartPolicy, Sensitive,
 };
 
+use sha2::Digest;
+
 use super::spec_hash;
 
 fn spec(folder: &Path) -> ContainerSpec {
@@ -80,4 +82,16 @@ fn env_image_ports_and_mounted_file_change_the_hash() {
         original,
         "a mounted file's content is hashed"
     );
+}
+
+#[test]
+fn a_file_is_hashed_in_chunks_to_its_whole_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let content: Vec<u8> = (0..super::HASH_CHUNK_BYTES * 3 + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(&path, &content).unwrap();
+    let digest = super::file_digest(&path).unwrap();
+    assert_eq!(digest.as_ref(), sha2::Sha256::digest(&content).as_slice());
 }

@@ -14,6 +14,9 @@ use dispenser_actors::plan::Sensitive;
 
 pub use google::{GoogleError, GoogleSecrets};
 
+/// Largest secret file read (a secret is a password or a key, not a dump).
+const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
 /// The version of a Google secret used when none is given.
 pub const DEFAULT_SECRET_VERSION: &str = "latest";
 
@@ -108,10 +111,15 @@ impl LocalSecrets {
 
     fn read_file(&self, path: &Path) -> Result<Sensitive, SecretError> {
         let full = self.config_dir.join(path);
-        let mut text = std::fs::read_to_string(&full).map_err(|source| SecretError::File {
+        let failed = |reason: String| SecretError::File {
             path: path.display().to_string(),
-            reason: source.to_string(),
-        })?;
+            reason,
+        };
+        let bytes = super::read_bounded(&full, MAX_SECRET_FILE_BYTES)
+            .map_err(|source| failed(source.to_string()))?
+            .ok_or_else(|| failed("the file is larger than 64 KiB".to_string()))?;
+        let mut text = String::from_utf8(bytes)
+            .map_err(|_| failed("the file is not valid UTF-8".to_string()))?;
         if text.ends_with('\n') {
             text.pop();
             if text.ends_with('\r') {

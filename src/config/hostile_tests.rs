@@ -1,0 +1,280 @@
+//! Hostile files: symbolic links, missing secret files, huge files and
+//! non-UTF-8 bytes in each kind of file. Each gives a clear error naming the
+//! file (and line where there is one), never a panic or a stall.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::secrets::LocalSecrets;
+use super::*;
+
+const MAIN: &str = "[[service]]\npath = \"web\"\n";
+const WEB: &str = "[service]\nname = \"web\"\nimage = \"nginx:1.27\"\n";
+
+fn write(root: &Path, relative: &str, content: &[u8]) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write");
+}
+
+/// A tree that loads; the test then spoils one file.
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    write(dir.path(), "dispenser.toml", MAIN.as_bytes());
+    write(dir.path(), "web/service.toml", WEB.as_bytes());
+    dir
+}
+
+/// Loads the tree and returns its report, which must be an error.
+fn errors(root: &Path) -> String {
+    match load(&root.join("dispenser.toml"), &LocalSecrets::new(root)) {
+        Ok(_) => panic!("the tree should not load"),
+        Err(diagnostics) => diagnostics.to_string(),
+    }
+}
+
+#[test]
+fn the_base_tree_loads() {
+    let dir = tree();
+    assert!(load(
+        &dir.path().join("dispenser.toml"),
+        &LocalSecrets::new(dir.path())
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_symlinked_service_folder_is_refused() {
+    let dir = tree();
+    let root = dir.path();
+    std::fs::rename(root.join("web"), root.join("real-web")).expect("rename");
+    std::os::unix::fs::symlink(root.join("real-web"), root.join("web")).expect("symlink");
+    let text = errors(root);
+    assert!(text.contains("is a symbolic link to `"), "{text}");
+    assert!(text.contains("real-web`"), "{text}");
+    assert!(text.contains("dispenser.toml:2:8"), "{text}");
+    assert!(text.contains("write the real folder in `path`"), "{text}");
+
+    // The real folder, named in `path`, is fine.
+    write(
+        root,
+        "dispenser.toml",
+        b"[[service]]\npath = \"real-web\"\n",
+    );
+    assert!(load(&root.join("dispenser.toml"), &LocalSecrets::new(root)).is_ok());
+}
+
+#[test]
+fn a_symlinked_parent_folder_or_service_file_is_refused() {
+    let dir = tree();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("real/apps/web")).expect("mkdir");
+    std::fs::rename(
+        root.join("web/service.toml"),
+        root.join("real/apps/web/service.toml"),
+    )
+    .expect("rename");
+    std::os::unix::fs::symlink(root.join("real/apps"), root.join("apps")).expect("symlink");
+    write(
+        root,
+        "dispenser.toml",
+        b"[[service]]\npath = \"apps/web\"\n",
+    );
+    assert!(errors(root).contains("apps` is a symbolic link"));
+
+    std::os::unix::fs::symlink(
+        root.join("real/apps/web/service.toml"),
+        root.join("web/service.toml"),
+    )
+    .expect("symlink");
+    write(root, "dispenser.toml", MAIN.as_bytes());
+    assert!(errors(root).contains("web/service.toml` is a symbolic link"));
+}
+
+#[test]
+fn a_dangling_symlinked_folder_is_refused_clearly() {
+    let dir = tree();
+    let root = dir.path();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("gone")).expect("symlink");
+    write(root, "dispenser.toml", b"[[service]]\npath = \"gone\"\n");
+    let text = errors(root);
+    assert!(text.contains("gone` is a symbolic link to `"), "{text}");
+}
+
+#[test]
+fn a_secret_file_that_is_missing_points_at_the_reference() {
+    let dir = tree();
+    let root = dir.path();
+    write(
+        root,
+        "dispenser.vars",
+        b"mode = \"a\"\ntoken = { source = \"file\", path = \"secrets/missing.txt\" }\n",
+    );
+    write(
+        root,
+        "web/service.toml",
+        format!("{WEB}\n[env]\nTOKEN = \"${{ token }}\"\n").as_bytes(),
+    );
+    let text = errors(root);
+    assert!(
+        text.contains(
+            "cannot resolve secret `token`: cannot read secret file `secrets/missing.txt`"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("dispenser.vars:2:9"), "{text}");
+    // Its use is not reported a second time as an undefined variable.
+    assert!(!text.contains("undefined variable"), "{text}");
+    assert!(text.contains("1 error found."), "{text}");
+}
+
+#[test]
+fn a_ten_megabyte_config_is_refused_quickly() {
+    let dir = tree();
+    let root = dir.path();
+    let mut huge = MAIN.as_bytes().to_vec();
+    let filler = b"# padding padding padding padding padding padding padding padding\n";
+    while huge.len() < 10 << 20 {
+        huge.extend_from_slice(filler);
+    }
+    write(root, "dispenser.toml", &huge);
+    write(root, "dispenser.vars", &huge);
+    let started = Instant::now();
+    let text = errors(root);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("error: the file is larger than 1 MiB"),
+        "{text}"
+    );
+    assert!(text.contains("dispenser.toml\n"), "{text}");
+    assert!(text.contains("dispenser.vars\n"), "{text}");
+}
+
+#[test]
+fn a_file_just_under_the_limit_loads() {
+    let dir = tree();
+    let root = dir.path();
+    let mut big = MAIN.to_string();
+    let filler = "# padding padding padding padding padding padding padding padding\n";
+    while big.len() + filler.len() <= MAX_FILE_BYTES as usize {
+        big.push_str(filler);
+    }
+    write(root, "dispenser.toml", big.as_bytes());
+    let started = Instant::now();
+    assert!(load(&root.join("dispenser.toml"), &LocalSecrets::new(root)).is_ok());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn non_utf8_bytes_name_the_file_line_and_column() {
+    let cases: [(&str, &[u8]); 4] = [
+        ("dispenser.toml", b"[[service]]\npath = \"w\xffeb\"\n"),
+        (
+            "web/service.toml",
+            b"[service]\nname = \"web\"\nimage = \"ngi\xc3nx\"\n",
+        ),
+        ("dispenser.vars", b"mode = \"a\"\n\xfe = 1\n"),
+        ("prod.dispenser.vars", b"# \xe9t\xe9\n"),
+    ];
+    for (file, content) in cases {
+        let dir = tree();
+        let root = dir.path();
+        write(root, file, content);
+        let text = errors(root);
+        assert!(
+            text.contains("error: the file is not valid UTF-8"),
+            "{file}: {text}"
+        );
+        assert!(text.contains("invalid byte"), "{file}: {text}");
+        assert!(text.contains("re-save the file as UTF-8"), "{file}: {text}");
+        let at = match file {
+            "dispenser.toml" => "dispenser.toml:2:10",
+            "web/service.toml" => "web/service.toml:3:13",
+            "dispenser.vars" => "dispenser.vars:2:1",
+            _ => "prod.dispenser.vars:1:3",
+        };
+        assert!(text.contains(at), "{file}: expected {at} in {text}");
+    }
+}
+
+#[test]
+fn a_non_utf8_secret_file_is_a_clear_error() {
+    let dir = tree();
+    let root = dir.path();
+    write(
+        root,
+        "dispenser.vars",
+        b"token = { source = \"file\", path = \"key\" }\n",
+    );
+    write(root, "key", b"\xff\xfe\x00binary");
+    let text = errors(root);
+    assert!(
+        text.contains("cannot read secret file `key`: the file is not valid UTF-8"),
+        "{text}"
+    );
+    assert!(!text.contains("binary"), "{text}");
+}
+
+#[test]
+fn a_service_folder_path_that_is_a_file_or_a_fifo_does_not_stall() {
+    let dir = tree();
+    let root = dir.path();
+    std::fs::remove_file(root.join("web/service.toml")).expect("remove");
+    std::fs::create_dir(root.join("web/service.toml")).expect("mkdir");
+    let text = errors(root);
+    assert!(
+        text.contains("cannot read the file: not a regular file"),
+        "{text}"
+    );
+    assert!(text.contains("web/service.toml"), "{text}");
+
+    std::fs::remove_dir(root.join("web/service.toml")).expect("rmdir");
+    nix::unistd::mkfifo(
+        &root.join("web/service.toml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let started = Instant::now();
+    let text = errors(root);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        text.contains("cannot read the file: not a regular file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deeply_nested_values_do_not_overflow_the_stack() {
+    for (open, close) in [("[", "]"), ("{ a = ", "}")] {
+        let dir = tree();
+        let root = dir.path();
+        let depth = 50_000;
+        let text = format!(
+            "{WEB}\n[env]\nX = {}1{}\n",
+            open.repeat(depth),
+            close.repeat(depth)
+        );
+        write(root, "web/service.toml", text.as_bytes());
+        let text = errors(root);
+        assert!(text.contains("web/service.toml"), "{text}");
+    }
+    let dir = tree();
+    let root = dir.path();
+    let depth = 50_000;
+    let text = format!(
+        "{WEB}{}\n{}",
+        "{% if true %}".repeat(depth),
+        "{% endif %}".repeat(depth)
+    );
+    write(root, "web/service.toml", text.as_bytes());
+    let text = errors(root);
+    assert!(text.contains("web/service.toml"), "{text}");
+}
