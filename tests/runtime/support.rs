@@ -58,7 +58,10 @@ impl Sandbox {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let id = format!("{PREFIX}-{pid}-{n}");
-        let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, n % 250);
+        // Test processes run side by side (nextest runs one per test): the
+        // default network is made here, on the first free subnet, and the
+        // daemon uses it as it finds it.
+        let subnet = reserve_network(&format!("{id}-net"), pid, n);
         Sandbox {
             id,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -429,8 +432,54 @@ fn remove_instance(instance: &str) {
     }
 }
 
+/// Creates the sandbox's default network on a subnet no other network uses,
+/// and returns that subnet.
+fn reserve_network(name: &str, pid: u32, n: u32) -> String {
+    for attempt in 0..500u32 {
+        let seed = pid
+            .wrapping_mul(31)
+            .wrapping_add(n.wrapping_mul(17))
+            .wrapping_add(attempt);
+        let subnet = format!("10.{}.{}.0/24", 200 + seed % 50, (seed / 50) % 250);
+        let created = Command::new("docker")
+            .args([
+                "network", "create", "--driver", "bridge", "--subnet", &subnet,
+            ])
+            .args(["--label", "dispenser-test=1", name])
+            .output()
+            .map(|out| out.status.success())
+            .unwrap_or(false);
+        if created {
+            return subnet;
+        }
+    }
+    panic!("no free subnet for the test network {name}");
+}
+
 /// Removes what earlier test runs (dead processes) left behind.
 fn sweep_stale() {
+    let networks = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "--filter",
+            "label=dispenser-test=1",
+            "--format",
+            "{{.Name}}",
+        ])
+        .output()
+        .map(|out| text(&out.stdout))
+        .unwrap_or_default();
+    for network in networks.lines() {
+        let mut parts = network.split('-');
+        if let (Some(PREFIX), Some(pid)) = (parts.next(), parts.next()) {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = Command::new("docker")
+                    .args(["network", "rm", network])
+                    .output();
+            }
+        }
+    }
     let out = Command::new("docker")
         .args([
             "ps",
