@@ -58,6 +58,8 @@ pub struct Forwarder {
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
     header_timeout: Duration,
+    /// Longest wait of a request for a service that is being replaced.
+    hold_timeout: Duration,
     /// The port of the HTTPS listener, for redirects (omitted when 443).
     https_port: u16,
 }
@@ -124,6 +126,7 @@ impl Forwarder {
             strategy: settings.strategy,
             trust_forwarded_headers: settings.trust_forwarded_headers,
             header_timeout: settings.header_timeout,
+            hold_timeout: settings.hold_timeout,
             https_port: settings.https_listen.port(),
         }
     }
@@ -150,36 +153,50 @@ impl Forwarder {
                 Bytes::from_static(b"missing host\n"),
             );
         };
-        let authority = {
-            let table = self.table.load();
-            match table.lookup(host, req.uri().path()) {
-                Lookup::UnknownHost => {
-                    return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
-                }
-                Lookup::NoPath => {
-                    return plain(
-                        StatusCode::NOT_FOUND,
-                        Bytes::from_static(b"no route for this path\n"),
-                    )
-                }
-                Lookup::Found(entry) => match &entry.upstream {
-                    Upstream::Ready { authority, .. } => authority.clone(),
-                    Upstream::Starting => {
+        let held_until = tokio::time::Instant::now() + self.hold_timeout;
+        let (authority, in_flight) = loop {
+            // Armed before the table is read, so no swap in between is missed.
+            let changed = self.table.changed();
+            {
+                let table = self.table.load();
+                match table.lookup(host, req.uri().path()) {
+                    Lookup::UnknownHost => {
+                        return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
+                    }
+                    Lookup::NoPath => {
                         return plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"service starting\n"),
+                            StatusCode::NOT_FOUND,
+                            Bytes::from_static(b"no route for this path\n"),
                         )
                     }
-                    Upstream::Down => {
-                        return plain(
-                            StatusCode::BAD_GATEWAY,
-                            Bytes::from_static(b"service down\n"),
-                        )
-                    }
-                },
+                    Lookup::Found(entry) => match &entry.upstream {
+                        Upstream::Ready {
+                            authority,
+                            in_flight,
+                            ..
+                        } => break (authority.clone(), in_flight.enter()),
+                        Upstream::Starting => {}
+                        Upstream::Down => {
+                            return plain(
+                                StatusCode::BAD_GATEWAY,
+                                Bytes::from_static(b"service down\n"),
+                            )
+                        }
+                    },
+                }
+            }
+            // Starting (or replaced stop-first): hold the request until the
+            // router publishes the new container, up to the hold timeout.
+            if tokio::time::timeout_at(held_until, changed).await.is_err() {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(b"service starting\n"),
+                );
             }
         };
-        self.forward(req, authority, conn).await
+        let response = self.forward(req, authority, conn).await;
+        drop(in_flight);
+        response
     }
 
     /// Sends the request to `authority` and streams the answer back.
