@@ -20,7 +20,7 @@ use dispenser_actors::proxy::certs::CertMap;
 use dispenser_actors::proxy::challenge::Challenges;
 use dispenser_actors::proxy::router::ProxyRouter;
 use dispenser_actors::proxy::server::ProxyServer;
-use dispenser_actors::proxy::table::SharedTable;
+use dispenser_actors::proxy::table::{InFlightBoard, SharedTable};
 use dispenser_actors::proxy::tls::CertLoader;
 use dispenser_actors::registry::{DockerConfig, RegistryClient};
 use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
@@ -55,6 +55,8 @@ pub struct ProxyMaps {
 struct Proxy {
     settings: ProxySettings,
     router: Addr<ProxyRouter>,
+    /// The router's in-flight counts, read by deploys to drain.
+    in_flight: InFlightBoard,
     cert_loader: Addr<CertLoader>,
     _server: ProxyServer,
 }
@@ -122,12 +124,17 @@ where
         match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
                 info!(ledger = %ledger.path().display(), "run history opened");
-                supervisor = supervisor.with_ledger(ledger.start().recipient());
+                let ledger = ledger.start();
+                supervisor = supervisor
+                    .with_ledger(ledger.clone().recipient())
+                    .with_deploy_ledger(ledger.clone().recipient(), ledger.recipient());
             }
             Err(err) => error!(error = %err, "no run history: runs are logged only"),
         }
         if let Some(proxy) = &proxy {
-            supervisor = supervisor.with_endpoints(proxy.router.clone().recipient());
+            supervisor = supervisor
+                .with_endpoints(proxy.router.clone().recipient())
+                .with_in_flight(proxy.in_flight.clone());
         }
         let supervisor = supervisor.start();
         if let Some(proxy) = &proxy {
@@ -199,9 +206,11 @@ fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, Stri
         maps.challenges.clone(),
     )
     .map_err(|err| err.to_string())?;
+    let router = ProxyRouter::new(table);
     Ok(Proxy {
         settings: settings.clone(),
-        router: ProxyRouter::new(table).start(),
+        in_flight: router.in_flight(),
+        router: router.start(),
         cert_loader: CertLoader::new(maps.certs.clone()).start(),
         _server: server,
     })
