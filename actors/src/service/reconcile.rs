@@ -107,7 +107,8 @@ pub async fn replace_gated(
 ) -> Result<String, ServiceError> {
     let started_at = Utc::now();
     let old_digest = old.labels.get(labels::IMAGE_DIGEST).cloned();
-    let outcome = rollout::replace(runtime, service, Some(old), digest.clone()).await;
+    let new_code = matches!(trigger, DeployTrigger::NewDigest | DeployTrigger::Manual);
+    let outcome = rollout::replace(runtime, service, Some(old), digest.clone(), new_code).await;
     let (kind, reason) = match &outcome {
         Ok(_) => (DeployOutcomeKind::Succeeded, None),
         Err(RolloutError::RolledBack { reason }) => {

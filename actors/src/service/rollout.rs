@@ -84,17 +84,26 @@ pub fn starts_first(runtime: &Runtime, service: &Service, old: Option<&Container
 
 /// Replaces `old` (the service's running container, if any) with a new one
 /// from the local image, labelled with `digest`. Returns the new id.
+/// `soak`: watch the new container for the soak period before the deploy
+/// counts as done (a new image); `false` for a known version (a reload's
+/// new spec, a rollback, a scheduled restart).
 pub async fn replace(
     runtime: &Runtime,
     service: &Service,
     old: Option<&Container>,
     digest: String,
+    soak: bool,
 ) -> Result<String, RolloutError> {
+    let soak = if soak {
+        runtime.deploy.soak
+    } else {
+        Duration::ZERO
+    };
     match old {
         Some(old) if starts_first(runtime, service, Some(old)) => {
-            start_first(runtime, service, old, digest).await
+            start_first(runtime, service, old, digest, soak).await
         }
-        _ => stop_first(runtime, service, old, digest).await,
+        _ => stop_first(runtime, service, old, digest, soak).await,
     }
 }
 
@@ -103,6 +112,7 @@ async fn start_first(
     service: &Service,
     old: &Container,
     digest: String,
+    soak_for: Duration,
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
     let next_name = format!("{}{NEXT_SUFFIX}", service.name);
@@ -136,7 +146,7 @@ async fn start_first(
     if let Some(old_ip) = old_ip {
         drain(runtime, service, old_ip).await;
     }
-    if let Err(reason) = soak(runtime, &started).await {
+    if let Err(reason) = soak(runtime, &started, soak_for).await {
         swap(runtime, service, old_ip).await;
         warn!(service = %service.name, reason = %reason, "traffic moved back to the previous container");
         discard(runtime, service, &id).await;
@@ -154,6 +164,7 @@ async fn stop_first(
     service: &Service,
     old: Option<&Container>,
     digest: String,
+    soak_for: Duration,
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
     let prev_name = format!("{}{PREV_SUFFIX}", service.name);
@@ -178,7 +189,7 @@ async fn stop_first(
                 Ok(()) => match wait_ready(runtime, service, &id).await {
                     Ok(started) => {
                         runtime.report_endpoint(&service.name, Some(&started));
-                        soak(runtime, &started).await
+                        soak(runtime, &started, soak_for).await
                     }
                     Err(reason) => Err(reason),
                 },
@@ -327,12 +338,12 @@ async fn probe(
     service: &Service,
     container: &Container,
 ) -> Option<Result<(), String>> {
-    let ip = container.addresses.get(&runtime.default_network.name)?;
     let port = match (&service.route, service.container.ports.first()) {
         (Some(route), _) => route.service_port,
         (None, Some(binding)) => binding.container,
         (None, None) => return Some(Ok(())),
     };
+    let ip = container.addresses.get(&runtime.default_network.name)?;
     let address = SocketAddr::new(*ip, port);
     let health_path = service.route.as_ref().and_then(|r| r.health_path.as_deref());
     let attempt = async {
@@ -362,8 +373,7 @@ async fn probe(
 
 /// Watches a container that took traffic for the soak period: it must stay
 /// up, not restart and not turn unhealthy.
-async fn soak(runtime: &Runtime, started: &Container) -> Result<(), String> {
-    let period = runtime.deploy.soak;
+async fn soak(runtime: &Runtime, started: &Container, period: Duration) -> Result<(), String> {
     let deadline = Instant::now() + period;
     while Instant::now() < deadline {
         sleep(POLL.min(deadline - Instant::now())).await;
