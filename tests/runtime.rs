@@ -8,6 +8,8 @@ mod support;
 mod containers;
 #[path = "runtime/cron.rs"]
 mod cron;
+#[path = "runtime/deploys.rs"]
+mod deploys;
 #[path = "runtime/google_standin.rs"]
 mod google_standin;
 #[path = "runtime/lifecycle.rs"]

@@ -87,11 +87,14 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     })
 }
 
-/// True when replacing `old` goes through the health gate: a long-running
-/// service whose container runs (a job, or a container that is not
-/// running, is simply replaced).
+/// True when replacing `old` goes through the health gate: a service whose
+/// container runs. A scheduled job's run, a service that waits for a
+/// trigger, or a container that is not running is simply replaced.
 pub fn gated(service: &Service, old: &Container) -> bool {
-    !service.is_job() && old.state == ContainerState::Running
+    let scheduled_job = service.is_job() && service.lifecycle.schedule.is_some();
+    service.lifecycle.initialize == Initialize::Immediately
+        && !scheduled_job
+        && old.state == ContainerState::Running
 }
 
 /// Replaces `old` through the health gate (`rollout::replace`) and records

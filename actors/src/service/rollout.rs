@@ -168,8 +168,12 @@ async fn stop_first(
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
     let prev_name = format!("{}{PREV_SUFFIX}", service.name);
-    if service.route.is_some() {
-        runtime.report_starting(&service.name);
+    if service.route.is_some() && runtime.endpoints.is_some() {
+        // New requests are held from here; those in flight finish first.
+        hold(runtime, service).await;
+        if let Some(ip) = old.and_then(|old| old.addresses.get(&runtime.default_network.name)) {
+            drain(runtime, service, *ip).await;
+        }
     }
     if let Some(old) = old {
         engine.stop(&old.id, STOP_GRACE).await?;
@@ -237,6 +241,22 @@ async fn swap(runtime: &Runtime, service: &Service, ip: Option<IpAddr>) {
         },
     };
     if let Err(err) = endpoints.send(changed).await {
+        warn!(service = %service.name, error = %err, "cannot reach the proxy router");
+    }
+}
+
+/// Marks the route as starting (the proxy holds its requests) and waits
+/// until the router has swapped its table.
+async fn hold(runtime: &Runtime, service: &Service) {
+    let Some(endpoints) = &runtime.endpoints else {
+        return;
+    };
+    let starting = EndpointChanged {
+        service: service.name.clone(),
+        ip: None,
+        state: EndpointState::Starting,
+    };
+    if let Err(err) = endpoints.send(starting).await {
         warn!(service = %service.name, error = %err, "cannot reach the proxy router");
     }
 }
