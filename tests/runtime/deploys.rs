@@ -38,6 +38,8 @@ struct Tally {
     bodies: BTreeMap<String, u64>,
     /// A client saw an older version after a newer one.
     backwards: u64,
+    /// The longest a request waited for its answer.
+    slowest: Duration,
     first_errors: Vec<String>,
 }
 
@@ -147,10 +149,12 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
         let Some(stream) = conn.as_mut() else {
             continue;
         };
+        let sent = Instant::now();
         match exchange(stream, host) {
             Ok((status, body, close)) => {
                 let mut tally = tally.lock().unwrap();
                 tally.requests += 1;
+                tally.slowest = tally.slowest.max(sent.elapsed());
                 if !(200..300).contains(&status) {
                     tally.non_2xx += 1;
                     if tally.first_errors.len() < 10 {
@@ -238,8 +242,14 @@ fn free_port() -> u16 {
 
 fn report(test: &str, tally: &Tally) {
     println!(
-        "{test}: {} requests, {} failed, {} non-2xx, {} backwards; answers {:?}; first errors {:?}",
-        tally.requests, tally.failed, tally.non_2xx, tally.backwards, tally.bodies, tally.first_errors
+        "{test}: {} requests, {} failed, {} non-2xx, {} backwards, slowest {:?}; answers {:?}; first errors {:?}",
+        tally.requests,
+        tally.failed,
+        tally.non_2xx,
+        tally.backwards,
+        tally.slowest,
+        tally.bodies,
+        tally.first_errors
     );
 }
 
@@ -383,7 +393,7 @@ fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     routed(&mut sb, http, "soak = \"0s\"\n");
     let body = |version: &str| {
         format!(
-            "\n[[ports]]\nhost = {host_port}\ncontainer = 8080\n\n[env]\nVERSION = \"{version}\"\n\n\
+            "\n[[port]]\nhost = {host_port}\ncontainer = 8080\n\n[env]\nVERSION = \"{version}\"\n\n\
              [proxy]\nhost = \"ports.test\"\nservice_port = 8080\n"
         )
     };
@@ -400,6 +410,8 @@ fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     report("host port", &tally);
     let log = daemon.log();
     assert!(log.contains("stopped the previous container"), "{log}");
+    // Requests arrived while no container ran: they were held, not refused.
+    assert!(tally.slowest > Duration::from_millis(300), "{tally:?}");
     assert_eq!(tally.failed, 0, "{tally:?}");
     assert_eq!(tally.non_2xx, 0, "{tally:?}");
     assert_eq!(tally.backwards, 0, "{tally:?}");
