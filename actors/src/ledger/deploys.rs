@@ -76,7 +76,7 @@ pub enum DeployOutcomeKind {
 }
 
 impl Ledger {
-    fn insert_deploy(&self, deploy: &DeployRecord) -> Result<(), LedgerError> {
+    pub(super) fn insert_deploy(&self, deploy: &DeployRecord) -> Result<(), LedgerError> {
         let connection = self.connection.as_ref().ok_or(LedgerError::Closed)?;
         let query = |err: rusqlite::Error| LedgerError::Query(err.to_string());
         connection
@@ -105,7 +105,7 @@ impl Ledger {
         Ok(())
     }
 
-    fn recent_deploys(
+    pub(super) fn recent_deploys(
         &self,
         service: &str,
         limit: usize,
