@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    AcmeSettings, ContainerSpec, DefaultNetwork, DeploySettings, ExtraHost, Healthcheck, ImageRef, Initialize,
-    Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
+    AcmeSettings, ContainerSpec, DefaultNetwork, DeploySettings, ExtraHost, Healthcheck, ImageRef,
+    Initialize, Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
     TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
     DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
@@ -865,8 +865,18 @@ fn deploy_settings(check: &mut FileCheck<'_>, table: Option<&DeployTable>) -> De
         return settings;
     };
     let fields = [
-        ("deploy.ready_timeout", &table.ready_timeout, &mut settings.ready_timeout, false),
-        ("deploy.drain_timeout", &table.drain_timeout, &mut settings.drain_timeout, false),
+        (
+            "deploy.ready_timeout",
+            &table.ready_timeout,
+            &mut settings.ready_timeout,
+            false,
+        ),
+        (
+            "deploy.drain_timeout",
+            &table.drain_timeout,
+            &mut settings.drain_timeout,
+            false,
+        ),
         ("deploy.soak", &table.soak, &mut settings.soak, true),
     ];
     for (path, value, slot, zero_allowed) in fields {

@@ -113,7 +113,11 @@ impl Load {
             if self.tally.lock().unwrap().bodies.contains_key(body) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{body:?} never answered:\n{}", log());
+            assert!(
+                Instant::now() < deadline,
+                "{body:?} never answered:\n{}",
+                log()
+            );
             sleep(Duration::from_millis(50));
         }
     }

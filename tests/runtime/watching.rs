@@ -145,7 +145,12 @@ impl Registry {
     /// Pushes local image `source` as `<registry>/<repository>:latest`, then
     /// points the local tag back at `keep_local` (when given), so only the
     /// registry holds the pushed image under that name. Returns its digest.
-    pub(crate) fn push(&mut self, source: &str, repository: &str, keep_local: Option<&str>) -> String {
+    pub(crate) fn push(
+        &mut self,
+        source: &str,
+        repository: &str,
+        keep_local: Option<&str>,
+    ) -> String {
         let target = self.image(repository);
         docker(&["tag", source, &target]);
         self.tags.push(target.clone());

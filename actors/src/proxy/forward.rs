@@ -223,7 +223,12 @@ impl Forwarder {
     /// container that died); otherwise answers 502.
     async fn replay(&self, replay: Replay) -> Response<ProxyBody> {
         let Replay { mut parts, failed } = replay;
-        let down = || plain(StatusCode::BAD_GATEWAY, Bytes::from_static(b"service down\n"));
+        let down = || {
+            plain(
+                StatusCode::BAD_GATEWAY,
+                Bytes::from_static(b"service down\n"),
+            )
+        };
         let Some(host) = parts
             .headers
             .get(header::HOST)
@@ -243,9 +248,7 @@ impl Forwarder {
                             authority,
                             in_flight,
                             ..
-                        } if *authority != failed => {
-                            break (authority.clone(), in_flight.enter())
-                        }
+                        } if *authority != failed => break (authority.clone(), in_flight.enter()),
                         Upstream::Ready { .. } | Upstream::Starting => {}
                         Upstream::Down => return down(),
                     },

@@ -235,19 +235,28 @@ impl Eq for InFlight {}
 impl InFlightBoard {
     /// The counter of `ip`, created at zero the first time.
     pub fn counter(&self, ip: IpAddr) -> InFlight {
-        let mut board = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         board.entry(ip).or_default().clone()
     }
 
     /// Requests in flight to `ip` now (0 for an address never routed to).
     pub fn count(&self, ip: IpAddr) -> usize {
-        let board = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         board.get(&ip).map_or(0, InFlight::count)
     }
 
     /// Forgets the counters of addresses not in `keep` that have nothing in flight.
     pub fn retain(&self, keep: &[IpAddr]) {
-        let mut board = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         board.retain(|ip, counter| keep.contains(ip) || counter.count() > 0);
     }
 }

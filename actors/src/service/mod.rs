@@ -22,8 +22,8 @@
 //! rebuilds its state from Docker.
 
 mod manual;
-pub mod rollout;
 pub mod reconcile;
+pub mod rollout;
 mod run;
 pub mod state;
 
@@ -575,7 +575,9 @@ impl Handler<ImageUpdated> for ServiceActor {
         let runtime = self.runtime.clone();
         let service = self.service.clone();
         let wanted = digest.clone();
-        let work = async move { reconcile::deploy(&runtime, &service, &wanted, DeployTrigger::NewDigest).await };
+        let work = async move {
+            reconcile::deploy(&runtime, &service, &wanted, DeployTrigger::NewDigest).await
+        };
         AtomicResponse::new(Box::pin(
             AssertUnwindSafe(work)
                 .catch_unwind()

@@ -70,7 +70,15 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
     let digest = registry_digest(&service.container.image, &image);
     if gated(service, &container) {
-        let id = replace_gated(runtime, service, &container, digest.clone(), DeployTrigger::Reload, None).await?;
+        let id = replace_gated(
+            runtime,
+            service,
+            &container,
+            digest.clone(),
+            DeployTrigger::Reload,
+            None,
+        )
+        .await?;
         return Ok(Reconciled {
             container_id: id,
             change: Change::Recreated,
@@ -158,8 +166,12 @@ async fn restore(runtime: &Runtime, service: &Service, image: &Image) {
         digest: None,
     };
     match runtime.engine.tag(&source, reference).await {
-        Ok(()) => info!(service = %service.name, image = %reference, "local tag moved back to the previous image"),
-        Err(err) => warn!(service = %service.name, image = %reference, error = %err, "cannot move the local tag back"),
+        Ok(()) => {
+            info!(service = %service.name, image = %reference, "local tag moved back to the previous image")
+        }
+        Err(err) => {
+            warn!(service = %service.name, image = %reference, error = %err, "cannot move the local tag back")
+        }
     }
 }
 
@@ -167,7 +179,9 @@ async fn restore(runtime: &Runtime, service: &Service, image: &Image) {
 pub fn record_deploy(runtime: &Runtime, record: DeployRecord) {
     match &runtime.deploys {
         Some(ledger) => ledger.record.do_send(RecordDeploy(record)),
-        None => info!(service = %record.service, outcome = %record.outcome, "deploy not recorded: no ledger"),
+        None => {
+            info!(service = %record.service, outcome = %record.outcome, "deploy not recorded: no ledger")
+        }
     }
 }
 
@@ -308,7 +322,14 @@ pub async fn roll_back_to(
             .await
         }
         existing => {
-            let (id, _) = install(runtime, service, existing.as_ref(), digest.to_string(), true).await?;
+            let (id, _) = install(
+                runtime,
+                service,
+                existing.as_ref(),
+                digest.to_string(),
+                true,
+            )
+            .await?;
             Ok(id)
         }
     }

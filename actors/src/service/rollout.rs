@@ -31,9 +31,9 @@ use tracing::{info, warn};
 use super::reconcile::{container_labels, short};
 use super::{Runtime, ServiceError, STOP_GRACE};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Health};
+use crate::plan::Service;
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::EndpointState;
-use crate::plan::Service;
 
 /// Time between two looks at a container that is becoming ready or soaking.
 const POLL: Duration = Duration::from_millis(200);
@@ -139,7 +139,10 @@ async fn start_first(
             return Err(RolloutError::RolledBack { reason });
         }
     };
-    let new_ip = started.addresses.get(&runtime.default_network.name).copied();
+    let new_ip = started
+        .addresses
+        .get(&runtime.default_network.name)
+        .copied();
     let old_ip = old.addresses.get(&runtime.default_network.name).copied();
     swap(runtime, service, new_ip).await;
     info!(service = %service.name, container = %short(&id), "traffic moved to the new container");
@@ -199,7 +202,9 @@ async fn stop_first(
                 },
                 Err(err) => Err(format!("the new container did not start: {err}")),
             };
-            proven.map(|()| id.clone()).map_err(|reason| (Some(id), reason))
+            proven
+                .map(|()| id.clone())
+                .map_err(|reason| (Some(id), reason))
         }
         Err(err) => Err((None, format!("cannot create the new container: {err}"))),
     };
@@ -306,7 +311,9 @@ pub async fn wait_ready(
         let container = look(runtime, id).await?;
         let verdict = match container.health {
             Some(Health::Healthy) => Some(Ok(())),
-            Some(Health::Unhealthy) => Some(Err("the new container failed its healthcheck".to_string())),
+            Some(Health::Unhealthy) => {
+                Some(Err("the new container failed its healthcheck".to_string()))
+            }
             Some(Health::Starting) => None,
             None => probe(runtime, service, &container).await,
         };
@@ -345,7 +352,9 @@ async fn look(runtime: &Runtime, id: &str) -> Result<Container, String> {
         .ok_or_else(|| "the new container disappeared".to_string())?;
     match container.state {
         ContainerState::Running => Ok(container),
-        ContainerState::Exited { code } => Err(format!("the new container exited with code {code}")),
+        ContainerState::Exited { code } => {
+            Err(format!("the new container exited with code {code}"))
+        }
         ContainerState::Restarting => Err("the new container is restarting (crash loop)".into()),
         other => Err(format!("the new container is {other:?}")),
     }
@@ -365,7 +374,10 @@ async fn probe(
     };
     let ip = container.addresses.get(&runtime.default_network.name)?;
     let address = SocketAddr::new(*ip, port);
-    let health_path = service.route.as_ref().and_then(|r| r.health_path.as_deref());
+    let health_path = service
+        .route
+        .as_ref()
+        .and_then(|r| r.health_path.as_deref());
     let attempt = async {
         let mut stream = TcpStream::connect(address).await.ok()?;
         let Some(path) = health_path else {

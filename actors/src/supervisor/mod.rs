@@ -41,9 +41,8 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
 use crate::registry::DockerConfig;
 use crate::service::{
-    DeployLedger,
-    self, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus,
-    StatusBoard,
+    self, DeployLedger, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor,
+    ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
