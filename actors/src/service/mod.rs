@@ -598,6 +598,10 @@ impl Handler<ImageUpdated> for ServiceActor {
                             "new version rolled back; this digest is quarantined until a newer one appears or an operator deploys"
                         );
                         actor.quarantined.insert(digest.clone());
+                        actor.set_state(State::Failed {
+                            reason: reason.clone(),
+                        });
+                        // The previous container serves: the state says running.
                         actor.refresh_container(ctx);
                         Err(ServiceError::RolledBack { reason })
                     }
