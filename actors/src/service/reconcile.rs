@@ -226,6 +226,7 @@ pub async fn deploy(
     let reference = &service.container.image;
     let pinned = pinned(reference, digest);
     info!(service = %service.name, image = %pinned, "pulling new image");
+    let pull_began = std::time::Instant::now();
     let credential = pull_credential(runtime, reference).await;
     engine
         .pull_with(&pinned, credential.as_ref())
@@ -234,6 +235,8 @@ pub async fn deploy(
             image: pinned.to_string(),
             reason: err.to_string(),
         })?;
+    let pull_ms = u64::try_from(pull_began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    info!(service = %service.name, pull_ms, "pulled");
     let before = engine.image(reference).await?;
     engine.tag(&pinned, reference).await?;
     remove_strays(runtime, service).await?;

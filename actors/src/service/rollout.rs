@@ -124,6 +124,7 @@ async fn start_first(
         default_network: &runtime.default_network,
         labels,
     };
+    let begun = Instant::now();
     let id = engine.create(&request).await?;
     info!(service = %service.name, container = %short(&id), "created the next container");
     if let Err(err) = engine.start(&id).await {
@@ -132,6 +133,7 @@ async fn start_first(
             reason: format!("the new container did not start: {err}"),
         });
     }
+    let started_at = Instant::now();
     let started = match wait_ready(runtime, service, &id).await {
         Ok(started) => started,
         Err(reason) => {
@@ -144,11 +146,21 @@ async fn start_first(
         .get(&runtime.default_network.name)
         .copied();
     let old_ip = old.addresses.get(&runtime.default_network.name).copied();
+    let ready_at = Instant::now();
     swap(runtime, service, new_ip).await;
+    let swapped_at = Instant::now();
     info!(service = %service.name, container = %short(&id), "traffic moved to the new container");
     if let Some(old_ip) = old_ip {
         drain(runtime, service, old_ip).await;
     }
+    info!(
+        service = %service.name,
+        start_ms = millis(started_at - begun),
+        ready_ms = millis(ready_at - started_at),
+        swap_ms = millis(swapped_at - ready_at),
+        drain_ms = millis(swapped_at.elapsed()),
+        "deploy phases"
+    );
     if let Err(reason) = soak(runtime, &started, soak_for).await {
         swap(runtime, service, old_ip).await;
         warn!(service = %service.name, reason = %reason, "traffic moved back to the previous container");
@@ -284,6 +296,11 @@ async fn drain(runtime: &Runtime, service: &Service, ip: IpAddr) {
         }
         sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whole milliseconds, for the phase log.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Stops and removes a new container that did not make it.
