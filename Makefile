@@ -14,7 +14,7 @@ TEST_JOBS ?= 2
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
 	curl ca-certificates openssl shellcheck
 # Extra Debian packages for `make bench`.
-BENCH_PACKAGES := wrk nginx caddy
+BENCH_PACKAGES := wrk nginx caddy docker-registry
 # The example needs only busybox-static to build its images.
 EXAMPLE_PACKAGES := busybox-static
 EXAMPLE_CONFIG := example/dispenser.toml
@@ -136,5 +136,6 @@ example-clean: ## remove what the example left in Docker (containers, networks, 
 	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
 	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
 
-bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; writes docs/BENCHMARKS.md)
+bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh
+	bash bench/deploy.sh
