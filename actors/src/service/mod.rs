@@ -113,8 +113,6 @@ pub struct Runtime {
     pub in_flight: Option<InFlightBoard>,
     /// Readiness, drain and soak times.
     pub deploy: DeploySettings,
-    /// True when the proxy runs (a routed service is replaced start-first).
-    pub hold: bool,
 }
 
 /// The ledger's deploy history, as the service actors use it.

@@ -438,3 +438,7 @@ async fn soak(runtime: &Runtime, started: &Container, period: Duration) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "rollout/tests.rs"]
+mod tests;

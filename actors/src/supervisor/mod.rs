@@ -198,7 +198,6 @@ impl Supervisor {
             deploys: self.deploy_ledger.clone(),
             in_flight: self.in_flight.clone(),
             deploy: plan.settings.deploy,
-            hold: plan.proxy.is_some(),
         }
     }
 }
