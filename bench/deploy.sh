@@ -33,6 +33,8 @@ cleanup() {
   docker ps -aq --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
   docker network ls -q --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
   for tag in "${tags[@]}"; do docker rmi -f "$tag" >/dev/null 2>&1 || true; done
+  # the images the daemon pulled by digest carry no tag
+  docker images -q "$REPO" | xargs -r docker rmi -f >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -70,7 +72,7 @@ build_version() {
   local version=$1 context="$work/build-$1"
   mkdir -p "$context"
   printf 'FROM dispenser-test/upstream:latest\nENV VERSION=%s\n' "$version" >"$context/Dockerfile"
-  docker build -q -t "dispenser-test/deploybench:$version" "$context" >/dev/null
+  docker build -q -t "dispenser-test/deploybench:$version" "$context" >/dev/null 2>&1
   tags+=("dispenser-test/deploybench:$version")
 }
 push_version() {

@@ -24,7 +24,8 @@ const CLIENTS: usize = 32;
 const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Images built for one test, tagged under `dispenser-test/`, removed in Drop.
+/// Images built for one test, tagged under `dispenser-test/`, and the
+/// registry repositories the daemon pulled from by digest: removed in Drop.
 struct Images(Vec<String>);
 
 /// What the load generator saw.
@@ -77,8 +78,17 @@ impl Images {
 
 impl Drop for Images {
     fn drop(&mut self) {
-        for tag in &self.0 {
-            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        for name in &self.0 {
+            // A repository's images pulled by digest carry no tag: go by id.
+            let ids = Command::new("docker")
+                .args(["images", "-q", name])
+                .output()
+                .map(|out| text(&out.stdout))
+                .unwrap_or_default();
+            let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+            for id in ids.split_whitespace() {
+                let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+            }
         }
     }
 }
@@ -301,6 +311,7 @@ fn redeploys_under_load_drop_nothing_and_bad_versions_roll_back() {
         ),
     );
     let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
     registry.push(&versions[0], "web", None);
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
