@@ -17,7 +17,7 @@ TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
 FUZZ_TIME ?= 30
 FUZZ_TARGETS ?= render loader cron image values
 # Extra Debian packages for `make bench`.
-BENCH_PACKAGES := wrk nginx caddy
+BENCH_PACKAGES := wrk nginx caddy docker-registry
 # The example needs only busybox-static to build its images.
 EXAMPLE_PACKAGES := busybox-static
 EXAMPLE_CONFIG := example/dispenser.toml
@@ -159,8 +159,9 @@ example-clean: ## remove what the example left in Docker (containers, networks, 
 	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
 	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
 
-bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; writes docs/BENCHMARKS.md)
+bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh
+	bash bench/deploy.sh
 
 # cargo-fuzz needs a nightly toolchain; without one (or without cargo-fuzz)
 # the target says so and succeeds: the property tests in `make test` cover

@@ -21,7 +21,7 @@ use dispenser_actors::proxy::challenge::Challenges;
 use dispenser_actors::proxy::dev_ca::DevCa;
 use dispenser_actors::proxy::router::ProxyRouter;
 use dispenser_actors::proxy::server::ProxyServer;
-use dispenser_actors::proxy::table::SharedTable;
+use dispenser_actors::proxy::table::{InFlightBoard, SharedTable};
 use dispenser_actors::proxy::tls::CertLoader;
 use dispenser_actors::registry::{DockerConfig, RegistryClient};
 use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
@@ -66,6 +66,8 @@ struct Proxy {
     /// The route table the router writes (read by the admin API).
     table: SharedTable,
     router: Addr<ProxyRouter>,
+    /// The router's in-flight counts, read by deploys to drain.
+    in_flight: InFlightBoard,
     cert_loader: Addr<CertLoader>,
     _server: ProxyServer,
 }
@@ -134,7 +136,9 @@ where
             Ok(ledger) => {
                 info!(ledger = %ledger.path().display(), "run history opened");
                 let ledger = ledger.start();
-                supervisor = supervisor.with_ledger(ledger.clone().recipient());
+                supervisor = supervisor
+                    .with_ledger(ledger.clone().recipient())
+                    .with_deploy_ledger(ledger.clone().recipient(), ledger.clone().recipient());
                 Some(ledger)
             }
             Err(err) => {
@@ -143,7 +147,9 @@ where
             }
         };
         if let Some(proxy) = &proxy {
-            supervisor = supervisor.with_endpoints(proxy.router.clone().recipient());
+            supervisor = supervisor
+                .with_endpoints(proxy.router.clone().recipient())
+                .with_in_flight(proxy.in_flight.clone());
         }
         let supervisor = supervisor.start();
         if let Some(proxy) = &proxy {
@@ -255,10 +261,12 @@ fn start_proxy(settings: &ProxySettings, maps: &ProxyMaps) -> Result<Proxy, Stri
         maps.challenges.clone(),
     )
     .map_err(|err| err.to_string())?;
+    let router = ProxyRouter::new(table.clone());
     Ok(Proxy {
         settings: settings.clone(),
         table: table.clone(),
-        router: ProxyRouter::new(table).start(),
+        in_flight: router.in_flight(),
+        router: router.start(),
         cert_loader: CertLoader::new(maps.certs.clone()).start(),
         _server: server,
     })

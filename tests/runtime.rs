@@ -10,6 +10,8 @@ mod acme;
 mod containers;
 #[path = "runtime/cron.rs"]
 mod cron;
+#[path = "runtime/deploys.rs"]
+mod deploys;
 #[path = "runtime/google_standin.rs"]
 mod google_standin;
 #[path = "runtime/hostile.rs"]

@@ -21,6 +21,7 @@ pub struct DispenserFile {
     pub daemon: Option<DaemonTable>,
     pub admin: Option<AdminTable>,
     pub notify: Option<NotifyTable>,
+    pub deploy: Option<DeployTable>,
     /// ixpantia's telemetry settings: accepted and ignored with a warning.
     pub telemetry: Option<toml::Value>,
 }
@@ -74,6 +75,7 @@ pub struct ProxyTable {
     pub header_timeout: Option<toml::Value>,
     pub idle_timeout: Option<toml::Value>,
     pub max_header_bytes: Option<u64>,
+    pub hold_timeout: Option<toml::Value>,
 }
 
 /// `[certbot]`.
@@ -96,6 +98,15 @@ pub struct DaemonTable {
     /// IANA zone of schedules whose service sets none; default: local time.
     pub timezone: Option<String>,
     pub network: Option<DaemonNetworkTable>,
+}
+
+/// `[deploy]`: how deploys replace containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTable {
+    pub ready_timeout: Option<toml::Value>,
+    pub drain_timeout: Option<toml::Value>,
+    pub soak: Option<toml::Value>,
 }
 
 /// `[daemon.network]`: the default bridge network.

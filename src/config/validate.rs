@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    AcmeSettings, ContainerSpec, DefaultNetwork, ExtraHost, Healthcheck, ImageRef, Initialize,
-    Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
+    AcmeSettings, ContainerSpec, DefaultNetwork, DeploySettings, ExtraHost, Healthcheck, ImageRef,
+    Initialize, Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
     TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
     DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
 
 use super::check::FileCheck;
-use super::file::{DispenserFile, ServiceFile};
+use super::file::{DeployTable, DispenserFile, ServiceFile};
 use super::hash::spec_hash;
 use super::paths::normalize;
 use super::values::{
@@ -172,6 +172,7 @@ pub fn global(
             .as_ref()
             .and_then(|d| d.timezone.as_deref())
             .map_or(Zone::Local, |name| zone(check, "daemon.timezone", name)),
+        deploy: deploy_settings(check, file.deploy.as_ref()),
     };
 
     let mut networks = BTreeMap::new();
@@ -247,6 +248,9 @@ pub fn global(
                 Some(parsed) => *slot = parsed,
                 None => {}
             }
+        }
+        if let Some(parsed) = duration(check, "proxy.hold_timeout", table.hold_timeout.as_ref()) {
+            settings.hold_timeout = parsed;
         }
         if let Some(bytes) = table.max_header_bytes {
             if !(MIN_PROXY_HEADER_BYTES..=MAX_PROXY_HEADER_BYTES).contains(&bytes) {
@@ -957,6 +961,40 @@ fn command_line(check: &mut FileCheck<'_>, path: &str, value: &toml::Value) -> O
             None
         }
     }
+}
+
+/// `[deploy]`: each timeout at its default unless set; `ready_timeout` and
+/// `drain_timeout` must be above zero (`soak = 0` turns the soak off).
+fn deploy_settings(check: &mut FileCheck<'_>, table: Option<&DeployTable>) -> DeploySettings {
+    let mut settings = DeploySettings::default();
+    let Some(table) = table else {
+        return settings;
+    };
+    let fields = [
+        (
+            "deploy.ready_timeout",
+            &table.ready_timeout,
+            &mut settings.ready_timeout,
+            false,
+        ),
+        (
+            "deploy.drain_timeout",
+            &table.drain_timeout,
+            &mut settings.drain_timeout,
+            false,
+        ),
+        ("deploy.soak", &table.soak, &mut settings.soak, true),
+    ];
+    for (path, value, slot, zero_allowed) in fields {
+        match duration(check, path, value.as_ref()) {
+            Some(zero) if zero.is_zero() && !zero_allowed => {
+                check.error(path, "this timeout must be above zero", "zero");
+            }
+            Some(parsed) => *slot = parsed,
+            None => {}
+        }
+    }
+    settings
 }
 
 fn duration(

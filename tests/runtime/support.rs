@@ -34,6 +34,9 @@ pub struct Sandbox {
     proxy: Option<String>,
     /// `delay` in dispenser.toml (seconds between registry polls).
     delay: u64,
+    /// The body of the `[deploy]` table (default: no soak, so deploys in
+    /// tests finish as soon as the new container is ready).
+    deploy: String,
 }
 
 /// The daemon under test, started from the real binary.
@@ -72,6 +75,7 @@ impl Sandbox {
             env: Vec::new(),
             proxy: None,
             delay: 60,
+            deploy: "soak = \"0s\"".to_string(),
         }
     }
 
@@ -112,6 +116,11 @@ impl Sandbox {
         self.write_main();
     }
 
+    /// The body of the `[deploy]` table of dispenser.toml.
+    pub fn deploy_settings(&mut self, lines: &str) {
+        self.deploy = lines.to_string();
+    }
+
     /// Sets `delay` (seconds between registry polls) in dispenser.toml.
     pub fn poll_delay(&mut self, seconds: u64) {
         self.delay = seconds;
@@ -145,8 +154,9 @@ impl Sandbox {
     /// Writes dispenser.toml from the services and networks declared so far.
     pub fn write_main(&self) {
         let mut text = format!(
-            "delay = {}\n\n[proxy]\n{}\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
+            "delay = {}\n\n[deploy]\n{}\n\n[proxy]\n{}\n\n[daemon]\ninstance = \"{}\"\n{}\n\n[daemon.network]\nname = \"{}\"\nsubnet = \"{}\"\n",
             self.delay,
+            self.deploy,
             self.proxy.as_deref().unwrap_or("enabled = false"),
             self.id,
             self.daemon_extra,

@@ -9,9 +9,12 @@
 //! - `RecentRuns { service, limit }` -> `Result<Vec<RunRecord>, LedgerError>`:
 //!   the newest runs of a service, newest first.
 //!
+//! - `RecordDeploy`, `RecentDeploys`: the deploy history (`deploys.rs`).
+//!
 //! Tables are created by numbered migrations (`schema.rs`, `PRAGMA
-//! user_version`), so a later table (deploys) is one more migration.
+//! user_version`).
 
+mod deploys;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,10 @@ use actix::prelude::*;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection};
 use tracing::{error, warn};
+
+pub use deploys::{
+    DeployOutcomeKind, DeployRecord, DeployTrigger, RecentDeploys, RecordDeploy, DEPLOYS_KEPT,
+};
 
 /// The ledger's file name inside the state dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";

@@ -18,6 +18,19 @@ const MIGRATIONS: &[&str] = &[
         output_tail TEXT
     );
     CREATE INDEX runs_by_service ON runs (service, id);",
+    // 2: the deploy history.
+    "CREATE TABLE deploys (
+        id          INTEGER PRIMARY KEY,
+        service     TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        old_digest  TEXT,
+        new_digest  TEXT,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        reason      TEXT
+    );
+    CREATE INDEX deploys_by_service ON deploys (service, id);",
 ];
 
 /// Applies the migrations the file has not seen yet, each in a transaction.

@@ -90,3 +90,51 @@ async fn the_actor_records_what_it_is_sent() {
         .unwrap();
     assert_eq!(runs, vec![run("job", 1, Outcome::Failed)]);
 }
+
+fn deploy(service: &str, second: u32, outcome: DeployOutcomeKind) -> DeployRecord {
+    DeployRecord {
+        service: service.to_string(),
+        trigger: DeployTrigger::NewDigest,
+        old_digest: Some("sha256:old".into()),
+        new_digest: Some(format!("sha256:new{second}")),
+        started_at: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, second).unwrap(),
+        ended_at: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, second + 1).unwrap(),
+        outcome,
+        reason: (outcome != DeployOutcomeKind::Succeeded).then(|| "bad".to_string()),
+    }
+}
+
+#[test]
+fn deploys_round_trip_newest_first_and_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger
+        .insert_deploy(&deploy("web", 1, DeployOutcomeKind::Succeeded))
+        .unwrap();
+    ledger
+        .insert_deploy(&deploy("web", 2, DeployOutcomeKind::RolledBack))
+        .unwrap();
+    ledger
+        .insert_deploy(&deploy("other", 3, DeployOutcomeKind::Failed))
+        .unwrap();
+    let deploys = ledger.recent_deploys("web", 10).unwrap();
+    assert_eq!(
+        deploys,
+        vec![
+            deploy("web", 2, DeployOutcomeKind::RolledBack),
+            deploy("web", 1, DeployOutcomeKind::Succeeded)
+        ]
+    );
+    for second in 0..(DEPLOYS_KEPT as u32 + 5) {
+        let mut record = deploy("web", second % 50, DeployOutcomeKind::Succeeded);
+        record.new_digest = Some(format!("sha256:{second}"));
+        ledger.insert_deploy(&record).unwrap();
+    }
+    let kept = ledger.recent_deploys("web", usize::MAX >> 1).unwrap();
+    assert_eq!(kept.len(), DEPLOYS_KEPT);
+    assert_eq!(
+        kept[0].new_digest.as_deref(),
+        Some(format!("sha256:{}", DEPLOYS_KEPT + 4).as_str())
+    );
+    assert_eq!(ledger.recent_deploys("other", 10).unwrap().len(), 1);
+}

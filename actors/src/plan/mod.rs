@@ -68,6 +68,37 @@ pub struct Settings {
     pub dependency_timeout: Duration,
     /// The time zone of schedules whose service sets none (`[daemon] timezone`).
     pub timezone: Zone,
+    /// How deploys replace a container (`[deploy]`).
+    pub deploy: DeploySettings,
+}
+
+/// How a deploy replaces a service's container (`[deploy]` in dispenser.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeploySettings {
+    /// Longest wait for a new container to become ready.
+    pub ready_timeout: Duration,
+    /// Longest wait for the requests in flight to the old container to finish.
+    pub drain_timeout: Duration,
+    /// After the swap, the new container must stay up this long or the
+    /// deploy is rolled back.
+    pub soak: Duration,
+}
+
+/// Default of `[deploy] ready_timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `[deploy] drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `[deploy] soak`.
+pub const DEFAULT_SOAK: Duration = Duration::from_secs(60);
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            soak: DEFAULT_SOAK,
+        }
+    }
 }
 
 /// The default bridge network.
@@ -298,6 +329,9 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Longest time a request for a service being replaced (stop-first) is
+    /// held until the new container is ready.
+    pub hold_timeout: Duration,
 }
 
 /// Default of `[proxy] connect_timeout`.
@@ -308,6 +342,8 @@ pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `[proxy] max_header_bytes`.
 pub const DEFAULT_PROXY_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default of `[proxy] hold_timeout`.
+pub const DEFAULT_PROXY_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which listeners serve traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -389,6 +425,7 @@ impl ProxySettings {
             header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_PROXY_IDLE_TIMEOUT,
             max_header_bytes: DEFAULT_PROXY_MAX_HEADER_BYTES,
+            hold_timeout: DEFAULT_PROXY_HOLD_TIMEOUT,
         }
     }
 }

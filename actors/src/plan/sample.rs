@@ -59,6 +59,7 @@ pub fn plan(instance: &str, services: Vec<Service>) -> Plan {
             state_dir: PathBuf::from("/nonexistent/.dispenser"),
             dependency_timeout: std::time::Duration::from_secs(5),
             timezone: Zone::Local,
+            deploy: crate::plan::DeploySettings::default(),
         },
         networks: BTreeMap::new(),
         services: services

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,6 +45,22 @@ enum Refusal {
     Host,
 }
 
+/// The body of every request sent upstream: the client's, streamed, or
+/// nothing (a bodiless request replayed on another container).
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Longest wait of a bodiless idempotent request whose upstream failed
+/// (the container went away) for the route to point elsewhere, before the
+/// one replay on the new container. Bounded by `[proxy] hold_timeout`.
+const REPLAY_WAIT: Duration = Duration::from_secs(3);
+
+/// A request that failed upstream before any answer and can be sent again:
+/// its head, ready to go (hop-by-hop and forwarded headers done).
+struct Replay {
+    parts: http::request::Parts,
+    failed: Authority,
+}
+
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -67,12 +83,14 @@ pub struct ClientConn {
 pub struct Forwarder {
     table: SharedTable,
     challenges: Challenges,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
     header_timeout: Duration,
     /// An upgraded tunnel idle this long is closed.
     idle_timeout: Duration,
+    /// Longest wait of a request for a service that is being replaced.
+    hold_timeout: Duration,
     /// The port of the HTTPS listener, for redirects (omitted when 443).
     https_port: u16,
 }
@@ -159,6 +177,7 @@ impl Forwarder {
             trust_forwarded_headers: settings.trust_forwarded_headers,
             header_timeout: settings.header_timeout,
             idle_timeout: settings.idle_timeout,
+            hold_timeout: settings.hold_timeout,
             https_port: settings.https_listen.port(),
         }
     }
@@ -183,37 +202,54 @@ impl Forwarder {
             Ok(host) => host,
             Err(refusal) => return refusal.response(),
         };
-        let (route, authority) = {
-            let table = self.table.load();
-            match table.lookup(host, req.uri().path()) {
-                Lookup::UnknownHost => {
-                    return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
-                }
-                Lookup::NoPath => {
-                    return plain(
-                        StatusCode::NOT_FOUND,
-                        Bytes::from_static(b"no route for this path\n"),
-                    )
-                }
-                Lookup::Found(entry) => match &entry.upstream {
-                    Upstream::Ready { authority, .. } => (entry.service.clone(), authority.clone()),
-                    Upstream::Starting => {
+        let held_until = tokio::time::Instant::now() + self.hold_timeout;
+        let (route, authority, in_flight) = loop {
+            // Armed before the table is read, so no swap in between is missed.
+            let changed = self.table.changed();
+            {
+                let table = self.table.load();
+                match table.lookup(host, req.uri().path()) {
+                    Lookup::UnknownHost => {
+                        return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
+                    }
+                    Lookup::NoPath => {
                         return plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"service starting\n"),
+                            StatusCode::NOT_FOUND,
+                            Bytes::from_static(b"no route for this path\n"),
                         )
                     }
-                    Upstream::Down => {
-                        return plain(
-                            StatusCode::BAD_GATEWAY,
-                            Bytes::from_static(b"service down\n"),
-                        )
-                    }
-                },
+                    Lookup::Found(entry) => match &entry.upstream {
+                        Upstream::Ready {
+                            authority,
+                            in_flight,
+                            ..
+                        } => break (entry.service.clone(), authority.clone(), in_flight.enter()),
+                        Upstream::Starting => {}
+                        Upstream::Down => {
+                            return plain(
+                                StatusCode::BAD_GATEWAY,
+                                Bytes::from_static(b"service down\n"),
+                            )
+                        }
+                    },
+                }
+            }
+            // Starting (or replaced stop-first): hold the request until the
+            // router publishes the new container, up to the hold timeout.
+            if tokio::time::timeout_at(held_until, changed).await.is_err() {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(b"service starting\n"),
+                );
             }
         };
         let started = std::time::Instant::now();
-        let response = self.forward(req, authority, conn).await;
+        let outcome = self.forward(req, authority, conn).await;
+        drop(in_flight);
+        let response = match outcome {
+            Ok(response) => response,
+            Err(replay) => self.replay(replay).await,
+        };
         crate::metrics::global().proxy_request(
             &route,
             response.status().as_u16(),
@@ -222,13 +258,85 @@ impl Forwarder {
         response
     }
 
-    /// Sends the request to `authority` and streams the answer back.
+    /// Sends a failed bodiless request once more, when the route's upstream
+    /// changes within `REPLAY_WAIT` (a deploy moved traffic away from a
+    /// container that died); otherwise answers 502.
+    async fn replay(&self, replay: Replay) -> Response<ProxyBody> {
+        let Replay { mut parts, failed } = replay;
+        let down = || {
+            plain(
+                StatusCode::BAD_GATEWAY,
+                Bytes::from_static(b"service down\n"),
+            )
+        };
+        let Some(host) = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return down();
+        };
+        let deadline = tokio::time::Instant::now() + REPLAY_WAIT.min(self.hold_timeout);
+        let (authority, in_flight) = loop {
+            let changed = self.table.changed();
+            {
+                let table = self.table.load();
+                match table.lookup(&host, parts.uri.path()) {
+                    Lookup::Found(entry) => match &entry.upstream {
+                        Upstream::Ready {
+                            authority,
+                            in_flight,
+                            ..
+                        } if *authority != failed => break (authority.clone(), in_flight.enter()),
+                        Upstream::Ready { .. } | Upstream::Starting => {}
+                        Upstream::Down => return down(),
+                    },
+                    _ => return down(),
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return down();
+            }
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => return down(),
+        };
+        debug!(uri = %parts.uri, "replaying a request on the route's new upstream");
+        let sent = tokio::time::timeout(
+            self.header_timeout,
+            self.client
+                .request(Request::from_parts(parts, Either::Right(Empty::new()))),
+        )
+        .await;
+        drop(in_flight);
+        match sent {
+            Ok(Ok(mut response)) => {
+                strip_hop_by_hop(response.headers_mut());
+                response.map(Either::Left)
+            }
+            Ok(Err(_)) => down(),
+            Err(_) => plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                Bytes::from_static(b"service timed out\n"),
+            ),
+        }
+    }
+
+    /// Sends the request to `authority` and streams the answer back. A
+    /// bodiless idempotent request that fails before any answer comes back
+    /// as a `Replay`.
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         authority: Authority,
         conn: &ClientConn,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, Replay> {
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -259,10 +367,10 @@ impl Forwarder {
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(_) => {
-                return plain(
+                return Ok(plain(
                     StatusCode::BAD_REQUEST,
                     Bytes::from_static(b"bad request\n"),
-                )
+                ))
             }
         };
         parts.version = Version::HTTP_11;
@@ -281,15 +389,30 @@ impl Forwarder {
         }
         self.set_forwarded(&mut parts.headers, conn, host);
 
+        let replayable = !upgrade
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && body.is_end_stream();
+        let replay = replayable.then(|| Replay {
+            parts: clone_head(&parts),
+            failed: parts
+                .uri
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("invalid")),
+        });
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            self.client
+                .request(Request::from_parts(parts, Either::Left(body))),
         )
         .await;
         let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => {
                 debug!(error = %err, "upstream request failed");
+                if let Some(replay) = replay {
+                    return Err(replay);
+                }
                 // Refused or timed-out connects mean the container is not
                 // serving (it may have exited since it was last reported).
                 let body: &'static [u8] = if err.is_connect() {
@@ -297,30 +420,30 @@ impl Forwarder {
                 } else {
                     b"bad gateway\n"
                 };
-                return plain(StatusCode::BAD_GATEWAY, Bytes::from_static(body));
+                return Ok(plain(StatusCode::BAD_GATEWAY, Bytes::from_static(body)));
             }
             Err(_) => {
-                return plain(
+                return Ok(plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     Bytes::from_static(b"service timed out\n"),
-                )
+                ))
             }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
-                return plain(
+                return Ok(plain(
                     StatusCode::BAD_GATEWAY,
                     Bytes::from_static(b"unexpected upgrade\n"),
-                );
+                ));
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, self.idle_timeout));
             let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Either::Right(Full::default()));
+            return Ok(Response::from_parts(parts, Either::Right(Full::default())));
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().remove(header::UPGRADE);
-        response.map(Either::Left)
+        Ok(response.map(Either::Left))
     }
 
     /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
@@ -463,6 +586,16 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
+/// A copy of a request head (the extensions are not copied).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head.into_parts().0
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection

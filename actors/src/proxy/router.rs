@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::{debug, info};
 
-use super::table::{EndpointState, RouteInput, RouteTable, SharedTable};
+use super::table::{EndpointState, InFlightBoard, RouteInput, RouteTable, SharedTable};
 use crate::plan::Plan;
 use crate::supervisor::PlanApplied;
 
@@ -33,6 +33,7 @@ pub struct EndpointChanged {
 /// The actor that owns the route table.
 pub struct ProxyRouter {
     table: SharedTable,
+    in_flight: InFlightBoard,
     plan: Option<Arc<Plan>>,
     endpoints: BTreeMap<String, (Option<IpAddr>, EndpointState)>,
 }
@@ -42,9 +43,16 @@ impl ProxyRouter {
     pub fn new(table: SharedTable) -> Self {
         ProxyRouter {
             table,
+            in_flight: InFlightBoard::default(),
             plan: None,
             endpoints: BTreeMap::new(),
         }
+    }
+
+    /// The in-flight counts of the tables this router builds; service actors
+    /// read them to drain an old container.
+    pub fn in_flight(&self) -> InFlightBoard {
+        self.in_flight.clone()
     }
 
     /// Builds the table from the plan's routes and the known endpoints, and
@@ -67,7 +75,9 @@ impl ProxyRouter {
                 state,
             })
         });
-        let table = RouteTable::build(inputs);
+        let table = RouteTable::build_counted(inputs, &self.in_flight);
+        let live: Vec<IpAddr> = self.endpoints.values().filter_map(|(ip, _)| *ip).collect();
+        self.in_flight.retain(&live);
         debug!(hosts = table.hosts().len(), "route table published");
         self.table.store(table);
     }

@@ -8,10 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use tokio::sync::Notify;
 
 use crate::plan::Route;
 
@@ -20,7 +22,8 @@ use crate::plan::Route;
 pub enum EndpointState {
     /// Running and reachable at its address.
     Ready,
-    /// Being created or started: requests get 503.
+    /// Being created, started or replaced stop-first: requests are held
+    /// (up to `[proxy] hold_timeout`), then get 503.
     Starting,
     /// Not running: requests get 502.
     Down,
@@ -34,6 +37,8 @@ pub enum Upstream {
         address: SocketAddr,
         /// `address` as a URI authority, built once per table, not per request.
         authority: Authority,
+        /// Requests to `address` in flight right now (shared across tables).
+        in_flight: InFlight,
     },
     Starting,
     Down,
@@ -64,10 +69,28 @@ pub struct RouteTable {
     hosts: HashMap<String, Vec<Entry>>,
 }
 
-/// The table the workers read; the router swaps in a new one atomically.
-/// Cloning shares the same slot.
+/// The table the workers read; the router swaps in a new one atomically
+/// and wakes the requests held for a change. Cloning shares the same slot.
 #[derive(Debug, Clone, Default)]
-pub struct SharedTable(Arc<ArcSwap<RouteTable>>);
+pub struct SharedTable {
+    slot: Arc<ArcSwap<RouteTable>>,
+    changed: Arc<Notify>,
+}
+
+/// The count of requests in flight to one upstream address. The request
+/// path only touches the atomic; the `InFlightGuard` decrements on drop.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// Holds one request's place in an `InFlight` count.
+#[derive(Debug)]
+pub struct InFlightGuard(InFlight);
+
+/// The in-flight counts by upstream IP, shared by the router (which puts
+/// each address's counter into the tables it builds) and the service actors
+/// (which read it to drain an old container). Never touched per request.
+#[derive(Debug, Clone, Default)]
+pub struct InFlightBoard(Arc<Mutex<HashMap<IpAddr, InFlight>>>);
 
 /// A service's route and its current endpoint, the router's inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +105,26 @@ pub struct RouteInput<'a> {
 impl RouteTable {
     /// Builds the table from each routed service and its endpoint.
     pub fn build<'a>(inputs: impl IntoIterator<Item = RouteInput<'a>>) -> RouteTable {
+        RouteTable::build_counted(inputs, &InFlightBoard::default())
+    }
+
+    /// Builds the table, each ready upstream counting its requests in flight
+    /// on `board`'s counter for its address.
+    pub fn build_counted<'a>(
+        inputs: impl IntoIterator<Item = RouteInput<'a>>,
+        board: &InFlightBoard,
+    ) -> RouteTable {
         let mut hosts: HashMap<String, Vec<Entry>> = HashMap::new();
         for input in inputs {
             let upstream = match (input.state, input.ip) {
                 (EndpointState::Ready, Some(ip)) => {
                     let address = SocketAddr::new(ip, input.route.service_port);
                     match Authority::try_from(address.to_string()) {
-                        Ok(authority) => Upstream::Ready { address, authority },
+                        Ok(authority) => Upstream::Ready {
+                            address,
+                            authority,
+                            in_flight: board.counter(ip),
+                        },
                         Err(_) => Upstream::Down,
                     }
                 }
@@ -152,12 +188,76 @@ impl RouteTable {
 impl SharedTable {
     /// The current table; cheap, lock-free.
     pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
-        self.0.load()
+        self.slot.load()
     }
 
-    /// Replaces the table; requests already routed keep the old one.
+    /// Replaces the table; requests already routed keep the old one, held
+    /// requests look again.
     pub fn store(&self, table: RouteTable) {
-        self.0.store(Arc::new(table));
+        self.slot.store(Arc::new(table));
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next `store` after the returned future was created
+    /// (create it before loading the table, then await it, to miss no change).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+impl InFlight {
+    /// Counts one request until the guard drops.
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl InFlightBoard {
+    /// The counter of `ip`, created at zero the first time.
+    pub fn counter(&self, ip: IpAddr) -> InFlight {
+        let mut board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.entry(ip).or_default().clone()
+    }
+
+    /// Requests in flight to `ip` now (0 for an address never routed to).
+    pub fn count(&self, ip: IpAddr) -> usize {
+        let board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.get(&ip).map_or(0, InFlight::count)
+    }
+
+    /// Forgets the counters of addresses not in `keep` that have nothing in flight.
+    pub fn retain(&self, keep: &[IpAddr]) {
+        let mut board = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.retain(|ip, counter| keep.contains(ip) || counter.count() > 0);
     }
 }
 

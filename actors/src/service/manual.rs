@@ -1,13 +1,14 @@
 //! Operator requests on one service, from the CLI through the supervisor:
-//! deploy now and roll back. Both go through the service's mailbox like
-//! every other action.
+//! deploy now and roll back. Both go through the service's mailbox and the
+//! same health-gated path as every other deploy.
 //!
 //! Protocol:
 //! - `ManualDeploy` -> `Result<String, ServiceError>`: pull the image (the
-//!   tag, whatever the pull policy) and replace the container now.
-//! - `ManualRollback` -> `Result<String, ServiceError>`: put back the previous
-//!   good version (not available yet: the deploy ledger comes with the
-//!   zero-downtime deploys, and until then this says so).
+//!   tag, whatever the pull policy) and replace the container now; this also
+//!   lifts the quarantine of rolled-back digests.
+//! - `ManualRollback` -> `Result<String, ServiceError>`: put back the
+//!   previous good version, as the deploy ledger knows it; the digest left
+//!   is quarantined so the watcher does not bring it back.
 
 use std::panic::AssertUnwindSafe;
 
@@ -16,7 +17,11 @@ use futures_util::FutureExt;
 use tracing::{error, info};
 
 use super::{reconcile, Action, ServiceActor, ServiceError, State};
+use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger, RecentDeploys};
 use crate::plan::PullPolicy;
+
+/// Deploys of a service read to find the previous good version.
+const ROLLBACK_HISTORY: usize = 100;
 
 /// Redeploys the service now; answers a one-line summary.
 #[derive(Debug, Message)]
@@ -36,27 +41,88 @@ impl Handler<ManualDeploy> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
         info!(service = %self.service.name, "deploy requested by an operator");
+        self.quarantined.clear();
+        self.failed_deploy = None;
         let runtime = self.runtime.clone();
         let mut service = self.service.clone();
         service.lifecycle.pull = PullPolicy::Always;
-        let work = async move { reconcile::replace_and_start(&runtime, &service).await };
+        let work = async move {
+            reconcile::replace_and_start(&runtime, &service, DeployTrigger::Manual).await
+        };
+        self.finish_manual(Box::pin(work), "redeployed")
+    }
+}
+
+impl Handler<ManualRollback> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<String, ServiceError>>;
+
+    fn handle(&mut self, _msg: ManualRollback, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(err) = self.begin(Action::Deploy) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        }
+        info!(service = %self.service.name, "rollback requested by an operator");
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
+        let current = self.digest.clone();
+        let work = async move {
+            let Some(ledger) = &runtime.deploys else {
+                return Err(ServiceError::Engine(format!(
+                    "no previous version of {} is known: the deploy ledger is not open",
+                    service.name
+                )));
+            };
+            let history = ledger
+                .recent
+                .send(RecentDeploys {
+                    service: service.name.clone(),
+                    limit: ROLLBACK_HISTORY,
+                })
+                .await
+                .map_err(|err| ServiceError::Engine(format!("the ledger is unavailable: {err}")))?
+                .map_err(|err| ServiceError::Engine(err.to_string()))?;
+            let target = previous_good(&history, current.as_deref()).ok_or_else(|| {
+                ServiceError::Engine(format!(
+                    "no previous good version of {} is recorded in the deploy ledger",
+                    service.name
+                ))
+            })?;
+            info!(service = %service.name, digest = %target, "rolling back");
+            reconcile::roll_back_to(&runtime, &service, &target).await
+        };
+        let left = self.digest.clone();
+        if let Some(left) = left {
+            // The version left behind is not redeployed by the watcher.
+            self.quarantined.insert(left);
+        }
+        self.finish_manual(Box::pin(work), "rolled back")
+    }
+}
+
+impl ServiceActor {
+    /// Runs an operator's deploy and settles the actor's state from it.
+    fn finish_manual(
+        &mut self,
+        work: futures_util::future::BoxFuture<'static, Result<String, ServiceError>>,
+        done: &'static str,
+    ) -> AtomicResponse<Self, Result<String, ServiceError>> {
         AtomicResponse::new(Box::pin(
             AssertUnwindSafe(work)
                 .catch_unwind()
                 .into_actor(self)
-                .map(|outcome, actor, ctx| match outcome {
+                .map(move |outcome, actor, ctx| match outcome {
                     Ok(Ok(id)) => {
                         actor.container_id = Some(id.clone());
                         actor.set_state(State::Running);
                         actor.refresh_container(ctx);
+                        actor.refresh_digest(ctx);
                         Ok(format!(
-                            "{} redeployed (container {})",
+                            "{} {done} (container {})",
                             actor.service.name,
                             reconcile::short(&id)
                         ))
                     }
                     Ok(Err(err)) => {
-                        error!(service = %actor.service.name, error = %err, "deploy failed");
+                        error!(service = %actor.service.name, error = %err, "operator deploy failed");
                         actor.set_state(State::Failed {
                             reason: err.to_string(),
                         });
@@ -73,13 +139,52 @@ impl Handler<ManualDeploy> for ServiceActor {
     }
 }
 
-impl Handler<ManualRollback> for ServiceActor {
-    type Result = Result<String, ServiceError>;
+/// The digest to roll back to: the version the current one replaced, as the
+/// newest succeeded deploy to the current digest recorded it; without
+/// `current`, the newest succeeded deploy's previous digest.
+fn previous_good(history: &[DeployRecord], current: Option<&str>) -> Option<String> {
+    history
+        .iter()
+        .filter(|deploy| deploy.outcome == DeployOutcomeKind::Succeeded)
+        .filter(|deploy| current.is_none() || deploy.new_digest.as_deref() == current)
+        .find_map(|deploy| {
+            deploy
+                .old_digest
+                .clone()
+                .filter(|old| !old.is_empty() && Some(old.as_str()) != current)
+        })
+}
 
-    fn handle(&mut self, _msg: ManualRollback, _ctx: &mut Self::Context) -> Self::Result {
-        Err(ServiceError::Engine(format!(
-            "no previous version of {} is recorded: rollback needs the deploy ledger",
-            self.service.name
-        )))
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn deploy(old: &str, new: &str, outcome: DeployOutcomeKind) -> DeployRecord {
+        DeployRecord {
+            service: "web".into(),
+            trigger: DeployTrigger::NewDigest,
+            old_digest: Some(old.into()),
+            new_digest: Some(new.into()),
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            outcome,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn previous_good_is_what_the_current_version_replaced() {
+        use DeployOutcomeKind::*;
+        let history = vec![
+            deploy("b", "c", RolledBack),
+            deploy("a", "b", Succeeded),
+            deploy("z", "a", Succeeded),
+        ];
+        assert_eq!(previous_good(&history, Some("b")).as_deref(), Some("a"));
+        assert_eq!(previous_good(&history, Some("a")).as_deref(), Some("z"));
+        assert_eq!(previous_good(&history, Some("q")), None);
+        assert_eq!(previous_good(&[], Some("b")), None);
     }
 }

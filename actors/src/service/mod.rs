@@ -23,10 +23,11 @@
 
 mod manual;
 pub mod reconcile;
+pub mod rollout;
 mod run;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,10 +37,10 @@ use futures_util::FutureExt;
 use tracing::{error, info, warn};
 
 use crate::engine::{labels, Container, ContainerState, Engine, EngineError};
-use crate::ledger::RecordRun;
-use crate::plan::{DefaultNetwork, Initialize, Service};
+use crate::ledger::{DeployTrigger, RecentDeploys, RecordDeploy, RecordRun};
+use crate::plan::{DefaultNetwork, DeploySettings, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
-use crate::proxy::table::EndpointState;
+use crate::proxy::table::{EndpointState, InFlightBoard};
 use crate::registry::DockerConfig;
 pub use manual::{ManualDeploy, ManualRollback};
 pub use reconcile::Reconciled;
@@ -84,6 +85,9 @@ pub enum DeployOutcome {
     Current,
     /// That digest failed to deploy recently; retried after the back-off.
     Deferred { retry_in: Duration },
+    /// That digest was rolled back as a bad version: it is not deployed
+    /// again until a newer digest appears or an operator asks.
+    Quarantined,
     /// The digest was pulled and the container recreated from it.
     Deployed(Reconciled),
 }
@@ -102,6 +106,20 @@ pub struct Runtime {
     pub endpoints: Option<Recipient<EndpointChanged>>,
     /// Where pull credentials come from (the Docker config); `None`: anonymous.
     pub credentials: Option<DockerConfig>,
+    /// Where deploys are recorded and rollbacks look; `None`: logs only.
+    pub deploys: Option<DeployLedger>,
+    /// The proxy's in-flight counts, to drain an old container; `None`
+    /// when the proxy is off.
+    pub in_flight: Option<InFlightBoard>,
+    /// Readiness, drain and soak times.
+    pub deploy: DeploySettings,
+}
+
+/// The ledger's deploy history, as the service actors use it.
+#[derive(Clone)]
+pub struct DeployLedger {
+    pub record: Recipient<RecordDeploy>,
+    pub recent: Recipient<RecentDeploys>,
 }
 
 /// The latest status of every service, readable without asking the actors.
@@ -132,6 +150,8 @@ pub enum ServiceError {
     ImageUnavailable { image: String, reason: String },
     #[error("{0}")]
     Engine(String),
+    #[error("the new version was rolled back: {reason}")]
+    RolledBack { reason: String },
     #[error("the action stopped unexpectedly (panic); the actor restarts and rebuilds its state")]
     Crashed,
 }
@@ -152,6 +172,9 @@ pub struct ServiceActor {
     digest: Option<String>,
     /// The last digest whose deploy failed, and when to try it again.
     failed_deploy: Option<FailedDeploy>,
+    /// Digests rolled back as bad versions; the watcher's reports of them
+    /// are ignored until an operator deploys.
+    quarantined: BTreeSet<String>,
 }
 
 /// A digest whose deploy failed.
@@ -264,6 +287,7 @@ impl ServiceActor {
             next_run: 0,
             digest: None,
             failed_deploy: None,
+            quarantined: BTreeSet::new(),
         };
         actor.publish();
         actor
@@ -337,6 +361,19 @@ impl ServiceActor {
                 actor.set_state(State::Running);
             } else {
                 actor.publish();
+            }
+        }));
+    }
+
+    /// Learns the digest label of the service's container (after an
+    /// operator's deploy or rollback).
+    fn refresh_digest(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.runtime.engine.clone();
+        let name = self.service.name.clone();
+        let lookup = async move { engine.inspect(&name).await };
+        ctx.wait(lookup.into_actor(self).map(|found, actor, _| {
+            if let Ok(Some(container)) = found {
+                actor.digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
             }
         }));
     }
@@ -428,6 +465,10 @@ impl Handler<Reconcile> for ServiceActor {
                         actor.set_state(State::Failed {
                             reason: err.to_string(),
                         });
+                        if matches!(err, ServiceError::RolledBack { .. }) {
+                            // The previous container serves again.
+                            actor.refresh_container(ctx);
+                        }
                         Err(err)
                     }
                     Err(_panic) => {
@@ -513,6 +554,9 @@ impl Handler<ImageUpdated> for ServiceActor {
         if !watched || self.digest.as_deref() == Some(digest.as_str()) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Current))));
         }
+        if self.quarantined.contains(&digest) {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Quarantined))));
+        }
         if let Some(failed) = &self.failed_deploy {
             let now = Instant::now();
             if failed.digest == digest && now < failed.retry_at {
@@ -529,7 +573,9 @@ impl Handler<ImageUpdated> for ServiceActor {
         let runtime = self.runtime.clone();
         let service = self.service.clone();
         let wanted = digest.clone();
-        let work = async move { reconcile::deploy(&runtime, &service, &wanted).await };
+        let work = async move {
+            reconcile::deploy(&runtime, &service, &wanted, DeployTrigger::NewDigest).await
+        };
         AtomicResponse::new(Box::pin(
             AssertUnwindSafe(work)
                 .catch_unwind()
@@ -541,6 +587,21 @@ impl Handler<ImageUpdated> for ServiceActor {
                         actor.failed_deploy = None;
                         actor.set_state(done.state.clone());
                         Ok(DeployOutcome::Deployed(done))
+                    }
+                    Ok(Err(ServiceError::RolledBack { reason })) => {
+                        error!(
+                            service = %actor.service.name,
+                            digest = %digest,
+                            reason = %reason,
+                            "new version rolled back; this digest is quarantined until a newer one appears or an operator deploys"
+                        );
+                        actor.quarantined.insert(digest.clone());
+                        actor.set_state(State::Failed {
+                            reason: reason.clone(),
+                        });
+                        // The previous container serves: the state says running.
+                        actor.refresh_container(ctx);
+                        Err(ServiceError::RolledBack { reason })
                     }
                     Ok(Err(err)) => {
                         let retry_in = actor.remember_failed_deploy(&digest);

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Utc;
 use tracing::{info, warn};
 
+use super::rollout::{self, RolloutError};
 use super::{Runtime, ServiceError, State, STOP_GRACE};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, Image};
+use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger, RecordDeploy};
 use crate::plan::{ImageRef, Initialize, PullPolicy, RestartPolicy, Service};
 use crate::registry::Credential;
 
@@ -66,6 +69,23 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     let image = ensure_image(runtime, service).await?;
     info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
     let digest = registry_digest(&service.container.image, &image);
+    if gated(service, &container) {
+        let id = replace_gated(
+            runtime,
+            service,
+            &container,
+            digest.clone(),
+            DeployTrigger::Reload,
+            None,
+        )
+        .await?;
+        return Ok(Reconciled {
+            container_id: id,
+            change: Change::Recreated,
+            state: State::Running,
+            digest,
+        });
+    }
     let (id, state) = install(runtime, service, Some(&container), digest.clone(), false).await?;
     Ok(Reconciled {
         container_id: id,
@@ -75,12 +95,103 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     })
 }
 
+/// True when replacing `old` goes through the health gate: a service whose
+/// container runs. A scheduled job's run, a service that waits for a
+/// trigger, or a container that is not running is simply replaced.
+pub fn gated(service: &Service, old: &Container) -> bool {
+    let scheduled_job = service.is_job() && service.lifecycle.schedule.is_some();
+    service.lifecycle.initialize == Initialize::Immediately
+        && !scheduled_job
+        && old.state == ContainerState::Running
+}
+
+/// Replaces `old` through the health gate (`rollout::replace`) and records
+/// the deploy. On a rollback the local tag is pointed back at `restore_tag`
+/// (the image it named before the deploy moved it), when given.
+pub async fn replace_gated(
+    runtime: &Runtime,
+    service: &Service,
+    old: &Container,
+    digest: String,
+    trigger: DeployTrigger,
+    restore_tag: Option<&Image>,
+) -> Result<String, ServiceError> {
+    let started_at = Utc::now();
+    let old_digest = old.labels.get(labels::IMAGE_DIGEST).cloned();
+    let new_code = matches!(trigger, DeployTrigger::NewDigest | DeployTrigger::Manual);
+    let outcome = rollout::replace(runtime, service, Some(old), digest.clone(), new_code).await;
+    let (kind, reason) = match &outcome {
+        Ok(_) => (DeployOutcomeKind::Succeeded, None),
+        Err(RolloutError::RolledBack { reason }) => {
+            (DeployOutcomeKind::RolledBack, Some(reason.clone()))
+        }
+        Err(RolloutError::Failed(err)) => (DeployOutcomeKind::Failed, Some(err.to_string())),
+    };
+    if kind != DeployOutcomeKind::Succeeded {
+        if let Some(image) = restore_tag {
+            restore(runtime, service, image).await;
+        }
+    }
+    record_deploy(
+        runtime,
+        DeployRecord {
+            service: service.name.clone(),
+            trigger,
+            old_digest,
+            new_digest: Some(digest.clone()),
+            started_at,
+            ended_at: Utc::now(),
+            outcome: kind,
+            reason,
+        },
+    );
+    match outcome {
+        Ok(id) => {
+            info!(service = %service.name, container = %short(&id), digest = %digest, trigger = %trigger, "deployed");
+            Ok(id)
+        }
+        Err(RolloutError::RolledBack { reason }) => Err(ServiceError::RolledBack { reason }),
+        Err(RolloutError::Failed(err)) => Err(err),
+    }
+}
+
+/// Points the service's local tag back at `image` after a failed deploy.
+async fn restore(runtime: &Runtime, service: &Service, image: &Image) {
+    let reference = &service.container.image;
+    let source = ImageRef {
+        original: image.id.clone(),
+        registry: reference.registry.clone(),
+        repository: reference.repository.clone(),
+        tag: None,
+        digest: None,
+    };
+    match runtime.engine.tag(&source, reference).await {
+        Ok(()) => {
+            info!(service = %service.name, image = %reference, "local tag moved back to the previous image")
+        }
+        Err(err) => {
+            warn!(service = %service.name, image = %reference, error = %err, "cannot move the local tag back")
+        }
+    }
+}
+
+/// Sends a deploy to the ledger (or only to the log without one).
+pub fn record_deploy(runtime: &Runtime, record: DeployRecord) {
+    match &runtime.deploys {
+        Some(ledger) => ledger.record.do_send(RecordDeploy(record)),
+        None => {
+            info!(service = %record.service, outcome = %record.outcome, "deploy not recorded: no ledger")
+        }
+    }
+}
+
 /// Replaces the service's container with a fresh, started one: a job's
 /// scheduled run, or a scheduled restart of a long-running service (the
 /// deploy's recreate path). The image is ready before the old container stops.
 pub async fn replace_and_start(
     runtime: &Runtime,
     service: &Service,
+    trigger: DeployTrigger,
 ) -> Result<String, ServiceError> {
     let engine = runtime.engine.as_ref();
     remove_strays(runtime, service).await?;
@@ -92,6 +203,9 @@ pub async fn replace_and_start(
         }
     }
     let digest = registry_digest(&service.container.image, &image);
+    if let Some(previous) = previous.as_ref().filter(|old| gated(service, old)) {
+        return replace_gated(runtime, service, previous, digest, trigger, None).await;
+    }
     let (id, _) = install(runtime, service, previous.as_ref(), digest, true).await?;
     Ok(id)
 }
@@ -106,17 +220,13 @@ pub async fn deploy(
     runtime: &Runtime,
     service: &Service,
     digest: &str,
+    trigger: DeployTrigger,
 ) -> Result<Reconciled, ServiceError> {
     let engine = runtime.engine.as_ref();
     let reference = &service.container.image;
-    let pinned = ImageRef {
-        original: format!("{}/{}@{digest}", reference.registry, reference.repository),
-        registry: reference.registry.clone(),
-        repository: reference.repository.clone(),
-        tag: None,
-        digest: Some(digest.to_string()),
-    };
+    let pinned = pinned(reference, digest);
     info!(service = %service.name, image = %pinned, "pulling new image");
+    let pull_began = std::time::Instant::now();
     let credential = pull_credential(runtime, reference).await;
     engine
         .pull_with(&pinned, credential.as_ref())
@@ -125,12 +235,32 @@ pub async fn deploy(
             image: pinned.to_string(),
             reason: err.to_string(),
         })?;
+    let pull_ms = u64::try_from(pull_began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    info!(service = %service.name, pull_ms, "pulled");
+    let before = engine.image(reference).await?;
     engine.tag(&pinned, reference).await?;
     remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     if let Some(container) = &existing {
         if !owned_by(container, &runtime.instance) {
             return Err(name_taken(container.clone()));
+        }
+        if gated(service, container) {
+            let id = replace_gated(
+                runtime,
+                service,
+                container,
+                digest.to_string(),
+                trigger,
+                before.as_ref(),
+            )
+            .await?;
+            return Ok(Reconciled {
+                container_id: id,
+                change: Change::Recreated,
+                state: State::Running,
+                digest: digest.to_string(),
+            });
         }
     }
     let (id, state) = install(
@@ -152,6 +282,71 @@ pub async fn deploy(
         state,
         digest: digest.to_string(),
     })
+}
+
+/// Puts back the service's version `digest` (a rollback): the image is
+/// used from the host when it is there (it is never pruned), pulled by
+/// digest otherwise, tagged as the service's image and deployed through the
+/// health gate.
+pub async fn roll_back_to(
+    runtime: &Runtime,
+    service: &Service,
+    digest: &str,
+) -> Result<String, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    let reference = &service.container.image;
+    let pinned = pinned(reference, digest);
+    if engine.image(&pinned).await?.is_none() {
+        info!(service = %service.name, image = %pinned, "previous image not on this host; pulling it");
+        let credential = pull_credential(runtime, reference).await;
+        engine
+            .pull_with(&pinned, credential.as_ref())
+            .await
+            .map_err(|err| ServiceError::ImageUnavailable {
+                image: pinned.to_string(),
+                reason: err.to_string(),
+            })?;
+    }
+    let before = engine.image(reference).await?;
+    engine.tag(&pinned, reference).await?;
+    remove_strays(runtime, service).await?;
+    let existing = engine.inspect(&service.name).await?;
+    match existing {
+        Some(container) if !owned_by(&container, &runtime.instance) => Err(name_taken(container)),
+        Some(container) if gated(service, &container) => {
+            replace_gated(
+                runtime,
+                service,
+                &container,
+                digest.to_string(),
+                DeployTrigger::Rollback,
+                before.as_ref(),
+            )
+            .await
+        }
+        existing => {
+            let (id, _) = install(
+                runtime,
+                service,
+                existing.as_ref(),
+                digest.to_string(),
+                true,
+            )
+            .await?;
+            Ok(id)
+        }
+    }
+}
+
+/// `repository@digest` of the service's image.
+fn pinned(reference: &ImageRef, digest: &str) -> ImageRef {
+    ImageRef {
+        original: format!("{}/{}@{digest}", reference.registry, reference.repository),
+        registry: reference.registry.clone(),
+        repository: reference.repository.clone(),
+        tag: None,
+        digest: Some(digest.to_string()),
+    }
 }
 
 /// Removes `old` (when given), creates the container from the local image

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use super::{reconcile, Action, ServiceActor, State, STOP_GRACE};
 use crate::cron::CronFired;
+use crate::ledger::DeployTrigger;
 use crate::ledger::{Outcome, RecordRun, RunRecord, Trigger};
 use crate::plan::Overlap;
 
@@ -136,7 +137,9 @@ impl Handler<CronFired> for ServiceActor {
         let runtime = self.runtime.clone();
         let service = self.service.clone();
         let started_at = Utc::now();
-        let work = async move { reconcile::replace_and_start(&runtime, &service).await };
+        let work = async move {
+            reconcile::replace_and_start(&runtime, &service, DeployTrigger::Cron).await
+        };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |outcome, actor, ctx| match outcome {
                 Ok(container_id) if is_job => {

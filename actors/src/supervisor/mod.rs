@@ -35,13 +35,14 @@ use tracing::{error, info, warn};
 
 use crate::cron::CronFired;
 use crate::engine::{labels, Engine};
-use crate::ledger::RecordRun;
+use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{ImageRef, Plan};
 use crate::proxy::router::EndpointChanged;
+use crate::proxy::table::InFlightBoard;
 use crate::registry::DockerConfig;
 use crate::service::{
-    self, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor, ServiceStatus,
-    StatusBoard,
+    self, DeployLedger, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor,
+    ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -114,7 +115,9 @@ pub struct Supervisor {
     services: BTreeMap<String, Addr<ServiceActor>>,
     subscribers: Vec<Recipient<PlanApplied>>,
     ledger: Option<Recipient<RecordRun>>,
+    deploy_ledger: Option<DeployLedger>,
     endpoints: Option<Recipient<EndpointChanged>>,
+    in_flight: Option<InFlightBoard>,
     credentials: Option<DockerConfig>,
 }
 
@@ -136,9 +139,27 @@ impl Supervisor {
             services: BTreeMap::new(),
             subscribers: Vec::new(),
             ledger: None,
+            deploy_ledger: None,
             endpoints: None,
+            in_flight: None,
             credentials: None,
         }
+    }
+
+    /// Services record their deploys in, and read rollbacks from, the ledger.
+    pub fn with_deploy_ledger(
+        mut self,
+        record: Recipient<RecordDeploy>,
+        recent: Recipient<RecentDeploys>,
+    ) -> Self {
+        self.deploy_ledger = Some(DeployLedger { record, recent });
+        self
+    }
+
+    /// Deploys drain old containers by the proxy's in-flight counts.
+    pub fn with_in_flight(mut self, board: InFlightBoard) -> Self {
+        self.in_flight = Some(board);
+        self
     }
 
     /// Sends the services' run records to `ledger`.
@@ -174,6 +195,9 @@ impl Supervisor {
             ledger: self.ledger.clone(),
             endpoints: self.endpoints.clone(),
             credentials: self.credentials.clone(),
+            deploys: self.deploy_ledger.clone(),
+            in_flight: self.in_flight.clone(),
+            deploy: plan.settings.deploy,
         }
     }
 }

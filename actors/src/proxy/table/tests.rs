@@ -121,7 +121,9 @@ fn upstream_follows_the_endpoint_state() {
         panic!("up.test not found");
     };
     match &entry.upstream {
-        Upstream::Ready { address, authority } => {
+        Upstream::Ready {
+            address, authority, ..
+        } => {
             assert_eq!(address.to_string(), "10.0.0.7:8080");
             assert_eq!(authority.as_str(), "10.0.0.7:8080");
         }

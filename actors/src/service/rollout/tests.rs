@@ -1,0 +1,194 @@
+//! Tests of the replace paths on the fake engine, with the real proxy router
+//! and route table: the order of steps, the swap, and rollbacks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::*;
+use crate::engine::fake::FakeEngine;
+use crate::engine::Engine;
+use crate::plan::{sample, DeploySettings, Healthcheck, Route, TlsSource};
+use crate::proxy::router::ProxyRouter;
+use crate::proxy::table::{Lookup, SharedTable, Upstream};
+use crate::service::StatusBoard;
+use crate::supervisor::PlanApplied;
+
+const IMAGE: &str = "web:1";
+
+fn routed() -> Service {
+    let mut service = sample::service("web", IMAGE);
+    service.route = Some(Route {
+        host: "app.test".into(),
+        path: "/".into(),
+        service_port: 8080,
+        health_path: None,
+        tls: TlsSource::Automatic,
+    });
+    // A healthcheck makes readiness the fake engine's health, not a probe.
+    service.container.healthcheck = Some(Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+    });
+    service
+}
+
+/// A runtime on `engine` whose endpoints go to a real router publishing into `table`.
+async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable) -> Runtime {
+    let plan = sample::plan("test", vec![service.clone()]);
+    let router = ProxyRouter::new(table.clone()).start();
+    router
+        .send(PlanApplied(Arc::new(plan.clone())))
+        .await
+        .unwrap();
+    Runtime {
+        engine,
+        instance: "test".into(),
+        default_network: plan.settings.default_network.clone(),
+        status: StatusBoard::default(),
+        ledger: None,
+        endpoints: Some(router.recipient()),
+        credentials: None,
+        deploys: None,
+        in_flight: None,
+        deploy: DeploySettings {
+            ready_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(1),
+            soak: Duration::ZERO,
+        },
+    }
+}
+
+/// Creates and starts the service's current container; returns it.
+async fn running(engine: &FakeEngine, runtime: &Runtime, service: &Service) -> Container {
+    let request = CreateRequest {
+        name: &service.name,
+        service,
+        default_network: &runtime.default_network,
+        labels: container_labels(&runtime.instance, service, "sha256:old".into()),
+    };
+    let id = engine.create(&request).await.unwrap();
+    engine.start(&id).await.unwrap();
+    runtime.report_endpoint(&service.name, engine.inspect(&id).await.unwrap().as_ref());
+    // Let the router take the endpoint before the test goes on.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    engine.inspect(&id).await.unwrap().unwrap()
+}
+
+fn routed_to(table: &SharedTable) -> Option<String> {
+    match table.load().lookup("app.test", "/") {
+        Lookup::Found(entry) => match &entry.upstream {
+            Upstream::Ready { address, .. } => Some(address.ip().to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[actix_rt::test]
+async fn start_first_swaps_then_retires_the_old_container() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.healthy_when_running("web-next");
+    let service = routed();
+    let table = SharedTable::default();
+    let runtime = runtime(engine.clone(), &service, &table).await;
+    let old = running(&engine, &runtime, &service).await;
+    assert!(starts_first(&runtime, &service, Some(&old)));
+    engine.clear_calls();
+
+    let id = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
+        [
+            "create web-next",
+            "start web-next",
+            "stop web",
+            "remove web",
+            "rename web-next web"
+        ]
+    );
+    let new = engine.container_named("web").unwrap();
+    assert_eq!(new.id, id);
+    assert_eq!(new.labels[labels::IMAGE_DIGEST], "sha256:new");
+    let new_ip = new.addresses[&runtime.default_network.name].to_string();
+    assert_eq!(routed_to(&table), Some(new_ip));
+    assert_eq!(engine.containers().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_new_container_that_exits_is_removed_and_the_old_one_keeps_the_route() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.exits_with("web-next", 3);
+    let service = routed();
+    let table = SharedTable::default();
+    let runtime = runtime(engine.clone(), &service, &table).await;
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    engine.clear_calls();
+
+    let err = replace(&runtime, &service, Some(&old), "sha256:bad".into(), true)
+        .await
+        .unwrap_err();
+    match err {
+        RolloutError::RolledBack { reason } => assert!(reason.contains("code 3"), "{reason}"),
+        RolloutError::Failed(err) => panic!("expected a rollback, got {err}"),
+    }
+    assert!(
+        engine.calls_of(&["stop"]).is_empty(),
+        "the old one never stops"
+    );
+    let left = engine.containers();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, old.id);
+    assert_eq!(left[0].state, ContainerState::Running);
+    assert_eq!(routed_to(&table), Some(old_ip));
+}
+
+#[actix_rt::test]
+async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    let mut service = routed();
+    service.container.ports = vec![crate::plan::PortBinding {
+        host: 8080,
+        container: 8080,
+    }];
+    service.container.healthcheck = None;
+    let table = SharedTable::default();
+    let runtime = runtime(engine.clone(), &service, &table).await;
+    let old = running(&engine, &runtime, &service).await;
+    assert!(!starts_first(&runtime, &service, Some(&old)));
+    // The new container fails to start at all.
+    engine.fail_once("start", "web");
+    engine.clear_calls();
+
+    let err = replace(&runtime, &service, Some(&old), "sha256:bad".into(), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RolloutError::RolledBack { .. }));
+    assert_eq!(
+        engine.calls_of(&["stop", "rename", "create", "start", "remove"]),
+        [
+            "stop web",
+            "rename web web-prev",
+            "create web",
+            "start web",
+            "remove web",
+            "rename web-prev web",
+            "start web"
+        ]
+    );
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.id, old.id);
+    assert_eq!(back.state, ContainerState::Running);
+}

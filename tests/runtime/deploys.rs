@@ -1,0 +1,437 @@
+//! Deploys that never drop a request: 32 keep-alive clients hammer the proxy
+//! while new digests are pushed to a real registry, a reload changes the
+//! env, a version fails its healthcheck and one crashes after 5 s; and a
+//! host-port service is replaced stop-first while requests are held.
+//! Every test prints the requests it made and how many failed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{sleep, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::support::{docker, text, Daemon, Sandbox};
+use crate::watching::{Auth, Registry};
+
+const UPSTREAM: &str = "dispenser-test/upstream:latest";
+const BUSYBOX: &str = "dispenser-test/busybox:latest";
+/// Clients of the load generator, each on its own keep-alive connection.
+const CLIENTS: usize = 32;
+/// Longest wait for a version to show up through the proxy.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Images built for one test, tagged under `dispenser-test/`, and the
+/// registry repositories the daemon pulled from by digest: removed in Drop.
+struct Images(Vec<String>);
+
+/// What the load generator saw.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    /// Connection errors, resets, timeouts: requests that got no answer.
+    failed: u64,
+    non_2xx: u64,
+    /// Answers by body.
+    bodies: BTreeMap<String, u64>,
+    /// A client saw an older version after a newer one.
+    backwards: u64,
+    /// The longest a request waited for its answer.
+    slowest: Duration,
+    first_errors: Vec<String>,
+}
+
+/// 32 threads, each sending `GET /` on one keep-alive connection in a loop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Images {
+    /// Builds `dispenser-test/deploys-<pid>:<name>` from a Dockerfile body.
+    fn build(&mut self, name: &str, dockerfile: &str) -> String {
+        let tag = format!("dispenser-test/deploys-{}:{name}", std::process::id());
+        let context = tempfile::tempdir().unwrap();
+        std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &tag])
+            .arg(context.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker build: {}", text(&out.stderr));
+        self.0.push(tag.clone());
+        tag
+    }
+
+    /// The upstream answering `version`.
+    fn version(&mut self, version: &str) -> String {
+        self.build(
+            version,
+            &format!("FROM {UPSTREAM}\nENV VERSION={version}\n"),
+        )
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            // A repository's images pulled by digest carry no tag: go by id.
+            let ids = Command::new("docker")
+                .args(["images", "-q", name])
+                .output()
+                .map(|out| text(&out.stdout))
+                .unwrap_or_default();
+            let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+            for id in ids.split_whitespace() {
+                let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+            }
+        }
+    }
+}
+
+impl Load {
+    /// Starts the clients against `host` on the proxy's port. `order` ranks
+    /// the bodies expected to move forward; other bodies are counted only.
+    fn start(port: u16, host: &str, order: &[&str]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let order: Arc<Vec<String>> = Arc::new(order.iter().map(|s| s.to_string()).collect());
+        let threads = (0..CLIENTS)
+            .map(|_| {
+                let stop = stop.clone();
+                let tally = tally.clone();
+                let order = order.clone();
+                let host = host.to_string();
+                std::thread::spawn(move || client(port, &host, &order, &stop, &tally))
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            threads,
+        }
+    }
+
+    /// Waits until some client got `body`.
+    fn wait_for(&self, body: &str, log: impl Fn() -> String) {
+        let deadline = Instant::now() + VERSION_TIMEOUT;
+        loop {
+            if self.tally.lock().unwrap().bodies.contains_key(body) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{body:?} never answered:\n{}",
+                log()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the clients and returns what they saw.
+    fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        Arc::try_unwrap(self.tally).unwrap().into_inner().unwrap()
+    }
+}
+
+/// One client's loop.
+fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mutex<Tally>) {
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut rank = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        if conn.is_none() {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    conn = Some(BufReader::new(stream));
+                }
+                Err(err) => {
+                    note_failure(tally, format!("connect: {err}"));
+                    sleep(Duration::from_millis(50));
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = conn.as_mut() else {
+            continue;
+        };
+        let sent = Instant::now();
+        match exchange(stream, host) {
+            Ok((status, body, close)) => {
+                let mut tally = tally.lock().unwrap();
+                tally.requests += 1;
+                tally.slowest = tally.slowest.max(sent.elapsed());
+                if !(200..300).contains(&status) {
+                    tally.non_2xx += 1;
+                    if tally.first_errors.len() < 10 {
+                        tally.first_errors.push(format!("{status}: {body}"));
+                    }
+                }
+                if let Some(position) = order.iter().position(|known| *known == body) {
+                    if position < rank {
+                        tally.backwards += 1;
+                    }
+                    rank = rank.max(position);
+                }
+                *tally.bodies.entry(body).or_default() += 1;
+                if close {
+                    conn = None;
+                }
+            }
+            Err(err) => {
+                note_failure(tally, err);
+                conn = None;
+            }
+        }
+    }
+}
+
+fn note_failure(tally: &Mutex<Tally>, error: String) {
+    let mut tally = tally.lock().unwrap();
+    tally.requests += 1;
+    tally.failed += 1;
+    if tally.first_errors.len() < 10 {
+        tally.first_errors.push(error);
+    }
+}
+
+/// One `GET /` on a kept-alive connection: status, trimmed body, and whether
+/// the server closes the connection.
+fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String, bool), String> {
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    conn.get_mut()
+        .write_all(request.as_bytes())
+        .map_err(|err| format!("write: {err}"))?;
+    let mut line = String::new();
+    let read = conn
+        .read_line(&mut line)
+        .map_err(|err| format!("read: {err}"))?;
+    if read == 0 {
+        return Err("connection closed before an answer".into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let mut length = 0usize;
+    let mut close = false;
+    loop {
+        line.clear();
+        conn.read_line(&mut line)
+            .map_err(|err| format!("read: {err}"))?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':').unwrap_or((trimmed, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().map_err(|_| "bad length".to_string())?;
+        }
+        if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close") {
+            close = true;
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body)
+        .map_err(|err| format!("body: {err}"))?;
+    Ok((status, text(&body).trim().to_string(), close))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn report(test: &str, tally: &Tally) {
+    println!(
+        "{test}: {} requests, {} failed, {} non-2xx, {} backwards, slowest {:?}; answers {:?}; first errors {:?}",
+        tally.requests,
+        tally.failed,
+        tally.non_2xx,
+        tally.backwards,
+        tally.slowest,
+        tally.bodies,
+        tally.first_errors
+    );
+}
+
+/// Rows of the deploys table: (trigger, outcome, reason).
+fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<String>)> {
+    let ledger = rusqlite::Connection::open(sb.path(".dispenser/ledger.sqlite3")).unwrap();
+    let mut statement = ledger
+        .prepare("SELECT trigger, outcome, reason FROM deploys WHERE service = ?1 ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([service], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn routed(sb: &mut Sandbox, http: u16, deploy: &str) {
+    sb.proxy_settings(&format!(
+        "strategy = \"http-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n"
+    ));
+    sb.deploy_settings(deploy);
+}
+
+fn wait_logged(daemon: &Daemon, needle: &str, count: usize) {
+    daemon.wait_for(needle, count);
+}
+
+#[test]
+fn redeploys_under_load_drop_nothing_and_bad_versions_roll_back() {
+    let mut images = Images(Vec::new());
+    let versions: Vec<String> = (1..=6).map(|n| images.version(&format!("v{n}"))).collect();
+    let unhealthy = images.build(
+        "unhealthy",
+        &format!(
+            "FROM {UPSTREAM}\nENV VERSION=unhealthy\n\
+             HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/upstream\"]\n"
+        ),
+    );
+    let crashing = images.build(
+        "crashing",
+        &format!(
+            "FROM {UPSTREAM} AS upstream\nFROM {BUSYBOX}\n\
+             COPY --from=upstream /upstream /upstream\nENV VERSION=crashing PORT=8080\n\
+             CMD [\"/bin/sh\", \"-c\", \"/upstream & sleep 5; exit 1\"]\n"
+        ),
+    );
+    let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
+    registry.push(&versions[0], "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    let http = free_port();
+    routed(
+        &mut sb,
+        http,
+        "ready_timeout = \"20s\"\ndrain_timeout = \"5s\"\nsoak = \"8s\"\n",
+    );
+    let route = "[dispenser]\nwatch = true\n\n[proxy]\nhost = \"app.test\"\nservice_port = 8080\n";
+    let image = registry.image("web");
+    sb.service("web", &image, route);
+    let daemon = sb.start();
+    let order = ["v1", "v2", "v3", "v4", "v5", "v6", "v7"];
+    let load = Load::start(http, "app.test", &order);
+    load.wait_for("v1", || daemon.log());
+
+    // Five redeploys in a row, each a new digest in the registry.
+    for (n, version) in versions.iter().enumerate().skip(1) {
+        registry.push(version, "web", Some(version));
+        load.wait_for(&format!("v{}", n + 1), || daemon.log());
+        wait_logged(&daemon, "removed the previous container", n);
+    }
+
+    // A version that fails its healthcheck never takes traffic.
+    // The local tag stays on v6, as only the daemon moves it in production.
+    registry.push(&unhealthy, "web", Some(&versions[5]));
+    wait_logged(&daemon, "new version rolled back", 1);
+    // One that crashes 5 s after it started takes traffic, then gives it back.
+    registry.push(&crashing, "web", Some(&versions[5]));
+    wait_logged(&daemon, "new version rolled back", 2);
+    load.wait_for("crashing", || daemon.log());
+    // Quarantined: three more polls see the same digest, nothing is tried.
+    let created = daemon.log().matches("created the next container").count();
+    sleep(Duration::from_secs(4));
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("created the next container").count(),
+        created,
+        "{log}"
+    );
+    assert_eq!(log.matches("new version rolled back").count(), 2, "{log}");
+
+    // An env change through a reload goes through the same swap (from v6's
+    // image: the local tag was moved back after each rollback).
+    sb.service(
+        "web",
+        &image,
+        &format!("{route}\n[env]\nVERSION = \"v7\"\n"),
+    );
+    daemon.reload();
+    load.wait_for("v7", || daemon.log());
+    sleep(Duration::from_millis(500));
+    let tally = load.finish();
+    report("redeploys", &tally);
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert_eq!(tally.non_2xx, 0, "{tally:?}");
+    assert_eq!(tally.backwards, 0, "{tally:?}");
+    assert!(!tally.bodies.contains_key("unhealthy"), "{tally:?}");
+    assert!(tally.requests > 1000, "{tally:?}");
+
+    let history = deploys(&sb, &sb.name("web"));
+    let outcomes: Vec<(&str, &str)> = history
+        .iter()
+        .map(|(trigger, outcome, _)| (trigger.as_str(), outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("new-digest", "succeeded"),
+            ("new-digest", "succeeded"),
+            ("new-digest", "succeeded"),
+            ("new-digest", "succeeded"),
+            ("new-digest", "succeeded"),
+            ("new-digest", "rolled-back"),
+            ("new-digest", "rolled-back"),
+            ("reload", "succeeded"),
+        ],
+        "{history:?}"
+    );
+    let reason = |index: usize| history[index].2.clone().unwrap_or_default();
+    assert!(reason(5).contains("healthcheck"), "{history:?}");
+    assert!(reason(6).contains("soak"), "{history:?}");
+    let containers = sb.managed_containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    daemon.stop();
+}
+
+#[test]
+fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
+    let mut sb = Sandbox::new();
+    let http = free_port();
+    let host_port = free_port();
+    routed(&mut sb, http, "soak = \"0s\"\n");
+    let body = |version: &str| {
+        format!(
+            "\n[[port]]\nhost = {host_port}\ncontainer = 8080\n\n[env]\nVERSION = \"{version}\"\n\n\
+             [proxy]\nhost = \"ports.test\"\nservice_port = 8080\n"
+        )
+    };
+    sb.service("web", UPSTREAM, &body("a"));
+    let daemon = sb.start();
+    let load = Load::start(http, "ports.test", &["a", "b"]);
+    load.wait_for("a", || daemon.log());
+    sleep(Duration::from_millis(500));
+    sb.service("web", UPSTREAM, &body("b"));
+    daemon.reload();
+    load.wait_for("b", || daemon.log());
+    sleep(Duration::from_millis(500));
+    let tally = load.finish();
+    report("host port", &tally);
+    let log = daemon.log();
+    assert!(log.contains("stopped the previous container"), "{log}");
+    // Requests arrived while no container ran: they were held, not refused.
+    assert!(tally.slowest > Duration::from_millis(300), "{tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert_eq!(tally.non_2xx, 0, "{tally:?}");
+    assert_eq!(tally.backwards, 0, "{tally:?}");
+    // The new container answers on the host port too.
+    let direct = docker(&["inspect", "-f", "{{.State.Running}}", &sb.name("web")]);
+    assert_eq!(direct.trim(), "true");
+    daemon.stop();
+}
