@@ -86,7 +86,9 @@ async fn new_digest_is_pulled_by_digest_tagged_and_deployed() {
     for name in ["web", "web2"] {
         let pull = format!("pull docker.io/web@{D1}");
         assert!(calls.contains(&pull), "{calls:?}");
-        for step in ["stop", "remove", "create", "start"] {
+        // Stop-first (no proxy): the old container steps aside as
+        // `<name>-prev` (removed after the soak) while the new one starts.
+        for step in ["stop", "create", "start"] {
             assert!(calls.contains(&format!("{step} {name}")), "{calls:?}");
         }
         let container = engine.container_named(name).unwrap();
@@ -153,14 +155,16 @@ async fn failed_pull_keeps_the_old_container_and_backs_off() {
 async fn failed_start_does_not_advance_the_digest() {
     let engine = engine();
     let supervisor = started(&engine, vec![watching("web", "web:1")]).await;
+    let before = engine.container_named("web").unwrap();
     engine.fail_once("start", "web");
     report(&supervisor, &engine, "web:1", D1).await;
+    // The new container never started: the old one is put back and serves.
     let status = supervisor.send(GetStatus).await.unwrap();
-    assert!(
-        matches!(status[0].state, State::Failed { .. }),
-        "{status:?}"
-    );
-    // Retried after the back-off, not before: the digest was not recorded as deployed.
+    assert_eq!(status[0].state, State::Running, "{status:?}");
+    let now = engine.container_named("web").unwrap();
+    assert_eq!(now.id, before.id);
+    assert_ne!(now.labels["dispenser.image-digest"], D1);
+    // Not tried again on the next polls: the digest was not recorded as deployed.
     engine.clear_calls();
     report(&supervisor, &engine, "web:1", D1).await;
     assert!(engine.calls().is_empty(), "{:?}", engine.calls());

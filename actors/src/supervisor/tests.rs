@@ -101,7 +101,9 @@ async fn changed_env_recreates_that_service_only() {
     assert_eq!(report.diff.changed.iter().collect::<Vec<_>>(), vec!["api"]);
     assert_eq!(
         engine.calls_of(&["create", "start", "stop", "remove"]),
-        vec!["stop api", "remove api", "create api", "start api"]
+        // Health-gated, stop-first: the old container waits as `api-prev`
+        // until the new one is ready, then goes.
+        vec!["stop api", "create api", "start api", "remove api-prev"]
     );
     assert_ne!(engine.container_named("api").unwrap().id, api_before);
 }
