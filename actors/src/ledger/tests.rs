@@ -138,3 +138,48 @@ fn deploys_round_trip_newest_first_and_are_bounded() {
     );
     assert_eq!(ledger.recent_deploys("other", 10).unwrap().len(), 1);
 }
+
+#[actix_rt::test]
+async fn automatic_deploys_are_counted_and_announced_operator_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap().start();
+    let mut events = crate::events::subscribe();
+    let service = "ledger-announce-test";
+    let mut rolled_back = deploy(service, 1, DeployOutcomeKind::RolledBack);
+    rolled_back.reason = Some("never ready".into());
+    let mut manual = deploy(service, 2, DeployOutcomeKind::Succeeded);
+    manual.trigger = DeployTrigger::Manual;
+    ledger.send(RecordDeploy(rolled_back)).await.unwrap();
+    ledger.send(RecordDeploy(manual)).await.unwrap();
+
+    // Other tests may publish meanwhile: keep this service's events only.
+    let mut mine = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        let about = match &event {
+            crate::events::Event::Deployed { service: s, .. }
+            | crate::events::Event::DeployFailed { service: s, .. }
+            | crate::events::Event::RolledBack { service: s, .. }
+            | crate::events::Event::RollbackFailed { service: s, .. }
+            | crate::events::Event::CronRunFailed { service: s, .. } => s.as_str(),
+            crate::events::Event::CertificateTrouble { .. } => "",
+        };
+        if about == service {
+            mine.push(event);
+        }
+    }
+    assert_eq!(
+        mine.len(),
+        1,
+        "only the automatic rollback is announced: {mine:?}"
+    );
+    assert!(
+        matches!(&mine[0], crate::events::Event::RolledBack { message, .. } if message.contains("never ready")),
+        "{mine:?}"
+    );
+    let mut text = String::new();
+    crate::metrics::global().render(&mut text);
+    let series: Vec<&str> = text.lines().filter(|line| line.contains(service)).collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0].contains("rolled_back"), "{series:?}");
+    assert!(series[0].ends_with(" 1"), "{series:?}");
+}
