@@ -405,8 +405,13 @@ fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
     let v2 = registry.push(V2, "web", Some(V1));
     wait_served(&web, "v2", || daemon.log());
     daemon.stop();
+    // `push` puts the local tag back on v1 right after pushing; when the
+    // daemon polled in between, that undid the daemon's own tag. Put back
+    // what the deploy did (its tagging is checked by the unit tests and the
+    // engine test), so the restart below sees the host as the deploy left it.
+    docker(&["tag", V2, &registry.image("web")]);
 
-    // The local tag now names the deployed image: a restart adopts it.
+    // The local tag names the deployed image: a restart adopts it.
     let id = inspect(&web)["Id"].clone();
     let daemon = sb.start();
     sleep(Duration::from_secs(3));
