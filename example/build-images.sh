@@ -65,7 +65,8 @@ build() {
 
 main() {
   ensure_busybox
-  build "$WEB_IMAGE" '["/bin/httpd", "-f", "-p", "80", "-h", "/www"]'
+  # PID 1 gets no default signal handlers: trap TERM so a stop is immediate.
+  build "$WEB_IMAGE" '["/bin/sh", "-c", "trap \"exit 0\" TERM; httpd -f -p 80 -h /www & wait"]'
   build "$BUSYBOX_IMAGE" '["/bin/sh"]'
 }
 
