@@ -10,10 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use dispenser_actors::engine::docker::DockerEngine;
 use dispenser_actors::engine::{labels, CreateRequest, Engine};
-use dispenser_actors::plan::{
-    ContainerSpec, DefaultNetwork, ImageRef, Initialize, Lifecycle, PullPolicy, RestartPolicy,
-    Service,
-};
+use dispenser_actors::plan::{DefaultNetwork, ImageRef, Service};
 use serde_json::Value;
 
 /// Label on every object the tests create; the start-up sweep looks for it.
@@ -242,43 +239,15 @@ pub fn image_ref(registry: &str, repository: &str, tag: &str) -> ImageRef {
     }
 }
 
-/// A service with only an image and a command set.
+/// A service with only an image and a command set (the plan's sample
+/// service, in the temp folder).
 pub fn service(name: &str, image: &str, command: &[&str]) -> Service {
-    let (repository, tag) = image.split_once(':').unwrap_or((image, "latest"));
-    Service {
-        name: name.to_owned(),
-        folder: std::env::temp_dir(),
-        container: ContainerSpec {
-            image: image_ref("docker.io", repository, tag),
-            command: (!command.is_empty())
-                .then(|| command.iter().map(|part| (*part).to_owned()).collect()),
-            entrypoint: None,
-            working_dir: None,
-            user: None,
-            hostname: None,
-            memory_bytes: None,
-            nano_cpus: None,
-            restart: RestartPolicy::No,
-            ports: Vec::new(),
-            volumes: Vec::new(),
-            env: BTreeMap::new(),
-            networks: Vec::new(),
-            extra_hosts: Vec::new(),
-            healthcheck: None,
-        },
-        lifecycle: Lifecycle {
-            watch: false,
-            initialize: Initialize::Immediately,
-            schedule: None,
-            pull: PullPolicy::OnStartup,
-            timezone: dispenser_actors::plan::Zone::Local,
-            overlap: dispenser_actors::plan::Overlap::Skip,
-            max_runtime: None,
-        },
-        depends_on: BTreeMap::new(),
-        route: None,
-        spec_hash: "test".to_owned(),
-    }
+    let mut service = dispenser_actors::plan::sample::service(name, image);
+    service.folder = std::env::temp_dir();
+    service.container.command =
+        (!command.is_empty()).then(|| command.iter().map(|part| (*part).to_owned()).collect());
+    service.spec_hash = "test".to_owned();
+    service
 }
 
 /// Creates a container for `service` under a unique name, registered for removal.
