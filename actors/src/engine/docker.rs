@@ -114,6 +114,14 @@ impl DockerEngine {
 
 #[async_trait]
 impl Engine for DockerEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|err| docker_error("answer", "a ping", err))
+    }
+
     async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError> {
         let options = ListContainersOptions {
             all: true,

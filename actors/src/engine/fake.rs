@@ -168,6 +168,10 @@ impl Inner {
 
 #[async_trait]
 impl Engine for FakeEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.lock().record("ping", "engine")
+    }
+
     async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError> {
         let mut inner = self.lock();
         inner.record("list", instance)?;

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod fake;
 pub mod labels;
+pub mod reachability;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -101,6 +102,8 @@ pub enum EngineError {
 /// Every Docker operation Dispenser uses.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
+    /// Asks the engine whether it answers (`GET /_ping`).
+    async fn ping(&self) -> Result<(), EngineError>;
     /// Containers (running or not) that carry `dispenser.managed=true` and
     /// `dispenser.instance=<instance>`.
     async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError>;
