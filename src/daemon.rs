@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dispenser_actors::cron::{CronTicker, SystemClock};
+use dispenser_actors::docker_watch::DockerWatch;
 use dispenser_actors::engine::docker::DockerEngine;
+use dispenser_actors::engine::reachability::{BackOff, Reachability, RETRY_FIRST, RETRY_MAX};
 use dispenser_actors::engine::Engine;
 use dispenser_actors::ledger::Ledger;
 use dispenser_actors::plan::{Plan, ProxySettings};
@@ -36,8 +38,9 @@ use crate::admin::{AdminServer, AdminState, DeployLog, PlanCache, PlanWatcher};
 use crate::notify::{self, OperatorSlot};
 use crate::pidfile::Pidfile;
 
-/// Longest pause between two attempts to reach the Docker Engine.
-const DOCKER_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How much longer than the next pause systemd is asked to wait for READY
+/// while the daemon waits for the Docker Engine at start-up.
+const START_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 
 /// Where the daemon finds its files.
 #[derive(Debug, Clone)]
@@ -112,7 +115,9 @@ where
     };
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
-        let Some(engine) = connect_docker(&mut incoming).await else {
+        let Some(engine) =
+            connect_docker(&mut incoming, plan.settings.docker_check_interval).await
+        else {
             return ExitCode::SUCCESS;
         };
         let credentials = DockerConfig::from_env();
@@ -130,7 +135,10 @@ where
             },
             None => None,
         };
-        let mut supervisor = Supervisor::new(engine.clone()).with_credentials(credentials.clone());
+        let docker = Reachability::default();
+        let mut supervisor = Supervisor::new(engine.clone())
+            .with_credentials(credentials.clone())
+            .with_reachability(docker.clone());
         // The state dir is read at start-up only; a reload does not move it.
         let ledger = match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
@@ -200,7 +208,12 @@ where
         };
         notify::start(options.operator.clone(), plan.settings.instance.clone());
         let first = options.dev.then(|| plan.clone());
+        let docker_check = plan.settings.docker_check_interval;
         log_report("start-up", supervisor.send(Apply(plan)).await);
+        // From now on an outage of Docker is noticed, logged once, and
+        // followed by a rebuild of every service's state when it ends.
+        DockerWatch::new(engine.clone(), docker, docker_check, supervisor.clone().recipient())
+            .start();
         if let Some(plan) = &first {
             fill_dev_certs(plan, &maps);
         }
@@ -342,12 +355,16 @@ fn forward_signals(requests: mpsc::UnboundedSender<Request>) -> std::io::Result<
     Ok(())
 }
 
-/// Connects to Docker, retrying with back-off and one warning per streak;
-/// `None` when asked to stop meanwhile.
+/// Connects to Docker, retrying with capped exponential back-off, jitter and
+/// one warning per streak; `None` when asked to stop meanwhile. READY is not
+/// sent before this returns; each retry extends systemd's start timeout
+/// beyond the next pause, so `TimeoutStartSec` does not kill a daemon that
+/// only waits for Docker.
 async fn connect_docker(
     incoming: &mut mpsc::UnboundedReceiver<Request>,
+    check_interval: Duration,
 ) -> Option<Arc<dyn Engine>> {
-    let mut pause = Duration::from_millis(500);
+    let mut back_off = BackOff::new(RETRY_FIRST, check_interval.min(RETRY_MAX));
     let mut warned = false;
     loop {
         match DockerEngine::connect().await {
@@ -359,11 +376,17 @@ async fn connect_docker(
             }
             Err(err) => {
                 if !warned {
-                    warn!(error = %err, "cannot reach the Docker Engine; retrying");
+                    warn!(error = %err, "cannot reach the Docker Engine; waiting for it before starting anything");
                     warned = true;
                 }
             }
         }
+        let pause = back_off.next_pause();
+        let extend = u32::try_from((pause + START_TIMEOUT_MARGIN).as_micros()).unwrap_or(u32::MAX);
+        notify(&[
+            NotifyState::Status("waiting for the Docker Engine"),
+            NotifyState::ExtendTimeoutUsec(extend),
+        ]);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             request = incoming.recv() => {
@@ -372,12 +395,17 @@ async fn connect_docker(
                 }
             }
         }
-        pause = (pause * 2).min(DOCKER_RETRY_MAX);
     }
 }
 
 fn log_report(phase: &str, report: Result<ApplyReport, MailboxError>) {
     match report {
+        Ok(report) if report.deferred => {
+            warn!(
+                phase,
+                "plan deferred: docker does not answer; it is applied once it answers again"
+            );
+        }
         Ok(report) if report.is_clean() => {
             info!(
                 phase,

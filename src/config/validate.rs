@@ -10,8 +10,9 @@ use dispenser_actors::plan::{
     AcmeSettings, ContainerSpec, DefaultNetwork, DeploySettings, ExtraHost, Healthcheck, ImageRef,
     Initialize, Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
-    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_INSTANCE,
-    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
+    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT,
+    DEFAULT_DOCKER_CHECK_INTERVAL, DEFAULT_INSTANCE, DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET,
+    DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
 
 use super::check::FileCheck;
@@ -168,6 +169,18 @@ pub fn global(
             .as_ref()
             .and_then(|d| d.dependency_timeout)
             .map_or(DEFAULT_DEPENDENCY_TIMEOUT, Duration::from_secs),
+        docker_check_interval: match daemon.as_ref().and_then(|d| d.docker_check_interval) {
+            Some(0) => {
+                check.error(
+                    "daemon.docker_check_interval",
+                    "`docker_check_interval` must be at least 1 second",
+                    "zero",
+                );
+                DEFAULT_DOCKER_CHECK_INTERVAL
+            }
+            Some(seconds) => Duration::from_secs(seconds),
+            None => DEFAULT_DOCKER_CHECK_INTERVAL,
+        },
         timezone: daemon
             .as_ref()
             .and_then(|d| d.timezone.as_deref())

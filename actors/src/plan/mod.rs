@@ -32,6 +32,8 @@ pub const DEFAULT_INSTANCE: &str = "default";
 pub const DEFAULT_POLL_DELAY: Duration = Duration::from_secs(60);
 /// How long a `depends_on = "healthy"` waits before the start fails.
 pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `[daemon] docker_check_interval`.
+pub const DEFAULT_DOCKER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// What a scheduled run does when the previous one still runs, unless configured.
 pub const DEFAULT_OVERLAP: Overlap = Overlap::Skip;
 
@@ -66,6 +68,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Longest wait for a `depends_on` condition.
     pub dependency_timeout: Duration,
+    /// Time between two checks that the Docker Engine answers (read at
+    /// start-up only).
+    pub docker_check_interval: Duration,
     /// The time zone of schedules whose service sets none (`[daemon] timezone`).
     pub timezone: Zone,
     /// How deploys replace a container (`[deploy]`).

@@ -58,6 +58,7 @@ pub fn plan(instance: &str, services: Vec<Service>) -> Plan {
             stop_on_shutdown: false,
             state_dir: PathBuf::from("/nonexistent/.dispenser"),
             dependency_timeout: std::time::Duration::from_secs(5),
+            docker_check_interval: crate::plan::DEFAULT_DOCKER_CHECK_INTERVAL,
             timezone: Zone::Local,
             deploy: crate::plan::DeploySettings::default(),
         },

@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Container, ContainerState, Engine, EngineError};
 use crate::ledger::{DeployTrigger, RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{DefaultNetwork, DeploySettings, Initialize, Service};
@@ -90,6 +91,9 @@ pub enum DeployOutcome {
     Quarantined,
     /// The digest was pulled and the container recreated from it.
     Deployed(Reconciled),
+    /// The Docker Engine is unreachable: nothing was tried; the watcher's
+    /// next report after the engine is back deploys it.
+    DockerAway,
 }
 
 /// What every service actor shares: the engine and the daemon's settings.
@@ -113,6 +117,9 @@ pub struct Runtime {
     pub in_flight: Option<InFlightBoard>,
     /// Readiness, drain and soak times.
     pub deploy: DeploySettings,
+    /// Whether the Docker Engine answers (`DockerWatch`): no deploy starts
+    /// while it is away.
+    pub docker: Reachability,
 }
 
 /// The ledger's deploy history, as the service actors use it.
@@ -565,6 +572,12 @@ impl Handler<ImageUpdated> for ServiceActor {
                     retry_in,
                 }))));
             }
+        }
+        if !self.runtime.docker.is_up() {
+            // `DockerWatch` logged the outage once; the watcher reports the
+            // digest again every round, so it is deployed once Docker is back.
+            debug!(service = %self.service.name, digest = %digest, "new image waits for the Docker Engine");
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::DockerAway))));
         }
         if let Err(err) = self.begin(Action::Deploy) {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));

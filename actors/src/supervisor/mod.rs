@@ -18,6 +18,14 @@
 //!   are logged: the plan changed between the tick and its delivery).
 //! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
 //!   forwarded as `ImageUpdated` to every service that watches that image.
+//! - `DockerBack { away_for }` -> `()`: the Docker Engine answers again: every
+//!   service of the plan (the one kept while Docker was away, if any) is
+//!   reconciled, which adopts running containers untouched and rebuilds
+//!   each actor's state and endpoint from Docker.
+//!
+//! While `Reachability` says the engine is away, `Apply` changes nothing: it
+//! keeps the plan (the latest wins) and answers `deferred`; `DockerBack`
+//! applies it.
 
 mod dependency;
 #[cfg(test)]
@@ -34,6 +42,8 @@ use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 use tracing::{error, info, warn};
 
 use crate::cron::CronFired;
+use crate::docker_watch::DockerBack;
+use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Engine};
 use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{ImageRef, Plan};
@@ -105,6 +115,9 @@ pub struct ApplyReport {
     pub retired: BTreeSet<String>,
     /// Failures, by service (or `network <name>`), in words.
     pub failures: BTreeMap<String, String>,
+    /// The Docker Engine was unreachable: nothing was done, the plan is kept
+    /// and applied when the engine answers again.
+    pub deferred: bool,
 }
 
 /// The root actor.
@@ -119,6 +132,10 @@ pub struct Supervisor {
     endpoints: Option<Recipient<EndpointChanged>>,
     in_flight: Option<InFlightBoard>,
     credentials: Option<DockerConfig>,
+    /// Whether the Docker Engine answers (written by `DockerWatch`).
+    docker: Reachability,
+    /// A plan that arrived while Docker was unreachable; applied on `DockerBack`.
+    pending: Option<Plan>,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -126,7 +143,7 @@ type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
 impl ApplyReport {
     /// True when every step succeeded.
     pub fn is_clean(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && !self.deferred
     }
 }
 
@@ -143,7 +160,16 @@ impl Supervisor {
             endpoints: None,
             in_flight: None,
             credentials: None,
+            docker: Reachability::default(),
+            pending: None,
         }
+    }
+
+    /// Applies wait while `docker` says the engine is away; services skip
+    /// deploys meanwhile.
+    pub fn with_reachability(mut self, docker: Reachability) -> Self {
+        self.docker = docker;
+        self
     }
 
     /// Services record their deploys in, and read rollbacks from, the ledger.
@@ -198,25 +224,20 @@ impl Supervisor {
             deploys: self.deploy_ledger.clone(),
             in_flight: self.in_flight.clone(),
             deploy: plan.settings.deploy,
+            docker: self.docker.clone(),
         }
     }
-}
 
-impl Actor for Supervisor {
-    type Context = Context<Self>;
-}
-
-impl Handler<Apply> for Supervisor {
-    type Result = AtomicResponse<Self, ApplyReport>;
-
-    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
-        let Apply(plan) = msg;
+    /// Applies `plan`: the diff from the plan in force, or, with `resync`,
+    /// every service of `plan` (after an outage of the Docker Engine).
+    fn apply_plan(&mut self, plan: Plan, resync: bool) -> ResponseActFuture<Self, ApplyReport> {
         let diff = PlanDiff::between(self.plan.as_ref(), &plan);
         info!(
             added = diff.added.len(),
             changed = diff.changed.len(),
             removed = diff.removed.len(),
             unchanged = diff.unchanged.len(),
+            resync,
             "applying plan"
         );
         let runtime = self.runtime(&plan);
@@ -244,10 +265,15 @@ impl Handler<Apply> for Supervisor {
                     .collect()
             })
             .unwrap_or_default();
+        let to_reconcile = if resync {
+            plan.services.keys().cloned().collect()
+        } else {
+            diff.to_reconcile()
+        };
         let reconciling: Vec<(String, Addr<ServiceActor>)> = plan
             .start_order()
             .into_iter()
-            .filter(|name| diff.to_reconcile().contains(*name))
+            .filter(|name| to_reconcile.contains(*name))
             .filter_map(|name| {
                 self.services
                     .get(name)
@@ -256,19 +282,41 @@ impl Handler<Apply> for Supervisor {
             .collect();
         let engine = self.engine.clone();
         let work = apply(engine, plan.clone(), diff, retiring, reconciling);
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            move |report, actor, _| {
-                for name in &report.retired {
-                    actor.services.remove(name);
-                }
-                let applied = Arc::new(plan.clone());
-                actor.plan = Some(plan);
-                for subscriber in &actor.subscribers {
-                    subscriber.do_send(PlanApplied(applied.clone()));
-                }
-                report
-            },
-        )))
+        Box::pin(work.into_actor(self).map(move |report, actor, _| {
+            for name in &report.retired {
+                actor.services.remove(name);
+            }
+            let applied = Arc::new(plan.clone());
+            actor.plan = Some(plan);
+            for subscriber in &actor.subscribers {
+                subscriber.do_send(PlanApplied(applied.clone()));
+            }
+            report
+        }))
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Apply> for Supervisor {
+    type Result = AtomicResponse<Self, ApplyReport>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        let Apply(plan) = msg;
+        if !self.docker.is_up() {
+            info!("docker is away: the plan is kept and applied when it answers again");
+            self.pending = Some(plan);
+            let report = ApplyReport {
+                deferred: true,
+                ..ApplyReport::default()
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(report)));
+        }
+        // A plan given while Docker answers replaces one kept during an outage.
+        self.pending = None;
+        AtomicResponse::new(self.apply_plan(plan, false))
     }
 }
 
@@ -384,6 +432,35 @@ impl Handler<NewDigest> for Supervisor {
                 });
             }
         }
+    }
+}
+
+impl Handler<DockerBack> for Supervisor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: DockerBack, _ctx: &mut Self::Context) -> Self::Result {
+        let kept = self.pending.take();
+        let deferred = kept.is_some();
+        let Some(plan) = kept.or_else(|| self.plan.clone()) else {
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        };
+        let away_secs = msg.away_for.as_secs();
+        let work = self.apply_plan(plan, true).map(move |report, _, _| {
+            if report.is_clean() {
+                info!(
+                    away_secs,
+                    deferred,
+                    reconciled = report.reconciled.len(),
+                    retired = report.retired.len(),
+                    "state rebuilt from Docker after its outage"
+                );
+            } else {
+                for (what, reason) in &report.failures {
+                    error!(service = %what, error = %reason, "not applied after the Docker outage");
+                }
+            }
+        });
+        AtomicResponse::new(Box::pin(work))
     }
 }
 

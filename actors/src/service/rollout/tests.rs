@@ -60,6 +60,7 @@ async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable
             drain_timeout: Duration::from_secs(1),
             soak: Duration::ZERO,
         },
+        docker: Default::default(),
     }
 }
 
