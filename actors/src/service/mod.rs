@@ -243,6 +243,11 @@ impl Runtime {
                     .as_ref()
                     .filter(|c| reconcile::owned_by(c, &self.instance)),
             ),
+            // Docker is away, not the container: the proxy keeps the
+            // address it has (containers run and answer without Docker).
+            Err(err @ EngineError::Unreachable(_)) => {
+                debug!(service = %service, error = %err, "cannot read the container's address; the route keeps its endpoint");
+            }
             Err(err) => {
                 warn!(service = %service, error = %err, "cannot read the container's address");
                 self.report_endpoint(service, None);
