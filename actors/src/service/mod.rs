@@ -157,6 +157,10 @@ pub enum ServiceError {
     ImageUnavailable { image: String, reason: String },
     #[error("{0}")]
     Engine(String),
+    /// The Docker Engine did not answer: says nothing about the service or
+    /// its image, so no back-off is kept for it.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("the new version was rolled back: {reason}")]
     RolledBack { reason: String },
     #[error("the action stopped unexpectedly (panic); the actor restarts and rebuilds its state")]
@@ -194,7 +198,10 @@ struct FailedDeploy {
 
 impl From<EngineError> for ServiceError {
     fn from(err: EngineError) -> Self {
-        ServiceError::Engine(err.to_string())
+        match err {
+            EngineError::Unreachable(_) => ServiceError::Unreachable(err.to_string()),
+            other => ServiceError::Engine(other.to_string()),
+        }
     }
 }
 
@@ -620,6 +627,22 @@ impl Handler<ImageUpdated> for ServiceActor {
                         // The previous container serves: the state says running.
                         actor.refresh_container(ctx);
                         Err(ServiceError::RolledBack { reason })
+                    }
+                    Ok(Err(ServiceError::Unreachable(reason))) => {
+                        // Docker went away during the deploy: the digest is
+                        // not to blame; the next report after Docker is back
+                        // tries it again, without a back-off.
+                        warn!(
+                            service = %actor.service.name,
+                            digest = %digest,
+                            error = %reason,
+                            "deploy interrupted: docker stopped answering; tried again once it is back"
+                        );
+                        actor.set_state(State::Failed {
+                            reason: reason.clone(),
+                        });
+                        actor.refresh_container(ctx);
+                        Err(ServiceError::Unreachable(reason))
                     }
                     Ok(Err(err)) => {
                         let retry_in = actor.remember_failed_deploy(&digest);
