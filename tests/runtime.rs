@@ -22,6 +22,8 @@ mod hostile_files;
 mod lifecycle;
 #[path = "runtime/operator.rs"]
 mod operator;
+#[path = "runtime/outages.rs"]
+mod outages;
 #[path = "runtime/proxy.rs"]
 mod proxy;
 #[path = "runtime/secrets.rs"]

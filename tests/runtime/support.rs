@@ -307,7 +307,8 @@ impl Daemon {
         let log = self.log();
         log.lines()
             .filter(|line| {
-                (line.contains("plan applied") && line.contains("reload"))
+                ((line.contains("plan applied") || line.contains("plan deferred"))
+                    && line.contains("reload"))
                     || line.contains("reload refused")
             })
             .count()
