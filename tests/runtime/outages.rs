@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::proxy::{free_port, get, upstream_service, wait_until};
 use crate::support::{docker, inspect, Daemon, Sandbox};
+use crate::watching::{Auth, Registry};
 
 /// The Docker Engine's own socket.
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -312,4 +313,39 @@ fn docker_unreachable_at_start_up_delays_ready_until_it_answers() {
     assert!(applied < ready, "ready before the first apply:\n{log}");
     assert_eq!(log.matches(STARTUP_WAIT).count(), 1, "{log}");
     relay.close();
+}
+
+#[test]
+fn an_update_pushed_while_docker_is_away_is_deployed_once_it_is_back() {
+    let mut registry = Registry::start(Auth::None);
+    let v1 = registry.push("dispenser-test/web:v1", "web", None);
+    let mut sb = Sandbox::new();
+    let socket = sb.path("docker.sock");
+    let relay = DockerRelay::start(&socket, Mode::Forward);
+    sb.set_env("DOCKER_HOST", &DockerRelay::docker_host(&socket));
+    sb.daemon_settings("docker_check_interval = 1");
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), "[dispenser]\nwatch = true\n");
+    let daemon = sb.start();
+    let web = sb.name("web");
+    let digest = || inspect(&web)["Config"]["Labels"]["dispenser.image-digest"].clone();
+    assert_eq!(digest(), v1.as_str());
+    let web_id = container_id(&web);
+
+    relay.refuse();
+    daemon.wait_for(UNREACHABLE, 1);
+    let v2 = registry.push("dispenser-test/web:v2", "web", Some("dispenser-test/web:v1"));
+    // The watcher sees the new digest on several rounds while Docker is away.
+    let heads = || registry.log().matches("\"HEAD /v2/web/manifests/latest").count();
+    let seen = heads();
+    wait("three registry rounds", &daemon, || heads() >= seen + 3);
+    assert_eq!(container_id(&web), web_id);
+
+    relay.forward();
+    wait("the update", &daemon, || digest() == v2.as_str());
+    assert_ne!(container_id(&web), web_id);
+    let log = daemon.stop();
+    assert_eq!(log.matches(UNREACHABLE).count(), 1, "{log}");
+    assert!(!log.contains("deploy failed"), "{log}");
+    assert!(!log.contains("deploy interrupted"), "{log}");
 }
