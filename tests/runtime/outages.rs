@@ -334,9 +334,18 @@ fn an_update_pushed_while_docker_is_away_is_deployed_once_it_is_back() {
 
     relay.refuse();
     daemon.wait_for(UNREACHABLE, 1);
-    let v2 = registry.push("dispenser-test/web:v2", "web", Some("dispenser-test/web:v1"));
+    let v2 = registry.push(
+        "dispenser-test/web:v2",
+        "web",
+        Some("dispenser-test/web:v1"),
+    );
     // The watcher sees the new digest on several rounds while Docker is away.
-    let heads = || registry.log().matches("\"HEAD /v2/web/manifests/latest").count();
+    let heads = || {
+        registry
+            .log()
+            .matches("\"HEAD /v2/web/manifests/latest")
+            .count()
+    };
     let seen = heads();
     wait("three registry rounds", &daemon, || heads() >= seen + 3);
     assert_eq!(container_id(&web), web_id);

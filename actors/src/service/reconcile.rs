@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::rollout::{self, RolloutError};
 use super::{Runtime, ServiceError, State, STOP_GRACE};
-use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, Image};
+use crate::engine::{labels, Container, ContainerState, CreateRequest, Engine, EngineError, Image};
 use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger, RecordDeploy};
 use crate::plan::{ImageRef, Initialize, PullPolicy, RestartPolicy, Service};
 use crate::registry::Credential;
@@ -231,9 +231,13 @@ pub async fn deploy(
     engine
         .pull_with(&pinned, credential.as_ref())
         .await
-        .map_err(|err| ServiceError::ImageUnavailable {
-            image: pinned.to_string(),
-            reason: err.to_string(),
+        .map_err(|err| match err {
+            // Docker is away: not the image's fault (no back-off for it).
+            EngineError::Unreachable(_) => ServiceError::from(err),
+            err => ServiceError::ImageUnavailable {
+                image: pinned.to_string(),
+                reason: err.to_string(),
+            },
         })?;
     let pull_ms = u64::try_from(pull_began.elapsed().as_millis()).unwrap_or(u64::MAX);
     info!(service = %service.name, pull_ms, "pulled");
