@@ -33,6 +33,8 @@ pub enum Answer {
     ApiDisabled,
     /// 503 on the first request, then the value.
     FailOnceThen(Vec<u8>),
+    /// 503 on every request: the service is down.
+    Unavailable,
 }
 
 /// The running stand-in; stops when dropped.
@@ -325,6 +327,10 @@ fn access(target: &str, authorization: Option<&String>, state: &Mutex<State>) ->
                 (200, payload(&key, &bytes))
             }
         }
+        Answer::Unavailable => (
+            503,
+            json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
+        ),
         Answer::NotFound => (
             404,
             json!({"error": {"code": 404, "message": format!("Secret Version [{key}] not found."), "status": "NOT_FOUND"}}),

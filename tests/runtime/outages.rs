@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::google_standin::{Answer, StandIn};
 use crate::proxy::{free_port, get, upstream_service, wait_until};
+use crate::secrets::{google_sandbox, secret};
 use crate::support::{docker, inspect, Daemon, Sandbox};
 use crate::watching::{Auth, Registry};
 
@@ -357,4 +359,65 @@ fn an_update_pushed_while_docker_is_away_is_deployed_once_it_is_back() {
     assert_eq!(log.matches(UNREACHABLE).count(), 1, "{log}");
     assert!(!log.contains("deploy failed"), "{log}");
     assert!(!log.contains("deploy interrupted"), "{log}");
+}
+
+#[test]
+fn the_secret_source_away_refuses_a_reload_and_keeps_the_service_serving() {
+    const OLD: &str = "outage-Old-Secret-4b1e";
+    const NEW: &str = "outage-New-Secret-93d0";
+    let standin = StandIn::start();
+    standin.set(&secret("db"), "latest", Answer::Value(OLD.into()));
+    let mut sb = google_sandbox(&standin);
+    sb.write(
+        "dispenser.vars",
+        &format!(
+            "db = {{ source = \"google\", name = \"{}\" }}\n",
+            secret("db")
+        ),
+    );
+    let http = free_port();
+    sb.proxy_settings(&format!(
+        "strategy = \"http-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n"
+    ));
+    // The upstream answers with its VERSION: here, the secret's value.
+    upstream_service(&mut sb, "web", "${ db }", "host = \"web.test\"");
+    let daemon = sb.start();
+    assert_eq!(
+        wait_until(http, "web.test", "/", 200).body,
+        format!("{OLD}\n")
+    );
+    let web = sb.name("web");
+    let web_id = container_id(&web);
+
+    // Secret Manager is down (503 to every request), and the value rotates.
+    standin.set(&secret("db"), "latest", Answer::Unavailable);
+    let asked = standin.requests().len();
+    daemon.reload();
+    assert!(standin.requests().len() > asked, "the reload did not ask");
+    let log = daemon.log();
+    assert!(log.contains("reload refused"), "{log}");
+    // One event (the rendered problem spans lines): variable, cause, file and line.
+    let at = log
+        .find("cannot resolve secret `db`")
+        .unwrap_or_else(|| panic!("no error naming the variable:\n{log}"));
+    let problem: String = log[at..].lines().take(4).collect::<Vec<_>>().join("\n");
+    assert!(problem.contains("answered 503"), "{problem}");
+    assert!(problem.contains("dispenser.vars:1:"), "{problem}");
+    assert_eq!(container_id(&web), web_id);
+    assert!(env_of(&web).contains(&format!("VERSION={OLD}")));
+    assert_eq!(get(http, "web.test", "/").body, format!("{OLD}\n"));
+
+    // Back, with a new value: the next reload applies it.
+    standin.set(&secret("db"), "latest", Answer::Value(NEW.into()));
+    daemon.reload();
+    assert_ne!(container_id(&web), web_id);
+    assert_eq!(
+        wait_until(http, "web.test", "/", 200).body,
+        format!("{NEW}\n")
+    );
+    let log = daemon.stop();
+    assert_eq!(log.matches("reload refused").count(), 1, "{log}");
+    for value in [OLD, NEW] {
+        assert!(!log.contains(value), "the secret value was logged:\n{log}");
+    }
 }

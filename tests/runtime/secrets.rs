@@ -16,7 +16,7 @@ const ROTATED_VALUE: &str = "g00gle-Rotated-Value-c0de";
 const ENV_VALUE: &str = "env-Source-Value-5d21";
 const FILE_VALUE: &str = "file-Source-Value-e8a4";
 
-fn secret(name: &str) -> String {
+pub(crate) fn secret(name: &str) -> String {
     format!("projects/{PROJECT}/secrets/{name}")
 }
 
@@ -29,7 +29,7 @@ fn closed_port() -> u16 {
 /// A sandbox whose dispenser talks to `standin` only: a service-account
 /// key file of the test, an empty HOME (no gcloud file) and a metadata
 /// server that does not answer (never the real one).
-fn google_sandbox(standin: &StandIn) -> Sandbox {
+pub(crate) fn google_sandbox(standin: &StandIn) -> Sandbox {
     let mut sb = Sandbox::new();
     let key = sb.path("sa-key.json");
     standin.write_service_account(&key);
