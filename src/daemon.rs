@@ -167,12 +167,16 @@ where
             // HTTP-01 answers go out through the proxy's port-80 listener.
             // A development run uses the development CA instead.
             if !options.dev {
-                let acme = AcmeManager::new(
-                    maps.challenges.clone(),
-                    maps.certs.clone(),
-                    Timing::default(),
-                )
-                .start();
+                // The back-off after a failed request is read at start-up only.
+                let timing = Timing {
+                    backoff_base: plan
+                        .acme
+                        .as_ref()
+                        .map_or(Timing::default().backoff_base, |acme| acme.retry_after_failure),
+                    ..Timing::default()
+                };
+                let acme =
+                    AcmeManager::new(maps.challenges.clone(), maps.certs.clone(), timing).start();
                 supervisor.do_send(Subscribe(acme.recipient()));
             }
         }

@@ -53,6 +53,7 @@ fn plan(state_dir: &Path, pebble: &Pebble, hosts: &[&str]) -> Plan {
         email: "ops@example.test".to_string(),
         directory_url: pebble.directory_url.clone(),
         ca_bundle: Some(pebble.ca_bundle.clone()),
+        retry_after_failure: dispenser_actors::proxy::acme::policy::DEFAULT_BACKOFF_BASE,
     });
     plan
 }

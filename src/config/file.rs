@@ -85,6 +85,7 @@ pub struct CertbotTable {
     pub email: String,
     pub directory_url: Option<String>,
     pub ca_bundle: Option<String>,
+    pub retry_after_failure: Option<toml::Value>,
 }
 
 /// `[daemon]`: Dispenser's own settings.

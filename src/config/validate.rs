@@ -10,7 +10,7 @@ use dispenser_actors::plan::{
     AcmeSettings, ContainerSpec, DefaultNetwork, DeploySettings, ExtraHost, Healthcheck, ImageRef,
     Initialize, Lifecycle, Mount, MountSource, Network, NetworkDriver, PortBinding, ProxySettings,
     ProxyStrategy, PullPolicy, RestartPolicy, Route, Schedule, Sensitive, Service, Settings,
-    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_DEPENDENCY_TIMEOUT,
+    TlsSource, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_ACME_RETRY, DEFAULT_DEPENDENCY_TIMEOUT,
     DEFAULT_DOCKER_CHECK_INTERVAL, DEFAULT_INSTANCE, DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET,
     DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
@@ -313,7 +313,24 @@ pub fn global(
             }
             path
         });
+        let retry_after_failure = match duration(
+            check,
+            "certbot.retry_after_failure",
+            table.retry_after_failure.as_ref(),
+        ) {
+            Some(zero) if zero.is_zero() => {
+                check.error(
+                    "certbot.retry_after_failure",
+                    "`retry_after_failure` must be above zero",
+                    "zero",
+                );
+                DEFAULT_ACME_RETRY
+            }
+            Some(wait) => wait,
+            None => DEFAULT_ACME_RETRY,
+        };
         AcmeSettings {
+            retry_after_failure,
             email: table.email.clone(),
             directory_url: table
                 .directory_url

@@ -367,7 +367,13 @@ pub struct AcmeSettings {
     pub directory_url: String,
     /// Extra CA certificates (PEM) to trust for the ACME server.
     pub ca_bundle: Option<PathBuf>,
+    /// Wait after a first failed certificate request; doubles with each
+    /// further failure (read at start-up only).
+    pub retry_after_failure: std::time::Duration,
 }
+
+/// Default `[certbot] retry_after_failure`: the ACME manager's back-off base.
+pub const DEFAULT_ACME_RETRY: Duration = crate::proxy::acme::policy::DEFAULT_BACKOFF_BASE;
 
 /// The Let's Encrypt production directory, used when none is configured.
 pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";

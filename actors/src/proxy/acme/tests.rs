@@ -31,6 +31,7 @@ fn plan(state_dir: &std::path::Path, hosts: &[&str], acme: bool) -> Arc<Plan> {
         email: String::new(),
         directory_url: NO_CA.to_string(),
         ca_bundle: None,
+        retry_after_failure: policy::DEFAULT_BACKOFF_BASE,
     });
     Arc::new(plan)
 }
