@@ -21,19 +21,21 @@ const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
 const HOSTS: [&str; 2] = ["one.test", "two.test"];
 
 /// pebble and challtestsrv on free ports of 127.0.0.1, stopped in `Drop`.
-struct Pebble {
+pub(crate) struct Pebble {
     dir: tempfile::TempDir,
     /// Trusts pebble's own HTTPS certificate (made here with openssl).
-    ca_bundle: PathBuf,
-    directory_url: String,
+    pub(crate) ca_bundle: PathBuf,
+    pub(crate) directory_url: String,
     management_port: u16,
+    listen_port: u16,
+    dns_port: u16,
     pebble: Option<Child>,
     challtestsrv: Option<Child>,
 }
 
 impl Pebble {
     /// Starts challtestsrv and pebble; pebble validates HTTP-01 on `http_port`.
-    fn start(http_port: u16) -> Pebble {
+    pub(crate) fn start(http_port: u16) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_bundle = write_tls_files(dir.path());
         let (dns_port, listen_port, management_port) = (free_port(), free_port(), free_port());
@@ -58,19 +60,31 @@ impl Pebble {
         }});
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble.json");
-        let log = std::fs::File::create(dir.path().join("pebble.log")).expect("pebble log");
         let mut pebble = Pebble {
             ca_bundle,
             directory_url: format!("https://127.0.0.1:{listen_port}/dir"),
             management_port,
+            listen_port,
+            dns_port,
             pebble: None,
             challtestsrv: Some(challtestsrv),
             dir,
         };
+        pebble.start_ca();
+        pebble
+    }
+
+    /// Starts pebble (again) on the same ports; its issuing root is new.
+    pub(crate) fn start_ca(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pebble.log"))
+            .expect("pebble log");
         let child = Command::new("pebble")
             .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
@@ -78,26 +92,25 @@ impl Pebble {
             .stderr(log)
             .spawn()
             .expect("pebble runs (apt-get install pebble)");
-        pebble.pebble = Some(child);
-        wait_listening(listen_port);
-        wait_listening(management_port);
-        pebble
+        self.pebble = Some(child);
+        wait_listening(self.listen_port);
+        wait_listening(self.management_port);
     }
 
     /// Stops pebble (challtestsrv keeps running), as if the CA went away.
-    fn stop_ca(&mut self) {
+    pub(crate) fn stop_ca(&mut self) {
         if let Some(mut child) = self.pebble.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
     }
 
     /// Writes the root that signs the certificates this pebble issues.
-    fn write_issuing_root(&self) -> PathBuf {
+    pub(crate) fn write_issuing_root(&self) -> PathBuf {
         let root = self.dir.path().join("issuing-root.pem");
         let url = format!("https://127.0.0.1:{}/roots/0", self.management_port);
         let out = Command::new("curl")
@@ -208,7 +221,7 @@ fn write_tls_files(dir: &Path) -> PathBuf {
 
 /// GETs `/` of `host` over HTTPS through the proxy, verified against
 /// `root`; `None` while the certificate does not verify.
-fn https_get(port: u16, host: &str, root: &Path) -> Option<String> {
+pub(crate) fn https_get(port: u16, host: &str, root: &Path) -> Option<String> {
     let out = Command::new("curl")
         .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
         .arg(root)

@@ -7,15 +7,17 @@
 use std::io::{self, ErrorKind};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::acme::{https_get, Pebble};
 use crate::google_standin::{Answer, StandIn};
 use crate::proxy::{free_port, get, upstream_service, wait_until};
 use crate::secrets::{google_sandbox, secret};
-use crate::support::{docker, inspect, Daemon, Sandbox};
+use crate::support::{docker, inspect, text, Daemon, Sandbox};
 use crate::watching::{Auth, Registry};
 
 /// The Docker Engine's own socket.
@@ -419,5 +421,70 @@ fn the_secret_source_away_refuses_a_reload_and_keeps_the_service_serving() {
     assert_eq!(log.matches("reload refused").count(), 1, "{log}");
     for value in [OLD, NEW] {
         assert!(!log.contains(value), "the secret value was logged:\n{log}");
+    }
+}
+
+#[test]
+fn the_acme_ca_away_backs_off_serves_self_signed_and_issues_once_back() {
+    let mut sb = Sandbox::new();
+    let (http, https) = (free_port(), free_port());
+    let mut pebble = Pebble::start(http);
+    pebble.stop_ca();
+    sb.proxy_settings(&format!(
+        "strategy = \"https-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
+         https_listen = \"127.0.0.1:{https}\"\n\n\
+         [certbot]\nemail = \"ops@example.com\"\ndirectory_url = \"{}\"\nca_bundle = \"{}\"\n\
+         retry_after_failure = \"1s\"\n",
+        pebble.directory_url,
+        pebble.ca_bundle.display()
+    ));
+    upstream_service(&mut sb, "web", "one", "host = \"web.test\"");
+    let daemon = sb.start();
+    let web_id = container_id(&sb.name("web"));
+
+    // The CA does not answer: one warning, then quieter retries with back-off
+    // (1 s, 2 s, ...), and HTTPS is served with a self-signed certificate.
+    daemon.wait_for("certificate request failed again", 2);
+    let insecure = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "5", "--resolve"])
+        .arg(format!("web.test:{https}:127.0.0.1"))
+        .arg(format!("https://web.test:{https}/"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        text(&insecure.stdout),
+        "one\n",
+        "{}",
+        text(&insecure.stderr)
+    );
+    let log = daemon.log();
+    assert!(!log.contains("certificate issued"), "{log}");
+
+    // The CA is back: the next attempt issues, and the proxy serves it.
+    pebble.start_ca();
+    daemon.wait_for("certificate issued", 1);
+    let root = pebble.write_issuing_root();
+    wait("the issued certificate", &daemon, || {
+        https_get(https, "web.test", &root).as_deref() == Some("one\n")
+    });
+    assert_eq!(container_id(&sb.name("web")), web_id);
+    let log = daemon.stop();
+    assert_eq!(
+        log.matches("certificate request failed; keeping the current certificate")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("certificate request succeeded again"), "{log}");
+    // The retries doubled: 1 s, 2 s, 4 s... (jitter 10%), read from the log.
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("certificate request failed"))
+        .filter_map(|line| line.split("retry_in_secs=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(waits.len() >= 3, "{waits:?}\n{log}");
+    for pair in waits.windows(2) {
+        assert!(pair[1] >= pair[0], "the back-off shrank: {waits:?}");
     }
 }
