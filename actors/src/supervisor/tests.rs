@@ -370,3 +370,59 @@ async fn service_actors_report_endpoints_to_the_proxy_router() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(table.load().lookup("app.test", "/"), Lookup::UnknownHost);
 }
+
+#[actix_rt::test]
+async fn a_plan_given_while_docker_is_away_waits_and_docker_back_applies_it_alone() {
+    let engine = engine_with_images();
+    let docker = crate::engine::reachability::Reachability::default();
+    let supervisor = Supervisor::new(engine.clone())
+        .with_reachability(docker.clone())
+        .start();
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, stack())))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    let web_before = engine.container_named("web").unwrap().id;
+    let api_before = engine.container_named("api").unwrap().id;
+    engine.clear_calls();
+
+    // Docker is away: the reload touches nothing and says it was deferred.
+    docker.set(false);
+    let mut services = stack();
+    services[1] = with_env(services[1].clone(), "MODE", "blue");
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, services)))
+        .await
+        .unwrap();
+    assert!(report.deferred);
+    assert!(!report.is_clean());
+    assert!(engine.calls().is_empty(), "{:?}", engine.calls());
+
+    // Back: every service is reconciled; only the changed one is replaced.
+    docker.set(true);
+    supervisor
+        .send(DockerBack {
+            away_for: std::time::Duration::from_secs(3),
+        })
+        .await
+        .unwrap();
+    assert_eq!(engine.container_named("web").unwrap().id, web_before);
+    assert_ne!(engine.container_named("api").unwrap().id, api_before);
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove"]),
+        vec!["stop api", "create api", "start api", "remove api-prev"]
+    );
+
+    // A second DockerBack with nothing kept changes no container.
+    engine.clear_calls();
+    supervisor
+        .send(DockerBack {
+            away_for: std::time::Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+    assert!(engine
+        .calls_of(&["create", "start", "stop", "remove"])
+        .is_empty());
+}
