@@ -35,6 +35,8 @@ struct Inner {
     failures: BTreeSet<String>,
     /// Operations that panic once, to test crash recovery.
     panics: BTreeSet<String>,
+    /// Operations that find Docker unreachable, each entry once.
+    unreachable: Vec<String>,
     /// Exit codes containers report when they exit, by name.
     exit_codes: BTreeMap<String, i64>,
     /// Names of containers whose healthcheck reports healthy once started.
@@ -63,6 +65,14 @@ impl FakeEngine {
     /// Makes the next `op` on `target` fail, for example `fail_once("start", "web")`.
     pub fn fail_once(&self, op: &str, target: &str) {
         self.lock().failures.insert(format!("{op} {target}"));
+    }
+
+    /// Makes the next `times` `op`s on `target` fail as if Docker did not answer.
+    pub fn unreachable_for(&self, op: &str, target: &str, times: usize) {
+        let mut inner = self.lock();
+        for _ in 0..times {
+            inner.unreachable.push(format!("{op} {target}"));
+        }
     }
 
     /// Makes the next `op` on `target` panic, as a bug inside an action would.
@@ -138,6 +148,12 @@ impl Inner {
         self.calls.push(call.clone());
         if self.panics.remove(&call) {
             panic!("injected panic in {call}");
+        }
+        if let Some(at) = self.unreachable.iter().position(|entry| *entry == call) {
+            self.unreachable.remove(at);
+            return Err(EngineError::Unreachable(format!(
+                "injected outage in {call}"
+            )));
         }
         if self.failures.remove(&call) {
             return Err(EngineError::Refused {
@@ -345,8 +361,10 @@ impl Engine for FakeEngine {
     }
 
     async fn wait_exit(&self, id: &str) -> Result<i64, EngineError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let id = inner.find_or_not_found(id)?;
+        let name = inner.containers[&id].name.clone();
+        inner.record("wait", &name)?;
         match inner.containers[&id].state {
             ContainerState::Exited { code } => Ok(code),
             _ => Ok(0),

@@ -3,14 +3,17 @@
 //! only while its container is replaced and started; a spawned future waits
 //! for the exit and reports back with `RunFinished`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{reconcile, Action, ServiceActor, State, STOP_GRACE};
 use crate::cron::CronFired;
+use crate::engine::reachability::BackOff;
+use crate::engine::{Engine, EngineError};
 use crate::ledger::DeployTrigger;
 use crate::ledger::{Outcome, RecordRun, RunRecord, Trigger};
 use crate::plan::Overlap;
@@ -81,7 +84,7 @@ impl ServiceActor {
         let max_runtime: Option<Duration> = self.service.lifecycle.max_runtime;
         let me = ctx.address();
         actix::spawn(async move {
-            let mut waiting = engine.wait_exit(&container_id);
+            let mut waiting = Box::pin(wait_through_outages(engine.clone(), container_id.clone()));
             let exit = match max_runtime {
                 Some(limit) => match tokio::time::timeout(limit, &mut waiting).await {
                     Ok(exit) => exit,
@@ -102,6 +105,24 @@ impl ServiceActor {
                 output_tail,
             });
         });
+    }
+}
+
+/// Waits for the container's exit; while Docker does not answer, waits for
+/// it to come back (capped back-off with jitter) and asks again, so an
+/// outage of Docker is not recorded as a failed run. Docker answers at once
+/// for a container that exited meanwhile.
+async fn wait_through_outages(engine: Arc<dyn Engine>, id: String) -> Result<i64, EngineError> {
+    let mut back_off = BackOff::default();
+    loop {
+        match engine.wait_exit(&id).await {
+            Err(EngineError::Unreachable(reason)) => {
+                let pause = back_off.next_pause();
+                debug!(container = %id, error = %reason, "cannot wait for the run's exit; asking again when docker answers");
+                tokio::time::sleep(pause).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 

@@ -426,3 +426,65 @@ async fn a_plan_given_while_docker_is_away_waits_and_docker_back_applies_it_alon
         .calls_of(&["create", "start", "stop", "remove"])
         .is_empty());
 }
+
+/// Collects the run records the services send to the ledger.
+struct RunProbe(Arc<std::sync::Mutex<Vec<crate::ledger::RunRecord>>>);
+
+impl Actor for RunProbe {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<RecordRun> for RunProbe {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordRun, _ctx: &mut Self::Context) {
+        self.0.lock().unwrap().push(msg.0);
+    }
+}
+
+#[actix_rt::test]
+async fn a_run_outlives_a_docker_outage_and_is_recorded_by_its_exit() {
+    let engine = engine_with_images();
+    engine.exits_with("job", 0);
+    let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = RunProbe(records.clone()).start();
+    let mut job = service("job", "job:1");
+    job.container.restart = crate::plan::RestartPolicy::No;
+    job.lifecycle.initialize = Initialize::OnTrigger;
+    let supervisor = Supervisor::new(engine.clone())
+        .with_ledger(probe.recipient())
+        .start();
+    let report = supervisor
+        .send(Apply(plan(INSTANCE, vec![job])))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    // Docker does not answer the first two waits for the run's exit.
+    engine.unreachable_for("wait", "job", 2);
+    supervisor
+        .send(CronFired {
+            service: "job".into(),
+            due: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let record = loop {
+        if let Some(record) = records.lock().unwrap().first().cloned() {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "no run recorded");
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        record.outcome,
+        crate::ledger::Outcome::Succeeded,
+        "{record:?}"
+    );
+    assert_eq!(record.exit_code, Some(0));
+    assert!(
+        engine.calls_of(&["wait"]).len() >= 3,
+        "{:?}",
+        engine.calls()
+    );
+}
