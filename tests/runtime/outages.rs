@@ -332,8 +332,19 @@ fn an_update_pushed_while_docker_is_away_is_deployed_once_it_is_back() {
     sb.service("web", &registry.image("web"), "[dispenser]\nwatch = true\n");
     let daemon = sb.start();
     let web = sb.name("web");
-    let digest = || inspect(&web)["Config"]["Labels"]["dispenser.image-digest"].clone();
-    assert_eq!(digest(), v1.as_str());
+    // `None` while a deploy has no container under the name (stop-first swap).
+    let digest = || {
+        let out = Command::new("docker")
+            .args(["inspect", "--format"])
+            .arg("{{index .Config.Labels \"dispenser.image-digest\"}}")
+            .arg(&web)
+            .output()
+            .expect("docker inspect");
+        out.status
+            .success()
+            .then(|| text(&out.stdout).trim().to_string())
+    };
+    assert_eq!(digest().as_deref(), Some(v1.as_str()));
     let web_id = container_id(&web);
 
     relay.refuse();
@@ -355,7 +366,9 @@ fn an_update_pushed_while_docker_is_away_is_deployed_once_it_is_back() {
     assert_eq!(container_id(&web), web_id);
 
     relay.forward();
-    wait("the update", &daemon, || digest() == v2.as_str());
+    wait("the update", &daemon, || {
+        digest().as_deref() == Some(v2.as_str())
+    });
     assert_ne!(container_id(&web), web_id);
     let log = daemon.stop();
     assert_eq!(log.matches(UNREACHABLE).count(), 1, "{log}");
