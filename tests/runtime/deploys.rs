@@ -26,26 +26,26 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Images built for one test, tagged under `dispenser-test/`, and the
 /// registry repositories the daemon pulled from by digest: removed in Drop.
-struct Images(Vec<String>);
+pub(crate) struct Images(pub(crate) Vec<String>);
 
 /// What the load generator saw.
 #[derive(Debug, Default)]
-struct Tally {
-    requests: u64,
+pub(crate) struct Tally {
+    pub(crate) requests: u64,
     /// Connection errors, resets, timeouts: requests that got no answer.
-    failed: u64,
-    non_2xx: u64,
+    pub(crate) failed: u64,
+    pub(crate) non_2xx: u64,
     /// Answers by body.
-    bodies: BTreeMap<String, u64>,
+    pub(crate) bodies: BTreeMap<String, u64>,
     /// A client saw an older version after a newer one.
-    backwards: u64,
+    pub(crate) backwards: u64,
     /// The longest a request waited for its answer.
-    slowest: Duration,
-    first_errors: Vec<String>,
+    pub(crate) slowest: Duration,
+    pub(crate) first_errors: Vec<String>,
 }
 
 /// 32 threads, each sending `GET /` on one keep-alive connection in a loop.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     threads: Vec<JoinHandle<()>>,
@@ -53,7 +53,7 @@ struct Load {
 
 impl Images {
     /// Builds `dispenser-test/deploys-<pid>:<name>` from a Dockerfile body.
-    fn build(&mut self, name: &str, dockerfile: &str) -> String {
+    pub(crate) fn build(&mut self, name: &str, dockerfile: &str) -> String {
         let tag = format!("dispenser-test/deploys-{}:{name}", std::process::id());
         let context = tempfile::tempdir().unwrap();
         std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
@@ -68,7 +68,7 @@ impl Images {
     }
 
     /// The upstream answering `version`.
-    fn version(&mut self, version: &str) -> String {
+    pub(crate) fn version(&mut self, version: &str) -> String {
         self.build(
             version,
             &format!("FROM {UPSTREAM}\nENV VERSION={version}\n"),
@@ -96,7 +96,7 @@ impl Drop for Images {
 impl Load {
     /// Starts the clients against `host` on the proxy's port. `order` ranks
     /// the bodies expected to move forward; other bodies are counted only.
-    fn start(port: u16, host: &str, order: &[&str]) -> Load {
+    pub(crate) fn start(port: u16, host: &str, order: &[&str]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let order: Arc<Vec<String>> = Arc::new(order.iter().map(|s| s.to_string()).collect());
@@ -117,7 +117,7 @@ impl Load {
     }
 
     /// Waits until some client got `body`.
-    fn wait_for(&self, body: &str, log: impl Fn() -> String) {
+    pub(crate) fn wait_for(&self, body: &str, log: impl Fn() -> String) {
         let deadline = Instant::now() + VERSION_TIMEOUT;
         loop {
             if self.tally.lock().unwrap().bodies.contains_key(body) {
@@ -133,7 +133,7 @@ impl Load {
     }
 
     /// Stops the clients and returns what they saw.
-    fn finish(self) -> Tally {
+    pub(crate) fn finish(self) -> Tally {
         self.stop.store(true, Ordering::SeqCst);
         for thread in self.threads {
             thread.join().unwrap();
@@ -205,7 +205,10 @@ fn note_failure(tally: &Mutex<Tally>, error: String) {
 
 /// One `GET /` on a kept-alive connection: status, trimmed body, and whether
 /// the server closes the connection.
-fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String, bool), String> {
+pub(crate) fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    host: &str,
+) -> Result<(u16, String, bool), String> {
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
     conn.get_mut()
         .write_all(request.as_bytes())
@@ -246,7 +249,7 @@ fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String,
     Ok((status, text(&body).trim().to_string(), close))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -254,7 +257,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn report(test: &str, tally: &Tally) {
+pub(crate) fn report(test: &str, tally: &Tally) {
     println!(
         "{test}: {} requests, {} failed, {} non-2xx, {} backwards, slowest {:?}; answers {:?}; first errors {:?}",
         tally.requests,
@@ -268,7 +271,7 @@ fn report(test: &str, tally: &Tally) {
 }
 
 /// Rows of the deploys table: (trigger, outcome, reason).
-fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<String>)> {
+pub(crate) fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<String>)> {
     let ledger = rusqlite::Connection::open(sb.path(".dispenser/ledger.sqlite3")).unwrap();
     let mut statement = ledger
         .prepare("SELECT trigger, outcome, reason FROM deploys WHERE service = ?1 ORDER BY id")
