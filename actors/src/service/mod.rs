@@ -458,6 +458,9 @@ impl Handler<Reconcile> for ServiceActor {
                         actor.container_id = Some(done.container_id.clone());
                         actor.digest = Some(done.digest.clone());
                         actor.set_state(done.state.clone());
+                        if actor.is_unwatched_run(&done) {
+                            actor.adopt_run(done.container_id.clone(), ctx);
+                        }
                         Ok(done)
                     }
                     Ok(Err(err)) => {
