@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
@@ -42,6 +42,11 @@ pub(crate) struct Tally {
     /// The longest a request waited for its answer.
     pub(crate) slowest: Duration,
     pub(crate) first_errors: Vec<String>,
+    /// Requests sent or answered while the daemon was down (`Load::down`),
+    /// counted here only (not in `requests`), whatever their outcome.
+    pub(crate) during_outage: u64,
+    /// Of those, the ones that failed or were not 2xx.
+    pub(crate) failed_during_outage: u64,
 }
 
 /// 32 threads, each sending `GET /` on one keep-alive connection in a loop.
@@ -49,6 +54,8 @@ pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     threads: Vec<JoinHandle<()>>,
+    /// Odd while the daemon (and so the proxy) is down.
+    outage: Arc<AtomicU64>,
 }
 
 impl Images {
@@ -100,20 +107,41 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let order: Arc<Vec<String>> = Arc::new(order.iter().map(|s| s.to_string()).collect());
+        let outage = Arc::new(AtomicU64::new(0));
         let threads = (0..CLIENTS)
             .map(|_| {
                 let stop = stop.clone();
                 let tally = tally.clone();
                 let order = order.clone();
                 let host = host.to_string();
-                std::thread::spawn(move || client(port, &host, &order, &stop, &tally))
+                let outage = outage.clone();
+                std::thread::spawn(move || client(port, &host, &order, &stop, &tally, &outage))
             })
             .collect();
         Load {
             stop,
             tally,
             threads,
+            outage,
         }
+    }
+
+    /// The daemon is about to go down: requests from now until `up` are
+    /// counted apart (`Tally::during_outage`).
+    pub(crate) fn down(&self) {
+        let was = self.outage.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(was % 2, 0, "down twice");
+    }
+
+    /// The daemon is back (ready): requests count again.
+    pub(crate) fn up(&self) {
+        let was = self.outage.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(was % 2, 1, "up without down");
+    }
+
+    /// What the clients saw so far.
+    pub(crate) fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap()
     }
 
     /// Waits until some client got `body`.
@@ -143,10 +171,29 @@ impl Load {
 }
 
 /// One client's loop.
-fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mutex<Tally>) {
+fn client(
+    port: u16,
+    host: &str,
+    order: &[String],
+    stop: &AtomicBool,
+    tally: &Mutex<Tally>,
+    outage: &AtomicU64,
+) {
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut rank = 0usize;
     while !stop.load(Ordering::SeqCst) {
+        let began = outage.load(Ordering::SeqCst);
+        // A request counts apart when the daemon was down when it was sent,
+        // or went down (or came back) before it was answered.
+        let in_outage = |tally: &mut Tally, failed: bool| {
+            let ended = outage.load(Ordering::SeqCst);
+            if began % 2 == 1 || ended != began {
+                tally.during_outage += 1;
+                tally.failed_during_outage += u64::from(failed);
+                return true;
+            }
+            false
+        };
         if conn.is_none() {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(stream) => {
@@ -154,7 +201,9 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
                     conn = Some(BufReader::new(stream));
                 }
                 Err(err) => {
-                    note_failure(tally, format!("connect: {err}"));
+                    if !in_outage(&mut tally.lock().unwrap(), true) {
+                        note_failure(tally, format!("connect: {err}"));
+                    }
                     sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -167,9 +216,16 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
         match exchange(stream, host) {
             Ok((status, body, close)) => {
                 let mut tally = tally.lock().unwrap();
+                let ok = (200..300).contains(&status);
+                if in_outage(&mut tally, !ok) {
+                    if close {
+                        conn = None;
+                    }
+                    continue;
+                }
                 tally.requests += 1;
                 tally.slowest = tally.slowest.max(sent.elapsed());
-                if !(200..300).contains(&status) {
+                if !ok {
                     tally.non_2xx += 1;
                     if tally.first_errors.len() < 10 {
                         tally.first_errors.push(format!("{status}: {body}"));
@@ -187,7 +243,9 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
                 }
             }
             Err(err) => {
-                note_failure(tally, err);
+                if !in_outage(&mut tally.lock().unwrap(), true) {
+                    note_failure(tally, err);
+                }
                 conn = None;
             }
         }
