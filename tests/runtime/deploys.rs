@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::faults::wait_answer;
 use crate::support::{docker, text, Daemon, Sandbox};
 use crate::watching::{Auth, Registry};
 
@@ -494,5 +495,56 @@ fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     // The new container answers on the host port too.
     let direct = docker(&["inspect", "-f", "{{.State.Running}}", &sb.name("web")]);
     assert_eq!(direct.trim(), "true");
+    daemon.stop();
+}
+
+#[test]
+fn an_image_built_on_the_host_is_deployed_and_rolled_back_by_the_operator() {
+    let mut images = Images(Vec::new());
+    let v1 = images.version("local-v1");
+    let v2 = images.version("local-v2");
+    // The service's tag, moved by hand as someone building on the host would.
+    let tag = format!("dispenser-test/deploys-{}:app", std::process::id());
+    docker(&["tag", &v1, &tag]);
+    images.0.push(tag.clone());
+    let mut sb = Sandbox::new();
+    let port = free_port();
+    sb.service(
+        "app",
+        &tag,
+        &format!("\n[[port]]\nhost = {port}\ncontainer = 8080\n"),
+    );
+    let daemon = sb.start();
+    let app = sb.name("app");
+    wait_answer(port, "app", "local-v1", || daemon.log());
+
+    docker(&["tag", &v2, &tag]);
+    let out = sb.cli(&["deploy", &app]);
+    assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+    wait_answer(port, "app", "local-v2", || daemon.log());
+
+    // The previous version is known by its image id only (no registry).
+    let out = sb.cli(&["rollback", &app]);
+    assert!(
+        out.status.success(),
+        "rollback: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_answer(port, "app", "local-v1", || daemon.log());
+    let v1_id = docker(&["image", "inspect", "-f", "{{.Id}}", &v1]);
+    let tagged = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]);
+    assert_eq!(tagged, v1_id, "the tag names the version rolled back to");
+    let outcomes: Vec<(String, String)> = deploys(&sb, &app)
+        .into_iter()
+        .map(|(trigger, outcome, _)| (trigger, outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("manual".to_string(), "succeeded".to_string()),
+            ("rollback".to_string(), "succeeded".to_string())
+        ]
+    );
     daemon.stop();
 }

@@ -31,7 +31,7 @@ pub(crate) fn get(port: u16, host: &str) -> Result<(u16, String), String> {
 }
 
 /// Polls until `GET /` answers 200 with `body`.
-fn wait_answer(port: u16, host: &str, body: &str, log: impl Fn() -> String) {
+pub(crate) fn wait_answer(port: u16, host: &str, body: &str, log: impl Fn() -> String) {
     let deadline = Instant::now() + WAIT;
     loop {
         let answer = get(port, host);

@@ -297,7 +297,18 @@ pub async fn roll_back_to(
     let engine = runtime.engine.as_ref();
     let reference = &service.container.image;
     let pinned = pinned(reference, digest);
-    if engine.image(&pinned).await?.is_none() {
+    // An image that never met a registry is recorded by its image id, which
+    // Docker finds by itself but not as `repository@id`.
+    let by_id = ImageRef {
+        original: digest.to_string(),
+        digest: None,
+        ..pinned.clone()
+    };
+    let source = if engine.image(&pinned).await?.is_some() {
+        pinned
+    } else if engine.image(&by_id).await?.is_some() {
+        by_id
+    } else {
         info!(service = %service.name, image = %pinned, "previous image not on this host; pulling it");
         let credential = pull_credential(runtime, reference).await;
         engine
@@ -307,9 +318,10 @@ pub async fn roll_back_to(
                 image: pinned.to_string(),
                 reason: err.to_string(),
             })?;
-    }
+        pinned
+    };
     let before = engine.image(reference).await?;
-    engine.tag(&pinned, reference).await?;
+    engine.tag(&source, reference).await?;
     remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     match existing {
