@@ -289,7 +289,7 @@ fn runs(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<i64>)> {
 #[test]
 fn kill_during_a_cron_run_adopts_the_run_and_the_schedule_goes_on() {
     let mut sb = Sandbox::new();
-    // Every 6 s, a run of 4 s: runs never overlap.
+    // Every 6 s, a run of 4 s.
     sb.service(
         "job",
         BUSYBOX,
@@ -310,17 +310,24 @@ fn kill_during_a_cron_run_adopts_the_run_and_the_schedule_goes_on() {
     assert!(runs(&sb, &job).is_empty());
 
     let second = sb.start();
-    // The adopted run is awaited and recorded; the next tick runs again.
+    // The adopted run is awaited and recorded; a later tick runs again. (A
+    // tick due while a run still goes is recorded as skipped: on a loaded
+    // machine a start can take seconds.)
     let deadline = Instant::now() + WAIT;
-    let found = loop {
+    let (found, ran) = loop {
         let found = runs(&sb, &job);
-        if found.len() >= 2 {
-            break found;
+        let ran: Vec<(String, String, Option<i64>)> = found
+            .iter()
+            .filter(|(_, outcome, _)| outcome != "skipped")
+            .cloned()
+            .collect();
+        if ran.len() >= 2 {
+            break (found, ran);
         }
         assert!(Instant::now() < deadline, "{found:?}\n{}", second.log());
         sleep(Duration::from_millis(200));
     };
-    let outcomes: Vec<(&str, Option<i64>)> = found
+    let outcomes: Vec<(&str, Option<i64>)> = ran
         .iter()
         .map(|(_, outcome, code)| (outcome.as_str(), *code))
         .collect();
@@ -330,14 +337,12 @@ fn kill_during_a_cron_run_adopts_the_run_and_the_schedule_goes_on() {
         "{found:?}\n{}",
         second.log()
     );
-    // The first row is the run the kill interrupted (its start is Docker's),
+    // The first run is the one the kill interrupted (its start is Docker's),
     // the second a later tick: no tick ran twice.
-    assert_eq!(&found[0].0[..19], &killed_start[..19], "{found:?}");
-    assert!(found[1].0[..19] > found[0].0[..19], "{found:?}");
+    assert_eq!(&ran[0].0[..19], &killed_start[..19], "{found:?}");
+    assert!(ran[1].0[..19] > ran[0].0[..19], "{found:?}");
     assert!(second.log().contains("adopted a run"), "{}", second.log());
-    // The interrupted run's container is gone (replaced by the next run),
-    // and the current one ends on its own.
-    assert!(!second.log().contains("run skipped"), "{}", second.log());
+    // The interrupted run's container is gone (replaced by the next run).
     sb.assert_converged(&["job"]);
     assert_ne!(inspect(&job)["Id"], killed_id.as_str());
     sb.assert_ledger_sound();
