@@ -61,9 +61,14 @@ pub(crate) struct Load {
 
 impl Images {
     /// Builds `dispenser-test/deploys-<pid>:<name>` from a Dockerfile body.
+    /// The label makes the image this process's own: the same Dockerfile
+    /// built by another test process (or worktree) on the same engine would
+    /// otherwise share its id, and that process's cleanup would remove it.
     pub(crate) fn build(&mut self, name: &str, dockerfile: &str) -> String {
         let tag = format!("dispenser-test/deploys-{}:{name}", std::process::id());
         let context = tempfile::tempdir().unwrap();
+        let dockerfile =
+            format!("{dockerfile}\nLABEL dispenser-test=1 dispenser-test.image=\"{tag}\"\n");
         std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
         let out = Command::new("docker")
             .args(["build", "-q", "-t", &tag])
