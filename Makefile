@@ -13,6 +13,9 @@ TEST_JOBS ?= 2
 # Debian packages the test suite needs: the only list of them.
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
 	curl ca-certificates openssl shellcheck
+# `make soak`: how long the soak test runs, in seconds (`make test` runs it with
+# the default; `make soak SOAK_SECONDS=1800` soaks for half an hour).
+SOAK_SECONDS ?= 60
 # `make fuzz`: seconds per target, and the targets (fuzz/fuzz_targets/*.rs).
 FUZZ_TIME ?= 30
 FUZZ_TARGETS ?= render loader cron image values
@@ -29,7 +32,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run test-package images example example-clean bench deb rpm man completions package-docs fuzz
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench deb rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -85,7 +88,7 @@ lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyz
 	if [[ -n "$$problems" ]]; then echo "$$problems" >&2; exit 1; fi; \
 	echo "systemd/dispenser.service: ok"
 
-test: deps lint test-package test-run ## install test deps, lint, run every test
+test: deps lint test-package test-run soak ## install test deps, lint, run every test, then the soak
 
 # Doctests first, so the suite's own summary is the last thing printed.
 test-run: ## run the test suite only (doctests, then nextest when installed)
@@ -94,6 +97,17 @@ ifeq ($(HAVE_NEXTEST),yes)
 	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=fail
 else
 	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
+endif
+
+# The soak is an ignored test (too long for a plain `cargo test`): deploys,
+# reloads, cron runs and kills of the daemon under load for SOAK_SECONDS.
+soak: ## run the soak test for SOAK_SECONDS (default 60) seconds
+ifeq ($(HAVE_NEXTEST),yes)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) nextest run -p dispenser --test runtime $(CARGO_FLAGS) \
+	  --run-ignored only --no-tests=fail --success-output final soak_
+else
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test -p dispenser --test runtime $(CARGO_FLAGS) \
+	  soak_ -- --ignored --nocapture
 endif
 
 deps-package: ## install cargo-deb and cargo-generate-rpm when missing (from crates.io)

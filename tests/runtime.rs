@@ -12,6 +12,8 @@ mod containers;
 mod cron;
 #[path = "runtime/deploys.rs"]
 mod deploys;
+#[path = "runtime/faults.rs"]
+mod faults;
 #[path = "runtime/google_standin.rs"]
 mod google_standin;
 #[path = "runtime/hostile.rs"]

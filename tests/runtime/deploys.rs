@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::faults::wait_answer;
 use crate::support::{docker, text, Daemon, Sandbox};
 use crate::watching::{Auth, Registry};
 
@@ -26,36 +27,48 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Images built for one test, tagged under `dispenser-test/`, and the
 /// registry repositories the daemon pulled from by digest: removed in Drop.
-struct Images(Vec<String>);
+pub(crate) struct Images(pub(crate) Vec<String>);
 
 /// What the load generator saw.
 #[derive(Debug, Default)]
-struct Tally {
-    requests: u64,
+pub(crate) struct Tally {
+    pub(crate) requests: u64,
     /// Connection errors, resets, timeouts: requests that got no answer.
-    failed: u64,
-    non_2xx: u64,
+    pub(crate) failed: u64,
+    pub(crate) non_2xx: u64,
     /// Answers by body.
-    bodies: BTreeMap<String, u64>,
+    pub(crate) bodies: BTreeMap<String, u64>,
     /// A client saw an older version after a newer one.
-    backwards: u64,
+    pub(crate) backwards: u64,
     /// The longest a request waited for its answer.
-    slowest: Duration,
-    first_errors: Vec<String>,
+    pub(crate) slowest: Duration,
+    pub(crate) first_errors: Vec<String>,
+    /// Requests sent or answered while the daemon was down (`Load::down`),
+    /// counted here only (not in `requests`), whatever their outcome.
+    pub(crate) during_outage: u64,
+    /// Of those, the ones that failed or were not 2xx.
+    pub(crate) failed_during_outage: u64,
 }
 
 /// 32 threads, each sending `GET /` on one keep-alive connection in a loop.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     threads: Vec<JoinHandle<()>>,
+    /// Odd while the daemon (and so the proxy) is down.
+    outage: Arc<AtomicU64>,
 }
 
 impl Images {
     /// Builds `dispenser-test/deploys-<pid>:<name>` from a Dockerfile body.
-    fn build(&mut self, name: &str, dockerfile: &str) -> String {
+    /// The label makes the image this process's own: the same Dockerfile
+    /// built by another test process (or worktree) on the same engine would
+    /// otherwise share its id, and that process's cleanup would remove it.
+    pub(crate) fn build(&mut self, name: &str, dockerfile: &str) -> String {
         let tag = format!("dispenser-test/deploys-{}:{name}", std::process::id());
         let context = tempfile::tempdir().unwrap();
+        let dockerfile =
+            format!("{dockerfile}\nLABEL dispenser-test=1 dispenser-test.image=\"{tag}\"\n");
         std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
         let out = Command::new("docker")
             .args(["build", "-q", "-t", &tag])
@@ -68,7 +81,7 @@ impl Images {
     }
 
     /// The upstream answering `version`.
-    fn version(&mut self, version: &str) -> String {
+    pub(crate) fn version(&mut self, version: &str) -> String {
         self.build(
             version,
             &format!("FROM {UPSTREAM}\nENV VERSION={version}\n"),
@@ -96,28 +109,49 @@ impl Drop for Images {
 impl Load {
     /// Starts the clients against `host` on the proxy's port. `order` ranks
     /// the bodies expected to move forward; other bodies are counted only.
-    fn start(port: u16, host: &str, order: &[&str]) -> Load {
+    pub(crate) fn start(port: u16, host: &str, order: &[&str]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let order: Arc<Vec<String>> = Arc::new(order.iter().map(|s| s.to_string()).collect());
+        let outage = Arc::new(AtomicU64::new(0));
         let threads = (0..CLIENTS)
             .map(|_| {
                 let stop = stop.clone();
                 let tally = tally.clone();
                 let order = order.clone();
                 let host = host.to_string();
-                std::thread::spawn(move || client(port, &host, &order, &stop, &tally))
+                let outage = outage.clone();
+                std::thread::spawn(move || client(port, &host, &order, &stop, &tally, &outage))
             })
             .collect();
         Load {
             stop,
             tally,
             threads,
+            outage,
         }
     }
 
+    /// The daemon is about to go down: requests from now until `up` are
+    /// counted apart (`Tally::during_outage`).
+    pub(crate) fn down(&self) {
+        let was = self.outage.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(was % 2, 0, "down twice");
+    }
+
+    /// The daemon is back (ready): requests count again.
+    pub(crate) fn up(&self) {
+        let was = self.outage.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(was % 2, 1, "up without down");
+    }
+
+    /// What the clients saw so far.
+    pub(crate) fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap()
+    }
+
     /// Waits until some client got `body`.
-    fn wait_for(&self, body: &str, log: impl Fn() -> String) {
+    pub(crate) fn wait_for(&self, body: &str, log: impl Fn() -> String) {
         let deadline = Instant::now() + VERSION_TIMEOUT;
         loop {
             if self.tally.lock().unwrap().bodies.contains_key(body) {
@@ -133,7 +167,7 @@ impl Load {
     }
 
     /// Stops the clients and returns what they saw.
-    fn finish(self) -> Tally {
+    pub(crate) fn finish(self) -> Tally {
         self.stop.store(true, Ordering::SeqCst);
         for thread in self.threads {
             thread.join().unwrap();
@@ -143,10 +177,29 @@ impl Load {
 }
 
 /// One client's loop.
-fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mutex<Tally>) {
+fn client(
+    port: u16,
+    host: &str,
+    order: &[String],
+    stop: &AtomicBool,
+    tally: &Mutex<Tally>,
+    outage: &AtomicU64,
+) {
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut rank = 0usize;
     while !stop.load(Ordering::SeqCst) {
+        let began = outage.load(Ordering::SeqCst);
+        // A request counts apart when the daemon was down when it was sent,
+        // or went down (or came back) before it was answered.
+        let in_outage = |tally: &mut Tally, failed: bool| {
+            let ended = outage.load(Ordering::SeqCst);
+            if began % 2 == 1 || ended != began {
+                tally.during_outage += 1;
+                tally.failed_during_outage += u64::from(failed);
+                return true;
+            }
+            false
+        };
         if conn.is_none() {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(stream) => {
@@ -154,7 +207,9 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
                     conn = Some(BufReader::new(stream));
                 }
                 Err(err) => {
-                    note_failure(tally, format!("connect: {err}"));
+                    if !in_outage(&mut tally.lock().unwrap(), true) {
+                        note_failure(tally, format!("connect: {err}"));
+                    }
                     sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -167,9 +222,16 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
         match exchange(stream, host) {
             Ok((status, body, close)) => {
                 let mut tally = tally.lock().unwrap();
+                let ok = (200..300).contains(&status);
+                if in_outage(&mut tally, !ok) {
+                    if close {
+                        conn = None;
+                    }
+                    continue;
+                }
                 tally.requests += 1;
                 tally.slowest = tally.slowest.max(sent.elapsed());
-                if !(200..300).contains(&status) {
+                if !ok {
                     tally.non_2xx += 1;
                     if tally.first_errors.len() < 10 {
                         tally.first_errors.push(format!("{status}: {body}"));
@@ -187,7 +249,9 @@ fn client(port: u16, host: &str, order: &[String], stop: &AtomicBool, tally: &Mu
                 }
             }
             Err(err) => {
-                note_failure(tally, err);
+                if !in_outage(&mut tally.lock().unwrap(), true) {
+                    note_failure(tally, err);
+                }
                 conn = None;
             }
         }
@@ -205,7 +269,10 @@ fn note_failure(tally: &Mutex<Tally>, error: String) {
 
 /// One `GET /` on a kept-alive connection: status, trimmed body, and whether
 /// the server closes the connection.
-fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String, bool), String> {
+pub(crate) fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    host: &str,
+) -> Result<(u16, String, bool), String> {
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
     conn.get_mut()
         .write_all(request.as_bytes())
@@ -246,7 +313,7 @@ fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String,
     Ok((status, text(&body).trim().to_string(), close))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -254,7 +321,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn report(test: &str, tally: &Tally) {
+pub(crate) fn report(test: &str, tally: &Tally) {
     println!(
         "{test}: {} requests, {} failed, {} non-2xx, {} backwards, slowest {:?}; answers {:?}; first errors {:?}",
         tally.requests,
@@ -268,7 +335,7 @@ fn report(test: &str, tally: &Tally) {
 }
 
 /// Rows of the deploys table: (trigger, outcome, reason).
-fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<String>)> {
+pub(crate) fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<String>)> {
     let ledger = rusqlite::Connection::open(sb.path(".dispenser/ledger.sqlite3")).unwrap();
     let mut statement = ledger
         .prepare("SELECT trigger, outcome, reason FROM deploys WHERE service = ?1 ORDER BY id")
@@ -433,5 +500,56 @@ fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     // The new container answers on the host port too.
     let direct = docker(&["inspect", "-f", "{{.State.Running}}", &sb.name("web")]);
     assert_eq!(direct.trim(), "true");
+    daemon.stop();
+}
+
+#[test]
+fn an_image_built_on_the_host_is_deployed_and_rolled_back_by_the_operator() {
+    let mut images = Images(Vec::new());
+    let v1 = images.version("local-v1");
+    let v2 = images.version("local-v2");
+    // The service's tag, moved by hand as someone building on the host would.
+    let tag = format!("dispenser-test/deploys-{}:app", std::process::id());
+    docker(&["tag", &v1, &tag]);
+    images.0.push(tag.clone());
+    let mut sb = Sandbox::new();
+    let port = free_port();
+    sb.service(
+        "app",
+        &tag,
+        &format!("\n[[port]]\nhost = {port}\ncontainer = 8080\n"),
+    );
+    let daemon = sb.start();
+    let app = sb.name("app");
+    wait_answer(port, "app", "local-v1", || daemon.log());
+
+    docker(&["tag", &v2, &tag]);
+    let out = sb.cli(&["deploy", &app]);
+    assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+    wait_answer(port, "app", "local-v2", || daemon.log());
+
+    // The previous version is known by its image id only (no registry).
+    let out = sb.cli(&["rollback", &app]);
+    assert!(
+        out.status.success(),
+        "rollback: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_answer(port, "app", "local-v1", || daemon.log());
+    let v1_id = docker(&["image", "inspect", "-f", "{{.Id}}", &v1]);
+    let tagged = docker(&["image", "inspect", "-f", "{{.Id}}", &tag]);
+    assert_eq!(tagged, v1_id, "the tag names the version rolled back to");
+    let outcomes: Vec<(String, String)> = deploys(&sb, &app)
+        .into_iter()
+        .map(|(trigger, outcome, _)| (trigger, outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("manual".to_string(), "succeeded".to_string()),
+            ("rollback".to_string(), "succeeded".to_string())
+        ]
+    );
     daemon.stop();
 }

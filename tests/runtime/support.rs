@@ -251,6 +251,79 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Sends a signal (`HUP`, `KILL`, ...) to the daemon through its pidfile,
+    /// without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let pid = fs::read_to_string(self.pid_file()).expect("the pidfile");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// The daemon's ledger (`<state_dir>/ledger.sqlite3`), opened read-write.
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path(".dispenser/ledger.sqlite3")).expect("open the ledger")
+    }
+
+    /// The ledger is sound: SQLite's `integrity_check` passes, and no deploy
+    /// or run is left open (every row that ran has an end and an outcome).
+    pub fn assert_ledger_sound(&self) {
+        let ledger = self.ledger();
+        let integrity: String = ledger
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "ledger integrity");
+        let open_deploys: i64 = ledger
+            .query_row(
+                "SELECT count(*) FROM deploys WHERE ended_at IS NULL OR ended_at = ''
+                 OR outcome NOT IN ('succeeded', 'rolled-back', 'failed')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(open_deploys, 0, "deploys left open");
+        let open_runs: i64 = ledger
+            .query_row(
+                "SELECT count(*) FROM runs WHERE outcome <> 'skipped' AND (ended_at IS NULL OR ended_at = '')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(open_runs, 0, "runs left open");
+    }
+
+    /// Exactly one container per listed service carries this instance's
+    /// labels, under the service's own name, and no container of the
+    /// sandbox (labelled or not) is a deploy's leftover (`-next`, `-prev`).
+    pub fn assert_converged(&self, shorts: &[&str]) {
+        let mut expected: Vec<String> = shorts.iter().map(|short| self.name(short)).collect();
+        expected.sort();
+        let managed: Vec<String> = self
+            .managed_containers()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(managed, expected, "one container per service");
+        let all = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^/{}-", self.id),
+            "--format",
+            "{{.Names}}",
+        ]);
+        for name in all.lines() {
+            assert!(
+                !name.ends_with("-next") && !name.ends_with("-prev"),
+                "leftover container {name}"
+            );
+        }
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         remove_instance(&self.id);

@@ -206,9 +206,13 @@ impl Forwarder {
         let (route, authority, in_flight) = loop {
             // Armed before the table is read, so no swap in between is missed.
             let changed = self.table.changed();
+            // Before the first table (the daemon starting, for example after
+            // a crash) no host is unknown yet: held like a starting route.
+            let loaded = self.table.loaded();
             {
                 let table = self.table.load();
                 match table.lookup(host, req.uri().path()) {
+                    Lookup::UnknownHost | Lookup::NoPath if !loaded => {}
                     Lookup::UnknownHost => {
                         return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
                     }
@@ -234,8 +238,9 @@ impl Forwarder {
                     },
                 }
             }
-            // Starting (or replaced stop-first): hold the request until the
-            // router publishes the new container, up to the hold timeout.
+            // Starting (or replaced stop-first, or no table yet): hold the
+            // request until the router publishes a change, up to the hold
+            // timeout.
             if tokio::time::timeout_at(held_until, changed).await.is_err() {
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,

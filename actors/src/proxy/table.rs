@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -75,6 +75,9 @@ pub struct RouteTable {
 pub struct SharedTable {
     slot: Arc<ArcSwap<RouteTable>>,
     changed: Arc<Notify>,
+    /// Set by the first `store`: until then the routes are not known yet
+    /// (the daemon is starting), and no host is unknown.
+    loaded: Arc<AtomicBool>,
 }
 
 /// The count of requests in flight to one upstream address. The request
@@ -195,7 +198,13 @@ impl SharedTable {
     /// requests look again.
     pub fn store(&self, table: RouteTable) {
         self.slot.store(Arc::new(table));
+        self.loaded.store(true, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    /// True once the router has published a table built from a plan.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Resolves at the next `store` after the returned future was created

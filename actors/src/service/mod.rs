@@ -361,9 +361,10 @@ impl ServiceActor {
     }
 
     /// After a failed deploy: learn which container (if any) now carries the
-    /// service's name. When the old one still runs (the pull failed), the
-    /// service is running, not failed: the failure is in the log and the
-    /// back-off, and the status board does not show a service down that is up.
+    /// service's name, and the digest it runs. When the old one still runs
+    /// (the pull failed), the service is running, not failed: the failure is
+    /// in the log and the back-off, and the status board does not show a
+    /// service down that is up.
     fn refresh_container(&mut self, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();
         let name = self.service.name.clone();
@@ -375,6 +376,11 @@ impl ServiceActor {
             };
             let ours = found.filter(|container| reconcile::owned_by(container, &instance));
             actor.container_id = ours.as_ref().map(|container| container.id.clone());
+            // The digest it runs, so the watcher's next report of the digest
+            // that failed is not taken for the one already running.
+            actor.digest = ours
+                .as_ref()
+                .and_then(|container| container.labels.get(labels::IMAGE_DIGEST).cloned());
             let running = ours.is_some_and(|container| container.state == ContainerState::Running);
             if running {
                 actor.set_state(State::Running);
@@ -477,6 +483,9 @@ impl Handler<Reconcile> for ServiceActor {
                         actor.container_id = Some(done.container_id.clone());
                         actor.digest = Some(done.digest.clone());
                         actor.set_state(done.state.clone());
+                        if actor.is_unwatched_run(&done) {
+                            actor.adopt_run(done.container_id.clone(), ctx);
+                        }
                         Ok(done)
                     }
                     Ok(Err(err)) => {

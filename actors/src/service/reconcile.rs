@@ -46,7 +46,7 @@ pub fn owned_by(container: &Container, instance: &str) -> bool {
 /// Makes the service's container match its spec.
 pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconciled, ServiceError> {
     let engine = runtime.engine.as_ref();
-    remove_strays(runtime, service).await?;
+    let interrupted = remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     let Some(container) = existing else {
         let image = ensure_image(runtime, service).await?;
@@ -70,13 +70,14 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
     info!(service = %service.name, container = %short(&container.id), "spec changed, recreating");
     let digest = registry_digest(&service.container.image, &image);
     if gated(service, &container) {
+        let proven = proven_image(interrupted, service, &container);
         let id = replace_gated(
             runtime,
             service,
             &container,
             digest.clone(),
             DeployTrigger::Reload,
-            None,
+            proven.as_ref(),
         )
         .await?;
         return Ok(Reconciled {
@@ -300,7 +301,18 @@ pub async fn roll_back_to(
     let engine = runtime.engine.as_ref();
     let reference = &service.container.image;
     let pinned = pinned(reference, digest);
-    if engine.image(&pinned).await?.is_none() {
+    // An image that never met a registry is recorded by its image id, which
+    // Docker finds by itself but not as `repository@id`.
+    let by_id = ImageRef {
+        original: digest.to_string(),
+        digest: None,
+        ..pinned.clone()
+    };
+    let source = if engine.image(&pinned).await?.is_some() {
+        pinned
+    } else if engine.image(&by_id).await?.is_some() {
+        by_id
+    } else {
         info!(service = %service.name, image = %pinned, "previous image not on this host; pulling it");
         let credential = pull_credential(runtime, reference).await;
         engine
@@ -310,9 +322,10 @@ pub async fn roll_back_to(
                 image: pinned.to_string(),
                 reason: err.to_string(),
             })?;
-    }
+        pinned
+    };
     let before = engine.image(reference).await?;
-    engine.tag(&pinned, reference).await?;
+    engine.tag(&source, reference).await?;
     remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     match existing {
@@ -400,20 +413,57 @@ pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(
     Ok(())
 }
 
-/// Removes containers of this service that carry another name: leftovers of
-/// a deploy that was interrupted (for example by a kill of the daemon).
-async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<(), ServiceError> {
+/// Cleans up after a deploy that was interrupted (for example by a kill of
+/// the daemon), and returns true when there was one. Containers of this
+/// service that carry another name are leftovers: a `<name>-next` (start
+/// first) never took over and is removed. A `<name>-prev` (stop first) is
+/// the version that was proven: the container under the service's name
+/// never passed the gate, so it is removed and `-prev` takes the name back
+/// and runs again; the caller then deploys the declared version through the
+/// gate, as if the deploy had not begun.
+async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<bool, ServiceError> {
     let engine = runtime.engine.as_ref();
+    let prev_name = format!("{}{}", service.name, rollout::PREV_SUFFIX);
+    let mut interrupted = false;
     for container in engine.list_managed(&runtime.instance).await? {
         let of_service =
             container.labels.get(labels::SERVICE).map(String::as_str) == Some(&service.name);
-        if of_service && container.name != service.name {
-            warn!(service = %service.name, container = %container.name, "removing leftover container");
-            engine.stop(&container.id, STOP_GRACE).await?;
-            engine.remove(&container.id).await?;
+        if !of_service || container.name == service.name {
+            continue;
         }
+        interrupted = true;
+        if container.name == prev_name {
+            if let Some(unproven) = engine.inspect(&service.name).await? {
+                if !owned_by(&unproven, &runtime.instance) {
+                    return Err(name_taken(unproven));
+                }
+                warn!(service = %service.name, container = %short(&unproven.id), "removing the unproven container of an interrupted deploy");
+                engine.stop(&unproven.id, STOP_GRACE).await?;
+                engine.remove(&unproven.id).await?;
+            }
+            engine.rename(&container.id, &service.name).await?;
+            engine.start(&container.id).await?;
+            warn!(service = %service.name, container = %short(&container.id), "an interrupted deploy left the previous container; it runs again");
+            continue;
+        }
+        warn!(service = %service.name, container = %container.name, "removing leftover container");
+        engine.stop(&container.id, STOP_GRACE).await?;
+        engine.remove(&container.id).await?;
     }
-    Ok(())
+    Ok(interrupted)
+}
+
+/// After an interrupted deploy, the image the local tag named before the
+/// deploy moved it: the image of the container that was proven, when that
+/// container was made from the current spec (so the tag is the same
+/// reference). A failed retry points the tag back at it.
+fn proven_image(interrupted: bool, service: &Service, container: &Container) -> Option<Image> {
+    let same_spec =
+        container.labels.get(labels::SPEC_HASH).map(String::as_str) == Some(&service.spec_hash);
+    (interrupted && same_spec).then(|| Image {
+        id: container.image_id.clone(),
+        repo_digests: Vec::new(),
+    })
 }
 
 /// True when the container was created from this spec and the image the

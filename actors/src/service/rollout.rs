@@ -16,9 +16,12 @@
 //!   service's name, and must become ready and soak; on failure it is removed
 //!   and `-prev` is renamed back and started.
 //!
-//! A kill of the daemon at any step converges on restart: `-next` and
-//! `-prev` are leftovers that `remove_strays` removes, and a missing
-//! container is created from the local image.
+//! A kill of the daemon at any step converges on restart
+//! (`reconcile::remove_strays`): `-next` is removed; `-prev` is the proven
+//! version, so the unproven container under the service's name is removed
+//! and `-prev` takes the name back; the reconcile then deploys the declared
+//! version through the gate again. A missing container is created from the
+//! local image.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

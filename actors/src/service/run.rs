@@ -78,6 +78,48 @@ impl ServiceActor {
         self.run.is_some() || self.state == State::Running
     }
 
+    /// True when a reconcile found a scheduled job's container running that
+    /// no run of this actor waits for: a run started by a daemon that was
+    /// killed (or stopped) before it ended.
+    pub(super) fn is_unwatched_run(&self, done: &reconcile::Reconciled) -> bool {
+        self.service.is_job()
+            && self.service.lifecycle.schedule.is_some()
+            && self.run.is_none()
+            && done.change == reconcile::Change::Adopted
+            && done.state == State::Running
+    }
+
+    /// Takes over a run started before a restart of Dispenser: it is waited
+    /// for and recorded like any run (with its real start, from Docker), so
+    /// its row is closed and the schedule goes on once it exits.
+    /// `max_runtime` counts from the adoption.
+    pub(super) fn adopt_run(&mut self, container_id: String, ctx: &mut Context<Self>) {
+        self.next_run += 1;
+        let run = self.next_run;
+        info!(service = %self.service.name, container = %reconcile::short(&container_id), "adopted a run started before a restart; waiting for it");
+        self.run = Some(ActiveRun {
+            id: run,
+            container_id: container_id.clone(),
+            started_at: Utc::now(),
+            ended_by: None,
+        });
+        let engine = self.runtime.engine.clone();
+        let id = container_id.clone();
+        let lookup = async move { engine.inspect(&id).await };
+        ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
+            let started = found
+                .ok()
+                .flatten()
+                .and_then(|container| DateTime::parse_from_rfc3339(&container.started_at).ok());
+            if let (Some(started), Some(active)) = (started, actor.run.as_mut()) {
+                if active.id == run {
+                    active.started_at = started.with_timezone(&Utc);
+                }
+            }
+        }));
+        self.watch(run, container_id, ctx);
+    }
+
     /// Spawns the future that waits for the run's exit, enforcing `max_runtime`.
     fn watch(&self, run: u64, container_id: String, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();

@@ -4,18 +4,21 @@
 //! Mounts: bind sources go into `HostConfig.Binds` (`src:target[:ro]`), where
 //! Docker creates a missing source folder, as `docker run -v` does; named
 //! volumes go into `HostConfig.Mounts` with type `volume`, so a volume name can
-//! never be read as a path. Docker creates a missing named volume.
+//! never be read as a path. Docker creates a missing named volume, with the
+//! container's `dispenser.managed`, `dispenser.instance` and
+//! `dispenser.service` labels, so a volume Dispenser caused to exist is told
+//! apart from one it found (Dispenser removes neither).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as DockerMount,
-    MountType, NetworkingConfig, PortBinding as DockerPortBinding, RestartPolicy as DockerRestart,
-    RestartPolicyNameEnum,
+    MountType, MountVolumeOptions, NetworkingConfig, PortBinding as DockerPortBinding,
+    RestartPolicy as DockerRestart, RestartPolicyNameEnum,
 };
 
-use crate::engine::{CreateRequest, EngineError};
+use crate::engine::{labels, CreateRequest, EngineError};
 use crate::plan::{ContainerSpec, Healthcheck, MountSource, RestartPolicy};
 
 /// The `/etc/hosts` entry every container gets, so it can reach the host.
@@ -55,7 +58,7 @@ pub fn container_body(request: &CreateRequest<'_>) -> Result<ContainerCreateBody
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
         ),
-        host_config: Some(host_config(request.name, spec)?),
+        host_config: Some(host_config(request.name, spec, &volume_labels(request))?),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(endpoints),
         }),
@@ -71,7 +74,22 @@ pub fn endpoint_with_alias(alias: &str) -> EndpointSettings {
     }
 }
 
-fn host_config(container: &str, spec: &ContainerSpec) -> Result<HostConfig, EngineError> {
+/// The labels a named volume gets when Docker creates it for this container.
+fn volume_labels(request: &CreateRequest<'_>) -> HashMap<String, String> {
+    [labels::MANAGED, labels::INSTANCE, labels::SERVICE]
+        .into_iter()
+        .filter_map(|key| {
+            let value = request.labels.get(key)?;
+            Some((key.to_owned(), value.clone()))
+        })
+        .collect()
+}
+
+fn host_config(
+    container: &str,
+    spec: &ContainerSpec,
+    volume_labels: &HashMap<String, String>,
+) -> Result<HostConfig, EngineError> {
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     for mount in &spec.volumes {
@@ -95,6 +113,10 @@ fn host_config(container: &str, spec: &ContainerSpec) -> Result<HostConfig, Engi
                 source: Some(name.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only: Some(mount.readonly),
+                volume_options: Some(MountVolumeOptions {
+                    labels: Some(volume_labels.clone()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         }

@@ -151,6 +151,7 @@ fn shared_table_swaps_atomically() {
     let shared = SharedTable::default();
     let before = shared.load();
     assert_eq!(before.lookup("a.test", "/"), Lookup::UnknownHost);
+    assert!(!shared.loaded(), "no table from a plan yet");
     shared.store(table(&[(
         "a",
         route("a.test", "/", 80),
@@ -163,4 +164,6 @@ fn shared_table_swaps_atomically() {
     );
     assert_eq!(service_of(shared.load().lookup("a.test", "/")), Some("a"));
     assert_eq!(shared.load().hosts(), vec!["a.test"]);
+    assert!(shared.loaded());
+    assert!(shared.clone().loaded(), "clones share the slot");
 }

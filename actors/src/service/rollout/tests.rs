@@ -193,3 +193,65 @@ async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
     assert_eq!(back.id, old.id);
     assert_eq!(back.state, ContainerState::Running);
 }
+
+/// A kill of the daemon during a stop-first replace left the proven
+/// container as `web-prev` and an unproven one as `web`, with the local tag
+/// already moved to the new image. The next reconcile puts `web-prev` back,
+/// tries the new image through the gate again and, when it fails again,
+/// points the tag back at the proven image.
+#[actix_rt::test]
+async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    // Docker resolves an image id as a reference.
+    engine.add_local_image("sha256:i1", "sha256:i1");
+    // No route: stop-first; a healthcheck that never passes on the fake.
+    let mut service = routed();
+    service.route = None;
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.ready_timeout = Duration::from_millis(300);
+    let proven = running(&engine, &runtime, &service).await;
+    engine.stop(&proven.id, Duration::ZERO).await.unwrap();
+    engine.rename(&proven.id, "web-prev").await.unwrap();
+    engine.add_local_image(IMAGE, "sha256:i2");
+    let request = CreateRequest {
+        name: "web",
+        service: &service,
+        default_network: &runtime.default_network,
+        labels: container_labels(&runtime.instance, &service, "sha256:new".into()),
+    };
+    let unproven = engine.create(&request).await.unwrap();
+    engine.start(&unproven).await.unwrap();
+    engine.clear_calls();
+
+    let err = crate::service::reconcile::reconcile(&runtime, &service)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
+    assert_eq!(
+        engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
+        [
+            // The unproven container goes, the proven one takes its name back.
+            "stop web".to_string(),
+            "remove web".to_string(),
+            "rename web-prev web".to_string(),
+            "start web".to_string(),
+            // The new image, through the gate again: never healthy.
+            "stop web".to_string(),
+            "rename web web-prev".to_string(),
+            "create web".to_string(),
+            "start web".to_string(),
+            "remove web".to_string(),
+            "rename web-prev web".to_string(),
+            "start web".to_string(),
+            "tag sha256:i1 web:1".to_string(),
+        ]
+    );
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.id, proven.id);
+    assert_eq!(back.state, ContainerState::Running);
+    assert_eq!(engine.containers().len(), 1);
+    let tagged = engine.image(&service.container.image).await.unwrap();
+    assert_eq!(tagged.unwrap().id, "sha256:i1");
+}

@@ -137,6 +137,16 @@ fn maps_every_container_field() {
     assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
     assert_eq!(mounts[0].source.as_deref(), Some("data"));
     assert_eq!(mounts[0].read_only, Some(false));
+    // A volume Docker creates for it carries the service's labels (only those).
+    let volume_labels = mounts[0]
+        .volume_options
+        .as_ref()
+        .and_then(|options| options.labels.clone())
+        .expect("volume labels");
+    assert_eq!(
+        volume_labels,
+        HashMap::from([("dispenser.service".to_owned(), "app".to_owned())])
+    );
     let ports = host.port_bindings.expect("ports");
     let binding = ports["80/tcp"].as_ref().expect("binding");
     assert_eq!(binding[0].host_port.as_deref(), Some("8080"));
