@@ -385,10 +385,7 @@ fn name_taken(container: Container) -> ServiceError {
 
 /// Stops and removes every container of this service (retirement).
 pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(), ServiceError> {
-    for container in engine.list_managed(instance).await? {
-        if container.labels.get(labels::SERVICE).map(String::as_str) != Some(name) {
-            continue;
-        }
+    for container in engine.list_service(instance, name).await? {
         engine.stop(&container.id, STOP_GRACE).await?;
         engine.remove(&container.id).await?;
         info!(service = %name, container = %short(&container.id), "removed");
@@ -400,10 +397,11 @@ pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(
 /// a deploy that was interrupted (for example by a kill of the daemon).
 async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<(), ServiceError> {
     let engine = runtime.engine.as_ref();
-    for container in engine.list_managed(&runtime.instance).await? {
-        let of_service =
-            container.labels.get(labels::SERVICE).map(String::as_str) == Some(&service.name);
-        if of_service && container.name != service.name {
+    for container in engine
+        .list_service(&runtime.instance, &service.name)
+        .await?
+    {
+        if container.name != service.name {
             warn!(service = %service.name, container = %container.name, "removing leftover container");
             engine.stop(&container.id, STOP_GRACE).await?;
             engine.remove(&container.id).await?;
