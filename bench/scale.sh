@@ -226,6 +226,9 @@ changed="$(comm -13 "$work/after-restart" "$work/after-reload" | awk '{print $1}
 [[ "$changed" == "$CHANGED" ]] || fail "the reload changed [$changed], expected only $CHANGED"
 docker inspect -f '{{.Config.Env}}' "$CHANGED" | grep -q SCALE_BENCH=reloaded || fail "$CHANGED lacks the new env"
 [[ "$(answer web-01)" == v1 ]] || fail "web-01 does not answer through the proxy after the reload"
+# The replacement's phases as the daemon logs them (start-first rollout).
+phase() { grep -F "deploy phases" "$work/dispenser.log" | tail -n1 | grep -o "$1=[0-9]*" | cut -d= -f2; }
+phases="start $(phase start_ms), ready $(phase ready_ms), swap $(phase swap_ms), drain $(phase drain_ms) ms"
 
 # --- (d) idle memory and CPU, (e) registry requests per round --------------------
 echo "(d, e) idle for $IDLE_SECONDS s"
@@ -236,6 +239,7 @@ sleep "$IDLE_SECONDS"
 ticks_after="$(cpu_ticks)"
 rss_kib="$(status_field VmRSS)"
 hwm_kib="$(status_field VmHWM)"
+anon_kib="$(status_field RssAnon)"
 threads="$(status_field Threads)"
 hz="$(getconf CLK_TCK)"
 cpu_percent="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$hz" -v s="$IDLE_SECONDS" \
@@ -256,9 +260,9 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 verdict() { if awk -v v="$1" -v l="$2" 'BEGIN { exit !(v < l) }'; then echo met; else echo "**missed**"; fi; }
 rows="| start to READY, empty host ($SERVICES created) | $cold_ms ms | - |
 | start to READY, $SERVICES running and unchanged | $warm_ms ms, 0 of $SERVICES restarted (ids, StartedAt) | < 3000 ms: $(verdict "$warm_ms" 3000) |
-| reload changing one service, to READY | $reload_ms ms, only \`$CHANGED\` replaced | - |
-| idle memory, VmRSS (VmHWM) | $(mib "$rss_kib") MiB ($(mib "$hwm_kib") MiB), $threads threads | < 30 MB (28.6 MiB): $(verdict "$(mib "$rss_kib")" 28.6) |
-| idle CPU over $IDLE_SECONDS s | $cpu_percent % of a core | < 1 %: $(verdict "$cpu_percent" 1) |
+| reload changing one service, to READY | $reload_ms ms, only \`$CHANGED\` replaced ($phases) | - |
+| idle memory, VmRSS (VmHWM) | $(mib "$rss_kib") MiB ($(mib "$hwm_kib") MiB), of which anonymous $(mib "$anon_kib") MiB; $threads threads | < 30 MB (28.6 MiB): $(verdict "$(mib "$rss_kib")" 28.6) |
+| idle CPU over $IDLE_SECONDS s | $cpu_percent % of a core ($((ticks_after - ticks_before)) ticks of 1/$hz s) | < 1 %: $(verdict "$cpu_percent" 1) |
 | registry requests per round | HEAD per round: $per_round; $gets GET; $distinct distinct images for $WATCHED watched services | one HEAD per image: $( [[ "$per_round" =~ ^($distinct ?)+$ ]] && echo met || echo "**missed**") |"
 echo
 echo "| measure | value | target |"
@@ -274,7 +278,9 @@ $ROUTED \`dispenser-test/web:v1\` behind the proxy (127.0.0.1:$PROXY_PORT, one h
 \`dispenser-test/busybox\` watched with \`delay = $DELAY\` against a local \`docker-registry\`
 holding it under $IMAGES repositories. READY is the \`READY=1\` datagram on \`NOTIFY_SOCKET\`,
 timed from the spawn of the daemon (or from \`dispenser -s reload\`). The images are on the
-host already (nothing is pulled). Idle CPU is the daemon's utime + stime over $IDLE_SECONDS s
+host already (nothing is pulled). The reload replaces a routed service start-first; its
+phases are the daemon's \`deploy phases\` log line (ready includes the 1 s settle of a
+container without healthcheck). Idle CPU is the daemon's utime + stime over $IDLE_SECONDS s
 starting 3 s after the reload (\`/proc/PID/stat\`), memory is read from \`/proc/PID/status\` at
 its end, and registry requests are counted in the registry's access log over the same window.
 
