@@ -35,7 +35,13 @@ fn main() {
             .unwrap_or_default();
         let message = String::from_utf8_lossy(&buffer[..length]).replace('\n', " ");
         let mut out = stdout.lock();
-        let _ = writeln!(out, "{}.{:09} {}", at.as_secs(), at.subsec_nanos(), message.trim());
+        let _ = writeln!(
+            out,
+            "{}.{:09} {}",
+            at.as_secs(),
+            at.subsec_nanos(),
+            message.trim()
+        );
         let _ = out.flush();
     }
 }
