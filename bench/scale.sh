@@ -43,6 +43,8 @@ readonly DOMAIN=scale.test
 # The service the reload changes.
 readonly CHANGED="$INSTANCE-web-01"
 
+# Rounds are told apart in the registry's log by a gap of 3 s or more.
+((DELAY >= 4)) || { echo "DELAY must be at least 4 seconds" >&2; exit 1; }
 for tool in docker docker-registry curl rustc; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: make deps-bench" >&2; exit 1; }
 done
@@ -224,6 +226,7 @@ reload_ms="$(ms_between "$began" "$ready")"
 identities > "$work/after-reload"
 changed="$(comm -13 "$work/after-restart" "$work/after-reload" | awk '{print $1}' | paste -sd' ')"
 [[ "$changed" == "$CHANGED" ]] || fail "the reload changed [$changed], expected only $CHANGED"
+[[ "$(wc -l < "$work/after-reload")" -eq "$SERVICES" ]] || fail "not $SERVICES containers after the reload"
 docker inspect -f '{{.Config.Env}}' "$CHANGED" | grep -q SCALE_BENCH=reloaded || fail "$CHANGED lacks the new env"
 [[ "$(answer web-01)" == v1 ]] || fail "web-01 does not answer through the proxy after the reload"
 # The replacement's phases as the daemon logs them (start-first rollout).
