@@ -32,7 +32,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench deb rpm man completions package-docs fuzz
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench bench-scale deb rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -173,9 +173,13 @@ example-clean: ## remove what the example left in Docker (containers, networks, 
 	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
 	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
 
-bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; writes docs/BENCHMARKS.md)
+bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; scale; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh
 	bash bench/deploy.sh
+	bash bench/scale.sh
+
+bench-scale: deps-bench ## the scale benchmark only: 50 services, READY times, idle cost (docs/BENCHMARKS.md)
+	bash bench/scale.sh
 
 # cargo-fuzz needs a nightly toolchain; without one (or without cargo-fuzz)
 # the target says so and succeeds: the property tests in `make test` cover

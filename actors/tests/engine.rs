@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use dispenser_actors::engine::{ContainerState, Engine, EngineError, Health};
+use dispenser_actors::engine::{labels, ContainerState, Engine, EngineError, Health};
 use dispenser_actors::plan::{
     ExtraHost, Healthcheck, Mount, MountSource, Network, NetworkDriver, PortBinding, RestartPolicy,
     Sensitive,
@@ -323,6 +323,60 @@ async fn list_managed_returns_only_this_instances_containers() {
     assert_eq!(theirs_listed.len(), 1);
     assert_eq!(theirs_listed[0].name, theirs_a);
     assert_eq!(theirs_listed[0].state, ContainerState::Created);
+}
+
+#[tokio::test]
+async fn list_service_returns_only_that_services_containers_of_this_instance() {
+    let engine = harness::engine().await;
+    let cleanup = Cleanup::default();
+    let mine = harness::unique_name();
+    let theirs = harness::unique_name();
+    let default_network = harness::default_network(&cleanup);
+    engine
+        .ensure_default_network(&default_network, &harness::labels(&mine))
+        .await
+        .expect("default network");
+    let service = harness::service("app", BUSYBOX_IMAGE, &[]);
+    // (instance, value of dispenser.service): two of `app` in this instance
+    // (its container and a leftover under another name), one of another
+    // service, one of `app` in another instance.
+    let mut created = Vec::new();
+    for (instance, of_service) in [
+        (&mine, "app"),
+        (&mine, "app"),
+        (&mine, "other"),
+        (&theirs, "app"),
+    ] {
+        let name = harness::unique_name();
+        cleanup.container(&name);
+        let mut container_labels = harness::labels(instance);
+        container_labels.insert(labels::SERVICE.to_owned(), of_service.to_owned());
+        let request = dispenser_actors::engine::CreateRequest {
+            name: &name,
+            service: &service,
+            default_network: &default_network,
+            labels: container_labels,
+        };
+        engine.create(&request).await.expect("container created");
+        created.push(name);
+    }
+
+    let mut names: Vec<String> = engine
+        .list_service(&mine, "app")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|container| container.name)
+        .collect();
+    names.sort();
+    let mut expected = created[..2].to_vec();
+    expected.sort();
+    assert_eq!(names, expected, "not {} nor {}", created[2], created[3]);
+    assert!(engine
+        .list_service(&mine, "absent")
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 #[tokio::test]

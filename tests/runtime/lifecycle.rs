@@ -74,19 +74,26 @@ fn depends_on_orders_start_up_by_healthy_and_completed() {
 
 #[test]
 fn restart_with_nothing_changed_keeps_every_container() {
+    // Eight services, so adoption runs for many at once (bench/scale.sh
+    // does the same with fifty and times it).
+    const NAMES: [&str; 8] = ["web", "worker", "w2", "w3", "w4", "w5", "w6", "w7"];
     let mut sb = Sandbox::new();
     sb.service("web", WEB, "");
     sb.service("worker", BUSYBOX, "[env]\nMODE = \"batch\"\n");
+    for (n, name) in NAMES.iter().enumerate().skip(2) {
+        sb.service(name, BUSYBOX, &format!("[env]\nWORKER = \"{n}\"\n"));
+    }
     let first = sb.start();
-    let before = identities(&sb, &["web", "worker"]);
+    let before = identities(&sb, &NAMES);
     let log = first.stop();
     assert!(log.contains("stopped"), "{log}");
     // Containers keep running when the daemon stops (the default).
     assert_eq!(inspect(&sb.name("web"))["State"]["Running"], true);
 
     let second = sb.start();
-    assert_eq!(identities(&sb, &["web", "worker"]), before);
-    assert!(second.log().contains("adopted"), "{}", second.log());
+    assert_eq!(identities(&sb, &NAMES), before);
+    let log = second.log();
+    assert_eq!(log.matches("adopted").count(), NAMES.len(), "{log}");
     second.stop();
 }
 

@@ -22,7 +22,7 @@ use bollard::query_parameters::{
     TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use crate::engine::labels;
@@ -40,6 +40,9 @@ pub struct DockerEngine {
 
 /// Seconds a request may take before the client gives up (a stop adds its grace).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// Inspects a listing runs at once (each is one small request to the engine).
+const LIST_INSPECTS_AT_ONCE: usize = 8;
 
 impl DockerEngine {
     /// Connects to `DOCKER_HOST` (default: the local socket) and negotiates
@@ -110,6 +113,32 @@ impl DockerEngine {
         }
         Ok(())
     }
+
+    /// Lists the containers (running or not) that match `filters` and
+    /// inspects them, a few at a time.
+    async fn list_inspected(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<Container>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| docker_error("list", "containers", err))?;
+        let inspected: Vec<Option<Container>> =
+            futures_util::stream::iter(summaries.into_iter().filter_map(|summary| summary.id))
+                .map(|id| async move { self.inspect(&id).await })
+                .buffered(LIST_INSPECTS_AT_ONCE)
+                .try_collect()
+                .await?;
+        // A container removed between list and inspect is simply gone.
+        Ok(inspected.into_iter().flatten().collect())
+    }
 }
 
 #[async_trait]
@@ -123,24 +152,20 @@ impl Engine for DockerEngine {
     }
 
     async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(managed_filter(instance)),
-            ..Default::default()
-        };
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|err| docker_error("list", "containers", err))?;
-        let mut containers = Vec::with_capacity(summaries.len());
-        for id in summaries.into_iter().filter_map(|summary| summary.id) {
-            // A container removed between list and inspect is simply gone.
-            if let Some(container) = self.inspect(&id).await? {
-                containers.push(container);
-            }
-        }
-        Ok(containers)
+        self.list_inspected(managed_filter(instance)).await
+    }
+
+    async fn list_service(
+        &self,
+        instance: &str,
+        service: &str,
+    ) -> Result<Vec<Container>, EngineError> {
+        let mut filters = managed_filter(instance);
+        filters
+            .entry("label".to_owned())
+            .or_default()
+            .push(format!("{}={service}", labels::SERVICE));
+        self.list_inspected(filters).await
     }
 
     async fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, EngineError> {

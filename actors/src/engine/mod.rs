@@ -107,6 +107,25 @@ pub trait Engine: Send + Sync + 'static {
     /// Containers (running or not) that carry `dispenser.managed=true` and
     /// `dispenser.instance=<instance>`.
     async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError>;
+    /// The containers of one service of this instance (label
+    /// `dispenser.service=<service>`), whatever their names: its own and
+    /// leftovers of an interrupted deploy. Called for every service on each
+    /// reconcile, so engines filter at the source; the default filters
+    /// `list_managed`.
+    async fn list_service(
+        &self,
+        instance: &str,
+        service: &str,
+    ) -> Result<Vec<Container>, EngineError> {
+        Ok(self
+            .list_managed(instance)
+            .await?
+            .into_iter()
+            .filter(|container| {
+                container.labels.get(labels::SERVICE).map(String::as_str) == Some(service)
+            })
+            .collect())
+    }
     /// A container by name or id; `None` when it does not exist.
     async fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, EngineError>;
     /// A local image by reference; `None` when it is not on the host.

@@ -402,10 +402,7 @@ fn name_taken(container: Container) -> ServiceError {
 
 /// Stops and removes every container of this service (retirement).
 pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(), ServiceError> {
-    for container in engine.list_managed(instance).await? {
-        if container.labels.get(labels::SERVICE).map(String::as_str) != Some(name) {
-            continue;
-        }
+    for container in engine.list_service(instance, name).await? {
         engine.stop(&container.id, STOP_GRACE).await?;
         engine.remove(&container.id).await?;
         info!(service = %name, container = %short(&container.id), "removed");
@@ -425,10 +422,11 @@ async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<bool, Ser
     let engine = runtime.engine.as_ref();
     let prev_name = format!("{}{}", service.name, rollout::PREV_SUFFIX);
     let mut interrupted = false;
-    for container in engine.list_managed(&runtime.instance).await? {
-        let of_service =
-            container.labels.get(labels::SERVICE).map(String::as_str) == Some(&service.name);
-        if !of_service || container.name == service.name {
+    for container in engine
+        .list_service(&runtime.instance, &service.name)
+        .await?
+    {
+        if container.name == service.name {
             continue;
         }
         interrupted = true;
