@@ -145,6 +145,8 @@ async fn orphans_of_this_instance_are_removed_and_others_left_alone() {
         image_id: "sha256:old".into(),
         started_at: "t0".into(),
         addresses: BTreeMap::new(),
+        oom_killed: false,
+        restart_count: 0,
     };
     engine.insert_container(orphan("x1", "gone", INSTANCE));
     engine.insert_container(orphan("x2", "theirs", "another-install"));
@@ -166,6 +168,8 @@ async fn unmanaged_container_with_the_same_name_is_never_touched() {
         image_id: "sha256:postgres".into(),
         started_at: "t0".into(),
         addresses: BTreeMap::new(),
+        oom_killed: false,
+        restart_count: 0,
     };
     engine.insert_container(foreign.clone());
     let (_, report) = apply(&engine, vec![service("db", "db:1")]).await;
