@@ -18,11 +18,17 @@
 //!   are logged: the plan changed between the tick and its delivery).
 //! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
 //!   forwarded as `ImageUpdated` to every service that watches that image.
+//! - `DockerEvent(event)` -> `()`: from `docker_events::DockerEvents`;
+//!   forwarded as `ContainerChanged` to the service named by the container's
+//!   `dispenser.service` label (others are ignored).
+//! - `DockerReconnected` -> `()`: every service gets `Resync`.
 
 mod dependency;
 #[cfg(test)]
 mod deploy_tests;
 pub mod diff;
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,9 +37,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cron::CronFired;
+use crate::docker_events::{DockerEvent, DockerReconnected};
 use crate::engine::{labels, Engine};
 use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{ImageRef, Plan};
@@ -41,8 +48,8 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
 use crate::registry::DockerConfig;
 use crate::service::{
-    self, DeployLedger, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor,
-    ServiceStatus, StatusBoard,
+    self, ContainerChanged, DeployLedger, ImageUpdated, Reconcile, Reconciled, Resync, Retire,
+    Runtime, ServiceActor, ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -383,6 +390,38 @@ impl Handler<NewDigest> for Supervisor {
                     digest: msg.digest.clone(),
                 });
             }
+        }
+    }
+}
+
+impl Handler<DockerEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DockerEvent, _ctx: &mut Self::Context) -> Self::Result {
+        let DockerEvent(event) = msg;
+        let addr = event
+            .service
+            .as_ref()
+            .and_then(|service| self.services.get(service));
+        match addr {
+            Some(addr) => addr.do_send(ContainerChanged(event)),
+            None => {
+                debug!(container = %event.name, kind = ?event.kind, "docker event about no current service; ignored")
+            }
+        }
+    }
+}
+
+impl Handler<DockerReconnected> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: DockerReconnected, _ctx: &mut Self::Context) -> Self::Result {
+        info!(
+            services = self.services.len(),
+            "reading every service's container again after the event stream was down"
+        );
+        for addr in self.services.values() {
+            addr.do_send(Resync);
         }
     }
 }
