@@ -52,6 +52,12 @@ pub struct ServiceReport {
     pub certificate_expires: Option<String>,
     /// The last deploy or rollback since the daemon started.
     pub last_deploy: Option<DeployReport>,
+    /// Restarts by Docker's restart policy since the daemon started.
+    #[serde(default)]
+    pub restarts: u64,
+    /// True while the container keeps exiting and Docker keeps restarting it.
+    #[serde(default)]
+    pub crash_loop: bool,
 }
 
 /// One deploy or rollback and how it ended.
@@ -90,6 +96,17 @@ impl ServiceReport {
         self.last_deploy
             .as_ref()
             .map(|deploy| format!("{} {}", deploy.outcome, deploy.at))
+    }
+
+    /// The state with its restarts: `running`, `running (2 restarts)`,
+    /// `running (crash loop, 7 restarts)`.
+    pub fn state_text(&self) -> String {
+        let plural = if self.restarts == 1 { "" } else { "s" };
+        match (self.crash_loop, self.restarts) {
+            (true, restarts) => format!("{} (crash loop, {restarts} restart{plural})", self.state),
+            (false, 0) => self.state.clone(),
+            (false, restarts) => format!("{} ({restarts} restart{plural})", self.state),
+        }
     }
 
     /// Uptime in words: `3d 4h`, `5m 2s`.
@@ -154,6 +171,8 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             certificate_expires,
             route_state: route_state(state, &status.name),
             last_deploy: state.deploys.last(&status.name),
+            restarts: status.restarts,
+            crash_loop: status.in_crash_loop(),
             name: status.name,
             state: status.state.to_string(),
             image: status.image,
