@@ -42,6 +42,8 @@ struct Inner {
     exit_codes: BTreeMap<String, i64>,
     /// Names of containers whose healthcheck reports healthy once started.
     healthy_on_start: BTreeSet<String>,
+    /// How long each `stop` takes (the container's stop grace in use).
+    stop_delay: Duration,
     /// Open event streams; `emit` sends to each, `end_event_streams` closes them.
     event_streams: Vec<EventSender>,
     next_id: u64,
@@ -117,6 +119,11 @@ impl FakeEngine {
                 change(container);
             }
         }
+    }
+
+    /// Makes every `stop` take `delay`, as a container slow to stop would.
+    pub fn slow_stops(&self, delay: Duration) {
+        self.lock().stop_delay = delay;
     }
 
     /// Sends `event` on every open event stream.
@@ -345,6 +352,10 @@ impl Engine for FakeEngine {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), EngineError> {
+        let delay = self.lock().stop_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut inner = self.lock();
         let id = inner.find_or_not_found(id)?;
         let name = inner.containers[&id].name.clone();

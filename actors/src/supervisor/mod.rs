@@ -7,7 +7,8 @@
 //!   dependency order) and orphans, then reconcile added and changed services
 //!   (each after its dependencies meet their conditions), then remove networks
 //!   no longer declared. Applies never overlap.
-//! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse order.
+//! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse
+//!   dependency order, the services of one dependency level at once.
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
 //! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, String>`:
 //!   operator requests, forwarded to the service's actor.
@@ -59,7 +60,8 @@ pub use diff::PlanDiff;
 #[rtype(result = "ApplyReport")]
 pub struct Apply(pub Plan);
 
-/// The daemon stops: services are told in reverse dependency order.
+/// The daemon stops: services are told in reverse dependency order, those of
+/// one level (see `shutdown_levels`) at once.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -288,20 +290,31 @@ impl Handler<Shutdown> for Supervisor {
             .as_ref()
             .map(|plan| plan.settings.stop_on_shutdown)
             .unwrap_or(false);
-        let mut order: Vec<Addr<ServiceActor>> = self
+        // Dependents stop before what they depend on; services of one level
+        // stop together, so many slow stops fit in systemd's stop timeout.
+        let levels: Vec<Vec<Addr<ServiceActor>>> = self
             .plan
             .as_ref()
             .map(|plan| {
-                plan.start_order()
+                shutdown_levels(plan)
                     .into_iter()
-                    .filter_map(|name| self.services.get(name).cloned())
+                    .map(|level| {
+                        level
+                            .into_iter()
+                            .filter_map(|name| self.services.get(name).cloned())
+                            .collect()
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        order.reverse();
         let work = async move {
-            for addr in order {
-                let _ = addr.send(service::Shutdown { stop_container }).await;
+            for level in levels {
+                join_all(
+                    level
+                        .iter()
+                        .map(|addr| addr.send(service::Shutdown { stop_container })),
+                )
+                .await;
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))
@@ -424,6 +437,30 @@ impl Handler<DockerReconnected> for Supervisor {
             addr.do_send(Resync);
         }
     }
+}
+
+/// The plan's services grouped for shutdown: each group holds the services
+/// whose longest chain of dependencies has the same length, deepest first,
+/// so every service comes after all that depend on it.
+pub fn shutdown_levels(plan: &Plan) -> Vec<Vec<&str>> {
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in plan.start_order() {
+        let level = plan.services[name]
+            .depends_on
+            .keys()
+            .filter_map(|dep| depth.get(dep.as_str()))
+            .map(|dep_level| dep_level + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(name, level);
+    }
+    let deepest = depth.values().copied().max().unwrap_or(0);
+    let mut levels: Vec<Vec<&str>> = vec![Vec::new(); deepest + 1];
+    for (name, level) in depth {
+        levels[deepest - level].push(name);
+    }
+    levels.retain(|level| !level.is_empty());
+    levels
 }
 
 /// The body of `Apply`, awaited with the supervisor's mailbox held.

@@ -374,3 +374,43 @@ async fn service_actors_report_endpoints_to_the_proxy_router() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(table.load().lookup("app.test", "/"), Lookup::UnknownHost);
 }
+
+#[actix_rt::test]
+async fn shutdown_stops_each_dependency_level_at_once_dependents_first() {
+    let engine = engine_with_images();
+    let mut services = stack();
+    for name in ["w1", "w2", "w3"] {
+        services.push(service(name, "web:1"));
+    }
+    let mut services_plan = plan(INSTANCE, services);
+    services_plan.settings.stop_on_shutdown = true;
+    assert_eq!(
+        super::shutdown_levels(&services_plan),
+        vec![vec!["web"], vec!["api"], vec!["db", "w1", "w2", "w3"]]
+    );
+    let supervisor = Supervisor::new(engine.clone()).start();
+    let report = supervisor.send(Apply(services_plan)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    engine.clear_calls();
+    engine.slow_stops(std::time::Duration::from_millis(300));
+
+    let began = std::time::Instant::now();
+    supervisor.send(Shutdown).await.unwrap();
+    let took = began.elapsed();
+    // Three levels of 300 ms each; one at a time would be six stops.
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "shutdown took {took:?}"
+    );
+    let stops = engine.calls_of(&["stop"]);
+    assert_eq!(stops.len(), 6, "{stops:?}");
+    assert_eq!(&stops[..2], ["stop web", "stop api"]);
+    for container in engine.containers() {
+        assert_ne!(
+            container.state,
+            ContainerState::Running,
+            "{}",
+            container.name
+        );
+    }
+}
