@@ -470,9 +470,15 @@ impl Engine for DockerEngine {
                 .map(str::to_owned)
                 .to_vec(),
         );
-        // The stream has no end of its own: the client's request timeout
-        // covers only the answer's head, which the daemon sends at once.
+        // The request goes out when the stream is first polled: `since` now
+        // makes the daemon replay what happened in between. The stream has
+        // no end of its own: the client's request timeout covers only the
+        // answer's head, which the daemon sends at once.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let options = EventsOptions {
+            since: Some(format!("{}.{:09}", now.as_secs(), now.subsec_nanos())),
             filters: Some(filters),
             ..Default::default()
         };
