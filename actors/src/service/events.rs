@@ -151,7 +151,9 @@ impl ServiceActor {
         // An exit Dispenser caused itself (a deploy stopped this container and
         // started it again) is neither a crash nor a restart by Docker.
         let own_restart = observed == Observed::Running && restarted == 0;
-        if let Some(exit_code) = died.filter(|_| !own_restart) {
+        // A scheduled job's exits are runs, recorded by the run handlers.
+        let scheduled_job = self.service.is_job() && self.service.lifecycle.schedule.is_some();
+        if let Some(exit_code) = died.filter(|_| !own_restart && !scheduled_job) {
             let exit_code = exit_code.or(match observed {
                 Observed::Exited { code } => Some(code),
                 _ => None,
