@@ -81,7 +81,7 @@ fn a_killed_container_is_down_at_once_or_restarted_in_place_by_docker() {
     let reply = get(port, "gone.test", "/");
     let took = asked.elapsed();
     assert_eq!((reply.status, reply.body.as_str()), (502, "service down\n"));
-    assert!(took < Duration::from_secs(1), "502 took {took:?}");
+    assert!(took < Duration::from_secs(2), "502 took {took:?}");
     let line = &log_lines(&daemon, &gone, "container exited")[0];
     assert!(
         line.contains("exit_code=137") && line.contains("stays down"),
@@ -149,21 +149,22 @@ fn a_crash_loop_is_left_to_docker_and_logged_once_per_streak() {
     let flaky = sb.name("flaky");
     let id = inspect(&flaky)["Id"].clone();
 
-    // Docker's back-off doubles from 100 ms: 4 restarts take about 3 s.
+    // Docker's back-off doubles from 100 ms: 5 restarts take about 4 s. The
+    // daemon counts from its first look (the first restart may precede it).
     eventually(
-        "docker restarts it 4 times",
+        "docker restarts it 5 times",
         Duration::from_secs(30),
-        || restart_count(&flaky) >= 4,
+        || restart_count(&flaky) >= 5,
     );
-    eventually("the crash loop is logged", Duration::from_secs(5), || {
+    eventually("the crash loop is logged", Duration::from_secs(15), || {
         !log_lines(&daemon, &flaky, "crash loop").is_empty()
     });
-    // More restarts of the same streak add no line.
+    // Another restart of the same streak adds no line.
     let seen = restart_count(&flaky);
-    eventually("two more restarts", Duration::from_secs(30), || {
-        restart_count(&flaky) >= seen + 2
+    eventually("one more restart", Duration::from_secs(30), || {
+        restart_count(&flaky) > seen
     });
-    sleep(Duration::from_millis(300));
+    sleep(Duration::from_millis(500));
     assert_eq!(log_lines(&daemon, &flaky, "crash loop:").len(), 1);
     let exits = log_lines(&daemon, &flaky, "container exited;");
     assert!(

@@ -144,8 +144,12 @@ impl ServiceActor {
         }
         let died = match event {
             Some(EventKind::Die { exit_code }) => Some(exit_code),
-            // Missed events: a container found down, or restarted, exited.
-            None if restarted > 0 || matches!(observed, Observed::Exited { .. }) => Some(None),
+            // Missed events: a container restarted, or found down that was not, exited.
+            None if restarted > 0
+                || (matches!(observed, Observed::Exited { .. }) && next != self.state) =>
+            {
+                Some(None)
+            }
             _ => None,
         };
         // An exit Dispenser caused itself (a deploy stopped this container and
