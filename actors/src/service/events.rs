@@ -19,7 +19,7 @@ use actix::prelude::*;
 use tracing::{debug, info, warn};
 
 use super::state::Observed;
-use super::{reconcile, ServiceActor};
+use super::{reconcile, ServiceActor, State};
 use crate::engine::{Container, ContainerEvent, ContainerState, EventKind, Health};
 
 /// Restarts within `CRASH_LOOP_WINDOW` beyond which a service is in a crash loop.
@@ -196,6 +196,24 @@ impl ServiceActor {
         self.set_state(next);
     }
 
+    /// Docker reports the OOM kill before the exit, so it is remembered for
+    /// the exit's line; when it comes after (the exit was handled already:
+    /// the container is down), it gets a line of its own.
+    fn late_oom_or_remember(&mut self, id: String) {
+        let down = matches!(self.state, State::Exited { .. } | State::Restarting);
+        if !down {
+            self.crashes.oom = Some(id);
+            return;
+        }
+        let name = &self.service.name;
+        crate::metrics::global().container_exit(name, "oom");
+        if self.crashes.looping {
+            debug!(service = %name, "container killed: out of memory (crash loop)");
+        } else {
+            warn!(service = %name, container = %reconcile::short(&id), oom = true, "container killed: out of memory (its memory limit)");
+        }
+    }
+
     /// One line per exit, until the streak is a crash loop.
     fn log_exit(
         &self,
@@ -241,7 +259,7 @@ impl Handler<ContainerChanged> for ServiceActor {
         }
         match event.kind {
             EventKind::Oom => {
-                self.crashes.oom = Some(event.id);
+                self.late_oom_or_remember(event.id);
                 return AtomicResponse::new(Box::pin(fut::ready(())));
             }
             EventKind::Start => self.crashes.oom = None,

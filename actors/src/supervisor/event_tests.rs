@@ -242,3 +242,75 @@ async fn a_resync_reads_state_missed_while_the_stream_was_down() {
     .await;
     assert_eq!(endpoints.last(), Some(EndpointState::Down));
 }
+
+#[actix_rt::test]
+async fn an_oom_kill_reported_after_the_exit_still_counts() {
+    let engine = engine();
+    let mut web = service("web", "web:1");
+    web.container.restart = RestartPolicy::No;
+    let (supervisor, _) = started(&engine, vec![web]).await;
+    let before = oom_exits("web");
+    engine.update_container("web", |c| c.state = ContainerState::Exited { code: 137 });
+    let die = event(
+        &engine,
+        "web",
+        EventKind::Die {
+            exit_code: Some(137),
+        },
+    );
+    supervisor.send(die).await.unwrap();
+    until(&supervisor, "exited", |s| {
+        s.state == State::Exited { code: 137 }
+    })
+    .await;
+    supervisor
+        .send(event(&engine, "web", EventKind::Oom))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while oom_exits("web") != before + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the late OOM kill was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_oom_kill_before_the_exit_marks_that_exit() {
+    let engine = engine();
+    let mut hungry = service("hungry", "web:1");
+    hungry.container.restart = RestartPolicy::No;
+    let (supervisor, _) = started(&engine, vec![hungry]).await;
+    let before = oom_exits("hungry");
+    supervisor
+        .send(event(&engine, "hungry", EventKind::Oom))
+        .await
+        .unwrap();
+    engine.update_container("hungry", |c| c.state = ContainerState::Exited { code: 137 });
+    let die = event(
+        &engine,
+        "hungry",
+        EventKind::Die {
+            exit_code: Some(137),
+        },
+    );
+    supervisor.send(die).await.unwrap();
+    until(&supervisor, "exited", |s| {
+        s.state == State::Exited { code: 137 }
+    })
+    .await;
+    assert_eq!(oom_exits("hungry"), before + 1);
+}
+
+/// `dispenser_container_exits_total{service,reason="oom"}` from the process's metrics.
+fn oom_exits(service: &str) -> u64 {
+    let mut text = String::new();
+    crate::metrics::global().render(&mut text);
+    let series =
+        format!("dispenser_container_exits_total{{service=\"{service}\",reason=\"oom\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
