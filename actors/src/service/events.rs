@@ -55,13 +55,21 @@ pub(super) struct CrashWatch {
 }
 
 impl CrashWatch {
+    /// Counts from `container`'s restarts as they are now: a container the
+    /// actor found running when it started (its earlier restarts are not news).
+    pub(super) fn baseline(&mut self, container: &Container) {
+        self.container = Some(container.id.clone());
+        self.restart_count = container.restart_count;
+    }
+
     /// Takes in the container's restart count; returns how many restarts
-    /// happened since the last look (none for a container seen first).
+    /// happened since the last look. A container seen first that has no
+    /// baseline was created (or started, which resets the count) by
+    /// Dispenser: it counts from zero.
     fn restarts(&mut self, container: &Container, now: Instant) -> u64 {
         if self.container.as_deref() != Some(container.id.as_str()) {
             self.container = Some(container.id.clone());
-            self.restart_count = container.restart_count;
-            return 0;
+            self.restart_count = 0;
         }
         let new = container.restart_count.saturating_sub(self.restart_count);
         self.restart_count = container.restart_count;

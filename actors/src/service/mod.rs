@@ -421,6 +421,7 @@ impl ServiceActor {
                         .runtime
                         .report_endpoint(&actor.service.name, Some(&container));
                     actor.container_id = Some(container.id.clone());
+                    actor.crashes.baseline(&container);
                     actor.digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
                     let state = match container.state {
                         ContainerState::Running | ContainerState::Restarting => State::Running,

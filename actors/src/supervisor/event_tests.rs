@@ -162,6 +162,27 @@ async fn docker_restarts_are_counted_and_a_crash_loop_is_shown_without_fighting(
 }
 
 #[actix_rt::test]
+async fn a_restart_docker_made_before_the_first_report_still_counts() {
+    let engine = engine();
+    let (supervisor, _) = started(&engine, vec![always("web")]).await;
+    // The exit is handled only once Docker already restarted the container.
+    engine.update_container("web", |c| c.restart_count = 1);
+    let die = event(&engine, "web", EventKind::Die { exit_code: Some(2) });
+    supervisor.send(die).await.unwrap();
+    until(&supervisor, "one restart", |s| {
+        s.restarts == 1 && s.state == State::Running
+    })
+    .await;
+
+    // A daemon started next to a container that restarted before counts anew.
+    let (again, _) = started(&engine, vec![always("web")]).await;
+    engine.update_container("web", |c| c.restart_count = 2);
+    let die = event(&engine, "web", EventKind::Die { exit_code: Some(2) });
+    again.send(die).await.unwrap();
+    until(&again, "one more restart", |s| s.restarts == 1).await;
+}
+
+#[actix_rt::test]
 async fn a_die_reported_while_docker_restarts_gives_down_then_ready() {
     let engine = engine();
     let (supervisor, endpoints) = started(&engine, vec![always("web")]).await;
