@@ -108,6 +108,15 @@ fn a_killed_container_is_down_at_once_or_restarted_in_place_by_docker() {
     eventually("the restart is logged", Duration::from_secs(5), || {
         !log_lines(&daemon, &back, "docker's restart policy restarts it").is_empty()
     });
+    eventually("status counts one restart", Duration::from_secs(5), || {
+        let json = sb.cli(&["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        json["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|service| service["name"] == back.as_str() && service["restarts"] == 1)
+    });
     daemon.stop();
 }
 
