@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dispenser_actors::cron::{CronTicker, SystemClock};
+use dispenser_actors::docker_events::DockerEvents;
 use dispenser_actors::docker_watch::DockerWatch;
 use dispenser_actors::engine::docker::DockerEngine;
 use dispenser_actors::engine::reachability::{BackOff, Reachability, RETRY_FIRST, RETRY_MAX};
@@ -180,6 +181,15 @@ where
                 supervisor.do_send(Subscribe(acme.recipient()));
             }
         }
+        // Docker's events (exits, OOM kills, health) reach each service's actor
+        // through the supervisor; the instance is fixed for the daemon's life.
+        DockerEvents::new(
+            engine.clone(),
+            plan.settings.instance.clone(),
+            supervisor.clone().recipient(),
+            supervisor.clone().recipient(),
+        )
+        .start();
         let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
         supervisor.do_send(Subscribe(ticker.clone().recipient()));
         let _admin = match &options.socket {

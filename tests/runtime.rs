@@ -8,6 +8,8 @@ mod support;
 mod acme;
 #[path = "runtime/containers.rs"]
 mod containers;
+#[path = "runtime/crashes.rs"]
+mod crashes;
 #[path = "runtime/cron.rs"]
 mod cron;
 #[path = "runtime/deploys.rs"]

@@ -2,6 +2,7 @@
 //! See docs/ARCHITECTURE.md for the map.
 
 pub mod cron;
+pub mod docker_events;
 pub mod docker_watch;
 pub mod engine;
 pub mod events;

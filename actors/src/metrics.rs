@@ -9,6 +9,9 @@
 //! - `proxy_requests_total{route,status}` and `proxy_request_duration_seconds`
 //!   (histogram, by route): requests the proxy forwarded.
 //! - `cron_runs_total{service,outcome}`: scheduled runs as the ledger records them.
+//! - `container_restarts_total{service}`: restarts by Docker's restart policy.
+//! - `container_exits_total{service,reason}`: exits Dispenser did not ask
+//!   for, `reason` `oom` (killed for lack of memory) or `exited`.
 //! - `certificate_expiry_timestamp_seconds{host}`: written by the renderer
 //!   from the certificate map, not kept here.
 
@@ -31,6 +34,8 @@ pub struct Metrics {
     deploys: Counters,
     registry_checks: Counters,
     cron_runs: Counters,
+    container_restarts: Counters,
+    container_exits: Counters,
     routes: RwLock<HashMap<Arc<str>, Arc<RouteStats>>>,
 }
 
@@ -71,6 +76,16 @@ impl Metrics {
         self.cron_runs.bump(&[service, outcome]);
     }
 
+    /// Docker's restart policy restarted a container of `service` `count` times.
+    pub fn container_restarts(&self, service: &str, count: u64) {
+        self.container_restarts.add(&[service], count);
+    }
+
+    /// A container of `service` exited on its own (`reason`: `oom` or `exited`).
+    pub fn container_exit(&self, service: &str, reason: &str) {
+        self.container_exits.bump(&[service, reason]);
+    }
+
     /// The proxy answered a request on `route` with `status` after `elapsed`.
     pub fn proxy_request(&self, route: &Arc<str>, status: u16, elapsed: Duration) {
         let stats = self.route(route);
@@ -105,6 +120,18 @@ impl Metrics {
             "dispenser_cron_runs_total",
             "Scheduled runs by service and outcome.",
             &["service", "outcome"],
+        );
+        self.container_restarts.render(
+            out,
+            "dispenser_container_restarts_total",
+            "Restarts of service containers by Docker's restart policy.",
+            &["service"],
+        );
+        self.container_exits.render(
+            out,
+            "dispenser_container_exits_total",
+            "Exits of service containers that Dispenser did not ask for, by reason (oom, exited).",
+            &["service", "reason"],
         );
         self.render_routes(out);
     }
@@ -175,16 +202,22 @@ impl Metrics {
 
 impl Counters {
     fn bump(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    fn add(&self, labels: &[&str], count: u64) {
         let key: Vec<String> = labels.iter().map(|label| label.to_string()).collect();
         if let Some(counter) = read(&self.0).get(&key) {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.fetch_add(count, Ordering::Relaxed);
             return;
         }
         let mut map = self
             .0
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+        map.entry(key)
+            .or_default()
+            .fetch_add(count, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {

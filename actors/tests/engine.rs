@@ -674,3 +674,68 @@ async fn a_failed_create_leaves_no_container_behind() {
         .expect("list")
         .is_empty());
 }
+
+#[tokio::test]
+async fn events_follow_this_instances_containers_only() {
+    use dispenser_actors::engine::{labels, CreateRequest, EventKind};
+    use futures_util::StreamExt;
+
+    let engine = harness::engine().await;
+    let cleanup = Cleanup::default();
+    let instance = harness::unique_name();
+    let default_network = harness::default_network(&cleanup);
+    engine
+        .ensure_default_network(&default_network, &harness::labels(&instance))
+        .await
+        .expect("default network");
+    let mut events = engine.events(&instance).await.expect("events");
+
+    // Another instance's container comes and goes first: never reported.
+    let other = harness::service("other", BUSYBOX_IMAGE, &["true"]);
+    let (_, other_id) = harness::create(
+        &engine,
+        &cleanup,
+        &other,
+        &default_network,
+        &harness::unique_name(),
+    )
+    .await;
+    engine.start(&other_id).await.expect("started");
+
+    let service = harness::service("app", BUSYBOX_IMAGE, &["sh", "-c", "sleep 0.5; exit 7"]);
+    let name = harness::unique_name();
+    cleanup.container(&name);
+    let mut container_labels = harness::labels(&instance);
+    container_labels.insert(labels::SERVICE.to_owned(), "app".to_owned());
+    let request = CreateRequest {
+        name: &name,
+        service: &service,
+        default_network: &default_network,
+        labels: container_labels,
+    };
+    let id = engine.create(&request).await.expect("created");
+    engine.start(&id).await.expect("started");
+    assert_eq!(engine.wait_exit(&id).await.expect("wait"), 7);
+    engine.remove(&id).await.expect("removed");
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(READY_TIMEOUT, events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("an event, not an error");
+        assert_eq!(event.id, id, "only this instance's container: {event:?}");
+        assert_eq!(event.name, name);
+        assert_eq!(event.service.as_deref(), Some("app"));
+        seen.push(event.kind);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            EventKind::Start,
+            EventKind::Die { exit_code: Some(7) },
+            EventKind::Destroy
+        ]
+    );
+}

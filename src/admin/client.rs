@@ -185,7 +185,7 @@ pub fn table(report: &StatusReport) -> String {
         .map(|service| {
             [
                 service.name.clone(),
-                service.state.clone(),
+                service.state_text(),
                 service.image.clone(),
                 service.short_digest.clone().unwrap_or_else(|| "-".into()),
                 service.uptime().unwrap_or_else(|| "-".into()),

@@ -22,7 +22,7 @@ struct PageView<'a> {
 #[derive(Debug, Serialize)]
 struct ServiceRow<'a> {
     name: &'a str,
-    state: &'a str,
+    state: String,
     /// The state's first word, for the CSS class.
     state_class: &'a str,
     image: &'a str,
@@ -47,7 +47,7 @@ pub fn render(report: &StatusReport) -> Result<String, handlebars::RenderError> 
             .iter()
             .map(|service| ServiceRow {
                 name: &service.name,
-                state: &service.state,
+                state: service.state_text(),
                 state_class: service.state.split([' ', ':', '(']).next().unwrap_or(""),
                 image: &service.image,
                 short_digest: service.short_digest.as_deref().unwrap_or("-"),
@@ -89,6 +89,8 @@ mod tests {
                 route_state: Some("ready".into()),
                 certificate_expires: None,
                 last_deploy: None,
+                restarts: 0,
+                crash_loop: false,
             }],
             certificates: Vec::new(),
             recent_runs: Vec::new(),

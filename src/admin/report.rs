@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use dispenser_actors::cron::NextRuns;
 use dispenser_actors::engine::labels;
 use dispenser_actors::ledger::RecentRuns;
+use dispenser_actors::plan::{ProxySettings, ProxyStrategy, Route};
 use dispenser_actors::proxy::table::Upstream;
 use dispenser_actors::supervisor::GetStatus;
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,9 @@ pub struct ServiceReport {
     pub uptime_seconds: Option<i64>,
     /// The next scheduled run (RFC 3339), for services with `cron`.
     pub next_run: Option<String>,
-    /// `https://host/path` for each route of the service.
+    /// The URL that serves each route of the service: `https://host/path`,
+    /// `http://` under `strategy = "http-only"`, with the listener's port
+    /// unless it is the scheme's default.
     pub routes: Vec<String>,
     /// What the proxy knows of the upstream: `ready`, `starting` or `down`.
     pub route_state: Option<String>,
@@ -52,6 +55,12 @@ pub struct ServiceReport {
     pub certificate_expires: Option<String>,
     /// The last deploy or rollback since the daemon started.
     pub last_deploy: Option<DeployReport>,
+    /// Restarts by Docker's restart policy since the daemon started.
+    #[serde(default)]
+    pub restarts: u64,
+    /// True while the container keeps exiting and Docker keeps restarting it.
+    #[serde(default)]
+    pub crash_loop: bool,
 }
 
 /// One deploy or rollback and how it ended.
@@ -90,6 +99,17 @@ impl ServiceReport {
         self.last_deploy
             .as_ref()
             .map(|deploy| format!("{} {}", deploy.outcome, deploy.at))
+    }
+
+    /// The state with its restarts: `running`, `running (2 restarts)`,
+    /// `running (crash loop, 7 restarts)`.
+    pub fn state_text(&self) -> String {
+        let plural = if self.restarts == 1 { "" } else { "s" };
+        match (self.crash_loop, self.restarts) {
+            (true, restarts) => format!("{} (crash loop, {restarts} restart{plural})", self.state),
+            (false, 0) => self.state.clone(),
+            (false, restarts) => format!("{} ({restarts} restart{plural})", self.state),
+        }
     }
 
     /// Uptime in words: `3d 4h`, `5m 2s`.
@@ -135,7 +155,10 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             .and_then(|service| service.route.clone());
         let (routes, certificate_expires) = match &route {
             Some(route) => (
-                vec![format!("https://{}{}", route.host, route.path)],
+                vec![route_url(
+                    route,
+                    plan.as_ref().and_then(|plan| plan.proxy.as_ref()),
+                )],
                 expiry_of(&route.host),
             ),
             None => (Vec::new(), None),
@@ -154,6 +177,8 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             certificate_expires,
             route_state: route_state(state, &status.name),
             last_deploy: state.deploys.last(&status.name),
+            restarts: status.restarts,
+            crash_loop: status.in_crash_loop(),
             name: status.name,
             state: status.state.to_string(),
             image: status.image,
@@ -255,6 +280,22 @@ pub fn short_digest(digest: &str) -> String {
     }
 }
 
+/// The URL that serves `route` through the proxy's listeners: HTTPS unless
+/// only the HTTP listener serves routes; the port when it is not the default.
+pub fn route_url(route: &Route, proxy: Option<&ProxySettings>) -> String {
+    let (scheme, port, default_port) = match proxy {
+        Some(proxy) if proxy.strategy == ProxyStrategy::HttpOnly => {
+            ("http", proxy.http_listen.port(), 80)
+        }
+        Some(proxy) => ("https", proxy.https_listen.port(), 443),
+        None => ("https", 443, 443),
+    };
+    match port == default_port {
+        true => format!("{scheme}://{}{}", route.host, route.path),
+        false => format!("{scheme}://{}:{port}{}", route.host, route.path),
+    }
+}
+
 /// Two units at most: `3d 4h`, `2h 5m`, `5m 2s`, `9s`.
 pub fn human_duration(seconds: i64) -> String {
     let (d, h, m, s) = (
@@ -278,6 +319,34 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_urls_name_the_scheme_and_port_that_serve() {
+        let route = Route {
+            host: "app.example.test".into(),
+            path: "/api".into(),
+            service_port: 8080,
+            health_path: None,
+            tls: dispenser_actors::plan::TlsSource::Automatic,
+        };
+        let mut proxy = ProxySettings::with_listeners(
+            ProxyStrategy::HttpsOnly,
+            "0.0.0.0:80".parse().unwrap(),
+            "0.0.0.0:443".parse().unwrap(),
+        );
+        let url = |proxy: &ProxySettings| route_url(&route, Some(proxy));
+        proxy.strategy = ProxyStrategy::HttpsOnly;
+        assert_eq!(url(&proxy), "https://app.example.test/api");
+        proxy.strategy = ProxyStrategy::Both;
+        assert_eq!(url(&proxy), "https://app.example.test/api");
+        proxy.strategy = ProxyStrategy::HttpOnly;
+        assert_eq!(url(&proxy), "http://app.example.test/api");
+        proxy.http_listen = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(url(&proxy), "http://app.example.test:8080/api");
+        proxy.strategy = ProxyStrategy::HttpsOnly;
+        proxy.https_listen = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(url(&proxy), "https://app.example.test:8443/api");
+    }
 
     #[test]
     fn durations_read_as_two_units() {

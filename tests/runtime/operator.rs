@@ -484,7 +484,11 @@ fn proxied_requests_and_certificates_show_in_metrics_and_status() {
     let json = sb.cli(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     let service = &json["services"][0];
-    assert_eq!(service["routes"][0], "https://metrics.test/");
+    // http-only: the URL that really serves, on the HTTP listener's port.
+    assert_eq!(
+        service["routes"][0],
+        format!("http://metrics.test:{http}/").as_str()
+    );
     assert_eq!(service["route_state"], "ready");
     assert!(service["certificate_expires"].is_string(), "{json}");
     daemon.stop();

@@ -13,20 +13,23 @@ use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, Ipam, IpamConfig,
-    NetworkConnectRequest, NetworkCreateRequest,
+    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, EventMessageTypeEnum,
+    HealthStatusEnum, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
-    LogsOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
-    TagImageOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    ListNetworksOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
+    StopContainerOptions, TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use crate::engine::labels;
-use crate::engine::{Container, ContainerState, CreateRequest, Engine, EngineError, Health, Image};
+use crate::engine::{
+    Container, ContainerEvent, ContainerState, CreateRequest, Engine, EngineError, EventKind,
+    EventStream, Health, Image,
+};
 use crate::plan::{DefaultNetwork, ImageRef, Network, NetworkDriver};
 use crate::registry::Credential;
 
@@ -490,6 +493,76 @@ impl Engine for DockerEngine {
             Err(err) => Err(docker_error("remove", format!("network {name}"), err)),
         }
     }
+
+    async fn events(&self, instance: &str) -> Result<EventStream, EngineError> {
+        let mut filters = managed_filter(instance);
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert(
+            "event".to_owned(),
+            ["start", "die", "oom", "health_status", "destroy"]
+                .map(str::to_owned)
+                .to_vec(),
+        );
+        // The request goes out when the stream is first polled: `since` now
+        // makes the daemon replay what happened in between. The stream has
+        // no end of its own: the client's request timeout covers only the
+        // answer's head, which the daemon sends at once.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let options = EventsOptions {
+            since: Some(format!("{}.{:09}", now.as_secs(), now.subsec_nanos())),
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let stream = self
+            .docker
+            .events(Some(options))
+            .map_err(|err| docker_error("follow", "events", err))
+            .try_filter_map(|message| futures_util::future::ready(Ok(event_from(message))));
+        Ok(Box::pin(stream))
+    }
+}
+
+/// A Docker event reduced to what the service actors follow; `None` for
+/// anything else (other types, actions, or a message without an actor).
+fn event_from(message: EventMessage) -> Option<ContainerEvent> {
+    if message.typ != Some(EventMessageTypeEnum::CONTAINER) {
+        return None;
+    }
+    let action = message.action?;
+    let actor = message.actor?;
+    let attributes = actor.attributes.unwrap_or_default();
+    let kind = match action.as_str() {
+        "start" => EventKind::Start,
+        "die" => EventKind::Die {
+            exit_code: attributes
+                .get("exitCode")
+                .and_then(|code| code.parse().ok()),
+        },
+        "oom" => EventKind::Oom,
+        "destroy" => EventKind::Destroy,
+        // `health_status: healthy` (older engines), or the status alone.
+        other => match other
+            .trim_start_matches("health_status")
+            .trim_start_matches(':')
+            .trim()
+        {
+            "healthy" => EventKind::Health(Health::Healthy),
+            "unhealthy" => EventKind::Health(Health::Unhealthy),
+            "starting" => EventKind::Health(Health::Starting),
+            _ => return None,
+        },
+    };
+    Some(ContainerEvent {
+        id: actor.id?,
+        name: attributes
+            .get("name")
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        service: attributes.get(labels::SERVICE).cloned(),
+        kind,
+    })
 }
 
 /// The HTTP status of a daemon's refusal, if it is one.
@@ -635,5 +708,10 @@ fn container_from(response: ContainerInspectResponse) -> Container {
         image_id: response.image.unwrap_or_default(),
         started_at: state.started_at.unwrap_or_default(),
         addresses,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        restart_count: response
+            .restart_count
+            .and_then(|count| u64::try_from(count).ok())
+            .unwrap_or(0),
     }
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Container, ContainerState, CreateRequest, Engine, EngineError, Health, Image};
+use super::{
+    Container, ContainerEvent, ContainerState, CreateRequest, Engine, EngineError, EventStream,
+    Health, Image,
+};
 use crate::engine::labels;
 use crate::plan::{DefaultNetwork, ImageRef, Network};
 
@@ -41,9 +44,15 @@ struct Inner {
     exit_codes: BTreeMap<String, i64>,
     /// Names of containers whose healthcheck reports healthy once started.
     healthy_on_start: BTreeSet<String>,
+    /// How long each `stop` takes (the container's stop grace in use).
+    stop_delay: Duration,
+    /// Open event streams; `emit` sends to each, `end_event_streams` closes them.
+    event_streams: Vec<EventSender>,
     next_id: u64,
     clock: u64,
 }
+
+type EventSender = tokio::sync::mpsc::UnboundedSender<Result<ContainerEvent, EngineError>>;
 
 impl FakeEngine {
     pub fn new() -> Self {
@@ -109,6 +118,41 @@ impl FakeEngine {
             .values()
             .find(|container| container.name == name)
             .cloned()
+    }
+
+    /// Changes a container in place (by name or id), as Docker would on its
+    /// own: a crash, a restart by its policy, a health change.
+    pub fn update_container(&self, name_or_id: &str, change: impl FnOnce(&mut Container)) {
+        let mut inner = self.lock();
+        if let Some(id) = inner.find(name_or_id) {
+            if let Some(container) = inner.containers.get_mut(&id) {
+                change(container);
+            }
+        }
+    }
+
+    /// Makes every `stop` take `delay`, as a container slow to stop would.
+    pub fn slow_stops(&self, delay: Duration) {
+        self.lock().stop_delay = delay;
+    }
+
+    /// Sends `event` on every open event stream.
+    pub fn emit(&self, event: ContainerEvent) {
+        self.lock()
+            .event_streams
+            .retain(|stream| stream.send(Ok(event.clone())).is_ok());
+    }
+
+    /// Ends every open event stream, as when Docker goes away.
+    pub fn end_event_streams(&self) {
+        self.lock().event_streams.clear();
+    }
+
+    /// How many event streams are open.
+    pub fn event_streams(&self) -> usize {
+        let mut inner = self.lock();
+        inner.event_streams.retain(|stream| !stream.is_closed());
+        inner.event_streams.len()
     }
 
     /// Every call so far, as `"op target"`.
@@ -298,6 +342,8 @@ impl Engine for FakeEngine {
                     request.default_network.name.clone(),
                     fake_address(id_number),
                 )]),
+                oom_killed: false,
+                restart_count: 0,
             },
         );
         Ok(id)
@@ -326,6 +372,10 @@ impl Engine for FakeEngine {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), EngineError> {
+        let delay = self.lock().stop_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut inner = self.lock();
         let id = inner.find_or_not_found(id)?;
         let name = inner.containers[&id].name.clone();
@@ -430,6 +480,18 @@ impl Engine for FakeEngine {
         inner.record("remove-network", name)?;
         inner.networks.remove(name);
         Ok(())
+    }
+
+    async fn events(&self, instance: &str) -> Result<EventStream, EngineError> {
+        let mut inner = self.lock();
+        inner.record("events", instance)?;
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        inner.event_streams.push(sender);
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let event = receiver.recv().await?;
+            Some((event, receiver))
+        });
+        Ok(Box::pin(stream))
     }
 }
 

@@ -35,6 +35,11 @@ pub struct Container {
     /// The container's IP address on each network it is attached to, by
     /// network name (Docker assigns them when the container starts).
     pub addresses: BTreeMap<String, IpAddr>,
+    /// True when the kernel killed its last run for lack of memory (Docker
+    /// clears it when the container starts again).
+    pub oom_killed: bool,
+    /// How often Docker's restart policy restarted it.
+    pub restart_count: u64,
 }
 
 /// Docker's container states.
@@ -76,6 +81,34 @@ pub struct CreateRequest<'a> {
     /// Every label the container carries (see `labels`).
     pub labels: BTreeMap<String, String>,
 }
+
+/// Something that happened to a container, as Docker's event stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// Its `dispenser.service` label, when it has one.
+    pub service: Option<String>,
+    pub kind: EventKind,
+}
+
+/// The container events Dispenser follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Start,
+    /// Its process exited (or was killed); the code when Docker gives one.
+    Die {
+        exit_code: Option<i64>,
+    },
+    /// The kernel's OOM killer killed a process of the container.
+    Oom,
+    Health(Health),
+    Destroy,
+}
+
+/// Events as they come, until Docker closes the stream or goes away.
+pub type EventStream = BoxStream<'static, Result<ContainerEvent, EngineError>>;
 
 /// A container's output as it comes: chunks of stdout and stderr, in order.
 pub type LogStream = BoxStream<'static, Result<Bytes, EngineError>>;
@@ -186,4 +219,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Names of networks that carry `dispenser.managed=true` and this instance.
     async fn list_managed_networks(&self, instance: &str) -> Result<Vec<String>, EngineError>;
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// From now on, the events (start, die, oom, health status, destroy) of
+    /// containers that carry `dispenser.managed=true` and this instance.
+    async fn events(&self, instance: &str) -> Result<EventStream, EngineError>;
 }

@@ -8,11 +8,16 @@
 //!   gives every other routed host that has no certificate a self-signed one
 //!   (`CertSource::SelfSigned`), so HTTPS answers from the first second; drops
 //!   the manual and self-signed certificates of hosts no longer routed.
+//!
+//! Self-signed certificates are valid for `SELF_SIGNED_VALIDITY` (backdated a
+//! day for clocks that lag); every `SELF_SIGNED_CHECK` the loader replaces
+//! those with less than `SELF_SIGNED_RENEW_BEFORE` left.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use rustls::crypto::CryptoProvider;
@@ -29,6 +34,16 @@ use crate::supervisor::PlanApplied;
 
 /// The name in the fallback certificate, served without SNI or for unknown hosts.
 pub const FALLBACK_NAME: &str = "dispenser.invalid";
+/// Lifetime of a host's self-signed certificate.
+pub const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+/// A self-signed certificate with less than this left is replaced.
+pub const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+/// How often the loader looks for self-signed certificates to replace.
+pub const SELF_SIGNED_CHECK: Duration = Duration::from_secs(12 * 3600);
+/// Lifetime of the fallback certificate, made once per process. It names no
+/// real host and is never trusted; a long life keeps a long-running daemon
+/// from serving an expired one.
+const FALLBACK_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Why a certificate could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +165,43 @@ impl CertLoader {
     }
 }
 
+impl CertLoader {
+    /// Replaces the self-signed certificates that expire within
+    /// `SELF_SIGNED_RENEW_BEFORE` of `now` (Unix seconds).
+    fn renew_self_signed(&self, now: i64) {
+        let renew_before = SELF_SIGNED_RENEW_BEFORE.as_secs() as i64;
+        for (host, source, not_after) in self.certs.expiries() {
+            let due = not_after.is_none_or(|not_after| not_after - now < renew_before);
+            if source != CertSource::SelfSigned || !due {
+                continue;
+            }
+            match self_signed(&host) {
+                Ok(key) => {
+                    self.certs.set(
+                        &host,
+                        HostCert {
+                            key: Arc::new(key),
+                            source: CertSource::SelfSigned,
+                        },
+                    );
+                    info!(host = %host, "self-signed certificate renewed");
+                }
+                Err(err) => {
+                    error!(host = %host, error = %err, "cannot renew the self-signed certificate")
+                }
+            }
+        }
+    }
+}
+
 impl Actor for CertLoader {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SELF_SIGNED_CHECK, |loader, _| {
+            loader.renew_self_signed(time::OffsetDateTime::now_utc().unix_timestamp());
+        });
+    }
 }
 
 impl Handler<PlanApplied> for CertLoader {
@@ -165,7 +215,7 @@ impl Handler<PlanApplied> for CertLoader {
 /// The rustls configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2
 /// and http/1.1, certificates by SNI from `certs`.
 pub fn server_config(certs: CertMap) -> Result<ServerConfig, TlsError> {
-    let fallback = Arc::new(self_signed(FALLBACK_NAME)?);
+    let fallback = Arc::new(self_signed_for(FALLBACK_NAME, FALLBACK_VALIDITY)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -176,18 +226,29 @@ pub fn server_config(certs: CertMap) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// A fresh self-signed certificate (ECDSA P-256) for `host`.
+/// A fresh self-signed certificate (ECDSA P-256) for `host`, valid for
+/// `SELF_SIGNED_VALIDITY`.
 pub fn self_signed(host: &str) -> Result<CertifiedKey, TlsError> {
+    self_signed_for(host, SELF_SIGNED_VALIDITY)
+}
+
+/// A fresh self-signed certificate for `host`, valid from a day ago for `validity`.
+fn self_signed_for(host: &str, validity: Duration) -> Result<CertifiedKey, TlsError> {
     let fail = |reason: String| TlsError::SelfSigned {
         host: host.to_string(),
         reason,
     };
-    let generated = rcgen::generate_simple_self_signed(vec![host.to_string()])
+    let mut params =
+        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| fail(e.to_string()))?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + validity;
+    let signing_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+    let cert = params
+        .self_signed(&signing_key)
         .map_err(|e| fail(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        generated.signing_key.serialize_der(),
-    ));
-    let chain = vec![generated.cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
+    let chain = vec![cert.der().clone()];
     CertifiedKey::from_der(chain, key, &ring_provider()).map_err(|e| fail(e.to_string()))
 }
 

@@ -15,12 +15,17 @@
 //! - `ImageUpdated { digest }` -> `Result<DeployOutcome, ServiceError>`: the
 //!   registry has `digest` for the image; deploy it unless the container runs
 //!   it already or its deploy failed within the back-off.
+//! - `ContainerChanged(event)` -> `()`: Docker reported a start, exit, OOM
+//!   kill, health change or removal of the service's container (handlers in
+//!   `events.rs`): record, log, tell the proxy; never restart it.
+//! - `Resync` -> `()`: Docker's event stream was down; read the container again.
 //!
 //! The actor publishes its state on the shared `StatusBoard` after every step,
 //! so status reads never wait on a busy mailbox. If the actor stops
 //! unexpectedly (a panic inside an action), its supervisor restarts it and it
 //! rebuilds its state from Docker.
 
+mod events;
 mod manual;
 pub mod reconcile;
 pub mod rollout;
@@ -37,12 +42,13 @@ use futures_util::FutureExt;
 use tracing::{debug, error, info, warn};
 
 use crate::engine::reachability::Reachability;
-use crate::engine::{labels, Container, ContainerState, Engine, EngineError};
+use crate::engine::{labels, Container, ContainerState, Engine, EngineError, Health};
 use crate::ledger::{DeployTrigger, RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{DefaultNetwork, DeploySettings, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::{EndpointState, InFlightBoard};
 use crate::registry::DockerConfig;
+pub use events::{ContainerChanged, Resync, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW};
 pub use manual::{ManualDeploy, ManualRollback};
 pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
@@ -141,6 +147,11 @@ pub struct ServiceStatus {
     pub container_id: Option<String>,
     pub image: String,
     pub spec_hash: String,
+    /// Restarts by Docker's restart policy seen since the daemon started.
+    pub restarts: u64,
+    /// The last restart of a crash loop's streak, while it lasts: the loop
+    /// is over `CRASH_LOOP_WINDOW` after it.
+    pub crash_loop_last_restart: Option<Instant>,
 }
 
 /// Why an action on a service failed.
@@ -186,6 +197,8 @@ pub struct ServiceActor {
     /// Digests rolled back as bad versions; the watcher's reports of them
     /// are ignored until an operator deploys.
     quarantined: BTreeSet<String>,
+    /// Exits and restarts Docker reported.
+    crashes: events::CrashWatch,
 }
 
 /// A digest whose deploy failed.
@@ -211,9 +224,15 @@ impl Runtime {
         let Some(endpoints) = &self.endpoints else {
             return;
         };
+        // Docker's healthcheck: `starting` holds requests (then 503); an
+        // unhealthy container keeps its requests: it is the only one there
+        // is, Docker does not restart it, and it may still answer.
         let (ip, state) = match container {
             Some(container) if container.state == ContainerState::Running => {
                 match container.addresses.get(&self.default_network.name) {
+                    Some(_) if container.health == Some(Health::Starting) => {
+                        (None, EndpointState::Starting)
+                    }
                     Some(ip) => (Some(*ip), EndpointState::Ready),
                     None => (None, EndpointState::Down),
                 }
@@ -263,6 +282,14 @@ impl Runtime {
     }
 }
 
+impl ServiceStatus {
+    /// True while the service is in a crash loop.
+    pub fn in_crash_loop(&self) -> bool {
+        self.crash_loop_last_restart
+            .is_some_and(|last| last.elapsed() <= CRASH_LOOP_WINDOW)
+    }
+}
+
 impl StatusBoard {
     /// Every service's status, by name.
     pub fn snapshot(&self) -> BTreeMap<String, ServiceStatus> {
@@ -307,6 +334,7 @@ impl ServiceActor {
             digest: None,
             failed_deploy: None,
             quarantined: BTreeSet::new(),
+            crashes: events::CrashWatch::default(),
         };
         actor.publish();
         actor
@@ -328,6 +356,8 @@ impl ServiceActor {
             container_id: self.container_id.clone(),
             image: self.service.container.image.original.clone(),
             spec_hash: self.service.spec_hash.clone(),
+            restarts: self.crashes.total_restarts,
+            crash_loop_last_restart: self.crashes.loop_last_restart(),
         });
     }
 
@@ -416,6 +446,7 @@ impl ServiceActor {
                         .runtime
                         .report_endpoint(&actor.service.name, Some(&container));
                     actor.container_id = Some(container.id.clone());
+                    actor.crashes.baseline(&container);
                     actor.digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
                     let state = match container.state {
                         ContainerState::Running | ContainerState::Restarting => State::Running,

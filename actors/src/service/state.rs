@@ -1,5 +1,7 @@
 //! The lifecycle of one service as an explicit state machine: the states, the
-//! actions, and in `State::admits` the one table of which action fits which state.
+//! actions, in `State::admits` the one table of which action fits which state,
+//! and in `State::observe` the one table of what a change Docker reports
+//! (through its events) does to each state.
 
 use std::fmt;
 
@@ -14,6 +16,8 @@ pub enum State {
     Waiting,
     /// Its container runs.
     Running,
+    /// Its container exited and Docker's restart policy is restarting it.
+    Restarting,
     /// Its container exited: a finished job, or a crash Docker did not restart.
     Exited { code: i64 },
     /// Stopped by Dispenser at shutdown.
@@ -40,6 +44,24 @@ pub enum Action {
     StopRun,
     /// Run a new registry digest of the image (continuous deployment).
     Deploy,
+}
+
+/// What Docker reports about the service's own container, outside any
+/// action of Dispenser (an event, or a fresh read after the event stream
+/// was down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    Running,
+    /// Exited; Docker's restart policy is bringing it back.
+    Restarting,
+    /// Exited and stays down (no restart policy applies).
+    Exited {
+        code: i64,
+    },
+    /// Created and never started (an `on-trigger` service before its trigger).
+    Created,
+    /// Removed outside Dispenser.
+    Gone,
 }
 
 /// An action that does not fit the current state.
@@ -72,6 +94,36 @@ impl State {
         }
     }
 
+    /// The transition table for changes Docker reports: the new state, or
+    /// `None` when the report does not apply to this state and is ignored.
+    /// - Busy: never reached (the mailbox holds reports until the action
+    ///   ends), and an action's own stops and starts are its business.
+    /// - Stopped, Retired: Dispenser stopped or removed the container itself.
+    /// - Every settled state follows what Docker says; a `Failed` service
+    ///   whose container runs again (Docker restarted it) is running.
+    pub fn observe(&self, observed: Observed) -> Option<State> {
+        match self {
+            State::Busy(_) | State::Stopped | State::Retired => None,
+            State::Pending
+            | State::Waiting
+            | State::Running
+            | State::Restarting
+            | State::Exited { .. }
+            | State::Failed { .. } => Some(match observed {
+                Observed::Running => State::Running,
+                Observed::Restarting => State::Restarting,
+                Observed::Exited { code } => State::Exited { code },
+                Observed::Created => match self {
+                    State::Waiting => State::Waiting,
+                    _ => State::Pending,
+                },
+                Observed::Gone => State::Failed {
+                    reason: "its container was removed outside dispenser".to_string(),
+                },
+            }),
+        }
+    }
+
     /// True when the service's container is expected to be running.
     pub fn is_running(&self) -> bool {
         matches!(self, State::Running)
@@ -85,6 +137,7 @@ impl fmt::Display for State {
             State::Busy(action) => write!(f, "busy ({action})"),
             State::Waiting => f.write_str("waiting for a trigger"),
             State::Running => f.write_str("running"),
+            State::Restarting => f.write_str("restarting (docker's restart policy)"),
             State::Exited { code } => write!(f, "exited ({code})"),
             State::Stopped => f.write_str("stopped"),
             State::Failed { reason } => write!(f, "failed: {reason}"),
@@ -137,6 +190,7 @@ mod tests {
             State::Pending,
             State::Waiting,
             State::Running,
+            State::Restarting,
             State::Exited { code: 1 },
             State::Stopped,
             State::Failed { reason: "x".into() },
@@ -178,5 +232,41 @@ mod tests {
         }
         let err = State::Stopped.admits(Action::Deploy).unwrap_err();
         assert_eq!(err.to_string(), "cannot deploy a new image while stopped");
+    }
+
+    #[test]
+    fn reports_from_docker_move_settled_states_only() {
+        for state in [State::Busy(Action::Deploy), State::Stopped, State::Retired] {
+            for observed in [
+                Observed::Running,
+                Observed::Exited { code: 1 },
+                Observed::Gone,
+            ] {
+                assert_eq!(state.observe(observed), None, "{state} {observed:?}");
+            }
+        }
+        let settled = [
+            State::Pending,
+            State::Running,
+            State::Restarting,
+            State::Exited { code: 137 },
+            State::Failed { reason: "x".into() },
+        ];
+        for state in settled {
+            assert_eq!(state.observe(Observed::Running), Some(State::Running));
+            assert_eq!(state.observe(Observed::Restarting), Some(State::Restarting));
+            assert_eq!(
+                state.observe(Observed::Exited { code: 1 }),
+                Some(State::Exited { code: 1 })
+            );
+            assert!(matches!(
+                state.observe(Observed::Gone),
+                Some(State::Failed { .. })
+            ));
+        }
+        assert_eq!(
+            State::Waiting.observe(Observed::Created),
+            Some(State::Waiting)
+        );
     }
 }

@@ -7,7 +7,8 @@
 //!   dependency order) and orphans, then reconcile added and changed services
 //!   (each after its dependencies meet their conditions), then remove networks
 //!   no longer declared. Applies never overlap.
-//! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse order.
+//! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse
+//!   dependency order, the services of one dependency level at once.
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
 //! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, String>`:
 //!   operator requests, forwarded to the service's actor.
@@ -22,6 +23,10 @@
 //!   service of the plan (the one kept while Docker was away, if any) is
 //!   reconciled, which adopts running containers untouched and rebuilds
 //!   each actor's state and endpoint from Docker.
+//! - `DockerEvent(event)` -> `()`: from `docker_events::DockerEvents`;
+//!   forwarded as `ContainerChanged` to the service named by the container's
+//!   `dispenser.service` label (others are ignored).
+//! - `DockerReconnected` -> `()`: every service gets `Resync`.
 //!
 //! While `Reachability` says the engine is away, `Apply` changes nothing: it
 //! keeps the plan (the latest wins) and answers `deferred`; `DockerBack`
@@ -32,6 +37,8 @@ mod dependency;
 mod deploy_tests;
 pub mod diff;
 #[cfg(test)]
+mod event_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,9 +46,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cron::CronFired;
+use crate::docker_events::{DockerEvent, DockerReconnected};
 use crate::docker_watch::DockerBack;
 use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Engine};
@@ -51,8 +59,8 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
 use crate::registry::DockerConfig;
 use crate::service::{
-    self, DeployLedger, ImageUpdated, Reconcile, Reconciled, Retire, Runtime, ServiceActor,
-    ServiceStatus, StatusBoard,
+    self, ContainerChanged, DeployLedger, ImageUpdated, Reconcile, Reconciled, Resync, Retire,
+    Runtime, ServiceActor, ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -62,7 +70,8 @@ pub use diff::PlanDiff;
 #[rtype(result = "ApplyReport")]
 pub struct Apply(pub Plan);
 
-/// The daemon stops: services are told in reverse dependency order.
+/// The daemon stops: services are told in reverse dependency order, those of
+/// one level (see `shutdown_levels`) at once.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -329,20 +338,31 @@ impl Handler<Shutdown> for Supervisor {
             .as_ref()
             .map(|plan| plan.settings.stop_on_shutdown)
             .unwrap_or(false);
-        let mut order: Vec<Addr<ServiceActor>> = self
+        // Dependents stop before what they depend on; services of one level
+        // stop together, so many slow stops fit in systemd's stop timeout.
+        let levels: Vec<Vec<Addr<ServiceActor>>> = self
             .plan
             .as_ref()
             .map(|plan| {
-                plan.start_order()
+                shutdown_levels(plan)
                     .into_iter()
-                    .filter_map(|name| self.services.get(name).cloned())
+                    .map(|level| {
+                        level
+                            .into_iter()
+                            .filter_map(|name| self.services.get(name).cloned())
+                            .collect()
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        order.reverse();
         let work = async move {
-            for addr in order {
-                let _ = addr.send(service::Shutdown { stop_container }).await;
+            for level in levels {
+                join_all(
+                    level
+                        .iter()
+                        .map(|addr| addr.send(service::Shutdown { stop_container })),
+                )
+                .await;
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))
@@ -462,6 +482,62 @@ impl Handler<DockerBack> for Supervisor {
         });
         AtomicResponse::new(Box::pin(work))
     }
+}
+
+impl Handler<DockerEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DockerEvent, _ctx: &mut Self::Context) -> Self::Result {
+        let DockerEvent(event) = msg;
+        let addr = event
+            .service
+            .as_ref()
+            .and_then(|service| self.services.get(service));
+        match addr {
+            Some(addr) => addr.do_send(ContainerChanged(event)),
+            None => {
+                debug!(container = %event.name, kind = ?event.kind, "docker event about no current service; ignored")
+            }
+        }
+    }
+}
+
+impl Handler<DockerReconnected> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: DockerReconnected, _ctx: &mut Self::Context) -> Self::Result {
+        info!(
+            services = self.services.len(),
+            "reading every service's container again after the event stream was down"
+        );
+        for addr in self.services.values() {
+            addr.do_send(Resync);
+        }
+    }
+}
+
+/// The plan's services grouped for shutdown: each group holds the services
+/// whose longest chain of dependencies has the same length, deepest first,
+/// so every service comes after all that depend on it.
+pub fn shutdown_levels(plan: &Plan) -> Vec<Vec<&str>> {
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in plan.start_order() {
+        let level = plan.services[name]
+            .depends_on
+            .keys()
+            .filter_map(|dep| depth.get(dep.as_str()))
+            .map(|dep_level| dep_level + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(name, level);
+    }
+    let deepest = depth.values().copied().max().unwrap_or(0);
+    let mut levels: Vec<Vec<&str>> = vec![Vec::new(); deepest + 1];
+    for (name, level) in depth {
+        levels[deepest - level].push(name);
+    }
+    levels.retain(|level| !level.is_empty());
+    levels
 }
 
 /// The body of `Apply`, awaited with the supervisor's mailbox held.

@@ -145,6 +145,8 @@ async fn orphans_of_this_instance_are_removed_and_others_left_alone() {
         image_id: "sha256:old".into(),
         started_at: "t0".into(),
         addresses: BTreeMap::new(),
+        oom_killed: false,
+        restart_count: 0,
     };
     engine.insert_container(orphan("x1", "gone", INSTANCE));
     engine.insert_container(orphan("x2", "theirs", "another-install"));
@@ -166,6 +168,8 @@ async fn unmanaged_container_with_the_same_name_is_never_touched() {
         image_id: "sha256:postgres".into(),
         started_at: "t0".into(),
         addresses: BTreeMap::new(),
+        oom_killed: false,
+        restart_count: 0,
     };
     engine.insert_container(foreign.clone());
     let (_, report) = apply(&engine, vec![service("db", "db:1")]).await;
@@ -487,4 +491,44 @@ async fn a_run_outlives_a_docker_outage_and_is_recorded_by_its_exit() {
         "{:?}",
         engine.calls()
     );
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_each_dependency_level_at_once_dependents_first() {
+    let engine = engine_with_images();
+    let mut services = stack();
+    for name in ["w1", "w2", "w3"] {
+        services.push(service(name, "web:1"));
+    }
+    let mut services_plan = plan(INSTANCE, services);
+    services_plan.settings.stop_on_shutdown = true;
+    assert_eq!(
+        super::shutdown_levels(&services_plan),
+        vec![vec!["web"], vec!["api"], vec!["db", "w1", "w2", "w3"]]
+    );
+    let supervisor = Supervisor::new(engine.clone()).start();
+    let report = supervisor.send(Apply(services_plan)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    engine.clear_calls();
+    engine.slow_stops(std::time::Duration::from_millis(300));
+
+    let began = std::time::Instant::now();
+    supervisor.send(Shutdown).await.unwrap();
+    let took = began.elapsed();
+    // Three levels of 300 ms each; one at a time would be six stops.
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "shutdown took {took:?}"
+    );
+    let stops = engine.calls_of(&["stop"]);
+    assert_eq!(stops.len(), 6, "{stops:?}");
+    assert_eq!(&stops[..2], ["stop web", "stop api"]);
+    for container in engine.containers() {
+        assert_ne!(
+            container.state,
+            ContainerState::Running,
+            "{}",
+            container.name
+        );
+    }
 }

@@ -145,3 +145,28 @@ fn server_config_offers_h2_and_http11() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     );
 }
+
+#[test]
+fn self_signed_certificates_live_90_days_and_are_renewed_near_expiry() {
+    let certs = CertMap::default();
+    let loader = CertLoader::new(certs.clone());
+    loader.apply(&sample::plan(
+        "t",
+        vec![routed("a", "auto.test", TlsSource::Automatic)],
+    ));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expiry = |certs: &CertMap| certs.expiries()[0].2.expect("parsed");
+    let first = expiry(&certs);
+    let days = (first - now) as f64 / 86_400.0;
+    assert!((89.9..=90.1).contains(&days), "valid for {days} days");
+
+    // Not yet due: kept as it is.
+    let before = certs.get("auto.test").unwrap().key;
+    loader.renew_self_signed(now);
+    assert!(Arc::ptr_eq(&before, &certs.get("auto.test").unwrap().key));
+    // 61 days later less than 30 are left: a new one, valid 90 days from today.
+    loader.renew_self_signed(now + 61 * 86_400);
+    assert!(!Arc::ptr_eq(&before, &certs.get("auto.test").unwrap().key));
+    assert_eq!(certs.hosts()[0].1, CertSource::SelfSigned);
+    assert!(expiry(&certs) >= first, "renewed");
+}

@@ -1,0 +1,161 @@
+//! `DockerEvents`: follows Docker's event stream for this instance's
+//! containers (start, die, oom, health status, destroy) and hands each event
+//! to the supervisor, which forwards it to the service's actor by the
+//! container's `dispenser.service` label, so every change of a service stays
+//! serialized in that service's mailbox. It never acts on a container.
+//!
+//! When the stream breaks (Docker restarts, the socket goes away) it
+//! subscribes again after a capped, jittered back-off, logging one warning
+//! per streak of failures; after every new subscription it sends
+//! `DockerReconnected`, so each service reads its container again (events may
+//! have been missed meanwhile).
+//!
+//! Protocol: it receives no message; it sends `DockerEvent` and
+//! `DockerReconnected` to the recipients it was built with.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::engine::{ContainerEvent, Engine};
+
+/// First wait before subscribing again after the stream broke.
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two subscriptions.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// A stream that lasted this long (or delivered an event) was healthy: the
+/// next failure starts a new streak with the first wait.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// Docker reported `0` about a container of this instance.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct DockerEvent(pub ContainerEvent);
+
+/// The event stream was subscribed again after it broke: events may have
+/// been missed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct DockerReconnected;
+
+/// The actor that follows the event stream.
+pub struct DockerEvents {
+    engine: Arc<dyn Engine>,
+    instance: String,
+    events: Recipient<DockerEvent>,
+    reconnected: Recipient<DockerReconnected>,
+    retry_first: Duration,
+}
+
+impl DockerEvents {
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        instance: String,
+        events: Recipient<DockerEvent>,
+        reconnected: Recipient<DockerReconnected>,
+    ) -> Self {
+        DockerEvents {
+            engine,
+            instance,
+            events,
+            reconnected,
+            retry_first: RETRY_FIRST,
+        }
+    }
+
+    /// Starts the back-off at `first` instead of `RETRY_FIRST` (tests).
+    pub fn with_retry_first(mut self, first: Duration) -> Self {
+        self.retry_first = first;
+        self
+    }
+}
+
+impl Actor for DockerEvents {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let follow = follow(
+            self.engine.clone(),
+            self.instance.clone(),
+            self.events.clone(),
+            self.reconnected.clone(),
+            self.retry_first,
+        );
+        // Ends with the actor (the daemon's system) and not before.
+        ctx.spawn(follow.into_actor(self));
+    }
+}
+
+/// The wait before the `failures`th attempt in a row: doubling from `first`
+/// up to `RETRY_MAX`, then between 75% and 100% of it, so many daemons on
+/// one engine do not come back in step.
+pub fn backoff(first: Duration, failures: u32) -> Duration {
+    let doubled = first.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    let capped = doubled.min(RETRY_MAX);
+    let jitter = 0.75 + fastrand::f64() * 0.25;
+    capped.mul_f64(jitter)
+}
+
+/// Subscribes, forwards, and subscribes again, for ever.
+async fn follow(
+    engine: Arc<dyn Engine>,
+    instance: String,
+    events: Recipient<DockerEvent>,
+    reconnected: Recipient<DockerReconnected>,
+    retry_first: Duration,
+) {
+    let mut failures: u32 = 0;
+    let mut warned = false;
+    let mut subscriptions: u64 = 0;
+    loop {
+        let began = Instant::now();
+        let mut delivered = false;
+        let reason = match engine.events(&instance).await {
+            Ok(mut stream) => {
+                subscriptions += 1;
+                debug!(instance = %instance, "following docker events");
+                if subscriptions > 1 {
+                    reconnected.do_send(DockerReconnected);
+                }
+                loop {
+                    match stream.next().await {
+                        Some(Ok(event)) => {
+                            if !delivered && warned {
+                                info!("docker events are followed again");
+                            }
+                            delivered = true;
+                            events.do_send(DockerEvent(event));
+                        }
+                        Some(Err(err)) => break err.to_string(),
+                        None => break "the engine closed the event stream".to_string(),
+                    }
+                }
+            }
+            Err(err) => err.to_string(),
+        };
+        if delivered || began.elapsed() >= HEALTHY_AFTER {
+            // A new streak: it gets its own warning.
+            failures = 0;
+            warned = false;
+        }
+        failures += 1;
+        let wait = backoff(retry_first, failures);
+        if warned {
+            debug!(error = %reason, retry_in_ms = wait.as_millis() as u64, "docker events still unavailable");
+        } else {
+            warn!(
+                error = %reason,
+                retry_in_ms = wait.as_millis() as u64,
+                "lost docker's event stream; following it again when docker answers (services are re-read then)"
+            );
+            warned = true;
+        }
+        actix_rt::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
