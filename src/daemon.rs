@@ -189,6 +189,7 @@ where
             supervisor.clone().recipient(),
             supervisor.clone().recipient(),
         )
+        .with_reachability(docker.clone())
         .start();
         let ticker = CronTicker::new(Arc::new(SystemClock), supervisor.clone().recipient()).start();
         supervisor.do_send(Subscribe(ticker.clone().recipient()));

@@ -5,8 +5,10 @@
 //! serialized in that service's mailbox. It never acts on a container.
 //!
 //! When the stream breaks (Docker restarts, the socket goes away) it
-//! subscribes again after a capped, jittered back-off, logging one warning
-//! per streak of failures; after every new subscription it sends
+//! subscribes again after a capped, jittered back-off (`BackOff`), logging
+//! one warning per streak of failures, and none when `DockerWatch` already
+//! reports the whole engine away (one outage, one warning); after every new
+//! subscription it sends
 //! `DockerReconnected`, so each service reads its container again (events may
 //! have been missed meanwhile).
 //!
@@ -20,12 +22,8 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
+use crate::engine::reachability::{BackOff, Reachability, RETRY_FIRST, RETRY_MAX};
 use crate::engine::{ContainerEvent, Engine};
-
-/// First wait before subscribing again after the stream broke.
-pub const RETRY_FIRST: Duration = Duration::from_millis(500);
-/// Longest wait between two subscriptions.
-pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A stream that lasted this long (or delivered an event) was healthy: the
 /// next failure starts a new streak with the first wait.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
@@ -48,6 +46,7 @@ pub struct DockerEvents {
     events: Recipient<DockerEvent>,
     reconnected: Recipient<DockerReconnected>,
     retry_first: Duration,
+    docker: Reachability,
 }
 
 impl DockerEvents {
@@ -63,7 +62,15 @@ impl DockerEvents {
             events,
             reconnected,
             retry_first: RETRY_FIRST,
+            docker: Reachability::default(),
         }
+    }
+
+    /// Shares the flag `DockerWatch` keeps: while it says the engine is
+    /// away, a broken stream is not worth a warning of its own.
+    pub fn with_reachability(mut self, docker: Reachability) -> Self {
+        self.docker = docker;
+        self
     }
 
     /// Starts the back-off at `first` instead of `RETRY_FIRST` (tests).
@@ -83,20 +90,11 @@ impl Actor for DockerEvents {
             self.events.clone(),
             self.reconnected.clone(),
             self.retry_first,
+            self.docker.clone(),
         );
         // Ends with the actor (the daemon's system) and not before.
         ctx.spawn(follow.into_actor(self));
     }
-}
-
-/// The wait before the `failures`th attempt in a row: doubling from `first`
-/// up to `RETRY_MAX`, then between 75% and 100% of it, so many daemons on
-/// one engine do not come back in step.
-pub fn backoff(first: Duration, failures: u32) -> Duration {
-    let doubled = first.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
-    let capped = doubled.min(RETRY_MAX);
-    let jitter = 0.75 + fastrand::f64() * 0.25;
-    capped.mul_f64(jitter)
 }
 
 /// Subscribes, forwards, and subscribes again, for ever.
@@ -106,8 +104,9 @@ async fn follow(
     events: Recipient<DockerEvent>,
     reconnected: Recipient<DockerReconnected>,
     retry_first: Duration,
+    docker: Reachability,
 ) {
-    let mut failures: u32 = 0;
+    let mut back_off = BackOff::new(retry_first, RETRY_MAX);
     let mut warned = false;
     let mut subscriptions: u64 = 0;
     loop {
@@ -138,12 +137,11 @@ async fn follow(
         };
         if delivered || began.elapsed() >= HEALTHY_AFTER {
             // A new streak: it gets its own warning.
-            failures = 0;
+            back_off.reset();
             warned = false;
         }
-        failures += 1;
-        let wait = backoff(retry_first, failures);
-        if warned {
+        let wait = back_off.next_pause();
+        if warned || !docker.is_up() {
             debug!(error = %reason, retry_in_ms = wait.as_millis() as u64, "docker events still unavailable");
         } else {
             warn!(

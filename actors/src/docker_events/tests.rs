@@ -87,22 +87,3 @@ async fn events_are_forwarded_and_a_broken_stream_is_followed_again() {
     engine.emit(die("c2"));
     eventually("the next event", || seen.events.lock().unwrap().len() == 2).await;
 }
-
-#[test]
-fn the_back_off_doubles_with_jitter_up_to_its_cap() {
-    let first = Duration::from_secs(1);
-    for _ in 0..50 {
-        let one = backoff(first, 1);
-        assert!(one >= first.mul_f64(0.75) && one <= first, "{one:?}");
-        let three = backoff(first, 3);
-        assert!(
-            three >= Duration::from_secs(3) && three <= Duration::from_secs(4),
-            "{three:?}"
-        );
-        let many = backoff(first, 40);
-        assert!(
-            many >= RETRY_MAX.mul_f64(0.75) && many <= RETRY_MAX,
-            "{many:?}"
-        );
-    }
-}
