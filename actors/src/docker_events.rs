@@ -98,6 +98,13 @@ impl Actor for DockerEvents {
 }
 
 /// Subscribes, forwards, and subscribes again, for ever.
+///
+/// A subscription is lazy (the request goes out at the first read, and
+/// Docker sends nothing until an event happens), so it cannot tell whether
+/// the engine is there: a ping before each subscription does. When the
+/// engine itself is away the `DockerWatch` actor warns once and, when it is
+/// back, has every service reconciled; this loop then stays quiet and sends
+/// no `DockerReconnected` of its own until the engine answers a ping again.
 async fn follow(
     engine: Arc<dyn Engine>,
     instance: String,
@@ -112,7 +119,11 @@ async fn follow(
     loop {
         let began = Instant::now();
         let mut delivered = false;
-        let reason = match engine.events(&instance).await {
+        let subscribed = match engine.ping().await {
+            Ok(()) => engine.events(&instance).await,
+            Err(err) => Err(err),
+        };
+        let reason = match subscribed {
             Ok(mut stream) => {
                 subscriptions += 1;
                 debug!(instance = %instance, "following docker events");
@@ -141,13 +152,14 @@ async fn follow(
             warned = false;
         }
         let wait = back_off.next_pause();
-        if warned || !docker.is_up() {
-            debug!(error = %reason, retry_in_ms = wait.as_millis() as u64, "docker events still unavailable");
+        let engine_away = !docker.is_up() || engine.ping().await.is_err();
+        if warned || engine_away {
+            debug!(error = %reason, retry_in_ms = wait.as_millis() as u64, engine_away, "docker events unavailable");
         } else {
             warn!(
                 error = %reason,
                 retry_in_ms = wait.as_millis() as u64,
-                "lost docker's event stream; following it again when docker answers (services are re-read then)"
+                "lost docker's event stream while docker answers; following it again (services are re-read then)"
             );
             warned = true;
         }

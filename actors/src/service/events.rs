@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::state::Observed;
 use super::{reconcile, ServiceActor, State};
-use crate::engine::{Container, ContainerEvent, ContainerState, EventKind, Health};
+use crate::engine::{Container, ContainerEvent, ContainerState, EngineError, EventKind, Health};
 
 /// Restarts within `CRASH_LOOP_WINDOW` beyond which a service is in a crash loop.
 pub const CRASH_LOOP_RESTARTS: usize = 3;
@@ -303,6 +303,11 @@ impl Handler<Resync> for ServiceActor {
         AtomicResponse::new(Box::pin(lookup.into_actor(self).map(
             |found, actor, _| match found {
                 Ok(found) => actor.observe(found, None),
+                // Docker went away again: `DockerWatch` has warned and
+                // reconciles every service when it is back.
+                Err(err @ EngineError::Unreachable(_)) => {
+                    debug!(service = %actor.service.name, error = %err, "cannot read the container: docker is away");
+                }
                 Err(err) => {
                     warn!(service = %actor.service.name, error = %err, "cannot read the container after docker came back");
                 }

@@ -104,18 +104,40 @@ pub fn labels(instance: &str) -> BTreeMap<String, String> {
 }
 
 /// A default network with its own /24 in 10.231.0.0/16 (never the
-/// production 172.28.0.0/16), registered for removal.
+/// production 172.28.0.0/16), registered for removal. Other test processes
+/// pick subnets too: a candidate is proved free by creating a network on it
+/// and removing it again just before the engine under test creates its own.
 pub fn default_network(cleanup: &Cleanup) -> DefaultNetwork {
     static NEXT_SUBNET: AtomicU32 = AtomicU32::new(0);
     let n = NEXT_SUBNET.fetch_add(1, Ordering::SeqCst);
-    let octet = (std::process::id().wrapping_mul(7).wrapping_add(n * 31)) % 250 + 1;
     let name = unique_name();
     cleanup.network(&name);
-    DefaultNetwork {
-        name,
-        subnet: format!("10.231.{octet}.0/24"),
-        gateway: std::net::Ipv4Addr::new(10, 231, octet as u8, 1),
+    for attempt in 0..250u32 {
+        let octet = (std::process::id()
+            .wrapping_mul(7)
+            .wrapping_add(n * 31)
+            .wrapping_add(attempt))
+            % 250
+            + 1;
+        let subnet = format!("10.231.{octet}.0/24");
+        let probe = Command::new("docker")
+            .args([
+                "network", "create", "--driver", "bridge", "--subnet", &subnet,
+            ])
+            .args(["--label", "dispenser-test=1", &name])
+            .output()
+            .expect("docker runs");
+        if !probe.status.success() {
+            continue;
+        }
+        docker(&["network", "rm", &name]);
+        return DefaultNetwork {
+            name,
+            subnet,
+            gateway: std::net::Ipv4Addr::new(10, 231, octet as u8, 1),
+        };
     }
+    panic!("no free /24 in 10.231.0.0/16 for a test network");
 }
 
 /// `docker inspect` of one object, as JSON.
