@@ -200,7 +200,8 @@ fn serve(
             reason: err.to_string(),
         }
     };
-    let mut server = server.listen(http).map_err(fail(http_address))?;
+    // HTTP/1.1, and HTTP/2 by prior knowledge (h2c), on the plain listener.
+    let mut server = server.listen_auto_h2c(http).map_err(fail(http_address))?;
     if let Some((listener, config)) = https {
         server = server
             .listen_rustls_0_23(listener, config)
