@@ -1,4 +1,4 @@
-//! The admin surface: an HTTP/1.1 API on a unix socket beside the config
+//! The admin surface: an HTTP/1.1 API (actix-web) on a unix socket beside the config
 //! (`dispenser.sock`, mode 0660) and, when `[admin] listen` names a
 //! loopback address, on that TCP address too. Never on the public listeners.
 //!

@@ -1,26 +1,21 @@
-//! `AdminServer`: hyper HTTP/1.1 on the unix socket (and the optional
-//! loopback TCP address), one task per connection on the actix system's
-//! runtime; the handlers only ask actors and the engine.
+//! `AdminServer`: actix-web (HTTP/1.1) on the unix socket and, read-only,
+//! on the optional loopback TCP address: one small server of one worker
+//! thread each, started from the daemon's actix system; the handlers only
+//! ask actors and the engine.
 
-use std::convert::Infallible;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use actix_web::dev::ServerHandle;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dispenser_actors::events::{self, Event};
 use dispenser_actors::metrics;
 use dispenser_actors::supervisor::{DeployNow, RollbackNow};
 use futures_util::TryStreamExt;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, error, info, warn};
 
 use super::{page, report, AdminError, AdminState, SOCKET_MODE};
@@ -30,12 +25,17 @@ const DEFAULT_TAIL: usize = 100;
 /// Largest `tail` accepted.
 const MAX_TAIL: usize = 100_000;
 
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// The running admin listeners; dropping it removes the socket file.
+/// The running admin listeners; dropping it stops them and removes the
+/// socket file.
 pub struct AdminServer {
     socket: PathBuf,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<ServerHandle>,
+}
+
+/// A bound admin listener.
+enum AdminListener {
+    Unix(UnixListener),
+    Tcp(std::net::TcpListener),
 }
 
 /// What a listener may do: the socket is guarded by its file mode; any
@@ -74,76 +74,81 @@ impl AdminServer {
         let listener = UnixListener::bind(socket).map_err(socket_error)?;
         fs::set_permissions(socket, fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(socket_error)?;
+        listener.set_nonblocking(true).map_err(socket_error)?;
+        let mut servers = vec![
+            serve(AdminListener::Unix(listener), state.clone(), Access::Full)
+                .map_err(socket_error)?,
+        ];
         info!(socket = %socket.display(), "admin API listening");
-        let mut tasks = Vec::new();
-        let unix_state = state.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => serve(stream, unix_state.clone(), Access::Full),
-                    Err(err) => warn!(error = %err, "admin socket accept failed"),
-                }
-            }
-        }));
         if let Some(address) = tcp {
             // The socket is enough to run: a busy port is reported, not fatal.
-            match bind_tcp(address) {
-                Ok(listener) => {
+            let tcp_error = |source| AdminError::Tcp { address, source };
+            let served = bind_tcp(address).and_then(|listener| {
+                serve(AdminListener::Tcp(listener), state, Access::ReadOnly).map_err(tcp_error)
+            });
+            match served {
+                Ok(server) => {
                     info!(address = %address, "admin API listening on loopback");
-                    tasks.push(tokio::spawn(async move {
-                        loop {
-                            match listener.accept().await {
-                                Ok((stream, _)) => serve(stream, state.clone(), Access::ReadOnly),
-                                Err(err) => warn!(error = %err, "admin accept failed"),
-                            }
-                        }
-                    }));
+                    servers.push(server);
                 }
                 Err(err) => error!(error = %err, "the admin API is on the socket only"),
             }
         }
         Ok(AdminServer {
             socket: socket.to_path_buf(),
-            tasks,
+            servers,
         })
     }
 }
 
-fn bind_tcp(address: std::net::SocketAddr) -> Result<TcpListener, AdminError> {
+fn bind_tcp(address: std::net::SocketAddr) -> Result<std::net::TcpListener, AdminError> {
     let tcp_error = |source| AdminError::Tcp { address, source };
     let listener = std::net::TcpListener::bind(address).map_err(tcp_error)?;
     listener.set_nonblocking(true).map_err(tcp_error)?;
-    TcpListener::from_std(listener).map_err(tcp_error)
+    Ok(listener)
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for server in &self.servers {
+            // The command is sent now; waiting for the workers is not needed.
+            drop(server.stop(false));
         }
         let _ = fs::remove_file(&self.socket);
     }
 }
 
-fn serve<S>(stream: S, state: AdminState, access: Access)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let service = service_fn(move |req| {
+/// Serves `listener` with one worker thread, on the current actix system.
+fn serve(
+    listener: AdminListener,
+    state: AdminState,
+    access: Access,
+) -> std::io::Result<ServerHandle> {
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(req, &state, access).await) }
-        });
-        if let Err(err) = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
-            .await
-        {
-            debug!(error = %err, "admin connection ended");
+            async move { route(&req, &state, access).await }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1);
+    let server = match listener {
+        AdminListener::Unix(listener) => server.listen_uds(listener)?,
+        AdminListener::Tcp(listener) => server.listen(listener)?,
+    }
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(err) = server.await {
+            debug!(error = %err, "admin server ended");
         }
     });
+    Ok(handle)
 }
 
-async fn route(req: Request<Incoming>, state: &AdminState, access: Access) -> Response<Body> {
+async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpResponse {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let socket_only = matches!(
@@ -188,7 +193,7 @@ async fn route(req: Request<Incoming>, state: &AdminState, access: Access) -> Re
     }
 }
 
-async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> Response<Body> {
+async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> HttpResponse {
     let mut tail = DEFAULT_TAIL;
     let mut follow = false;
     for pair in query.unwrap_or("").split('&') {
@@ -219,22 +224,14 @@ async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> Respons
         );
     };
     match state.engine.logs(&container, tail, follow).await {
-        Ok(stream) => {
-            let frames = stream
-                .map_ok(Frame::data)
-                .map_err(|err| std::io::Error::other(err.to_string()));
-            let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
-        }
+        Ok(stream) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .streaming(stream.map_err(|err| std::io::Error::other(err.to_string()))),
         Err(err) => error(StatusCode::BAD_GATEWAY, &err.to_string()),
     }
 }
 
-async fn operator_action(state: &AdminState, service: &str, action: &str) -> Response<Body> {
+async fn operator_action(state: &AdminState, service: &str, action: &str) -> HttpResponse {
     let service = service.to_owned();
     let answer = if action == "deploy" {
         state
@@ -339,7 +336,7 @@ fn certificate_expiry(state: &AdminState, out: &mut String) {
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     match serde_json::to_string_pretty(value) {
         Ok(body) => text(status, "application/json", body),
         Err(err) => text(
@@ -350,7 +347,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+fn error(status: StatusCode, message: &str) -> HttpResponse {
     json(
         status,
         &ActionAnswer {
@@ -360,16 +357,8 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    response
+fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .body(body)
 }

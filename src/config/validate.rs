@@ -31,7 +31,7 @@ pub const DEFAULT_STATE_DIR: &str = ".dispenser";
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
 /// Default HTTPS listener of the proxy.
 pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
-/// Smallest `[proxy] max_header_bytes` accepted (hyper's own floor).
+/// Smallest `[proxy] max_header_bytes` accepted (a real browser's head fits).
 const MIN_PROXY_HEADER_BYTES: u64 = 8 * 1024;
 /// Largest `[proxy] max_header_bytes` accepted.
 const MAX_PROXY_HEADER_BYTES: u64 = 1024 * 1024;

@@ -1,37 +1,68 @@
 //! The request path: answers ACME challenges and HTTPS redirects on the HTTP
 //! listener, routes by host and path through the `SharedTable`, and forwards
-//! to the upstream container over a pooled keep-alive HTTP/1.1 client.
+//! to the upstream container over a pooled keep-alive HTTP/1.1 client
+//! (hyper-util; one pool per worker thread).
 //!
-//! Bodies stream both ways (the request's `Incoming` body goes upstream as
-//! it is, the upstream's comes back as it is): an upload or a server-sent
-//! event stream is never buffered whole. `Upgrade` requests (WebSocket) are
-//! tunnelled once both sides agree on `101 Switching Protocols`.
+//! It sees requests as `http` types with a `RequestBody` the server fills
+//! chunk by chunk (server.rs bridges actix-web's payload into it), and
+//! answers with a `ProxyBody` the server streams back: an upload or a
+//! server-sent event stream is never buffered whole. WebSocket upgrades are
+//! tunnelled once both sides agree on `101 Switching Protocols`: the
+//! client's bytes keep arriving through the `RequestBody`, the container's
+//! go back through `ProxyBody::Tunnel`.
 //! Hop-by-hop headers are removed; `X-Forwarded-For`, `-Proto`, `-Host` and
 //! `X-Real-IP` are set. Error answers are short plain text with no detail
 //! about the inside.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
-use super::idle::{idle_watch, IdleIo};
 use super::table::{Lookup, SharedTable, Upstream};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
-/// The body of every response the proxy sends: the upstream's, streamed, or
-/// a short one of its own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// The body of every response the proxy sends.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// The container's, streamed.
+    Upstream(Incoming),
+    /// A short one of the proxy's own.
+    Own(Bytes),
+    /// The container's side of an upgraded (WebSocket) tunnel; its end
+    /// closes the client connection (idle tunnel, either side gone).
+    Tunnel(mpsc::Receiver<io::Result<Bytes>>),
+    /// None: the answer to a `HEAD`, which announces the length of the
+    /// body it does not send (when the container gave one).
+    Headless(Option<u64>),
+}
+
+/// The body of a request as the forwarder sends it upstream: nothing, or
+/// the chunks the server's bridge passes on as the client sends them.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    Chunks {
+        chunks: mpsc::Receiver<io::Result<Bytes>>,
+        /// The client's `Content-Length`, when it sent one.
+        length: Option<u64>,
+    },
+}
 
 /// Why a request is answered before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +75,6 @@ enum Refusal {
     /// authority, userinfo or hostile characters (400).
     Host,
 }
-
-/// The body of every request sent upstream: the client's, streamed, or
-/// nothing (a bodiless request replayed on another container).
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// Longest wait of a bodiless idempotent request whose upstream failed
 /// (the container went away) for the route to point elsewhere, before the
@@ -83,7 +110,7 @@ pub struct ClientConn {
 pub struct Forwarder {
     table: SharedTable,
     challenges: Challenges,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpConnector, RequestBody>,
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
     header_timeout: Duration,
@@ -113,6 +140,10 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Upstream connections kept idle per container, at most.
 const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+/// Chunks of a tunnel's container side waiting for the client, at most.
+const TUNNEL_CHUNKS: usize = 4;
+/// Read buffer of a tunnel's container side.
+const TUNNEL_BUFFER: usize = 16 * 1024;
 
 impl ClientConn {
     pub fn new(listener: Listener, peer: SocketAddr) -> Self {
@@ -134,6 +165,38 @@ impl ClientConn {
             Listener::Http => "http",
             Listener::Https => "https",
         })
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Chunks { chunks, .. } => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RequestBody::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Chunks {
+                length: Some(length),
+                ..
+            } => SizeHint::with_exact(*length),
+            RequestBody::Chunks { length: None, .. } => SizeHint::default(),
+        }
     }
 }
 
@@ -183,7 +246,11 @@ impl Forwarder {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
         if conn.listener == Listener::Http {
             let path = req.uri().path();
             if path.starts_with(CHALLENGE_PREFIX) {
@@ -316,14 +383,14 @@ impl Forwarder {
         let sent = tokio::time::timeout(
             self.header_timeout,
             self.client
-                .request(Request::from_parts(parts, Either::Right(Empty::new()))),
+                .request(Request::from_parts(parts, RequestBody::Empty)),
         )
         .await;
         drop(in_flight);
         match sent {
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
-                response.map(Either::Left)
+                response.map(ProxyBody::Upstream)
             }
             Ok(Err(_)) => down(),
             Err(_) => plain(
@@ -338,13 +405,25 @@ impl Forwarder {
     /// as a `Replay`.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<RequestBody>,
         authority: Authority,
         conn: &ClientConn,
     ) -> Result<Response<ProxyBody>, Replay> {
-        let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // Only WebSocket: the server passes on the client's bytes after the
+        // head for that protocol alone.
+        let upgrade = req.version() == Version::HTTP_11
+            && wants_upgrade(req.headers())
+            && req
+                .headers()
+                .get(header::UPGRADE)
+                .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let (mut parts, body) = req.into_parts();
+        // An upgrade's body is the client's side of the tunnel, kept for it.
+        let (body, client_side) = if upgrade {
+            (RequestBody::Empty, Some(body))
+        } else {
+            (body, None)
+        };
         let host = match parts.headers.get(header::HOST) {
             Some(host) => host.clone(),
             None => match parts
@@ -407,8 +486,7 @@ impl Forwarder {
         });
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.client
-                .request(Request::from_parts(parts, Either::Left(body))),
+            self.client.request(Request::from_parts(parts, body)),
         )
         .await;
         let mut response = match sent {
@@ -435,20 +513,29 @@ impl Forwarder {
             }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
+            let Some(client_side) = client_side else {
                 return Ok(plain(
                     StatusCode::BAD_GATEWAY,
                     Bytes::from_static(b"unexpected upgrade\n"),
                 ));
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, self.idle_timeout));
+            let (to_client, from_upstream) = mpsc::channel(TUNNEL_CHUNKS);
+            tokio::spawn(tunnel(
+                client_side,
+                upstream_upgrade,
+                to_client,
+                self.idle_timeout,
+            ));
             let (parts, _) = response.into_parts();
-            return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+            return Ok(Response::from_parts(
+                parts,
+                ProxyBody::Tunnel(from_upstream),
+            ));
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().remove(header::UPGRADE);
-        Ok(response.map(Either::Left))
+        Ok(response.map(ProxyBody::Upstream))
     }
 
     /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
@@ -489,7 +576,7 @@ impl Forwarder {
 
     /// The HTTPS address of the same resource: 301 for GET and HEAD, 308
     /// (method and body kept) for everything else.
-    fn redirect(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    fn redirect<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
         let Some(host) = request_host(req).ok().and_then(redirect_host) else {
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -618,38 +705,77 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Copies bytes both ways between the client and the upstream once both
-/// connections are upgraded, until either side closes or no byte moved
-/// for `idle`.
+/// Copies bytes both ways between the client and the container once the
+/// container's connection is upgraded, until either side closes or no byte
+/// moved either way for `idle`. The client's bytes come in as its request
+/// body; the container's go out through `to_client`, dropped when the
+/// tunnel ends, so the server ends the response and closes the connection.
 async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
+    mut client: RequestBody,
     upstream: hyper::upgrade::OnUpgrade,
+    to_client: mpsc::Sender<io::Result<Bytes>>,
     idle: Duration,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let upstream = match upstream.await {
+        Ok(upgraded) => upgraded,
         Err(err) => {
             debug!(error = %err, "upgrade failed");
             return;
         }
     };
-    // Every byte of the tunnel crosses the client side, so watching it
-    // alone sees all the traffic.
-    let (mut client, activity) = IdleIo::new(TokioIo::new(client));
-    let mut upstream = TokioIo::new(upstream);
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Err(err) = copied {
-                debug!(error = %err, "tunnel closed");
+    let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+    let mut buffer = BytesMut::with_capacity(TUNNEL_BUFFER);
+    let mut client_open = true;
+    let mut last_moved = tokio::time::Instant::now();
+    let reason = loop {
+        let client_chunk = async {
+            if client_open {
+                std::future::poll_fn(|cx| Pin::new(&mut client).poll_frame(cx)).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            chunk = client_chunk => match chunk {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Err(err) = to_upstream.write_all(&data).await {
+                        break err;
+                    }
+                    last_moved = tokio::time::Instant::now();
+                }
+                // The client finished sending: pass the half-close on and
+                // keep reading the container's side.
+                None => {
+                    client_open = false;
+                    let _ = to_upstream.shutdown().await;
+                }
+                Some(Err(err)) => break err,
+            },
+            read = from_upstream.read_buf(&mut buffer) => match read {
+                Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "container closed the tunnel"),
+                Ok(_) => {
+                    if to_client.send(Ok(buffer.split().freeze())).await.is_err() {
+                        return;
+                    }
+                    if buffer.capacity() < TUNNEL_BUFFER / 4 {
+                        buffer.reserve(TUNNEL_BUFFER);
+                    }
+                    last_moved = tokio::time::Instant::now();
+                }
+                Err(err) => break err,
+            },
+            () = tokio::time::sleep_until(last_moved + idle) => {
+                break io::Error::new(io::ErrorKind::TimedOut, "idle tunnel closed");
             }
         }
-        () = idle_watch(activity, idle) => debug!("idle tunnel closed"),
-    }
+    };
+    debug!(reason = %reason, "tunnel closed");
 }
 
 /// A short plain-text response of the proxy's own.
 fn plain(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(body)));
+    let mut response = Response::new(ProxyBody::Own(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,10 +4,10 @@
 //! - `table`: the immutable route table the workers read lock-free.
 //! - `router`: the `ProxyRouter` actor that rebuilds the table from applied
 //!   plans and from the endpoints the service actors report.
-//! - `server`: the HTTP and HTTPS listeners (hyper + rustls), started once.
+//! - `server`: the HTTP and HTTPS listeners (actix-web + rustls), started
+//!   once; the only module that knows actix-web.
 //! - `forward`: the request path: routing, forwarded headers, the pooled
-//!   upstream client, upgrades.
-//! - `idle`: the idle timeout of client connections and tunnels.
+//!   upstream client (hyper-util), upgrades.
 //! - `tls`: the SNI certificate resolver and the `CertLoader` actor (manual
 //!   and self-signed certificates).
 //! - `certs`, `challenge`: the two maps shared with the ACME manager.
@@ -17,7 +17,6 @@ pub mod certs;
 pub mod challenge;
 pub mod dev_ca;
 pub mod forward;
-pub mod idle;
 pub mod router;
 pub mod server;
 mod state_files;

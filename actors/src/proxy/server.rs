@@ -1,33 +1,42 @@
 //! The proxy's listeners: plain HTTP and HTTPS (rustls, HTTP/2 and
-//! HTTP/1.1 by ALPN), served by hyper on worker threads of their own (one
-//! single-threaded runtime per core, each accepting on the shared sockets
-//! and with its own upstream pool, so a request never hops threads),
-//! started once by the daemon and never restarted: reloads and deploys
-//! change the `SharedTable` and the `CertMap`, which every request and
-//! handshake reads afresh.
+//! HTTP/1.1 by ALPN), served by actix-web on a thread of their own with one
+//! single-threaded worker per core (capped), each with its own `Forwarder`
+//! and so its own upstream pool, so a request never hops threads. Started
+//! once by the daemon and never restarted: reloads and deploys change the
+//! `SharedTable` and the `CertMap`, which every request and handshake reads
+//! afresh.
+//!
+//! This module is the only one that knows actix-web: it turns a request
+//! into `http` types for the forwarder (enforcing `max_header_bytes`, 431),
+//! bridges the request payload (not `Send`) into a `RequestBody` chunk by
+//! chunk, and streams the forwarder's `ProxyBody` back.
 //!
 //! Strategies: `https-only` serves HTTPS and makes the HTTP listener answer
 //! ACME challenges and redirect everything else; `http-only` serves plain
 //! HTTP only; `both` proxies on both listeners.
 
-use std::convert::Infallible;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, error, info, warn};
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::header as actix_header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Body as _;
+use tokio::sync::mpsc;
+use tracing::{error, info};
 
 use super::certs::CertMap;
 use super::challenge::Challenges;
-use super::forward::{ClientConn, Forwarder, Listener};
-use super::idle::{idle_watch, IdleIo};
+use super::forward::{ClientConn, Forwarder, Listener, ProxyBody, RequestBody};
 use super::table::SharedTable;
 use super::tls::{self, TlsError};
 use crate::plan::{ProxySettings, ProxyStrategy};
@@ -50,30 +59,39 @@ pub struct ProxyServer {
     /// The addresses actually bound (a configured port 0 becomes a real one).
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
-    _threads: Vec<JoinHandle<()>>,
+    _thread: JoinHandle<()>,
 }
 
-/// One worker's handles on the listening sockets (shared by all workers:
-/// whichever worker is free accepts).
-struct Listeners {
-    http: StdTcpListener,
-    https: Option<StdTcpListener>,
-}
-
-/// Everything a connection task needs, shared.
-struct Shared {
+/// One worker's request handler: its forwarder (and upstream pool).
+struct Worker {
     forwarder: Forwarder,
-    http: auto::Builder<TokioExecutor>,
-    tls: Option<TlsAcceptor>,
-    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+/// Why a request head cannot be handed to the forwarder.
+#[derive(Debug, Clone, Copy)]
+enum HeadRefusal {
+    /// Longer than `max_header_bytes` (431).
+    TooLarge,
+    /// Not expressible as `http` types (400).
+    Bad,
 }
 
 /// Longest time a client may take for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (for example out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-/// Most worker threads the proxy uses (each a single-threaded runtime).
+/// Longest wait for a client to close its side after the proxy closed a
+/// connection (then it is dropped).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How far behind actix-http's clock may be: it reads a time cached every
+/// 500 ms, so its deadlines come up to that much early; added to timeouts
+/// so a client always gets at least the configured time.
+const COARSE_CLOCK: Duration = Duration::from_millis(500);
+/// Most worker threads the proxy uses (each single-threaded).
 const MAX_WORKERS: usize = 8;
+/// Request body chunks on their way upstream, at most, per request.
+const BRIDGE_CHUNKS: usize = 4;
+/// Bytes of a request head beyond its header lines (request line, CRLFs).
+const HEADER_LINE_OVERHEAD: usize = 4;
 
 impl ProxyServer {
     /// Binds the listeners the strategy needs and starts serving them.
@@ -92,19 +110,9 @@ impl ProxyServer {
         let http = local(&http_listener);
         let https = https_listener.as_ref().and_then(local);
         let tls = match &https_listener {
-            Some(_) => Some(TlsAcceptor::from(Arc::new(tls::server_config(certs)?))),
+            Some(_) => Some(tls::server_config(certs)?),
             None => None,
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_timeout)
-            .max_buf_size(settings.max_header_bytes);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
         let mut forwarding = settings.clone();
         if let Some(https) = https {
             forwarding.https_listen = https;
@@ -112,45 +120,304 @@ impl ProxyServer {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .min(MAX_WORKERS);
-        let mut threads = Vec::with_capacity(workers);
-        for n in 0..workers {
-            // Each worker has its own upstream pool, so a request, its
-            // pooled upstream connection and both connection tasks stay on
-            // one thread.
-            let shared = Arc::new(Shared {
-                forwarder: Forwarder::new(&forwarding, table.clone(), challenges.clone()),
-                http: builder.clone(),
-                tls: tls.clone(),
-                idle_timeout: settings.idle_timeout,
-            });
-            let listeners = Listeners {
-                http: clone_listener(&http_listener, settings.http_listen)?,
-                https: match &https_listener {
-                    Some(listener) => Some(clone_listener(listener, settings.https_listen)?),
-                    None => None,
-                },
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|err| ServerError::Runtime(err.to_string()))?;
-            let thread = std::thread::Builder::new()
-                .name(format!("proxy-{n}"))
-                .spawn(move || runtime.block_on(serve_listeners(listeners, shared)))
-                .map_err(|err| ServerError::Runtime(err.to_string()))?;
-            threads.push(thread);
+        let (started, result) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("proxy".to_string())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    let listeners = (http_listener, https_listener.zip(tls));
+                    match serve(&forwarding, table, challenges, listeners, workers) {
+                        Ok(server) => {
+                            let _ = started.send(Ok(()));
+                            if let Err(err) = server.await {
+                                error!(error = %err, "the proxy stopped");
+                            }
+                        }
+                        Err(err) => {
+                            let _ = started.send(Err(err));
+                        }
+                    }
+                });
+            })
+            .map_err(|err| ServerError::Runtime(err.to_string()))?;
+        match result.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(ServerError::Runtime("the proxy thread ended".to_string())),
         }
         info!(
             http = %http.map_or("-".to_string(), |a| a.to_string()),
             https = %https.map_or("-".to_string(), |a| a.to_string()),
             strategy = ?settings.strategy,
+            workers,
             "proxy listening"
         );
         Ok(ProxyServer {
             http,
             https,
-            _threads: threads,
+            _thread: thread,
         })
+    }
+}
+
+/// Builds the actix-web server on the bound listeners (inside the proxy's
+/// actix system); awaiting the result serves until the process exits.
+fn serve(
+    settings: &ProxySettings,
+    table: SharedTable,
+    challenges: Challenges,
+    (http, https): (
+        StdTcpListener,
+        Option<(StdTcpListener, rustls::ServerConfig)>,
+    ),
+    workers: usize,
+) -> Result<actix_web::dev::Server, ServerError> {
+    let http_address = settings.http_listen;
+    let https_address = settings.https_listen;
+    let forwarding = settings.clone();
+    let max_header_bytes = settings.max_header_bytes;
+    let server = HttpServer::new(move || {
+        // Called once on each worker thread: one forwarder, one pool each.
+        let worker = Rc::new(Worker {
+            forwarder: Forwarder::new(&forwarding, table.clone(), challenges.clone()),
+            max_header_bytes,
+        });
+        App::new().default_service(web::to(move |req: HttpRequest, payload: web::Payload| {
+            let worker = worker.clone();
+            async move { worker.answer(req, payload).await }
+        }))
+    })
+    .workers(workers)
+    .disable_signals()
+    .client_request_timeout(settings.header_timeout + COARSE_CLOCK)
+    .keep_alive(settings.header_timeout + COARSE_CLOCK)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+    .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
+    .shutdown_timeout(1);
+    let fail = |address: SocketAddr| {
+        move |err: io::Error| ServerError::Bind {
+            address,
+            reason: err.to_string(),
+        }
+    };
+    // HTTP/1.1, and HTTP/2 by prior knowledge (h2c), on the plain listener.
+    let mut server = server.listen_auto_h2c(http).map_err(fail(http_address))?;
+    if let Some((listener, config)) = https {
+        server = server
+            .listen_rustls_0_23(listener, config)
+            .map_err(fail(https_address))?;
+    }
+    Ok(server.run())
+}
+
+impl Worker {
+    /// Answers one request: converts it, forwards it, converts the answer.
+    async fn answer(&self, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+        let listener = if req.app_config().secure() {
+            Listener::Https
+        } else {
+            Listener::Http
+        };
+        let peer = req
+            .peer_addr()
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let conn = ClientConn::new(listener, peer);
+        let head = match request_head(&req, self.max_header_bytes) {
+            Ok(head) => head,
+            Err(refusal) => return refusal.response(),
+        };
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        let body = bridge(payload, length).await;
+        let is_head = head.method == Method::HEAD;
+        let response = self
+            .forwarder
+            .handle(Request::from_parts(head, body), &conn)
+            .await;
+        into_actix(response, is_head)
+    }
+}
+
+/// The request head as `http` types, or the refusal: 431 when its header
+/// lines and target together are longer than `max_header_bytes`.
+fn request_head(
+    req: &HttpRequest,
+    max_header_bytes: usize,
+) -> Result<http::request::Parts, HeadRefusal> {
+    let source = req.uri();
+    let mut size = source.path_and_query().map_or(1, |pq| pq.as_str().len());
+    if size > max_header_bytes {
+        return Err(HeadRefusal::TooLarge);
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + HEADER_LINE_OVERHEAD;
+        if size > max_header_bytes {
+            return Err(HeadRefusal::TooLarge);
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            return Err(HeadRefusal::Bad);
+        };
+        headers.append(name, value);
+    }
+    let uri = if source.scheme().is_none() && source.authority().is_none() {
+        Uri::try_from(source.path_and_query().map_or("/", |pq| pq.as_str()))
+    } else {
+        Uri::try_from(source.to_string())
+    };
+    let Ok(uri) = uri else {
+        return Err(HeadRefusal::Bad);
+    };
+    let Ok(method) = Method::from_bytes(req.method().as_str().as_bytes()) else {
+        return Err(HeadRefusal::Bad);
+    };
+    let version = match req.version() {
+        actix_web::http::Version::HTTP_09 => Version::HTTP_09,
+        actix_web::http::Version::HTTP_10 => Version::HTTP_10,
+        actix_web::http::Version::HTTP_2 => Version::HTTP_2,
+        actix_web::http::Version::HTTP_3 => Version::HTTP_3,
+        _ => Version::HTTP_11,
+    };
+    let mut head = Request::new(());
+    *head.method_mut() = method;
+    *head.uri_mut() = uri;
+    *head.version_mut() = version;
+    *head.headers_mut() = headers;
+    Ok(head.into_parts().0)
+}
+
+impl HeadRefusal {
+    fn response(self) -> HttpResponse {
+        let (status, body) = match self {
+            HeadRefusal::TooLarge => (
+                actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large\n",
+            ),
+            HeadRefusal::Bad => (actix_web::http::StatusCode::BAD_REQUEST, "bad request\n"),
+        };
+        HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(body)
+    }
+}
+
+/// The request body for the forwarder. A request whose payload is already
+/// at its end (no body) gets `RequestBody::Empty`; any other payload is
+/// passed on chunk by chunk by a task on this worker (the payload is not
+/// `Send`; the upstream client wants a `Send` body), with back-pressure.
+async fn bridge(mut payload: web::Payload, length: Option<u64>) -> RequestBody {
+    let first = std::future::poll_fn(|cx| Poll::Ready(payload.poll_next_unpin(cx))).await;
+    let first = match first {
+        Poll::Ready(None) => return RequestBody::Empty,
+        Poll::Ready(Some(chunk)) => Some(chunk),
+        Poll::Pending => None,
+    };
+    let (chunks, receiver) = mpsc::channel(BRIDGE_CHUNKS);
+    actix_rt::spawn(async move {
+        let mut next = first;
+        loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => match payload.next().await {
+                    Some(chunk) => chunk,
+                    None => return,
+                },
+            };
+            let failed = chunk.is_err();
+            let chunk = chunk.map_err(|err| io::Error::other(err.to_string()));
+            if chunks.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    RequestBody::Chunks {
+        chunks: receiver,
+        length,
+    }
+}
+
+/// The forwarder's answer as an actix-web response. Its `Connection` is
+/// actix-web's to set (an upgrade keeps its `Upgrade` protocol); a `HEAD`
+/// answer keeps the length of the body it does not carry.
+fn into_actix(response: Response<ProxyBody>, is_head: bool) -> HttpResponse {
+    let (parts, body) = response.into_parts();
+    let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    let mut builder = HttpResponse::build(status);
+    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in &parts.headers {
+        if *name == header::CONNECTION {
+            continue;
+        }
+        if upgrade && *name == header::UPGRADE {
+            builder.upgrade(value.as_bytes());
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            actix_header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            actix_header::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            builder.append_header((name, value));
+        }
+    }
+    let body = if is_head {
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        ProxyBody::Headless(length)
+    } else {
+        body
+    };
+    builder.body(body)
+}
+
+impl MessageBody for ProxyBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        match self {
+            ProxyBody::Upstream(body) => body
+                .size_hint()
+                .exact()
+                .map_or(BodySize::Stream, BodySize::Sized),
+            ProxyBody::Own(bytes) => BodySize::Sized(bytes.len() as u64),
+            ProxyBody::Tunnel(_) => BodySize::Stream,
+            ProxyBody::Headless(length) => length.map_or(BodySize::None, BodySize::Sized),
+        }
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(body) => loop {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        // Trailers and empty frames carry nothing to send.
+                        _ => {}
+                    },
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
+            ProxyBody::Own(bytes) if bytes.is_empty() => Poll::Ready(None),
+            ProxyBody::Own(bytes) => Poll::Ready(Some(Ok(std::mem::take(bytes)))),
+            ProxyBody::Tunnel(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|chunk| chunk.map_err(Into::into))),
+            ProxyBody::Headless(_) => Poll::Ready(None),
+        }
     }
 }
 
@@ -163,109 +430,4 @@ fn bind(address: SocketAddr) -> Result<StdTcpListener, ServerError> {
     let listener = StdTcpListener::bind(address).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;
     Ok(listener)
-}
-
-/// Another handle on a listening socket, for one more worker.
-fn clone_listener(
-    listener: &StdTcpListener,
-    address: SocketAddr,
-) -> Result<StdTcpListener, ServerError> {
-    listener.try_clone().map_err(|err| ServerError::Bind {
-        address,
-        reason: err.to_string(),
-    })
-}
-
-/// One worker: accepts on every listener until the process exits.
-async fn serve_listeners(listeners: Listeners, shared: Arc<Shared>) {
-    let mut tasks = Vec::new();
-    match TcpListener::from_std(listeners.http) {
-        Ok(listener) => tasks.push(tokio::spawn(accept_loop(
-            listener,
-            Listener::Http,
-            shared.clone(),
-        ))),
-        Err(err) => error!(error = %err, "cannot serve the HTTP listener"),
-    }
-    if let Some(https) = listeners.https {
-        match TcpListener::from_std(https) {
-            Ok(listener) => tasks.push(tokio::spawn(accept_loop(
-                listener,
-                Listener::Https,
-                shared.clone(),
-            ))),
-            Err(err) => error!(error = %err, "cannot serve the HTTPS listener"),
-        }
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-}
-
-async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                warn!(error = %err, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, peer, kind, shared.clone()));
-    }
-}
-
-/// Serves one client connection until it closes, idles out or upgrades.
-async fn serve(stream: TcpStream, peer: SocketAddr, kind: Listener, shared: Arc<Shared>) {
-    let (io, activity) = IdleIo::new(stream);
-    let idle = idle_watch(activity, shared.idle_timeout);
-    let conn = ClientConn::new(kind, peer);
-    match (kind, &shared.tls) {
-        (Listener::Https, Some(acceptor)) => {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await;
-            let tls = match handshake {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    debug!(peer = %peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(peer = %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            tokio::select! {
-                () = serve_http(TokioIo::new(tls), conn, &shared) => {}
-                () = idle => debug!(peer = %peer, "idle connection closed"),
-            }
-        }
-        _ => {
-            tokio::select! {
-                () = serve_http(TokioIo::new(io), conn, &shared) => {}
-                () = idle => debug!(peer = %peer, "idle connection closed"),
-            }
-        }
-    }
-}
-
-async fn serve_http<I>(io: I, conn: ClientConn, shared: &Arc<Shared>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let conn = Arc::new(conn);
-    let handler = shared.clone();
-    let service = service_fn(move |req| {
-        let handler = handler.clone();
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handler.forwarder.handle(req, &conn).await) }
-    });
-    if let Err(err) = shared
-        .http
-        .serve_connection_with_upgrades(io, service)
-        .await
-    {
-        debug!(error = %err, "connection ended with an error");
-    }
 }
