@@ -253,6 +253,37 @@ fn routes_streams_upgrades_and_switches_routes_under_keep_alive() {
     conn.get_mut().write_all(&upload).unwrap();
     assert_eq!(read_reply(&mut conn).body, format!("{}\n", upload.len()));
 
+    // A chunked upload of unknown length is streamed on, chunk by chunk.
+    conn.get_mut()
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'y'; 256 * 1024];
+    for _ in 0..4 {
+        conn.get_mut()
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        conn.get_mut().write_all(&chunk).unwrap();
+        conn.get_mut().write_all(b"\r\n").unwrap();
+    }
+    conn.get_mut().write_all(b"0\r\n\r\n").unwrap();
+    assert_eq!(read_reply(&mut conn).body, format!("{}\n", 4 * chunk.len()));
+
+    // HEAD keeps the container's Content-Length and sends no body: the next
+    // request on the same connection reads a clean answer.
+    let get = exchange(&mut conn, "app.test", "/", "");
+    conn.get_mut()
+        .write_all(b"HEAD / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let (status, head) = read_head(&mut conn);
+    assert_eq!(status, 200);
+    let length = head
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.clone());
+    assert_eq!(length, Some(get.body.len().to_string()), "{head:?}");
+    let after = exchange(&mut conn, "app.test", "/", "");
+    assert_eq!((after.status, after.body), (200, get.body));
+
     // Server-sent events arrive one by one, not at the end.
     let mut sse = connect(http);
     sse.get_mut()
