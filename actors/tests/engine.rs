@@ -71,14 +71,12 @@ async fn connect_negotiates_the_daemons_api_version() {
 
 #[tokio::test]
 async fn create_applies_every_container_field() {
-    let engine = harness::engine().await;
-    let cleanup = Cleanup::default();
-    let instance = harness::unique_name();
-    let default_network = harness::default_network(&cleanup);
-    engine
-        .ensure_default_network(&default_network, &harness::labels(&instance))
-        .await
-        .expect("default network");
+    let harness::World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    } = harness::world().await;
     let backend = declared_network(&cleanup, &instance);
     engine
         .ensure_network(&backend, &harness::labels(&instance))
@@ -381,14 +379,12 @@ async fn list_service_returns_only_that_services_containers_of_this_instance() {
 
 #[tokio::test]
 async fn wait_exit_returns_the_code_and_logs_tail_the_last_lines() {
-    let engine = harness::engine().await;
-    let cleanup = Cleanup::default();
-    let instance = harness::unique_name();
-    let default_network = harness::default_network(&cleanup);
-    engine
-        .ensure_default_network(&default_network, &harness::labels(&instance))
-        .await
-        .expect("default network");
+    let harness::World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    } = harness::world().await;
 
     let failing = harness::service(
         "job",
@@ -420,14 +416,12 @@ async fn wait_exit_returns_the_code_and_logs_tail_the_last_lines() {
 
 #[tokio::test]
 async fn stop_rename_and_remove() {
-    let engine = harness::engine().await;
-    let cleanup = Cleanup::default();
-    let instance = harness::unique_name();
-    let default_network = harness::default_network(&cleanup);
-    engine
-        .ensure_default_network(&default_network, &harness::labels(&instance))
-        .await
-        .expect("default network");
+    let harness::World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    } = harness::world().await;
     let service = harness::service("app", BUSYBOX_IMAGE, &[]);
     let (name, id) =
         harness::create(&engine, &cleanup, &service, &default_network, &instance).await;
@@ -630,14 +624,12 @@ async fn a_missing_external_network_is_not_found_and_never_created() {
 
 #[tokio::test]
 async fn a_failed_create_leaves_no_container_behind() {
-    let engine = harness::engine().await;
-    let cleanup = Cleanup::default();
-    let instance = harness::unique_name();
-    let default_network = harness::default_network(&cleanup);
-    engine
-        .ensure_default_network(&default_network, &harness::labels(&instance))
-        .await
-        .expect("default network");
+    let harness::World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    } = harness::world().await;
 
     let missing_image = harness::service("app", "dispenser-test/missing:none", &[]);
     let name = harness::unique_name();
@@ -680,14 +672,12 @@ async fn events_follow_this_instances_containers_only() {
     use dispenser_actors::engine::{labels, CreateRequest, EventKind};
     use futures_util::StreamExt;
 
-    let engine = harness::engine().await;
-    let cleanup = Cleanup::default();
-    let instance = harness::unique_name();
-    let default_network = harness::default_network(&cleanup);
-    engine
-        .ensure_default_network(&default_network, &harness::labels(&instance))
-        .await
-        .expect("default network");
+    let harness::World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    } = harness::world().await;
     let mut events = engine.events(&instance).await.expect("events");
 
     // Another instance's container comes and goes first: never reported.

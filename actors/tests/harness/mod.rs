@@ -87,6 +87,32 @@ pub async fn engine() -> DockerEngine {
     DockerEngine::connect().await.expect("docker is reachable")
 }
 
+/// What most engine tests start from: the engine, a cleanup guard, a fresh
+/// instance name, and that instance's default network, created.
+pub struct World {
+    pub engine: DockerEngine,
+    pub cleanup: Cleanup,
+    pub instance: String,
+    pub default_network: DefaultNetwork,
+}
+
+pub async fn world() -> World {
+    let engine = engine().await;
+    let cleanup = Cleanup::default();
+    let instance = unique_name();
+    let default_network = default_network(&cleanup);
+    engine
+        .ensure_default_network(&default_network, &labels(&instance))
+        .await
+        .expect("default network");
+    World {
+        engine,
+        cleanup,
+        instance,
+        default_network,
+    }
+}
+
 /// A name no other test or run uses: `dtest-<pid>-<n>`.
 pub fn unique_name() -> String {
     let n = NEXT_NAME.fetch_add(1, Ordering::SeqCst);
