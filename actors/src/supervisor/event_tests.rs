@@ -92,6 +92,21 @@ async fn until(supervisor: &Addr<Supervisor>, what: &str, check: impl Fn(&Servic
 }
 
 /// Docker restarts the container `times` times (its policy), reporting each.
+/// The container exits with `code` and Docker reports it; waits until the
+/// service's actor has seen it.
+async fn exit(supervisor: &Addr<Supervisor>, engine: &FakeEngine, name: &str, code: i64) {
+    engine.update_container(name, |c| c.state = ContainerState::Exited { code });
+    let die = event(
+        engine,
+        name,
+        EventKind::Die {
+            exit_code: Some(code),
+        },
+    );
+    supervisor.send(die).await.unwrap();
+    until(supervisor, "exited", |s| s.state == State::Exited { code }).await;
+}
+
 async fn crash(supervisor: &Addr<Supervisor>, engine: &FakeEngine, name: &str, times: u64) {
     for _ in 0..times {
         engine.update_container(name, |c| c.state = ContainerState::Restarting);
@@ -117,19 +132,7 @@ async fn an_exit_that_stays_down_marks_the_route_down_and_starts_nothing() {
     assert_eq!(endpoints.last(), Some(EndpointState::Ready));
     engine.clear_calls();
 
-    engine.update_container("web", |c| c.state = ContainerState::Exited { code: 137 });
-    let die = event(
-        &engine,
-        "web",
-        EventKind::Die {
-            exit_code: Some(137),
-        },
-    );
-    supervisor.send(die).await.unwrap();
-    until(&supervisor, "exited", |s| {
-        s.state == State::Exited { code: 137 }
-    })
-    .await;
+    exit(&supervisor, &engine, "web", 137).await;
     assert_eq!(endpoints.last(), Some(EndpointState::Down));
     assert!(engine
         .calls_of(&["create", "start", "stop", "remove"])
@@ -271,19 +274,7 @@ async fn an_oom_kill_reported_after_the_exit_still_counts() {
     web.container.restart = RestartPolicy::No;
     let (supervisor, _) = started(&engine, vec![web]).await;
     let before = oom_exits("web");
-    engine.update_container("web", |c| c.state = ContainerState::Exited { code: 137 });
-    let die = event(
-        &engine,
-        "web",
-        EventKind::Die {
-            exit_code: Some(137),
-        },
-    );
-    supervisor.send(die).await.unwrap();
-    until(&supervisor, "exited", |s| {
-        s.state == State::Exited { code: 137 }
-    })
-    .await;
+    exit(&supervisor, &engine, "web", 137).await;
     supervisor
         .send(event(&engine, "web", EventKind::Oom))
         .await
@@ -309,19 +300,7 @@ async fn an_oom_kill_before_the_exit_marks_that_exit() {
         .send(event(&engine, "hungry", EventKind::Oom))
         .await
         .unwrap();
-    engine.update_container("hungry", |c| c.state = ContainerState::Exited { code: 137 });
-    let die = event(
-        &engine,
-        "hungry",
-        EventKind::Die {
-            exit_code: Some(137),
-        },
-    );
-    supervisor.send(die).await.unwrap();
-    until(&supervisor, "exited", |s| {
-        s.state == State::Exited { code: 137 }
-    })
-    .await;
+    exit(&supervisor, &engine, "hungry", 137).await;
     assert_eq!(oom_exits("hungry"), before + 1);
 }
 
