@@ -403,12 +403,15 @@ fn redeploys_under_load_drop_nothing_and_bad_versions_roll_back() {
         wait_logged(&daemon, "removed the previous container", n);
     }
 
-    // A version that fails its healthcheck never takes traffic.
-    // The local tag stays on v6, as only the daemon moves it in production.
-    registry.push(&unhealthy, "web", Some(&versions[5]));
+    // A version that fails its healthcheck never takes traffic. The push
+    // leaves the local tag on it: the daemon moves the tag back after the
+    // rollback. (Putting it back from the test raced with the daemon's own
+    // pull and tag on a loaded machine, so the daemon could deploy v6 again
+    // instead of the bad version.)
+    registry.push(&unhealthy, "web", None);
     wait_logged(&daemon, "new version rolled back", 1);
     // One that crashes 5 s after it started takes traffic, then gives it back.
-    registry.push(&crashing, "web", Some(&versions[5]));
+    registry.push(&crashing, "web", None);
     wait_logged(&daemon, "new version rolled back", 2);
     load.wait_for("crashing", || daemon.log());
     // Quarantined: three more polls see the same digest, nothing is tried.
