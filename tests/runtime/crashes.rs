@@ -10,18 +10,14 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::proxy::{free_port, get, wait_until};
-use crate::support::{docker, inspect, text, Daemon, Sandbox};
+use crate::support::{self, docker, inspect, text, Daemon, Sandbox};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 const WEB: &str = "dispenser-test/web:v1";
 
 /// Waits until `check` holds, polling every 50 ms, or fails with `what`.
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    support::eventually(what, timeout, check, String::new);
 }
 
 /// The lines of the daemon's log that name `service` and contain `needle`.

@@ -12,7 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::deploys::{free_port, Images, Load};
-use crate::support::{docker, exists, inspect, text, Sandbox};
+use crate::support::{docker, eventually, exists, inspect, text, Sandbox};
 use crate::watching::{Auth, Registry};
 
 const UPSTREAM: &str = "dispenser-test/upstream:latest";
@@ -47,15 +47,6 @@ pub(crate) fn wait_answer(port: u16, host: &str, body: &str, log: impl Fn() -> S
             log()
         );
         sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `check` until it holds.
-fn wait_until(what: &str, check: impl Fn() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out: {what}:\n{}", log());
-        sleep(Duration::from_millis(50));
     }
 }
 
@@ -132,7 +123,7 @@ fn kill_during_a_start_first_deploy_converges_on_the_declared_version() {
     // daemon while `-next` exists and the route still goes to v1.
     sb.service("web", &v2, &route("app.test"));
     sb.signal("HUP");
-    wait_until("the next container", || exists(&next), || first.log());
+    eventually("the next container", WAIT, || exists(&next), || first.log());
     let log = first.log();
     assert!(!log.contains("traffic moved"), "{log}");
     first.kill9();
@@ -182,9 +173,15 @@ fn kill_during_a_stop_first_deploy_puts_the_proven_version_back() {
     // The watcher finds v2, moves the local tag to it and replaces the
     // container stop-first: kill the daemon while v2 waits to be ready.
     registry.push(&v2, "web", Some(&v1));
-    wait_until("the previous container", || exists(&prev), || first.log());
-    wait_until(
+    eventually(
+        "the previous container",
+        WAIT,
+        || exists(&prev),
+        || first.log(),
+    );
+    eventually(
         "the new container",
+        WAIT,
         || exists(&web) && image_of(&web) == image_id(&v2),
         || first.log(),
     );
@@ -194,8 +191,9 @@ fn kill_during_a_stop_first_deploy_puts_the_proven_version_back() {
     // The restart must not adopt the unproven v2: v1 is put back, v2 gets
     // the health gate again (and fails it), and the watcher quarantines it.
     let second = sb.start();
-    wait_until(
+    eventually(
         "v2 rolled back twice",
+        WAIT,
         || {
             deploy_rows(&sb, &web)
                 .iter()
@@ -205,8 +203,9 @@ fn kill_during_a_stop_first_deploy_puts_the_proven_version_back() {
         },
         || second.log(),
     );
-    wait_until(
+    eventually(
         "v2 quarantined",
+        WAIT,
         || second.log().contains("quarantined"),
         || second.log(),
     );
@@ -561,8 +560,9 @@ fn soak_deploys_reloads_cron_and_kills_under_load() {
 
     // The schedule goes on after the last restart: a run starts after it.
     let job = sb.name("job");
-    wait_until(
+    eventually(
         "a cron run after the last restart",
+        WAIT,
         || {
             runs(&sb, &job)
                 .iter()

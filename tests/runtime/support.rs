@@ -440,6 +440,21 @@ pub fn docker(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Polls `check` every 50 ms until it holds; after `timeout` fails naming
+/// `what`, with `log()` (the daemon's log, or nothing) below it.
+pub fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", log());
+        sleep(Duration::from_millis(50));
+    }
+}
+
 /// `docker inspect` of one object, as JSON.
 pub fn inspect(name: &str) -> Value {
     let out = docker(&["inspect", name]);
