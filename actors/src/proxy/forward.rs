@@ -1,7 +1,7 @@
 //! The request path: answers ACME challenges and HTTPS redirects on the HTTP
 //! listener, routes by host and path through the `SharedTable`, and forwards
 //! to the upstream container over a pooled keep-alive HTTP/1.1 client
-//! (hyper-util; one pool per worker thread).
+//! (`upstream`; one pool per worker thread).
 //!
 //! It sees requests as `http` types with a `RequestBody` the server fills
 //! chunk by chunk (server.rs bridges actix-web's payload into it), and
@@ -16,32 +16,29 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
 use super::table::{Lookup, SharedTable, Upstream};
+use super::upstream::{BodyReader, Conn, UpstreamBody, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
 /// The body of every response the proxy sends.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// The container's, streamed.
-    Upstream(Incoming),
+    Upstream(BodyReader),
     /// A short one of the proxy's own.
     Own(Bytes),
     /// The container's side of an upgraded (WebSocket) tunnel; its end
@@ -85,7 +82,7 @@ const REPLAY_WAIT: Duration = Duration::from_secs(3);
 /// its head, ready to go (hop-by-hop and forwarded headers done).
 struct Replay {
     parts: http::request::Parts,
-    failed: Authority,
+    failed: SocketAddr,
 }
 
 /// Which listener a connection came in on.
@@ -105,12 +102,13 @@ pub struct ClientConn {
     peer_ip: HeaderValue,
 }
 
-/// Routes and forwards requests. One per server, shared by every connection.
+/// Routes and forwards requests. One per worker thread, shared by its
+/// connections.
 #[derive(Debug)]
 pub struct Forwarder {
     table: SharedTable,
     challenges: Challenges,
-    client: Client<HttpConnector, RequestBody>,
+    upstreams: Rc<Upstreams>,
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
     header_timeout: Duration,
@@ -168,34 +166,20 @@ impl ClientConn {
     }
 }
 
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
+impl RequestBody {
+    /// The next chunk the client sent; `None` at the body's end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        match self {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Chunks { chunks, .. } => chunks
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data))),
+            RequestBody::Chunks { chunks, .. } => chunks.poll_recv(cx),
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        matches!(self, RequestBody::Empty)
-    }
-
-    fn size_hint(&self) -> SizeHint {
+    /// The body's length, when known (none is 0).
+    pub fn length(&self) -> Option<u64> {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Chunks {
-                length: Some(length),
-                ..
-            } => SizeHint::with_exact(*length),
-            RequestBody::Chunks { length: None, .. } => SizeHint::default(),
+            RequestBody::Empty => Some(0),
+            RequestBody::Chunks { length, .. } => *length,
         }
     }
 }
@@ -221,21 +205,16 @@ impl Refusal {
 
 impl Forwarder {
     pub fn new(settings: &ProxySettings, table: SharedTable, challenges: Challenges) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(settings.idle_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http1_max_buf_size(settings.max_header_bytes.max(16 * 1024))
-            .build(connector);
+        let upstreams = Upstreams::new(
+            settings.connect_timeout,
+            settings.idle_timeout,
+            settings.max_header_bytes.max(16 * 1024),
+            MAX_IDLE_PER_UPSTREAM,
+        );
         Forwarder {
             table,
             challenges,
-            client,
+            upstreams,
             strategy: settings.strategy,
             trust_forwarded_headers: settings.trust_forwarded_headers,
             header_timeout: settings.header_timeout,
@@ -243,6 +222,12 @@ impl Forwarder {
             hold_timeout: settings.hold_timeout,
             https_port: settings.https_listen.port(),
         }
+    }
+
+    /// Starts closing the upstream connections that stay idle too long
+    /// (on the worker's local task set).
+    pub fn start_sweeper(&self) {
+        self.upstreams.start_sweeper();
     }
 
     /// Answers one request.
@@ -270,7 +255,7 @@ impl Forwarder {
             Err(refusal) => return refusal.response(),
         };
         let held_until = tokio::time::Instant::now() + self.hold_timeout;
-        let (route, authority, in_flight) = loop {
+        let (route, address, in_flight) = loop {
             // Armed before the table is read, so no swap in between is missed.
             let changed = self.table.changed();
             // Before the first table (the daemon starting, for example after
@@ -291,10 +276,8 @@ impl Forwarder {
                     }
                     Lookup::Found(entry) => match &entry.upstream {
                         Upstream::Ready {
-                            authority,
-                            in_flight,
-                            ..
-                        } => break (entry.service.clone(), authority.clone(), in_flight.enter()),
+                            address, in_flight, ..
+                        } => break (entry.service.clone(), *address, in_flight.enter()),
                         Upstream::Starting => {}
                         Upstream::Down => {
                             return plain(
@@ -316,7 +299,7 @@ impl Forwarder {
             }
         };
         let started = std::time::Instant::now();
-        let outcome = self.forward(req, authority, conn).await;
+        let outcome = self.forward(req, address, conn).await;
         drop(in_flight);
         let response = match outcome {
             Ok(response) => response,
@@ -334,7 +317,7 @@ impl Forwarder {
     /// changes within `REPLAY_WAIT` (a deploy moved traffic away from a
     /// container that died); otherwise answers 502.
     async fn replay(&self, replay: Replay) -> Response<ProxyBody> {
-        let Replay { mut parts, failed } = replay;
+        let Replay { parts, failed } = replay;
         let down = || {
             plain(
                 StatusCode::BAD_GATEWAY,
@@ -350,17 +333,15 @@ impl Forwarder {
             return down();
         };
         let deadline = tokio::time::Instant::now() + REPLAY_WAIT.min(self.hold_timeout);
-        let (authority, in_flight) = loop {
+        let (address, in_flight) = loop {
             let changed = self.table.changed();
             {
                 let table = self.table.load();
                 match table.lookup(&host, parts.uri.path()) {
                     Lookup::Found(entry) => match &entry.upstream {
                         Upstream::Ready {
-                            authority,
-                            in_flight,
-                            ..
-                        } if *authority != failed => break (authority.clone(), in_flight.enter()),
+                            address, in_flight, ..
+                        } if *address != failed => break (*address, in_flight.enter()),
                         Upstream::Ready { .. } | Upstream::Starting => {}
                         Upstream::Down => return down(),
                     },
@@ -371,26 +352,17 @@ impl Forwarder {
                 return down();
             }
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(uri) => uri,
-            Err(_) => return down(),
-        };
-        debug!(uri = %parts.uri, "replaying a request on the route's new upstream");
+        debug!(%address, "replaying a request on the route's new upstream");
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.client
-                .request(Request::from_parts(parts, RequestBody::Empty)),
+            self.upstreams.send(address, &parts, RequestBody::Empty),
         )
         .await;
         drop(in_flight);
         match sent {
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
-                response.map(ProxyBody::Upstream)
+                response.map(proxy_body)
             }
             Ok(Err(_)) => down(),
             Err(_) => plain(
@@ -400,13 +372,13 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request to `authority` and streams the answer back. A
+    /// Sends the request to `address` and streams the answer back. A
     /// bodiless idempotent request that fails before any answer comes back
     /// as a `Replay`.
     async fn forward(
         &self,
         req: Request<RequestBody>,
-        authority: Authority,
+        address: SocketAddr,
         conn: &ClientConn,
     ) -> Result<Response<ProxyBody>, Replay> {
         // Only WebSocket: the server passes on the client's bytes after the
@@ -438,25 +410,6 @@ impl Forwarder {
                 None => HeaderValue::from_static(""),
             },
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(uri) => uri,
-            Err(_) => {
-                return Ok(plain(
-                    StatusCode::BAD_REQUEST,
-                    Bytes::from_static(b"bad request\n"),
-                ))
-            }
-        };
         parts.version = Version::HTTP_11;
         let upgrade_protocol = if upgrade {
             parts.headers.get(header::UPGRADE).cloned()
@@ -475,26 +428,21 @@ impl Forwarder {
 
         let replayable = !upgrade
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            && body.is_end_stream();
-        let replay = replayable.then(|| Replay {
-            parts: clone_head(&parts),
-            failed: parts
-                .uri
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("invalid")),
-        });
+            && matches!(body, RequestBody::Empty);
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            self.upstreams.send(address, &parts, body),
         )
         .await;
         let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => {
                 debug!(error = %err, "upstream request failed");
-                if let Some(replay) = replay {
-                    return Err(replay);
+                if replayable {
+                    return Err(Replay {
+                        parts,
+                        failed: address,
+                    });
                 }
                 // Refused or timed-out connects mean the container is not
                 // serving (it may have exited since it was last reported).
@@ -519,15 +467,15 @@ impl Forwarder {
                     Bytes::from_static(b"unexpected upgrade\n"),
                 ));
             };
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (parts, body) = response.into_parts();
+            let UpstreamBody::Upgraded(upstream) = body else {
+                return Ok(plain(
+                    StatusCode::BAD_GATEWAY,
+                    Bytes::from_static(b"bad gateway\n"),
+                ));
+            };
             let (to_client, from_upstream) = mpsc::channel(TUNNEL_CHUNKS);
-            tokio::spawn(tunnel(
-                client_side,
-                upstream_upgrade,
-                to_client,
-                self.idle_timeout,
-            ));
-            let (parts, _) = response.into_parts();
+            tokio::task::spawn_local(tunnel(client_side, upstream, to_client, self.idle_timeout));
             return Ok(Response::from_parts(
                 parts,
                 ProxyBody::Tunnel(from_upstream),
@@ -535,7 +483,7 @@ impl Forwarder {
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().remove(header::UPGRADE);
-        Ok(response.map(ProxyBody::Upstream))
+        Ok(response.map(proxy_body))
     }
 
     /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
@@ -677,17 +625,18 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names.
-/// A copy of a request head (the extensions are not copied).
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut head = Request::new(());
-    *head.method_mut() = parts.method.clone();
-    *head.uri_mut() = parts.uri.clone();
-    *head.version_mut() = parts.version;
-    *head.headers_mut() = parts.headers.clone();
-    head.into_parts().0
+/// The container's answer body as the server streams it.
+fn proxy_body(body: UpstreamBody) -> ProxyBody {
+    match body {
+        UpstreamBody::Full(bytes) => ProxyBody::Own(bytes),
+        UpstreamBody::Stream(reader) => ProxyBody::Upstream(reader),
+        // Only a 101 carries a connection; without one asked for, the
+        // client gets nothing of it.
+        UpstreamBody::Upgraded(_) => ProxyBody::Own(Bytes::new()),
+    }
 }
 
+/// Removes hop-by-hop headers and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
@@ -712,33 +661,30 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// tunnel ends, so the server ends the response and closes the connection.
 async fn tunnel(
     mut client: RequestBody,
-    upstream: hyper::upgrade::OnUpgrade,
+    upstream: Conn,
     to_client: mpsc::Sender<io::Result<Bytes>>,
     idle: Duration,
 ) {
-    let upstream = match upstream.await {
-        Ok(upgraded) => upgraded,
-        Err(err) => {
-            debug!(error = %err, "upgrade failed");
-            return;
-        }
-    };
-    let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+    let (upstream, early) = upstream.into_parts();
+    // What the container sent right after its 101 goes first.
+    if !early.is_empty() && to_client.send(Ok(early.freeze())).await.is_err() {
+        return;
+    }
+    let (mut from_upstream, mut to_upstream) = upstream.into_split();
     let mut buffer = BytesMut::with_capacity(TUNNEL_BUFFER);
     let mut client_open = true;
     let mut last_moved = tokio::time::Instant::now();
     let reason = loop {
         let client_chunk = async {
             if client_open {
-                std::future::poll_fn(|cx| Pin::new(&mut client).poll_frame(cx)).await
+                std::future::poll_fn(|cx| client.poll_chunk(cx)).await
             } else {
                 std::future::pending().await
             }
         };
         tokio::select! {
             chunk = client_chunk => match chunk {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                Some(Ok(data)) => {
                     if let Err(err) = to_upstream.write_all(&data).await {
                         break err;
                     }

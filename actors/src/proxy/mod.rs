@@ -6,8 +6,9 @@
 //!   plans and from the endpoints the service actors report.
 //! - `server`: the HTTP and HTTPS listeners (actix-web + rustls), started
 //!   once; the only module that knows actix-web.
-//! - `forward`: the request path: routing, forwarded headers, the pooled
-//!   upstream client (hyper-util), upgrades.
+//! - `forward`: the request path: routing, forwarded headers, upgrades.
+//! - `upstream`: the HTTP/1.1 client to containers, one keep-alive pool per
+//!   worker thread, driven by the request's own task.
 //! - `tls`: the SNI certificate resolver and the `CertLoader` actor (manual
 //!   and self-signed certificates).
 //! - `certs`, `challenge`: the two maps shared with the ACME manager.
@@ -22,3 +23,4 @@ pub mod server;
 mod state_files;
 pub mod table;
 pub mod tls;
+pub mod upstream;

@@ -30,7 +30,6 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Body as _;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
@@ -178,8 +177,10 @@ fn serve(
     let max_header_bytes = settings.max_header_bytes;
     let server = HttpServer::new(move || {
         // Called once on each worker thread: one forwarder, one pool each.
+        let forwarder = Forwarder::new(&forwarding, table.clone(), challenges.clone());
+        forwarder.start_sweeper();
         let worker = Rc::new(Worker {
-            forwarder: Forwarder::new(&forwarding, table.clone(), challenges.clone()),
+            forwarder,
             max_header_bytes,
         });
         App::new().default_service(web::to(move |req: HttpRequest, payload: web::Payload| {
@@ -384,10 +385,7 @@ impl MessageBody for ProxyBody {
 
     fn size(&self) -> BodySize {
         match self {
-            ProxyBody::Upstream(body) => body
-                .size_hint()
-                .exact()
-                .map_or(BodySize::Stream, BodySize::Sized),
+            ProxyBody::Upstream(body) => body.length().map_or(BodySize::Stream, BodySize::Sized),
             ProxyBody::Own(bytes) => BodySize::Sized(bytes.len() as u64),
             ProxyBody::Tunnel(_) => BodySize::Stream,
             ProxyBody::Headless(length) => length.map_or(BodySize::None, BodySize::Sized),
@@ -399,18 +397,9 @@ impl MessageBody for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(body) => loop {
-                match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                        // Trailers and empty frames carry nothing to send.
-                        _ => {}
-                    },
-                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Pending => return Poll::Pending,
-                }
-            },
+            ProxyBody::Upstream(body) => body
+                .poll_chunk(cx)
+                .map(|chunk| chunk.map(|chunk| chunk.map_err(Into::into))),
             ProxyBody::Own(bytes) if bytes.is_empty() => Poll::Ready(None),
             ProxyBody::Own(bytes) => Poll::Ready(Some(Ok(std::mem::take(bytes)))),
             ProxyBody::Tunnel(chunks) => chunks
