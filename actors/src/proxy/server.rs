@@ -6,27 +6,33 @@
 //! `SharedTable` and the `CertMap`, which every request and handshake reads
 //! afresh.
 //!
-//! This module is the only one that knows actix-web: it turns a request
-//! into `http` types for the forwarder (enforcing `max_header_bytes`, 431),
-//! bridges the request payload (not `Send`) into a `RequestBody` chunk by
-//! chunk, and streams the forwarder's `ProxyBody` back.
+//! This module is the only one that knows actix-web: it serves each
+//! worker's `ProxyApp` (an actix-http service; the proxy needs none of
+//! actix-web's routing or extractors), turns a request into `http` types for
+//! the forwarder (enforcing `max_header_bytes`, 431), bridges the request
+//! payload (not `Send`) into a `RequestBody` chunk by chunk, and streams the
+//! forwarder's `ProxyBody` back.
 //!
 //! Strategies: `https-only` serves HTTPS and makes the HTTP listener answer
 //! ACME challenges and redirect everything else; `http-only` serves plain
 //! HTTP only; `both` proxies on both listeners.
 
+use std::cell::RefCell;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use actix_http::{ConnectionType, Payload, Request as ActixRequest, RequestHead};
 use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{AppConfig, Service, ServiceFactory};
 use actix_web::http::header as actix_header;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::HttpServer;
 use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
@@ -65,7 +71,22 @@ pub struct ProxyServer {
 struct Worker {
     forwarder: Forwarder,
     max_header_bytes: usize,
+    /// The last client IP and its header value.
+    last_peer: RefCell<Option<(IpAddr, HeaderValue)>>,
 }
+
+/// The service actix-web runs on each worker for each listener.
+struct ProxyApp {
+    worker: Rc<Worker>,
+}
+
+/// `ProxyApp` on one listener.
+struct ProxyService {
+    worker: Rc<Worker>,
+    listener: Listener,
+}
+
+type ActixResponse = actix_http::Response<ProxyBody>;
 
 /// Why a request head cannot be handed to the forwarder.
 #[derive(Debug, Clone, Copy)]
@@ -179,17 +200,17 @@ fn serve(
         // Called once on each worker thread: one forwarder, one pool each.
         let forwarder = Forwarder::new(&forwarding, table.clone(), challenges.clone());
         forwarder.start_sweeper();
-        let worker = Rc::new(Worker {
-            forwarder,
-            max_header_bytes,
-        });
-        App::new().default_service(web::to(move |req: HttpRequest, payload: web::Payload| {
-            let worker = worker.clone();
-            async move { worker.answer(req, payload).await }
-        }))
+        ProxyApp {
+            worker: Rc::new(Worker {
+                forwarder,
+                max_header_bytes,
+                last_peer: RefCell::new(None),
+            }),
+        }
     })
     .workers(workers)
     .disable_signals()
+    .tcp_nodelay(true)
     .client_request_timeout(settings.header_timeout + COARSE_CLOCK)
     .keep_alive(settings.header_timeout + COARSE_CLOCK)
     .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
@@ -211,19 +232,49 @@ fn serve(
     Ok(server.run())
 }
 
-impl Worker {
-    /// Answers one request: converts it, forwards it, converts the answer.
-    async fn answer(&self, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-        let listener = if req.app_config().secure() {
+impl ServiceFactory<ActixRequest> for ProxyApp {
+    type Response = ActixResponse;
+    type Error = actix_web::Error;
+    type Config = AppConfig;
+    type Service = ProxyService;
+    type InitError = ();
+    type Future = std::future::Ready<Result<ProxyService, ()>>;
+
+    fn new_service(&self, config: AppConfig) -> Self::Future {
+        let listener = if config.secure() {
             Listener::Https
         } else {
             Listener::Http
         };
+        std::future::ready(Ok(ProxyService {
+            worker: self.worker.clone(),
+            listener,
+        }))
+    }
+}
+
+impl Service<ActixRequest> for ProxyService {
+    type Response = ActixResponse;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<ActixResponse, actix_web::Error>>;
+
+    actix_web::dev::always_ready!();
+
+    fn call(&self, req: ActixRequest) -> Self::Future {
+        let worker = self.worker.clone();
+        let listener = self.listener;
+        Box::pin(async move { Ok(worker.answer(req, listener).await) })
+    }
+}
+
+impl Worker {
+    /// Answers one request: converts it, forwards it, converts the answer.
+    async fn answer(&self, mut req: ActixRequest, listener: Listener) -> ActixResponse {
         let peer = req
             .peer_addr()
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        let conn = ClientConn::new(listener, peer);
-        let head = match request_head(&req, self.max_header_bytes) {
+        let conn = ClientConn::reusing(listener, peer, &self.last_peer);
+        let head = match request_head(req.head(), self.max_header_bytes) {
             Ok(head) => head,
             Err(refusal) => return refusal.response(),
         };
@@ -232,7 +283,7 @@ impl Worker {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
-        let body = bridge(payload, length).await;
+        let body = bridge(req.take_payload(), length).await;
         let is_head = head.method == Method::HEAD;
         let response = self
             .forwarder
@@ -245,10 +296,10 @@ impl Worker {
 /// The request head as `http` types, or the refusal: 431 when its header
 /// lines and target together are longer than `max_header_bytes`.
 fn request_head(
-    req: &HttpRequest,
+    req: &RequestHead,
     max_header_bytes: usize,
 ) -> Result<http::request::Parts, HeadRefusal> {
-    let source = req.uri();
+    let source = &req.uri;
     let mut size = source.path_and_query().map_or(1, |pq| pq.as_str().len());
     if size > max_header_bytes {
         return Err(HeadRefusal::TooLarge);
@@ -275,10 +326,10 @@ fn request_head(
     let Ok(uri) = uri else {
         return Err(HeadRefusal::Bad);
     };
-    let Ok(method) = Method::from_bytes(req.method().as_str().as_bytes()) else {
+    let Ok(method) = Method::from_bytes(req.method.as_str().as_bytes()) else {
         return Err(HeadRefusal::Bad);
     };
-    let version = match req.version() {
+    let version = match req.version {
         actix_web::http::Version::HTTP_09 => Version::HTTP_09,
         actix_web::http::Version::HTTP_10 => Version::HTTP_10,
         actix_web::http::Version::HTTP_2 => Version::HTTP_2,
@@ -294,17 +345,21 @@ fn request_head(
 }
 
 impl HeadRefusal {
-    fn response(self) -> HttpResponse {
-        let (status, body) = match self {
+    fn response(self) -> ActixResponse {
+        let (status, body): (_, &'static [u8]) = match self {
             HeadRefusal::TooLarge => (
                 actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request headers too large\n",
+                b"request headers too large\n",
             ),
-            HeadRefusal::Bad => (actix_web::http::StatusCode::BAD_REQUEST, "bad request\n"),
+            HeadRefusal::Bad => (actix_web::http::StatusCode::BAD_REQUEST, b"bad request\n"),
         };
-        HttpResponse::build(status)
-            .content_type("text/plain; charset=utf-8")
-            .body(body)
+        let mut response =
+            ActixResponse::with_body(status, ProxyBody::Own(Bytes::from_static(body)));
+        response.headers_mut().insert(
+            actix_header::CONTENT_TYPE,
+            actix_header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
     }
 }
 
@@ -312,7 +367,10 @@ impl HeadRefusal {
 /// at its end (no body) gets `RequestBody::Empty`; any other payload is
 /// passed on chunk by chunk by a task on this worker (the payload is not
 /// `Send`; the upstream client wants a `Send` body), with back-pressure.
-async fn bridge(mut payload: web::Payload, length: Option<u64>) -> RequestBody {
+async fn bridge(mut payload: Payload, length: Option<u64>) -> RequestBody {
+    if let Payload::None = payload {
+        return RequestBody::Empty;
+    }
     let first = std::future::poll_fn(|cx| Poll::Ready(payload.poll_next_unpin(cx))).await;
     let first = match first {
         Poll::Ready(None) => return RequestBody::Empty,
@@ -346,25 +404,23 @@ async fn bridge(mut payload: web::Payload, length: Option<u64>) -> RequestBody {
 /// The forwarder's answer as an actix-web response. Its `Connection` is
 /// actix-web's to set (an upgrade keeps its `Upgrade` protocol); a `HEAD`
 /// answer keeps the length of the body it does not carry.
-fn into_actix(response: Response<ProxyBody>, is_head: bool) -> HttpResponse {
+fn into_actix(response: Response<ProxyBody>, is_head: bool) -> ActixResponse {
     let (parts, body) = response.into_parts();
     let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
         .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-    let mut builder = HttpResponse::build(status);
-    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let mut headers = actix_header::HeaderMap::with_capacity(parts.headers.len());
+    let mut upgrade = false;
     for (name, value) in &parts.headers {
         if *name == header::CONNECTION {
-            continue;
-        }
-        if upgrade && *name == header::UPGRADE {
-            builder.upgrade(value.as_bytes());
             continue;
         }
         if let (Ok(name), Ok(value)) = (
             actix_header::HeaderName::from_bytes(name.as_str().as_bytes()),
             actix_header::HeaderValue::from_bytes(value.as_bytes()),
         ) {
-            builder.append_header((name, value));
+            upgrade |= name == actix_header::UPGRADE
+                && parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+            headers.append(name, value);
         }
     }
     let body = if is_head {
@@ -377,7 +433,14 @@ fn into_actix(response: Response<ProxyBody>, is_head: bool) -> HttpResponse {
     } else {
         body
     };
-    builder.body(body)
+    let mut response = ActixResponse::with_body(status, body);
+    *response.headers_mut() = headers;
+    if upgrade {
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Upgrade);
+    }
+    response
 }
 
 impl MessageBody for ProxyBody {

@@ -155,3 +155,19 @@ fn request_hosts_come_from_one_unambiguous_source() {
         .unwrap();
     assert_eq!(request_host(&connect), Err(Refusal::Method));
 }
+
+#[test]
+fn the_peer_header_is_reused_only_for_the_same_ip() {
+    let last = std::cell::RefCell::new(None);
+    let peers = [
+        "192.0.2.7:1",
+        "192.0.2.7:2",
+        "[::ffff:198.51.100.1]:3",
+        "[2001:db8::1]:4",
+    ];
+    let expected = ["192.0.2.7", "192.0.2.7", "198.51.100.1", "2001:db8::1"];
+    for (peer, ip) in peers.iter().zip(expected) {
+        let conn = ClientConn::reusing(Listener::Http, peer.parse().unwrap(), &last);
+        assert_eq!(conn.peer_ip, ip, "{peer}");
+    }
+}
