@@ -333,7 +333,8 @@ impl Forwarder {
         drop(in_flight);
         let response = match outcome {
             Ok(response) => response,
-            Err(replay) => self.replay(replay).await,
+            // Boxed: rare, and kept out of every request's future.
+            Err(replay) => Box::pin(self.replay(replay)).await,
         };
         crate::metrics::global().proxy_request(
             &route,

@@ -110,6 +110,9 @@ const COARSE_CLOCK: Duration = Duration::from_millis(500);
 const MAX_WORKERS: usize = 8;
 /// Request body chunks on their way upstream, at most, per request.
 const BRIDGE_CHUNKS: usize = 4;
+/// Headers the forwarder may add to a request (`X-Forwarded-*`, `X-Real-IP`,
+/// `Host`).
+const FORWARDED_HEADERS: usize = 5;
 /// Bytes of a request head beyond its header lines (request line, CRLFs).
 const HEADER_LINE_OVERHEAD: usize = 4;
 
@@ -304,7 +307,8 @@ fn request_head(
     if size > max_header_bytes {
         return Err(HeadRefusal::TooLarge);
     }
-    let mut headers = HeaderMap::with_capacity(req.headers().len());
+    // Room for the forwarded headers the forwarder adds, so it never grows.
+    let mut headers = HeaderMap::with_capacity(req.headers().len() + FORWARDED_HEADERS);
     for (name, value) in req.headers() {
         size += name.as_str().len() + value.len() + HEADER_LINE_OVERHEAD;
         if size > max_header_bytes {

@@ -320,15 +320,30 @@ impl Upstreams {
             }
             Some(chunks) => Some(chunks),
         };
-        let Some(request_body) = request_body else {
-            let (response, framing) =
-                read_head(&mut conn.stream, &mut conn.buf, self.max_head, is_head).await?;
-            return self.answer(Source::Whole(conn), response, framing);
-        };
-        // A body: sent while the answer is awaited, since a container may
-        // answer (or say 100 Continue) before it has read all of it.
+        match request_body {
+            None => {
+                let (response, framing) =
+                    read_head(&mut conn.stream, &mut conn.buf, self.max_head, is_head).await?;
+                self.answer(Source::Whole(conn), response, framing)
+            }
+            // Boxed: the bodiless exchange, the common one, stays small.
+            Some(request_body) => {
+                Box::pin(self.exchange_with_body(conn, wire, request_body, is_head)).await
+            }
+        }
+    }
+
+    /// The exchange of a request with a body: sent while the answer is
+    /// awaited, since a container may answer (or say 100 Continue) before
+    /// it has read all of it.
+    async fn exchange_with_body(
+        self: &Rc<Self>,
+        mut conn: Conn,
+        wire: &Bytes,
+        mut request_body: RequestBody,
+        is_head: bool,
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let chunked = request_body.length().is_none();
-        let mut request_body = request_body;
         let head_read = {
             let (mut reader, mut writer) = conn.stream.split();
             let send = send_body(&mut writer, wire, &mut request_body, chunked);
