@@ -145,8 +145,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-/// Upstream connections kept idle per container, at most.
-const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+/// Upstream connections kept idle per container and worker, at most (each
+/// holds a socket and a read buffer of about 16 KiB; past a burst, the
+/// extra ones are closed as they finish).
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Chunks of a tunnel's container side waiting for the client, at most.
 const TUNNEL_CHUNKS: usize = 4;
 /// Read buffer of a tunnel's container side.
