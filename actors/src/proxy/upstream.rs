@@ -350,16 +350,16 @@ impl Upstreams {
             let read = read_head(&mut reader, &mut conn.buf, self.max_head, is_head);
             futures_util::pin_mut!(send, read);
             match future::select(send, read).await {
-                Either::Left((_sent, read)) => Either::Left(read.await),
+                Either::Left((sent, read)) => Either::Left((sent.is_ok(), read.await)),
                 Either::Right((head, _)) => Either::Right(head),
             }
         };
         match head_read {
             // The whole body went (or the container stopped reading it and
-            // answered anyway): the answer decides.
-            Either::Left(head) => {
-                let (response, framing) = head?;
-                self.answer(Source::Whole(conn), response, framing)
+            // answered anyway, and then the connection is not reused).
+            Either::Left((sent, head)) => {
+                let (response, (framing, keep)) = head?;
+                self.answer(Source::Whole(conn), response, (framing, keep && sent))
             }
             // Answered before the body was all sent: the rest is sent
             // alongside, and the connection is not reused.

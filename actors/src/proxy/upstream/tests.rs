@@ -540,3 +540,40 @@ async fn idle_connections_expire_and_closed_ones_are_swept() {
         pool.sweep();
     }
 }
+
+#[tokio::test]
+async fn a_connection_whose_request_body_broke_off_is_not_reused() {
+    let (address, _) = container(|mut stream, _| async move {
+        read_request(&mut stream).await;
+        let mut part = [0u8; 3];
+        let _ = stream.read_exact(&mut part).await;
+        // Answers although 7 announced bytes never came, and keeps the
+        // connection open.
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        let _ = read_request(&mut stream).await;
+    })
+    .await;
+    let pool = pool();
+    let (chunks, receiver) = mpsc::channel(4);
+    chunks.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    chunks
+        .send(Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client gone",
+        )))
+        .await
+        .unwrap();
+    let mut head = request(Method::POST, "/upload");
+    head.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(10u64));
+    let upload = RequestBody::Chunks {
+        chunks: receiver,
+        length: Some(10),
+    };
+    let response = pool.send(address, &head, upload).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(response).await.unwrap(), b"");
+    assert_eq!(pool.idle_count(address), 0);
+}
