@@ -494,6 +494,14 @@ impl BodyReader {
         self.length
     }
 
+    /// The body ended cleanly: its connection goes back to the pool (when
+    /// it may be reused).
+    fn finish(&mut self) {
+        if let (Some(pool), Some(source)) = (self.pool.upgrade(), self.source.take()) {
+            pool.finish(source, true);
+        }
+    }
+
     /// The next piece of the body; `None` at its end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
@@ -501,11 +509,17 @@ impl BodyReader {
                 return Poll::Ready(None);
             };
             match self.decoder.decode(source.buf_mut()) {
-                Ok(Some(bytes)) => return Poll::Ready(Some(Ok(bytes))),
-                Ok(None) if self.decoder.done() => {
-                    if let (Some(pool), Some(source)) = (self.pool.upgrade(), self.source.take()) {
-                        pool.finish(source, true);
+                Ok(Some(bytes)) => {
+                    // The last bytes of a `Content-Length` body: the
+                    // connection is free now, whether or not the server
+                    // polls once more for the end.
+                    if self.decoder.done() {
+                        self.finish();
                     }
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
+                Ok(None) if self.decoder.done() => {
+                    self.finish();
                     return Poll::Ready(None);
                 }
                 Ok(None) => {}
