@@ -441,6 +441,8 @@ fn volumes_keep_their_data_across_redeploy_rollback_restart_and_removal() {
         &reader,
         "--label",
         "dispenser-test=1",
+        "--label",
+        &format!("dispenser-test.pid={}", std::process::id()),
         "-v",
         &format!("{volume}:/vol:ro"),
         BUSYBOX,

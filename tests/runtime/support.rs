@@ -545,6 +545,9 @@ fn reserve_network(name: &str, pid: u32, n: u32) -> String {
                 "network", "create", "--driver", "bridge", "--subnet", &subnet,
             ])
             .args(["--label", "dispenser-test=1", name])
+            // The pid label keeps the actors tests' sweep (which takes an
+            // object without one for a dead run's) away from it.
+            .args(["--label", &format!("dispenser-test.pid={pid}")])
             .output()
             .map(|out| out.status.success())
             .unwrap_or(false);

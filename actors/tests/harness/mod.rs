@@ -150,7 +150,14 @@ pub fn default_network(cleanup: &Cleanup) -> DefaultNetwork {
             .args([
                 "network", "create", "--driver", "bridge", "--subnet", &subnet,
             ])
-            .args(["--label", "dispenser-test=1", &name])
+            // The pid label too: a network without it counts as a dead
+            // run's, and another test binary's sweep would remove it.
+            .args(["--label", &format!("{TEST_LABEL}=1")])
+            .args([
+                "--label",
+                &format!("{TEST_PID_LABEL}={}", std::process::id()),
+            ])
+            .arg(&name)
             .output()
             .expect("docker runs");
         if !probe.status.success() {
@@ -248,12 +255,16 @@ fn sweep_dead_runs() {
 }
 
 /// Names from `name pid` lines whose pid is no longer a running process.
+/// An object without a pid is left alone: it may be another test binary's
+/// (the runtime tests' images carry the test label, and so do the
+/// containers made from them).
 fn dead(listing: &str) -> Vec<String> {
     listing
         .lines()
         .filter_map(|line| line.split_once(' '))
         .filter(|(_, pid)| {
-            pid.trim().is_empty() || !Path::new(&format!("/proc/{}", pid.trim())).exists()
+            let pid = pid.trim();
+            !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists()
         })
         .map(|(name, _)| name.to_owned())
         .collect()
