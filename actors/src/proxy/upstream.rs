@@ -476,9 +476,7 @@ impl Source {
             buf: &mut BytesMut,
             cx: &mut Context<'_>,
         ) -> Poll<io::Result<usize>> {
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            make_room(buf);
             poll_read_buf(Pin::new(reader), cx, buf)
         }
         match self {
@@ -661,16 +659,10 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
     if !rest_ok {
         return Err(invalid("invalid chunk size"));
     }
-    line[..digits].iter().try_fold(0u64, |size, &digit| {
-        let value = u64::from(match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            _ => digit - b'A' + 10,
-        });
-        size.checked_mul(16)
-            .and_then(|size| size.checked_add(value))
-            .ok_or_else(|| invalid("chunk size too large"))
-    })
+    std::str::from_utf8(&line[..digits])
+        .ok()
+        .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        .ok_or_else(|| invalid("chunk size too large"))
 }
 
 /// Writes the request line and headers: origin-form target, HTTP/1.1.
@@ -730,6 +722,13 @@ async fn send_body<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
+/// Makes sure a read into `buf` has a useful amount of room.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Reads until an answer's head (after any interim 1xx ones) is complete,
 /// leaving what follows it in `buf`.
 async fn read_head<R: AsyncRead + Unpin>(
@@ -766,9 +765,7 @@ async fn read_head<R: AsyncRead + Unpin>(
                 Err(_) => return Err(fail(UpstreamError::Invalid("malformed head"), true)),
             }
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        make_room(buf);
         match reader.read_buf(buf).await {
             Ok(0) if answered => return Err(fail(UpstreamError::Invalid("closed mid-head"), true)),
             Ok(0) => return Err(fail(UpstreamError::Closed, false)),
@@ -799,12 +796,7 @@ fn build_head(
     let http11 = parsed.version == Some(1);
     let mut close = false;
     let mut keep_alive = false;
-    for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-    {
-        let token = token.trim_ascii();
+    for token in list_items(&headers, header::CONNECTION) {
         close |= token.eq_ignore_ascii_case(b"close");
         keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
     }
@@ -814,11 +806,7 @@ fn build_head(
     } else if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::None
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
+        let chunked = list_items(&headers, header::TRANSFER_ENCODING)
             .rfind(|coding| !coding.is_empty())
             .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
         if headers.remove(header::CONTENT_LENGTH).is_some() {
@@ -843,16 +831,21 @@ fn build_head(
     Ok((response, (framing, keep)))
 }
 
+/// The comma-separated items of every `name` header, trimmed (empty items
+/// included).
+fn list_items(headers: &HeaderMap, name: HeaderName) -> impl DoubleEndedIterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// The one length every `Content-Length` value agrees on (a repeated value,
 /// also as a list, is allowed; different or non-numeric ones are not).
 fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
     let mut length = None;
-    for value in headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-    {
-        let value = value.trim_ascii();
+    for value in list_items(headers, header::CONTENT_LENGTH) {
         if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 19 {
             return Err(UpstreamError::Invalid("content-length"));
         }

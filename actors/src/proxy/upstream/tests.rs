@@ -307,42 +307,31 @@ async fn a_head_longer_than_the_limit_is_refused() {
     assert!(matches!(err, UpstreamError::Invalid(_)), "{err}");
 }
 
+/// Connection 0 answers once, then reads the next request and closes
+/// without answering; later connections answer every request.
+async fn closes_its_first_connection_after_one_answer(mut stream: TcpStream, n: usize) {
+    let mut answered = 0;
+    while read_request(&mut stream).await.is_some() {
+        if n == 0 && answered == 1 {
+            return;
+        }
+        answered += 1;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn a_kept_connection_closed_by_the_container_is_replaced_for_idempotent_requests() {
-    // Connection 0 answers once, then reads the next request and closes
-    // without answering; later connections answer every request.
-    let (address, accepted) = container(|mut stream, n| async move {
-        let mut answered = 0;
-        while read_request(&mut stream).await.is_some() {
-            if n == 0 && answered == 1 {
-                return;
-            }
-            answered += 1;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
-        }
-    })
-    .await;
+    let (address, accepted) = container(closes_its_first_connection_after_one_answer).await;
     let pool = pool();
     assert_eq!(body(get(&pool, address).await).await.unwrap(), b"ok");
     assert_eq!(body(get(&pool, address).await).await.unwrap(), b"ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
     // The same with a POST: not sent twice, the failure is reported.
-    let (address, accepted) = container(|mut stream, n| async move {
-        let mut answered = 0;
-        while read_request(&mut stream).await.is_some() {
-            if n == 0 && answered == 1 {
-                return;
-            }
-            answered += 1;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
-        }
-    })
-    .await;
+    let (address, accepted) = container(closes_its_first_connection_after_one_answer).await;
     assert_eq!(body(get(&pool, address).await).await.unwrap(), b"ok");
     let err = pool
         .send(address, &request(Method::POST, "/"), RequestBody::Empty)
