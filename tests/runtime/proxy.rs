@@ -23,11 +23,16 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
+}
+
+/// The first header called `name` (any case) in a parsed head.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A port nobody listens on right now.
@@ -82,17 +87,11 @@ pub(crate) fn read_head(conn: &mut BufReader<TcpStream>) -> (u16, Vec<(String, S
 
 pub(crate) fn read_reply(conn: &mut BufReader<TcpStream>) -> Reply {
     let (status, headers) = read_head(conn);
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
     let mut body = Vec::new();
-    if let Some(length) = find("content-length") {
+    if let Some(length) = header(&headers, "content-length") {
         body.resize(length.parse().unwrap(), 0);
         conn.read_exact(&mut body).unwrap();
-    } else if find("transfer-encoding").is_some() {
+    } else if header(&headers, "transfer-encoding").is_some() {
         loop {
             let mut size = String::new();
             conn.read_line(&mut size).unwrap();
@@ -276,11 +275,12 @@ fn routes_streams_upgrades_and_switches_routes_under_keep_alive() {
         .unwrap();
     let (status, head) = read_head(&mut conn);
     assert_eq!(status, 200);
-    let length = head
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .map(|(_, value)| value.clone());
-    assert_eq!(length, Some(get.body.len().to_string()), "{head:?}");
+    let length = get.body.len().to_string();
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(length.as_str()),
+        "{head:?}"
+    );
     let after = exchange(&mut conn, "app.test", "/", "");
     assert_eq!((after.status, after.body), (200, get.body));
 
@@ -316,11 +316,10 @@ fn routes_streams_upgrades_and_switches_routes_under_keep_alive() {
         .unwrap();
     let (status, headers) = read_head(&mut ws);
     assert_eq!(status, 101);
-    let accept = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-accept"))
-        .map(|(_, v)| v.as_str());
-    assert_eq!(accept, Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        header(&headers, "sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     let payload = b"hello through the proxy";
     let mask = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | payload.len() as u8];
