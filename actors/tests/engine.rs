@@ -352,6 +352,7 @@ async fn list_service_returns_only_that_services_containers_of_this_instance() {
         let request = dispenser_actors::engine::CreateRequest {
             name: &name,
             service: &service,
+            image: &service.container.image,
             default_network: &default_network,
             labels: container_labels,
         };
@@ -430,6 +431,7 @@ async fn stop_rename_and_remove() {
     let duplicate = dispenser_actors::engine::CreateRequest {
         name: &name,
         service: &service,
+        image: &service.container.image,
         default_network: &default_network,
         labels: harness::labels(&instance),
     };
@@ -637,6 +639,7 @@ async fn a_failed_create_leaves_no_container_behind() {
     let request = dispenser_actors::engine::CreateRequest {
         name: &name,
         service: &missing_image,
+        image: &missing_image.container.image,
         default_network: &default_network,
         labels: harness::labels(&instance),
     };
@@ -652,6 +655,7 @@ async fn a_failed_create_leaves_no_container_behind() {
     let request = dispenser_actors::engine::CreateRequest {
         name: &name,
         service: &service,
+        image: &service.container.image,
         default_network: &default_network,
         labels: harness::labels(&instance),
     };
@@ -700,6 +704,7 @@ async fn events_follow_this_instances_containers_only() {
     let request = CreateRequest {
         name: &name,
         service: &service,
+        image: &service.container.image,
         default_network: &default_network,
         labels: container_labels,
     };

@@ -244,6 +244,10 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
     let daemon = sb.start();
     assert_eq!(served(&web), "v1");
     assert_eq!(label(&web, "dispenser.image-digest"), v1);
+    // Created from exactly the labelled digest, not from the movable tag.
+    let host = registry.host();
+    let pinned = |digest: &str| format!("{host}/web@{digest}");
+    assert_eq!(inspect(&web)["Config"]["Image"], pinned(&v1));
 
     // Idle: every round is one HEAD for the image, no manifest GET, no blob.
     let heads = || registry.count("HEAD /v2/web/manifests/latest");
@@ -265,6 +269,7 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
     assert_ne!(v1, v2);
     wait_served(&web, "v2", || daemon.log());
     assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    assert_eq!(inspect(&web)["Config"]["Image"], pinned(&v2));
     let log = daemon.log();
     assert!(log.contains("new image in the registry"), "{log}");
     assert!(

@@ -272,7 +272,7 @@ impl Engine for DockerEngine {
             name: Some(request.name.to_owned()),
             ..Default::default()
         };
-        let image = &request.service.container.image;
+        let image = request.image;
         let created = self
             .docker
             .create_container(Some(options), body)

@@ -187,6 +187,18 @@ impl FakeEngine {
 }
 
 impl Inner {
+    /// The id of a local image by its reference, or (like Docker) by a
+    /// `repository@digest` the image was pulled or pushed as.
+    fn image_id(&self, image: &ImageRef) -> Option<String> {
+        self.images.get(&image.original).cloned().or_else(|| {
+            image.digest.as_ref()?;
+            self.repo_digests
+                .iter()
+                .find(|(_, digests)| digests.contains(&image.original))
+                .map(|(id, _)| id.clone())
+        })
+    }
+
     fn record(&mut self, op: &str, target: &str) -> Result<(), EngineError> {
         let call = format!("{op} {target}");
         self.calls.push(call.clone());
@@ -255,9 +267,9 @@ impl Engine for FakeEngine {
 
     async fn image(&self, image: &ImageRef) -> Result<Option<Image>, EngineError> {
         let inner = self.lock();
-        Ok(inner.images.get(&image.original).map(|id| Image {
+        Ok(inner.image_id(image).map(|id| Image {
             id: id.clone(),
-            repo_digests: inner.repo_digests.get(id).cloned().unwrap_or_default(),
+            repo_digests: inner.repo_digests.get(&id).cloned().unwrap_or_default(),
         }))
     }
 
@@ -311,11 +323,9 @@ impl Engine for FakeEngine {
                 what: format!("container {}", request.name),
             });
         }
-        let image = &request.service.container.image.original;
+        let image = &request.image.original;
         let image_id = inner
-            .images
-            .get(image)
-            .cloned()
+            .image_id(request.image)
             .ok_or_else(|| EngineError::NotFound {
                 what: format!("image {image}"),
             })?;

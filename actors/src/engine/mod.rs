@@ -77,6 +77,11 @@ pub struct CreateRequest<'a> {
     /// Usually the service name.
     pub name: &'a str,
     pub service: &'a Service,
+    /// The exact image to create from: the service's image pinned to the
+    /// digest the container is labelled with, when the host has it so
+    /// (`service::reconcile::source_image`); the service's reference
+    /// otherwise.
+    pub image: &'a ImageRef,
     pub default_network: &'a DefaultNetwork,
     /// Every label the container carries (see `labels`).
     pub labels: BTreeMap<String, String>,

@@ -356,6 +356,25 @@ pub async fn roll_back_to(
 }
 
 /// `repository@digest` of the service's image.
+/// The image a new container of the service is created from: its
+/// reference pinned to `digest` when the host has the image under that name
+/// (it was pulled or pushed as it), so the container runs exactly the
+/// version its label and the ledger name even if someone moves the local
+/// tag meanwhile; the service's reference otherwise (an image that never
+/// met a registry, whose digest is its image id).
+pub async fn source_image(
+    engine: &dyn Engine,
+    service: &Service,
+    digest: &str,
+) -> Result<ImageRef, EngineError> {
+    let reference = &service.container.image;
+    let pinned = pinned(reference, digest);
+    Ok(match engine.image(&pinned).await? {
+        Some(_) => pinned,
+        None => reference.clone(),
+    })
+}
+
 fn pinned(reference: &ImageRef, digest: &str) -> ImageRef {
     ImageRef {
         original: format!("{}/{}@{digest}", reference.registry, reference.repository),
@@ -583,9 +602,11 @@ async fn create(
     service: &Service,
     digest: String,
 ) -> Result<String, ServiceError> {
+    let image = source_image(runtime.engine.as_ref(), service, &digest).await?;
     let request = CreateRequest {
         name: &service.name,
         service,
+        image: &image,
         default_network: &runtime.default_network,
         labels: container_labels(&runtime.instance, service, digest),
     };

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 use tracing::{info, warn};
 
-use super::reconcile::{container_labels, short};
+use super::reconcile::{container_labels, short, source_image};
 use super::{Runtime, ServiceError, STOP_GRACE};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Health};
 use crate::plan::Service;
@@ -119,11 +119,13 @@ async fn start_first(
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
     let next_name = format!("{}{NEXT_SUFFIX}", service.name);
+    let image = source_image(engine, service, &digest).await?;
     let mut labels = container_labels(&runtime.instance, service, digest);
     labels.insert(labels::ROLE.to_string(), "next".to_string());
     let request = CreateRequest {
         name: &next_name,
         service,
+        image: &image,
         default_network: &runtime.default_network,
         labels,
     };
@@ -186,6 +188,7 @@ async fn stop_first(
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
     let prev_name = format!("{}{PREV_SUFFIX}", service.name);
+    let image = source_image(engine, service, &digest).await?;
     if service.route.is_some() && runtime.endpoints.is_some() {
         // New requests are held from here; those in flight finish first.
         hold(runtime, service).await;
@@ -201,6 +204,7 @@ async fn stop_first(
     let request = CreateRequest {
         name: &service.name,
         service,
+        image: &image,
         default_network: &runtime.default_network,
         labels: container_labels(&runtime.instance, service, digest),
     };

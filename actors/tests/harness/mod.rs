@@ -322,6 +322,7 @@ pub async fn create(
     let request = CreateRequest {
         name: &name,
         service,
+        image: &service.container.image,
         default_network: network,
         labels: labels(instance),
     };

@@ -37,7 +37,7 @@ pub fn container_body(request: &CreateRequest<'_>) -> Result<ContainerCreateBody
     )]);
 
     Ok(ContainerCreateBody {
-        image: Some(spec.image.original.clone()),
+        image: Some(request.image.original.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
         working_dir: spec.working_dir.clone(),

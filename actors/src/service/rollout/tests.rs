@@ -69,6 +69,7 @@ async fn running(engine: &FakeEngine, runtime: &Runtime, service: &Service) -> C
     let request = CreateRequest {
         name: &service.name,
         service,
+        image: &service.container.image,
         default_network: &runtime.default_network,
         labels: container_labels(&runtime.instance, service, "sha256:old".into()),
     };
@@ -218,6 +219,7 @@ async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
     let request = CreateRequest {
         name: "web",
         service: &service,
+        image: &service.container.image,
         default_network: &runtime.default_network,
         labels: container_labels(&runtime.instance, &service, "sha256:new".into()),
     };

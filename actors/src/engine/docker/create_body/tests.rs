@@ -94,6 +94,7 @@ fn body_for(service: &Service) -> ContainerCreateBody {
     let request = CreateRequest {
         name: "app-next",
         service,
+        image: &service.container.image,
         default_network: &network,
         labels: BTreeMap::from([("dispenser.service".into(), "app".into())]),
     };
@@ -216,6 +217,7 @@ fn a_bind_source_with_a_colon_is_refused() {
     let request = CreateRequest {
         name: "app",
         service: &service,
+        image: &service.container.image,
         default_network: &network,
         labels: BTreeMap::new(),
     };
