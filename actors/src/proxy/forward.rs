@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Version};
+use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http02::uri::{PathAndQuery, Scheme};
+use http02::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -90,7 +90,7 @@ const REPLAY_WAIT: Duration = Duration::from_secs(3);
 /// A request that failed upstream before any answer and can be sent again:
 /// its head, ready to go (hop-by-hop and forwarded headers done).
 struct Replay {
-    parts: http::request::Parts,
+    parts: http02::request::Parts,
     failed: SocketAddr,
 }
 

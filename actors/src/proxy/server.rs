@@ -34,8 +34,8 @@ use actix_web::HttpServer;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http02::header::{self, HeaderMap, HeaderValue};
+use http02::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
@@ -88,14 +88,9 @@ struct ProxyService {
 
 type ActixResponse = actix_http::Response<ProxyBody>;
 
-/// Why a request head cannot be handed to the forwarder.
+/// A request head longer than `max_header_bytes` (answered 431).
 #[derive(Debug, Clone, Copy)]
-enum HeadRefusal {
-    /// Longer than `max_header_bytes` (431).
-    TooLarge,
-    /// Not expressible as `http` types (400).
-    Bad,
-}
+struct HeadTooLarge;
 
 /// Longest time a client may take for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,64 +296,36 @@ impl Worker {
 fn request_head(
     req: &RequestHead,
     max_header_bytes: usize,
-) -> Result<http::request::Parts, HeadRefusal> {
+) -> Result<http02::request::Parts, HeadTooLarge> {
     let source = &req.uri;
     let mut size = source.path_and_query().map_or(1, |pq| pq.as_str().len());
     if size > max_header_bytes {
-        return Err(HeadRefusal::TooLarge);
+        return Err(HeadTooLarge);
     }
     // Room for the forwarded headers the forwarder adds, so it never grows.
+    // actix-http's names and values are `http` 0.2 types: cloning one shares
+    // its bytes.
     let mut headers = HeaderMap::with_capacity(req.headers().len() + FORWARDED_HEADERS);
     for (name, value) in req.headers() {
         size += name.as_str().len() + value.len() + HEADER_LINE_OVERHEAD;
         if size > max_header_bytes {
-            return Err(HeadRefusal::TooLarge);
+            return Err(HeadTooLarge);
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) else {
-            return Err(HeadRefusal::Bad);
-        };
-        headers.append(name, value);
+        headers.append(name.clone(), value.clone());
     }
-    let uri = if source.scheme().is_none() && source.authority().is_none() {
-        Uri::try_from(source.path_and_query().map_or("/", |pq| pq.as_str()))
-    } else {
-        Uri::try_from(source.to_string())
-    };
-    let Ok(uri) = uri else {
-        return Err(HeadRefusal::Bad);
-    };
-    let Ok(method) = Method::from_bytes(req.method.as_str().as_bytes()) else {
-        return Err(HeadRefusal::Bad);
-    };
-    let version = match req.version {
-        actix_web::http::Version::HTTP_09 => Version::HTTP_09,
-        actix_web::http::Version::HTTP_10 => Version::HTTP_10,
-        actix_web::http::Version::HTTP_2 => Version::HTTP_2,
-        actix_web::http::Version::HTTP_3 => Version::HTTP_3,
-        _ => Version::HTTP_11,
-    };
     let mut head = Request::new(());
-    *head.method_mut() = method;
-    *head.uri_mut() = uri;
-    *head.version_mut() = version;
+    *head.method_mut() = req.method.clone();
+    *head.uri_mut() = source.clone();
+    *head.version_mut() = req.version;
     *head.headers_mut() = headers;
     Ok(head.into_parts().0)
 }
 
-impl HeadRefusal {
+impl HeadTooLarge {
     fn response(self) -> ActixResponse {
-        let (status, body): (_, &'static [u8]) = match self {
-            HeadRefusal::TooLarge => (
-                actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                b"request headers too large\n",
-            ),
-            HeadRefusal::Bad => (actix_web::http::StatusCode::BAD_REQUEST, b"bad request\n"),
-        };
-        let mut response =
-            ActixResponse::with_body(status, ProxyBody::Own(Bytes::from_static(body)));
+        let status = actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let body = Bytes::from_static(b"request headers too large\n");
+        let mut response = ActixResponse::with_body(status, ProxyBody::Own(body));
         response.headers_mut().insert(
             actix_header::CONTENT_TYPE,
             actix_header::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -410,34 +377,29 @@ async fn bridge(mut payload: Payload, length: Option<u64>) -> RequestBody {
 /// answer keeps the length of the body it does not carry.
 fn into_actix(response: Response<ProxyBody>, is_head: bool) -> ActixResponse {
     let (parts, body) = response.into_parts();
-    let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
-        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
     let mut headers = actix_header::HeaderMap::with_capacity(parts.headers.len());
-    let mut upgrade = false;
-    for (name, value) in &parts.headers {
-        if *name == header::CONNECTION {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            actix_header::HeaderName::from_bytes(name.as_str().as_bytes()),
-            actix_header::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            upgrade |= name == actix_header::UPGRADE
-                && parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-            headers.append(name, value);
-        }
-    }
-    let body = if is_head {
-        let length = parts
+    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS
+        && parts.headers.contains_key(header::UPGRADE);
+    let length = is_head.then(|| {
+        parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok());
-        ProxyBody::Headless(length)
-    } else {
-        body
+            .and_then(|value| value.parse().ok())
+    });
+    let mut name = None;
+    for (next, value) in parts.headers {
+        // `None`: another value of the previous name.
+        name = next.or(name);
+        if let Some(name) = name.clone().filter(|name| *name != header::CONNECTION) {
+            headers.append(name, value);
+        }
+    }
+    let body = match length {
+        Some(length) => ProxyBody::Headless(length),
+        None => body,
     };
-    let mut response = ActixResponse::with_body(status, body);
+    let mut response = ActixResponse::with_body(parts.status, body);
     *response.headers_mut() = headers;
     if upgrade {
         response

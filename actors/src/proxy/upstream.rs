@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::future::{self, Either};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http02::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -275,7 +275,7 @@ impl Upstreams {
     pub async fn send(
         self: &Rc<Self>,
         address: SocketAddr,
-        head: &http::request::Parts,
+        head: &http02::request::Parts,
         body: RequestBody,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut wire = BytesMut::with_capacity(512);
@@ -668,7 +668,7 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
 /// Writes the request line and headers: origin-form target, HTTP/1.1.
 /// A body of unknown length goes chunked; a known length keeps the
 /// client's `Content-Length`.
-fn encode_head(head: &http::request::Parts, body: &RequestBody, out: &mut BytesMut) {
+fn encode_head(head: &http02::request::Parts, body: &RequestBody, out: &mut BytesMut) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());

@@ -51,8 +51,8 @@ fn pool() -> Rc<Upstreams> {
     )
 }
 
-fn request(method: Method, target: &str) -> http::request::Parts {
-    let mut head = http::Request::new(());
+fn request(method: Method, target: &str) -> http02::request::Parts {
+    let mut head = http02::Request::new(());
     *head.method_mut() = method;
     *head.uri_mut() = target.parse().unwrap();
     head.headers_mut()
