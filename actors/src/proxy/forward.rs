@@ -31,7 +31,7 @@ use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
 use super::table::{Lookup, SharedTable, Upstream};
-use super::upstream::{BodyReader, Conn, UpstreamBody, Upstreams};
+use super::upstream::{list_items, BodyReader, Conn, UpstreamBody, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
 /// The body of every response the proxy sends.
@@ -650,12 +650,8 @@ fn redirect_host(host: &str) -> Option<&str> {
 /// and an `Upgrade` header).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && list_items(headers, header::CONNECTION)
+            .any(|token| token.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// The container's answer body as the server streams it.
@@ -675,16 +671,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Every `Connection` header's tokens: a list may be split over several.
+    let named: Vec<HeaderName> = list_items(headers, header::CONNECTION)
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);

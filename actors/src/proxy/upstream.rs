@@ -833,7 +833,10 @@ fn build_head(
 
 /// The comma-separated items of every `name` header, trimmed (empty items
 /// included).
-fn list_items(headers: &HeaderMap, name: HeaderName) -> impl DoubleEndedIterator<Item = &[u8]> {
+pub(super) fn list_items(
+    headers: &HeaderMap,
+    name: HeaderName,
+) -> impl DoubleEndedIterator<Item = &[u8]> {
     headers
         .get_all(name)
         .into_iter()

@@ -70,7 +70,13 @@ fn hop_by_hop_headers_and_those_named_by_connection_go() {
         header::CONNECTION,
         HeaderValue::from_static("keep-alive, x-secret-hop"),
     );
+    // A second `Connection` header continues the list.
+    headers.append(
+        header::CONNECTION,
+        HeaderValue::from_static(" X-Other-Hop "),
+    );
     headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+    headers.insert("x-other-hop", HeaderValue::from_static("2"));
     headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
     headers.insert(
         header::TRANSFER_ENCODING,
@@ -92,6 +98,11 @@ fn upgrade_needs_both_headers() {
         header::CONNECTION,
         HeaderValue::from_static("keep-alive, Upgrade"),
     );
+    assert!(wants_upgrade(&headers));
+    // Also when the token comes in a second `Connection` header.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    assert!(!wants_upgrade(&headers));
+    headers.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
     assert!(wants_upgrade(&headers));
     headers.remove(header::UPGRADE);
     assert!(!wants_upgrade(&headers));
