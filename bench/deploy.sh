@@ -20,18 +20,16 @@ readonly REGISTRY_PORT=18090
 readonly PROXY_PORT=18093
 readonly REPO="127.0.0.1:$REGISTRY_PORT/deploybench"
 
-for tool in docker docker-registry curl; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing: make deps-bench" >&2; exit 1; }
-done
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require_tools docker docker-registry curl
 
 work="$(mktemp -d)"
 pids=()
 tags=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  docker ps -aq --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
+  stop_pids "${pids[@]}"
+  remove_instance "$INSTANCE"
   for tag in "${tags[@]}"; do docker rmi -f "$tag" >/dev/null 2>&1 || true; done
   # the images the daemon pulled by digest carry no tag
   docker images -q "$REPO" | xargs -r docker rmi -f >/dev/null 2>&1 || true
@@ -156,14 +154,5 @@ Command: \`make bench\` (\`bash bench/deploy.sh\`; \`RUNS\` deploys in a row).
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${rows}<!-- deploys:end -->"
 
-if grep -q "<!-- deploys:begin -->" "$OUT"; then
-  awk -v section="$section" '
-    /<!-- deploys:begin -->/ { print section; skip = 1; next }
-    /<!-- deploys:end -->/ { skip = 0; next }
-    !skip { print }
-  ' "$OUT" >"$work/out.md"
-  cp "$work/out.md" "$OUT"
-else
-  printf '\n%s\n' "$section" >>"$OUT"
-fi
+write_section "$OUT" deploys "$section"
 echo "written to $OUT"

@@ -27,17 +27,15 @@ readonly NGINX_PORT=18081
 readonly CADDY_PORT=18082
 readonly DISPENSER_PORT=18083
 
-for tool in wrk nginx caddy docker; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing: make deps-bench" >&2; exit 1; }
-done
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require_tools wrk nginx caddy docker
 
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  docker ps -aq --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
+  stop_pids "${pids[@]}"
+  remove_instance "$INSTANCE"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -128,25 +126,6 @@ caddy_pid=$!
 pids+=("$caddy_pid")
 sleep 1
 
-# rss_kib PID...: resident memory of the processes (and nginx's workers).
-rss_kib() {
-  local total=0 pid kib
-  for pid in "$@"; do
-    kib="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
-    total=$((total + ${kib:-0}))
-  done
-  echo "$total"
-}
-
-# cpu_ticks PID...: user + system CPU time of the processes, in clock ticks.
-cpu_ticks() {
-  local total=0 pid ticks
-  for pid in "$@"; do
-    ticks="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-    total=$((total + ${ticks:-0}))
-  done
-  echo "$total"
-}
 TICKS_PER_SECOND="$(getconf CLK_TCK)"
 readonly TICKS_PER_SECOND
 
@@ -194,9 +173,8 @@ for connections in $CONNECTIONS; do
   done
 done
 
-{
-  echo "# Benchmarks"
-  echo
+section="$(
+  echo "<!-- proxy:begin -->"
   echo "## Proxy"
   echo
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), loopback, keep-alive,"
@@ -210,9 +188,7 @@ done
   echo "| path | connections | req/s | p50 ms | p99 ms | CPU µs/req | RSS | errors |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
-} > "$OUT.new"
-if [[ -f "$OUT" ]] && grep -q '^## Notes' "$OUT"; then
-  sed -n '/^## Notes/,$p' "$OUT" | { echo; cat; } >> "$OUT.new"
-fi
-mv "$OUT.new" "$OUT"
+  echo "<!-- proxy:end -->"
+)"
+write_section "$OUT" proxy "$section"
 echo "written: $OUT"

@@ -45,24 +45,19 @@ readonly CHANGED="$INSTANCE-web-01"
 
 # Rounds are told apart in the registry's log by a gap of 3 s or more.
 ((DELAY >= 4)) || { echo "DELAY must be at least 4 seconds" >&2; exit 1; }
-for tool in docker docker-registry curl rustc; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing: make deps-bench" >&2; exit 1; }
-done
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require_tools docker docker-registry curl rustc
 
 work="$(mktemp -d)"
 daemon_pid=""
 pids=()
 tags=()
-remove_instance() {
-  docker ps -aq --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter "label=dispenser.instance=$INSTANCE" | xargs -r docker network rm >/dev/null
-}
 cleanup() {
   # The daemon first, so it cannot recreate what is removed below.
   if [[ -n "$daemon_pid" ]]; then kill -TERM "$daemon_pid" 2>/dev/null || true; fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  remove_instance
+  stop_pids "${pids[@]}"
+  remove_instance "$INSTANCE"
   for tag in "${tags[@]}"; do docker rmi "$tag" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
@@ -74,7 +69,7 @@ fail() {
 }
 
 # Leftovers of an interrupted run of this benchmark (only its instance).
-remove_instance
+remove_instance "$INSTANCE"
 bash tests/images/build.sh >/dev/null
 if [[ "$DISPENSER" == target/release/dispenser ]]; then
   cargo build --release --quiet
@@ -188,7 +183,6 @@ running() {
 }
 answer() { curl -s --max-time 2 -H "Host: $1.$DOMAIN" "http://127.0.0.1:$PROXY_PORT/" || true; }
 status_field() { awk -v key="$1:" '$1 == key {print $2}' "/proc/$daemon_pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$daemon_pid/stat"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_start="$(load)"
 
@@ -237,9 +231,9 @@ phases="start $(phase start_ms), ready $(phase ready_ms), swap $(phase swap_ms),
 echo "(d, e) idle for $IDLE_SECONDS s"
 sleep 3
 log_from=$(($(wc -l < "$work/registry.log") + 1))
-ticks_before="$(cpu_ticks)"
+ticks_before="$(cpu_ticks "$daemon_pid")"
 sleep "$IDLE_SECONDS"
-ticks_after="$(cpu_ticks)"
+ticks_after="$(cpu_ticks "$daemon_pid")"
 rss_kib="$(status_field VmRSS)"
 hwm_kib="$(status_field VmHWM)"
 anon_kib="$(status_field RssAnon)"
@@ -294,14 +288,5 @@ Command: \`make bench-scale\` (\`bash bench/scale.sh\`; \`IDLE_SECONDS\`, \`DELA
 $rows
 <!-- scale:end -->"
 
-if grep -q "<!-- scale:begin -->" "$OUT"; then
-  awk -v section="$section" '
-    /<!-- scale:begin -->/ { print section; skip = 1; next }
-    /<!-- scale:end -->/ { skip = 0; next }
-    !skip { print }
-  ' "$OUT" >"$work/out.md"
-  cp "$work/out.md" "$OUT"
-else
-  printf '\n%s\n' "$section" >>"$OUT"
-fi
+write_section "$OUT" scale "$section"
 echo "written to $OUT"
