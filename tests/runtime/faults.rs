@@ -491,7 +491,13 @@ fn soak_deploys_reloads_cron_and_kills_under_load() {
     let versions = [images.version("soak-a"), images.version("soak-b")];
     let mut registry = Registry::start(Auth::None);
     images.0.push(format!("{}/web", registry.host()));
-    registry.push(&versions[0], "web", None);
+    // Both versions go up once; each round then moves `latest` in the
+    // registry alone, as a push from elsewhere would.
+    let tags = ["a", "b"];
+    for (version, tag) in versions.iter().zip(tags) {
+        registry.push_tagged(version, "web", tag);
+    }
+    registry.retag("web", tags[0], "latest");
     let image = registry.image("web");
     let mut sb = Sandbox::new();
     sb.poll_delay(1);
@@ -525,10 +531,10 @@ fn soak_deploys_reloads_cron_and_kills_under_load() {
     while began.elapsed() < duration {
         rounds += 1;
         let next = 1 - serving;
-        let body = format!("soak-{}", ["a", "b"][next]);
+        let body = format!("soak-{}", tags[next]);
         let before = answered(&load, &body);
         let created = daemon.log().matches("created the next container").count();
-        registry.push(&versions[next], "web", Some(&versions[serving]));
+        registry.retag("web", tags[next], "latest");
         if rounds % 3 == 0 {
             // Cut this deploy: kill the daemon once the next container exists.
             daemon.wait_for("created the next container", created + 1);

@@ -152,6 +152,91 @@ impl Registry {
         keep_local: Option<&str>,
     ) -> String {
         let target = self.image(repository);
+        self.push_to(source, target, keep_local)
+    }
+
+    /// Pushes local image `source` as `<registry>/<repository>:<tag>`.
+    pub(crate) fn push_tagged(&mut self, source: &str, repository: &str, tag: &str) -> String {
+        let target = format!("{}/{repository}:{tag}", self.host());
+        self.push_to(source, target, None)
+    }
+
+    /// Points `<repository>:<to>` at the manifest `<repository>:<from>`
+    /// names, through the registry's API alone: like a push from another
+    /// machine, it changes no tag on this host (a local `docker tag` would
+    /// race the daemon's own tagging of what it pulls). Returns the digest.
+    /// Only for a registry without auth.
+    pub(crate) fn retag(&self, repository: &str, from: &str, to: &str) -> String {
+        assert!(
+            self.client_config.is_none(),
+            "retag speaks to open registries only"
+        );
+        let path = |tag: &str| format!("/v2/{repository}/manifests/{tag}");
+        let accept = "application/vnd.docker.distribution.manifest.v2+json, \
+                      application/vnd.oci.image.manifest.v1+json";
+        let (status, headers, manifest) = self.call("GET", &path(from), &[("Accept", accept)], &[]);
+        assert_eq!(status, 200, "GET manifest {from}: {headers}");
+        let field = |headers: &str, name: &str| {
+            headers
+                .lines()
+                .find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {headers}"))
+        };
+        let media_type = field(&headers, "Content-Type");
+        let (status, headers, _) = self.call(
+            "PUT",
+            &path(to),
+            &[("Content-Type", &media_type)],
+            &manifest,
+        );
+        assert_eq!(status, 201, "PUT manifest {to}: {headers}");
+        field(&headers, "Docker-Content-Digest")
+    }
+
+    /// One HTTP/1.1 exchange with the registry on 127.0.0.1: the status,
+    /// the header block and the body (read to the end: `Connection: close`).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.host(),
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let end = answer
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .expect("a complete answer head");
+        let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        (status, head, answer[end + 4..].to_vec())
+    }
+
+    fn push_to(&mut self, source: &str, target: String, keep_local: Option<&str>) -> String {
         docker(&["tag", source, &target]);
         self.tags.push(target.clone());
         let mut push = Command::new("docker");
