@@ -23,8 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytes::BytesMut;
 use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http02::request::Parts;
 use http02::uri::{PathAndQuery, Scheme};
-use http02::{Method, Request, Response, StatusCode, Version};
+use http02::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -87,10 +88,10 @@ enum Refusal {
 /// one replay on the new container. Bounded by `[proxy] hold_timeout`.
 const REPLAY_WAIT: Duration = Duration::from_secs(3);
 
-/// A request that failed upstream before any answer and can be sent again:
-/// its head, ready to go (hop-by-hop and forwarded headers done).
+/// A request that failed upstream before any answer and can be sent again
+/// (its head, left ready to go in the caller's `Parts`: hop-by-hop and
+/// forwarded headers done): the upstream that failed.
 struct Replay {
-    parts: http02::request::Parts,
     failed: SocketAddr,
 }
 
@@ -259,14 +260,16 @@ impl Forwarder {
         self.upstreams.start_sweeper();
     }
 
-    /// Answers one request.
+    /// Answers one request. The head is borrowed, not moved, so that it is
+    /// not copied into every future on the way (it is also the replay's).
     pub async fn handle(
         &self,
-        req: Request<RequestBody>,
+        parts: &mut Parts,
+        body: RequestBody,
         conn: &ClientConn,
     ) -> Response<ProxyBody> {
         if conn.listener == Listener::Http {
-            let path = req.uri().path();
+            let path = parts.uri.path();
             if path.starts_with(CHALLENGE_PREFIX) {
                 return match self.challenges.answer(path) {
                     Some(key_authorization) => {
@@ -276,10 +279,10 @@ impl Forwarder {
                 };
             }
             if self.strategy == ProxyStrategy::HttpsOnly {
-                return self.redirect(&req);
+                return self.redirect(parts);
             }
         }
-        let host = match request_host(&req) {
+        let host = match request_host(parts) {
             Ok(host) => host,
             Err(refusal) => return refusal.response(),
         };
@@ -293,7 +296,7 @@ impl Forwarder {
             let loaded = self.table.loaded();
             {
                 let table = self.table.load();
-                match table.lookup(host, req.uri().path()) {
+                match table.lookup(host, parts.uri.path()) {
                     Lookup::UnknownHost | Lookup::NoPath if !loaded => {}
                     Lookup::UnknownHost => {
                         return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
@@ -331,12 +334,12 @@ impl Forwarder {
             }
         };
         let started = std::time::Instant::now();
-        let outcome = self.forward(req, address, conn).await;
+        let outcome = self.forward(parts, body, address, conn).await;
         drop(in_flight);
         let response = match outcome {
             Ok(response) => response,
             // Boxed: rare, and kept out of every request's future.
-            Err(replay) => Box::pin(self.replay(replay)).await,
+            Err(replay) => Box::pin(self.replay(parts, replay)).await,
         };
         crate::metrics::global().proxy_request(
             &route,
@@ -349,8 +352,8 @@ impl Forwarder {
     /// Sends a failed bodiless request once more, when the route's upstream
     /// changes within `REPLAY_WAIT` (a deploy moved traffic away from a
     /// container that died); otherwise answers 502.
-    async fn replay(&self, replay: Replay) -> Response<ProxyBody> {
-        let Replay { parts, failed } = replay;
+    async fn replay(&self, parts: &Parts, replay: Replay) -> Response<ProxyBody> {
+        let Replay { failed } = replay;
         let down = || {
             plain(
                 StatusCode::BAD_GATEWAY,
@@ -388,7 +391,7 @@ impl Forwarder {
         debug!(%address, "replaying a request on the route's new upstream");
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.upstreams.send(address, &parts, RequestBody::Empty),
+            self.upstreams.send(address, parts, RequestBody::Empty),
         )
         .await;
         drop(in_flight);
@@ -410,19 +413,19 @@ impl Forwarder {
     /// as a `Replay`.
     async fn forward(
         &self,
-        req: Request<RequestBody>,
+        parts: &mut Parts,
+        body: RequestBody,
         address: SocketAddr,
         conn: &ClientConn,
     ) -> Result<Response<ProxyBody>, Replay> {
         // Only WebSocket: the server passes on the client's bytes after the
         // head for that protocol alone.
-        let upgrade = req.version() == Version::HTTP_11
-            && wants_upgrade(req.headers())
-            && req
-                .headers()
+        let upgrade = parts.version == Version::HTTP_11
+            && wants_upgrade(&parts.headers)
+            && parts
+                .headers
                 .get(header::UPGRADE)
                 .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let (mut parts, body) = req.into_parts();
         // An upgrade's body is the client's side of the tunnel, kept for it.
         let (body, client_side) = if upgrade {
             (RequestBody::Empty, Some(body))
@@ -464,7 +467,7 @@ impl Forwarder {
             && matches!(body, RequestBody::Empty);
         let sent = tokio::time::timeout(
             self.header_timeout,
-            self.upstreams.send(address, &parts, body),
+            self.upstreams.send(address, parts, body),
         )
         .await;
         let mut response = match sent {
@@ -472,10 +475,7 @@ impl Forwarder {
             Ok(Err(err)) => {
                 debug!(error = %err, "upstream request failed");
                 if replayable {
-                    return Err(Replay {
-                        parts,
-                        failed: address,
-                    });
+                    return Err(Replay { failed: address });
                 }
                 // Refused or timed-out connects mean the container is not
                 // serving (it may have exited since it was last reported).
@@ -557,14 +557,14 @@ impl Forwarder {
 
     /// The HTTPS address of the same resource: 301 for GET and HEAD, 308
     /// (method and body kept) for everything else.
-    fn redirect<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
-        let Some(host) = request_host(req).ok().and_then(redirect_host) else {
+    fn redirect(&self, parts: &Parts) -> Response<ProxyBody> {
+        let Some(host) = request_host(parts).ok().and_then(redirect_host) else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 Bytes::from_static(b"missing or invalid host\n"),
             );
         };
-        let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let location = match self.https_port {
             443 => format!("https://{host}{path}"),
             port => format!("https://{host}:{port}{path}"),
@@ -575,7 +575,7 @@ impl Forwarder {
                 Bytes::from_static(b"bad request\n"),
             );
         };
-        let status = if req.method() == Method::GET || req.method() == Method::HEAD {
+        let status = if parts.method == Method::GET || parts.method == Method::HEAD {
             StatusCode::MOVED_PERMANENTLY
         } else {
             StatusCode::PERMANENT_REDIRECT
@@ -591,11 +591,11 @@ impl Forwarder {
 /// routing: `CONNECT`, a scheme other than http(s), more than one `Host`,
 /// an authority that differs from `Host`, userinfo or characters no host
 /// name has.
-fn request_host<B>(req: &Request<B>) -> Result<&str, Refusal> {
-    if req.method() == Method::CONNECT {
+fn request_host(parts: &Parts) -> Result<&str, Refusal> {
+    if parts.method == Method::CONNECT {
         return Err(Refusal::Method);
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
         return Err(Refusal::Host);
@@ -604,7 +604,7 @@ fn request_host<B>(req: &Request<B>) -> Result<&str, Refusal> {
         Some(value) => Some(value.to_str().map_err(|_| Refusal::Host)?),
         None => None,
     };
-    let uri = req.uri();
+    let uri = &parts.uri;
     if let Some(scheme) = uri.scheme() {
         if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
             return Err(Refusal::Host);

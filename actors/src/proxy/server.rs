@@ -272,7 +272,7 @@ impl Worker {
             .peer_addr()
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let conn = ClientConn::reusing(listener, peer, &self.last_peer);
-        let head = match request_head(req.head(), self.max_header_bytes) {
+        let mut head = match request_head(req.head(), self.max_header_bytes) {
             Ok(head) => head,
             Err(refusal) => return refusal.response(),
         };
@@ -283,10 +283,9 @@ impl Worker {
             .and_then(|value| value.parse().ok());
         let body = bridge(req.take_payload(), length).await;
         let is_head = head.method == Method::HEAD;
-        let response = self
-            .forwarder
-            .handle(Request::from_parts(head, body), &conn)
-            .await;
+        // The actix request is done with: not kept across the awaits below.
+        drop(req);
+        let response = self.forwarder.handle(&mut head, body, &conn).await;
         into_actix(response, is_head)
     }
 }

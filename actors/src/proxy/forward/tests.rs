@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::plan::ProxySettings;
+use http02::Request;
 
 fn settings(trust: bool) -> ProxySettings {
     let mut settings = ProxySettings::with_listeners(
@@ -118,12 +119,12 @@ fn redirect_hosts_are_plain_names_without_port() {
     assert_eq!(redirect_host(""), None);
 }
 
-fn request(target: &str, hosts: &[&str]) -> Request<()> {
+fn request(target: &str, hosts: &[&str]) -> Parts {
     let mut builder = Request::builder().uri(target);
     for host in hosts {
         builder = builder.header(header::HOST, *host);
     }
-    builder.body(()).unwrap()
+    builder.body(()).unwrap().into_parts().0
 }
 
 #[test]
@@ -163,7 +164,9 @@ fn request_hosts_come_from_one_unambiguous_source() {
         .method(Method::CONNECT)
         .uri("app.test:443")
         .body(())
-        .unwrap();
+        .unwrap()
+        .into_parts()
+        .0;
     assert_eq!(request_host(&connect), Err(Refusal::Method));
 }
 
