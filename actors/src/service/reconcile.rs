@@ -24,6 +24,18 @@ pub struct Reconciled {
     pub digest: String,
 }
 
+impl Reconciled {
+    /// A container replaced through the health gate: it runs.
+    fn replaced(container_id: String, digest: String) -> Reconciled {
+        Reconciled {
+            container_id,
+            change: Change::Recreated,
+            state: State::Running,
+            digest,
+        }
+    }
+}
+
 /// How the container was brought in line with the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -80,12 +92,7 @@ pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconcile
             proven.as_ref(),
         )
         .await?;
-        return Ok(Reconciled {
-            container_id: id,
-            change: Change::Recreated,
-            state: State::Running,
-            digest,
-        });
+        return Ok(Reconciled::replaced(id, digest));
     }
     let (id, state) = install(runtime, service, Some(&container), digest.clone(), false).await?;
     Ok(Reconciled {
@@ -260,12 +267,7 @@ pub async fn deploy(
                 before.as_ref(),
             )
             .await?;
-            return Ok(Reconciled {
-                container_id: id,
-                change: Change::Recreated,
-                state: State::Running,
-                digest: digest.to_string(),
-            });
+            return Ok(Reconciled::replaced(id, digest.to_string()));
         }
     }
     let (id, state) = install(
