@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::proxy::{connect, read_reply, Reply};
 use crate::support::{docker, inspect, text, Sandbox};
 
 const V1: &str = "dispenser-test/web:v1";
@@ -174,66 +175,33 @@ impl Registry {
         let path = |tag: &str| format!("/v2/{repository}/manifests/{tag}");
         let accept = "application/vnd.docker.distribution.manifest.v2+json, \
                       application/vnd.oci.image.manifest.v1+json";
-        let (status, headers, manifest) = self.call("GET", &path(from), &[("Accept", accept)], &[]);
-        assert_eq!(status, 200, "GET manifest {from}: {headers}");
-        let field = |headers: &str, name: &str| {
-            headers
-                .lines()
-                .find_map(|line| {
-                    let (key, value) = line.split_once(':')?;
-                    key.eq_ignore_ascii_case(name)
-                        .then(|| value.trim().to_string())
-                })
-                .unwrap_or_else(|| panic!("no {name} in {headers}"))
-        };
-        let media_type = field(&headers, "Content-Type");
-        let (status, headers, _) = self.call(
+        let manifest = self.call("GET", &path(from), &format!("Accept: {accept}"), "");
+        assert_eq!(manifest.status, 200, "GET manifest {from}: {manifest:?}");
+        let media_type = manifest.header("content-type").expect("a media type");
+        let put = self.call(
             "PUT",
             &path(to),
-            &[("Content-Type", &media_type)],
-            &manifest,
+            &format!("Content-Type: {media_type}"),
+            &manifest.body,
         );
-        assert_eq!(status, 201, "PUT manifest {to}: {headers}");
-        field(&headers, "Docker-Content-Digest")
+        assert_eq!(put.status, 201, "PUT manifest {to}: {put:?}");
+        put.header("docker-content-digest")
+            .expect("the manifest's digest")
+            .to_string()
     }
 
-    /// One HTTP/1.1 exchange with the registry on 127.0.0.1: the status,
-    /// the header block and the body (read to the end: `Connection: close`).
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, String, Vec<u8>) {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+    /// One HTTP/1.1 exchange with the registry on 127.0.0.1 (`header`: one
+    /// header line without its line end).
+    fn call(&self, method: &str, path: &str, header: &str, body: &str) -> Reply {
+        let mut conn = connect(self.port);
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Length: {}\r\n{header}\r\n\r\n{body}",
             self.host(),
             body.len()
         );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).unwrap();
-        let end = answer
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .expect("a complete answer head");
-        let head = String::from_utf8_lossy(&answer[..end]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        (status, head, answer[end + 4..].to_vec())
+        conn.get_mut().write_all(request.as_bytes()).unwrap();
+        read_reply(&mut conn)
     }
 
     fn push_to(&mut self, source: &str, target: String, keep_local: Option<&str>) -> String {
