@@ -25,26 +25,26 @@ remove_instance() {
   docker network ls -q --filter "label=dispenser.instance=$1" | xargs -r docker network rm >/dev/null
 }
 
-# rss_kib PID...: resident memory of the processes together, in KiB.
-rss_kib() {
-  local total=0 pid kib
+# proc_sum FILE PROGRAM PID...: the sum over the processes of the number
+# awk PROGRAM prints from /proc/PID/FILE (0 for a process that is gone).
+proc_sum() {
+  local file="$1" program="$2" total=0 pid value
+  shift 2
   for pid in "$@"; do
-    kib="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
-    total=$((total + ${kib:-0}))
+    value="$(awk "$program" "/proc/$pid/$file" 2>/dev/null || echo 0)"
+    total=$((total + ${value:-0}))
   done
   echo "$total"
 }
 
+# rss_kib PID...: resident memory of the processes together, in KiB.
+# shellcheck disable=SC2016 # an awk program, not shell
+rss_kib() { proc_sum status '/^VmRSS/ {print $2}' "$@"; }
+
 # cpu_ticks PID...: user + system CPU time of the processes together, in
 # clock ticks (`getconf CLK_TCK` per second).
-cpu_ticks() {
-  local total=0 pid ticks
-  for pid in "$@"; do
-    ticks="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-    total=$((total + ${ticks:-0}))
-  done
-  echo "$total"
-}
+# shellcheck disable=SC2016 # an awk program, not shell
+cpu_ticks() { proc_sum stat '{print $14 + $15}' "$@"; }
 
 # write_section FILE NAME TEXT: TEXT replaces what FILE holds between the
 # lines `<!-- NAME:begin -->` and `<!-- NAME:end -->` (markers included), or

@@ -357,7 +357,6 @@ pub async fn roll_back_to(
     }
 }
 
-/// `repository@digest` of the service's image.
 /// The image a new container of the service is created from: its
 /// reference pinned to `digest` when the host has the image under that name
 /// (it was pulled or pushed as it), so the container runs exactly the
@@ -377,6 +376,7 @@ pub async fn source_image(
     })
 }
 
+/// `repository@digest` of the service's image.
 fn pinned(reference: &ImageRef, digest: &str) -> ImageRef {
     ImageRef {
         original: format!("{}/{}@{digest}", reference.registry, reference.repository),
