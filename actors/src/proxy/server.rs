@@ -276,12 +276,7 @@ impl Worker {
             Ok(head) => head,
             Err(refusal) => return refusal.response(),
         };
-        let length = head
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok());
-        let body = bridge(req.take_payload(), length).await;
+        let body = bridge(req.take_payload(), declared_length(&head.headers)).await;
         let is_head = head.method == Method::HEAD;
         // The actix request is done with: not kept across the awaits below.
         drop(req);
@@ -371,6 +366,14 @@ async fn bridge(mut payload: Payload, length: Option<u64>) -> RequestBody {
     }
 }
 
+/// The length a head's `Content-Length` declares, when it is one number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
 /// The forwarder's answer as an actix-web response. Its `Connection` is
 /// actix-web's to set (an upgrade keeps its `Upgrade` protocol); a `HEAD`
 /// answer keeps the length of the body it does not carry.
@@ -379,13 +382,7 @@ fn into_actix(response: Response<ProxyBody>, is_head: bool) -> ActixResponse {
     let mut headers = actix_header::HeaderMap::with_capacity(parts.headers.len());
     let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS
         && parts.headers.contains_key(header::UPGRADE);
-    let length = is_head.then(|| {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok())
-    });
+    let length = is_head.then(|| declared_length(&parts.headers));
     let mut name = None;
     for (next, value) in parts.headers {
         // `None`: another value of the previous name.
