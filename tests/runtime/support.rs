@@ -545,8 +545,8 @@ fn reserve_network(name: &str, pid: u32, n: u32) -> String {
                 "network", "create", "--driver", "bridge", "--subnet", &subnet,
             ])
             .args(["--label", "dispenser-test=1", name])
-            // The pid label keeps the actors tests' sweep (which takes an
-            // object without one for a dead run's) away from it.
+            // The pid label: the actors tests' sweep removes a labelled
+            // object only once the process its pid names is gone.
             .args(["--label", &format!("dispenser-test.pid={pid}")])
             .output()
             .map(|out| out.status.success())
