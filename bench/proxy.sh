@@ -88,7 +88,7 @@ upstream_ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$INSTANCE
 # nginx with keep-alive to the upstream, as PERF-NOTES measured it.
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes ${NGINX_WORKERS:-auto};
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
 events { worker_connections 4096; }

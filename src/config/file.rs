@@ -76,6 +76,7 @@ pub struct ProxyTable {
     pub idle_timeout: Option<toml::Value>,
     pub max_header_bytes: Option<u64>,
     pub hold_timeout: Option<toml::Value>,
+    pub workers: Option<u64>,
 }
 
 /// `[certbot]`.

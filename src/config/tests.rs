@@ -151,6 +151,9 @@ fn the_valid_stack_resolves_every_field() {
     let proxy = plan.proxy.as_ref().unwrap();
     assert_eq!(proxy.strategy, ProxyStrategy::HttpsOnly);
     assert_eq!(proxy.https_listen.port(), 8443);
+    assert_eq!(proxy.max_header_bytes, 32768);
+    assert_eq!(proxy.idle_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(proxy.workers, Some(3));
     assert_eq!(
         plan.acme.as_ref().unwrap().ca_bundle,
         Some(root.join("ca.pem"))

@@ -35,6 +35,8 @@ pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
 const MIN_PROXY_HEADER_BYTES: u64 = 8 * 1024;
 /// Largest `[proxy] max_header_bytes` accepted.
 const MAX_PROXY_HEADER_BYTES: u64 = 1024 * 1024;
+/// Most `[proxy] workers` accepted.
+const MAX_PROXY_WORKERS: u64 = 64;
 /// The only value of `ipv4` in `[[extra_host]]` that is not an address.
 pub const HOST_GATEWAY: &str = "host-gateway";
 
@@ -276,6 +278,17 @@ pub fn global(
                 );
             } else {
                 settings.max_header_bytes = bytes as usize;
+            }
+        }
+        if let Some(workers) = table.workers {
+            if !(1..=MAX_PROXY_WORKERS).contains(&workers) {
+                check.error(
+                    "proxy.workers",
+                    format!("`workers` must be between 1 and {MAX_PROXY_WORKERS}"),
+                    "out of range",
+                );
+            } else {
+                settings.workers = Some(workers as usize);
             }
         }
         table.enabled.unwrap_or(true).then_some(settings)

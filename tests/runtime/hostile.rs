@@ -65,7 +65,8 @@ fn hostile_requests_get_clean_refusals_and_others_are_served() {
     let http = free_port();
     sb.proxy_settings(&format!(
         "strategy = \"http-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
-         header_timeout = \"{}s\"\nidle_timeout = \"{}s\"\nmax_header_bytes = {MAX_HEADER_BYTES}\n",
+         header_timeout = \"{}s\"\nidle_timeout = \"{}s\"\nmax_header_bytes = {MAX_HEADER_BYTES}\n\
+         workers = 1\n",
         HEADER_TIMEOUT.as_secs(),
         IDLE_TIMEOUT.as_secs()
     ));
@@ -73,6 +74,9 @@ fn hostile_requests_get_clean_refusals_and_others_are_served() {
     upstream_service(&mut sb, "secret", "secret", "host = \"secret.test\"");
     let daemon = sb.start();
     assert_eq!(wait_until(http, "app.test", "/", 200).body, "app\n");
+    // One worker, as set: every hostile client below shares it with the
+    // well-behaved ones.
+    assert!(daemon.log().contains("workers=1"), "{}", daemon.log());
     assert_eq!(wait_until(http, "secret.test", "/", 200).body, "secret\n");
 
     // Another client keeps being served during every attack below.

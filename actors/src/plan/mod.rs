@@ -337,6 +337,8 @@ pub struct ProxySettings {
     /// Longest time a request for a service being replaced (stop-first) is
     /// held until the new container is ready.
     pub hold_timeout: Duration,
+    /// Worker threads serving traffic; `None`: one per core plus one.
+    pub workers: Option<usize>,
 }
 
 /// Default of `[proxy] connect_timeout`.
@@ -437,6 +439,7 @@ impl ProxySettings {
             idle_timeout: DEFAULT_PROXY_IDLE_TIMEOUT,
             max_header_bytes: DEFAULT_PROXY_MAX_HEADER_BYTES,
             hold_timeout: DEFAULT_PROXY_HOLD_TIMEOUT,
+            workers: None,
         }
     }
 }

@@ -101,8 +101,9 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// 500 ms, so its deadlines come up to that much early; added to timeouts
 /// so a client always gets at least the configured time.
 const COARSE_CLOCK: Duration = Duration::from_millis(500);
-/// Most worker threads the proxy uses (each single-threaded).
-const MAX_WORKERS: usize = 8;
+/// Most worker threads the proxy starts on its own (each single-threaded);
+/// `[proxy] workers` may ask for more.
+const MAX_AUTO_WORKERS: usize = 16;
 /// Request body chunks on their way upstream, at most, per request.
 const BRIDGE_CHUNKS: usize = 4;
 /// Headers the forwarder may add to a request (`X-Forwarded-*`, `X-Real-IP`,
@@ -135,9 +136,7 @@ impl ProxyServer {
         if let Some(https) = https {
             forwarding.https_listen = https;
         }
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(MAX_WORKERS);
+        let workers = settings.workers.unwrap_or_else(automatic_workers);
         let (started, result) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("proxy".to_string())
@@ -176,6 +175,17 @@ impl ProxyServer {
             _thread: thread,
         })
     }
+}
+
+/// Worker threads when `[proxy] workers` is not set: one per core plus one.
+/// The extra worker is measured (docs/BENCHMARKS.md): on a small VM the
+/// proxy shares its cores with the containers, and while one worker is
+/// preempted the others keep serving, so the proxy answers more requests
+/// for less CPU than with one worker per core.
+fn automatic_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() + 1)
+        .min(MAX_AUTO_WORKERS)
 }
 
 /// Builds the actix-web server on the bound listeners (inside the proxy's
