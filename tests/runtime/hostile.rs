@@ -1,6 +1,7 @@
 //! Hostile HTTP against the proxy: request smuggling, oversized and slow
 //! headers, request-line garbage, absolute-form targets and `Host` tricks,
-//! ACME path traversal and idle WebSocket tunnels. Each attack gets a clean
+//! ACME path traversal, idle WebSocket tunnels and a client that stops
+//! reading a large answer. Each attack gets a clean
 //! 4xx or a closed connection, nothing reaches a container it should not,
 //! and the daemon keeps answering another client during the attack. Every
 //! loop is bounded; all traffic goes to 127.0.0.1.
@@ -20,6 +21,9 @@ use crate::support::{text, Sandbox};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The proxy's `idle_timeout` in this test.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Length of the answer the stalled client stops reading: well beyond what
+/// the socket buffers on both sides of the proxy hold.
+const BULK_BYTES: usize = 256 << 20;
 /// The proxy's `max_header_bytes` in this test.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -280,6 +284,37 @@ fn hostile_requests_get_clean_refusals_and_others_are_served() {
         closed_after >= IDLE_TIMEOUT - Duration::from_millis(200)
             && closed_after < IDLE_TIMEOUT * 2,
         "idle tunnel closed after {closed_after:?}"
+    );
+
+    // A client that stops reading a large answer is cut once its receive
+    // window has stayed shut for idle_timeout: it never gets the whole body,
+    // and its stream ends in a reset or an early end.
+    let mut stalled = connect(http);
+    stalled
+        .get_mut()
+        .write_all(
+            format!("GET /bulk?bytes={BULK_BYTES} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let (status, _) = read_head(&mut stalled);
+    assert_eq!(status, 200);
+    std::thread::sleep(IDLE_TIMEOUT * 2);
+    stalled
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let ended = loop {
+        match stalled.read(&mut chunk) {
+            Ok(0) => break "end".to_string(),
+            Ok(n) => received += n,
+            Err(err) => break err.to_string(),
+        }
+    };
+    assert!(
+        received < BULK_BYTES,
+        "the stalled client still got all {received} bytes ({ended})"
     );
 
     attacking.store(false, Ordering::Relaxed);

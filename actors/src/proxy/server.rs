@@ -1,6 +1,6 @@
 //! The proxy's listeners: plain HTTP and HTTPS (rustls, HTTP/2 and
-//! HTTP/1.1 by ALPN), served by actix-web on a thread of their own with one
-//! single-threaded worker per core (capped), each with its own `Forwarder`
+//! HTTP/1.1 by ALPN), served by actix-web on a thread of their own with
+//! single-threaded workers (one per core plus one, unless set), each with its own `Forwarder`
 //! and so its own upstream pool, so a request never hops threads. Started
 //! once by the daemon and never restarted: reloads and deploys change the
 //! `SharedTable` and the `CertMap`, which every request and handshake reads
@@ -120,10 +120,12 @@ impl ProxyServer {
         certs: CertMap,
         challenges: Challenges,
     ) -> Result<ProxyServer, ServerError> {
-        let http_listener = bind(settings.http_listen)?;
+        let http_listener = bind(settings.http_listen, settings.idle_timeout)?;
         let https_listener = match settings.strategy {
             ProxyStrategy::HttpOnly => None,
-            ProxyStrategy::HttpsOnly | ProxyStrategy::Both => Some(bind(settings.https_listen)?),
+            ProxyStrategy::HttpsOnly | ProxyStrategy::Both => {
+                Some(bind(settings.https_listen, settings.idle_timeout)?)
+            }
         };
         let local = |listener: &StdTcpListener| listener.local_addr().ok();
         let http = local(&http_listener);
@@ -446,12 +448,21 @@ impl MessageBody for ProxyBody {
 }
 
 /// Binds a listening socket now, so a taken port fails the start-up.
-fn bind(address: SocketAddr) -> Result<StdTcpListener, ServerError> {
+///
+/// `stalled` becomes the socket's `TCP_USER_TIMEOUT`, which the connections
+/// it accepts inherit: the kernel cuts a client that leaves data
+/// unacknowledged, or keeps its receive window shut, that long. Nothing in
+/// user space sees a client that stopped reading: the response's writer just
+/// stops being polled, holding its container connection.
+fn bind(address: SocketAddr, stalled: Duration) -> Result<StdTcpListener, ServerError> {
     let fail = |err: io::Error| ServerError::Bind {
         address,
         reason: err.to_string(),
     };
     let listener = StdTcpListener::bind(address).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;
+    socket2::SockRef::from(&listener)
+        .set_tcp_user_timeout(Some(stalled))
+        .map_err(fail)?;
     Ok(listener)
 }

@@ -8,6 +8,8 @@
 //! - `/sse?n=N`: server-sent events, one per 100 ms (`n` of them, or endless).
 //! - `/upload`: reads the streamed body and answers its length in bytes.
 //! - `/slow?ms=N`: answers after N milliseconds.
+//! - `/bulk?bytes=N`: N bytes (default 1 MiB) as fast as the reader takes
+//!   them, with a `Content-Length`.
 //! - anything else: 404.
 //!
 //! Every response carries `X-Upstream: $VERSION`, so a test can tell which
@@ -36,6 +38,10 @@ type Body =
 
 /// The GUID RFC 6455 appends to the client's key.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Length of a `/bulk` answer when the query does not give one.
+const BULK_DEFAULT: u64 = 1 << 20;
+/// Size of the chunks a `/bulk` answer is sent in.
+const BULK_CHUNK: u64 = 64 * 1024;
 /// Port when `$PORT` is not set.
 const DEFAULT_PORT: u16 = 8080;
 /// Time between two server-sent events.
@@ -105,6 +111,7 @@ async fn handle(req: Request<Incoming>, index: Bytes) -> Response<Body> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, Bytes::from_static(b"slow\n"))
         }
+        "/bulk" => bulk(query_number(&req, "bytes").unwrap_or(BULK_DEFAULT)),
         _ => text(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     }
 }
@@ -168,6 +175,27 @@ fn sse(count: Option<u64>) -> Response<Body> {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn bulk(length: u64) -> Response<Body> {
+    let chunk = Bytes::from(vec![b'x'; BULK_CHUNK as usize]);
+    let chunks = stream::unfold(length, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let size = left.min(BULK_CHUNK);
+            Some((Ok(Frame::data(chunk.slice(..size as usize))), left - size))
+        }
+    });
+    let mut response = Response::new(Either::Right(StreamBody::new(
+        Box::pin(chunks) as stream::BoxStream<'static, _>
+    )));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 
