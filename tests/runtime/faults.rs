@@ -217,8 +217,14 @@ fn kill_during_a_stop_first_deploy_puts_the_proven_version_back() {
     assert_eq!(image_id(&image), v1_id, "{}", second.log());
     sb.assert_ledger_sound();
     second.stop();
+    // The quarantine outlives the restart: v1 is adopted and v2, still the
+    // registry's latest, is not tried a third time.
+    let rows = deploy_rows(&sb, &web).len();
     let third = sb.start();
     assert!(third.log().contains("adopted"), "{}", third.log());
+    assert!(third.log().contains("stay quarantined"), "{}", third.log());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(deploy_rows(&sb, &web).len(), rows, "{}", third.log());
     assert_eq!(image_of(&web), v1_id);
     third.stop();
 }

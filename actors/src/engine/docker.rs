@@ -296,10 +296,12 @@ impl Engine for DockerEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|err| docker_error("start", format!("container {id}"), err))
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // Already running: started, as asked.
+            Err(err) if status_of(&err) == Some(304) => Ok(()),
+            Err(err) => Err(docker_error("start", format!("container {id}"), err)),
+        }
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {

@@ -364,6 +364,9 @@ impl Engine for FakeEngine {
         let id = inner.find_or_not_found(id)?;
         let name = inner.containers[&id].name.clone();
         inner.record("start", &name)?;
+        if inner.containers[&id].state == ContainerState::Running {
+            return Ok(());
+        }
         inner.clock += 1;
         let started_at = format!("t{}", inner.clock);
         let exit = inner.exit_codes.get(&name).copied();

@@ -186,6 +186,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Creates a container attached to the default network (alias: the
     /// service name) and to the service's declared networks. Returns its id.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError>;
+    /// Starts a container; one that already runs is left as it is.
     async fn start(&self, id: &str) -> Result<(), EngineError>;
     /// Stops with the container's stop signal, killing after `grace`.
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError>;

@@ -10,6 +10,7 @@
 //!   previous good version, as the deploy ledger knows it; the digest left
 //!   is quarantined so the watcher does not bring it back.
 
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 
 use actix::prelude::*;
@@ -22,6 +23,8 @@ use crate::plan::PullPolicy;
 
 /// Deploys of a service read to find the previous good version.
 const ROLLBACK_HISTORY: usize = 100;
+/// Deploys read at start-up to rebuild the quarantine.
+pub(super) const QUARANTINE_HISTORY: usize = 100;
 
 /// Redeploys the service now; answers a one-line summary.
 #[derive(Debug, Message)]
@@ -155,6 +158,27 @@ fn previous_good(history: &[DeployRecord], current: Option<&str>) -> Option<Stri
         })
 }
 
+/// The digests a service keeps away from, as its deploy history (newest
+/// first) left them: a new digest that was rolled back, and the digest an
+/// operator's rollback left, back to the newest operator deploy (which lifts
+/// the quarantine). The same rules as the running actor's, so a restart of
+/// the daemon does not try a rolled-back digest again.
+pub(super) fn quarantined_in(history: &[DeployRecord]) -> BTreeSet<String> {
+    let mut quarantined = BTreeSet::new();
+    for deploy in history {
+        let digest = match (deploy.trigger, deploy.outcome) {
+            (DeployTrigger::Manual, _) => break,
+            (DeployTrigger::NewDigest, DeployOutcomeKind::RolledBack) => &deploy.new_digest,
+            (DeployTrigger::Rollback, DeployOutcomeKind::Succeeded) => &deploy.old_digest,
+            _ => continue,
+        };
+        if let Some(digest) = digest.as_ref().filter(|digest| !digest.is_empty()) {
+            quarantined.insert(digest.clone());
+        }
+    }
+    quarantined
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -172,6 +196,34 @@ mod tests {
             outcome,
             reason: None,
         }
+    }
+
+    #[test]
+    fn quarantine_is_rebuilt_from_the_history_back_to_an_operator_deploy() {
+        use DeployOutcomeKind::*;
+        let mut rolled_back_by_operator = deploy("c", "a", Succeeded);
+        rolled_back_by_operator.trigger = DeployTrigger::Rollback;
+        let mut operator = deploy("a", "a", Succeeded);
+        operator.trigger = DeployTrigger::Manual;
+        let history = vec![
+            deploy("a", "d", RolledBack),
+            rolled_back_by_operator,
+            deploy("a", "c", Succeeded),
+            deploy("a", "b", RolledBack),
+            // Older than the operator's deploy: lifted.
+            operator,
+            deploy("z", "y", RolledBack),
+        ];
+        let quarantined = quarantined_in(&history);
+        assert_eq!(
+            quarantined.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "c", "d"]
+        );
+        // A reload that failed, or a deploy that failed before touching the
+        // running container, quarantines nothing.
+        let mut reload = deploy("a", "e", RolledBack);
+        reload.trigger = DeployTrigger::Reload;
+        assert!(quarantined_in(&[reload, deploy("a", "f", Failed)]).is_empty());
     }
 
     #[test]

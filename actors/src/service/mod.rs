@@ -434,6 +434,36 @@ impl ServiceActor {
     }
 
     /// Reads the container's state from Docker, for a fresh or restarted actor.
+    /// Reads the digests this service keeps away from out of the deploy
+    /// ledger, before any message is handled, so a restart of the daemon
+    /// does not deploy a rolled-back digest again.
+    fn restore_quarantine(&mut self, ctx: &mut Context<Self>) {
+        let Some(ledger) = &self.runtime.deploys else {
+            return;
+        };
+        let history = ledger.recent.send(RecentDeploys {
+            service: self.service.name.clone(),
+            limit: manual::QUARANTINE_HISTORY,
+        });
+        ctx.wait(history.into_actor(self).map(|history, actor, _| {
+            match history {
+                Ok(Ok(history)) => {
+                    let quarantined = manual::quarantined_in(&history);
+                    if !quarantined.is_empty() {
+                        info!(service = %actor.service.name, digests = ?quarantined, "rolled-back digests stay quarantined");
+                    }
+                    actor.quarantined.extend(quarantined);
+                }
+                Ok(Err(err)) => {
+                    warn!(service = %actor.service.name, error = %err, "cannot read the deploy history; no digest is quarantined");
+                }
+                Err(err) => {
+                    warn!(service = %actor.service.name, error = %err, "the ledger is unavailable; no digest is quarantined");
+                }
+            }
+        }));
+    }
+
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();
         let name = self.service.name.clone();
@@ -475,6 +505,7 @@ impl Actor for ServiceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.rebuild(ctx);
+        self.restore_quarantine(ctx);
     }
 }
 

@@ -197,8 +197,13 @@ async fn stop_first(
         }
     }
     if let Some(old) = old {
-        engine.stop(&old.id, STOP_GRACE).await?;
+        // Renamed while it still runs, then stopped: a kill between the two
+        // leaves a running `-prev`, which the next start puts back (see
+        // `reconcile::remove_strays`). Stopped first, a kill in between
+        // would leave a stopped container under the service's name, which
+        // the restart would replace without the gate's way back.
         engine.rename(&old.id, &prev_name).await?;
+        engine.stop(&old.id, STOP_GRACE).await?;
         info!(service = %service.name, container = %short(&old.id), "stopped the previous container");
     }
     let request = CreateRequest {

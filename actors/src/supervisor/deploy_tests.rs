@@ -88,8 +88,9 @@ async fn new_digest_is_pulled_by_digest_tagged_and_deployed() {
         assert!(calls.contains(&pull), "{calls:?}");
         // Stop-first (no proxy): the old container steps aside as
         // `<name>-prev` (removed after the soak) while the new one starts.
-        for step in ["stop", "create", "start"] {
-            assert!(calls.contains(&format!("{step} {name}")), "{calls:?}");
+        for step in ["stop {name}-prev", "create {name}", "start {name}"] {
+            let step = step.replace("{name}", name);
+            assert!(calls.contains(&step), "{calls:?}");
         }
         let container = engine.container_named(name).unwrap();
         assert_eq!(container.image_id, "sha256:img-d1");

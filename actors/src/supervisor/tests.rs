@@ -103,7 +103,12 @@ async fn changed_env_recreates_that_service_only() {
         engine.calls_of(&["create", "start", "stop", "remove"]),
         // Health-gated, stop-first: the old container waits as `api-prev`
         // until the new one is ready, then goes.
-        vec!["stop api", "create api", "start api", "remove api-prev"]
+        vec![
+            "stop api-prev",
+            "create api",
+            "start api",
+            "remove api-prev"
+        ]
     );
     assert_ne!(engine.container_named("api").unwrap().id, api_before);
 }
@@ -415,7 +420,12 @@ async fn a_plan_given_while_docker_is_away_waits_and_docker_back_applies_it_alon
     assert_ne!(engine.container_named("api").unwrap().id, api_before);
     assert_eq!(
         engine.calls_of(&["create", "start", "stop", "remove"]),
-        vec!["stop api", "create api", "start api", "remove api-prev"]
+        vec![
+            "stop api-prev",
+            "create api",
+            "start api",
+            "remove api-prev"
+        ]
     );
 
     // A second DockerBack with nothing kept changes no container.

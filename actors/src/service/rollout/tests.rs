@@ -181,8 +181,8 @@ async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
     assert_eq!(
         engine.calls_of(&["stop", "rename", "create", "start", "remove"]),
         [
-            "stop web",
             "rename web web-prev",
+            "stop web-prev",
             "create web",
             "start web",
             "remove web",
@@ -240,8 +240,8 @@ async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
             "rename web-prev web".to_string(),
             "start web".to_string(),
             // The new image, through the gate again: never healthy.
-            "stop web".to_string(),
             "rename web web-prev".to_string(),
+            "stop web-prev".to_string(),
             "create web".to_string(),
             "start web".to_string(),
             "remove web".to_string(),
@@ -256,4 +256,50 @@ async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
     assert_eq!(engine.containers().len(), 1);
     let tagged = engine.image(&service.container.image).await.unwrap();
     assert_eq!(tagged.unwrap().id, "sha256:i1");
+}
+
+/// A kill right after the old container was renamed `web-prev`, before it
+/// was stopped: it still runs, and nothing is named `web`. The next
+/// reconcile gives it its name back without stopping it, then deploys the
+/// new image through the gate.
+#[actix_rt::test]
+async fn a_kill_between_rename_and_stop_keeps_the_proven_container_running() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.add_local_image("sha256:i1", "sha256:i1");
+    let mut service = routed();
+    service.route = None;
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.ready_timeout = Duration::from_millis(300);
+    let proven = running(&engine, &runtime, &service).await;
+    engine.rename(&proven.id, "web-prev").await.unwrap();
+    engine.add_local_image(IMAGE, "sha256:i2");
+    engine.clear_calls();
+
+    let err = crate::service::reconcile::reconcile(&runtime, &service)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
+    assert_eq!(
+        engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
+        [
+            // Its name back; the start finds it running and leaves it be.
+            "rename web-prev web".to_string(),
+            "start web".to_string(),
+            // The new image, through the gate again: never healthy.
+            "rename web web-prev".to_string(),
+            "stop web-prev".to_string(),
+            "create web".to_string(),
+            "start web".to_string(),
+            "remove web".to_string(),
+            "rename web-prev web".to_string(),
+            "start web".to_string(),
+            "tag sha256:i1 web:1".to_string(),
+        ]
+    );
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.id, proven.id);
+    assert_eq!(back.state, ContainerState::Running);
+    assert_eq!(engine.containers().len(), 1);
 }
