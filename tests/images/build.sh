@@ -58,13 +58,17 @@ build_image dispenser-test/broken:latest "broken" '["/bin/does-not-exist"]'
 # The proxy tests' upstream: built from tests/upstream as a static binary in
 # its own target folder (a `cargo test` running this script holds the lock of
 # the main one), then packaged FROM scratch.
+# The image carries a hash of the sources it was built from, so a change to
+# them rebuilds it.
 build_upstream() {
     tag=dispenser-test/upstream:latest
-    if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+    repo=$(cd "$(dirname "$0")/../.." && pwd)
+    source=$(cat "$repo/tests/upstream/Cargo.toml" "$repo"/tests/upstream/src/*.rs | sha256sum | cut -c1-16)
+    built=$(docker image inspect -f '{{index .Config.Labels "dispenser-test.source"}}' "$tag" 2>/dev/null || true)
+    if [ "${FORCE:-0}" != 1 ] && [ "$built" = "$source" ]; then
         echo "$tag"
         return
     fi
-    repo=$(cd "$(dirname "$0")/../.." && pwd)
     target="$repo/target/upstream-image"
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target" \
         "${CARGO:-cargo}" build --release --quiet -p dispenser-test-upstream \
@@ -79,6 +83,7 @@ ENV PORT=8080 VERSION=v1
 EXPOSE 8080
 ENTRYPOINT ["/upstream"]
 DOCKERFILE
+    echo "LABEL dispenser-test.source=$source" >> "$context/Dockerfile"
     docker build -q -t "$tag" "$context" >/dev/null
     rm -rf "$context"
     trap - EXIT
