@@ -2,13 +2,16 @@
 # Proxy benchmark: the same upstream container (tests/upstream), run by
 # Dispenser, reached directly through its published port, through nginx
 # (upstream keepalive), through Caddy and through Dispenser's proxy. wrk
-# drives each over loopback with keep-alive at a few connection counts.
-# Prints a Markdown table and writes it, with the command, into
-# docs/BENCHMARKS.md. All traffic stays on 127.0.0.1 and the container's
+# drives each over loopback with keep-alive at a few connection counts, in
+# ROUNDS rounds that alternate the targets (a shared VM's speed drifts over
+# seconds, so a single run can favour whichever went first). Prints each run,
+# then a Markdown table of medians, with each proxy's median ratio to nginx
+# taken run by run, and writes it, with the command, into docs/BENCHMARKS.md. All traffic stays on 127.0.0.1 and the container's
 # address on a network this script's Dispenser creates.
 #
 # Environment: DURATION (seconds per run, default 8), CONNECTIONS (default
-# "32 128"), THREADS (wrk threads, default 2), OUT (default docs/BENCHMARKS.md),
+# "32 128"), ROUNDS (default 3), THREADS (wrk threads, default 2),
+# NGINX_WORKERS (default auto), OUT (default docs/BENCHMARKS.md),
 # DISPENSER (a binary to measure instead of building target/release/dispenser),
 # TARGETS (which rows, default "direct nginx caddy dispenser").
 set -euo pipefail
@@ -17,6 +20,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly DURATION="${DURATION:-8}"
 readonly CONNECTIONS="${CONNECTIONS:-32 128}"
 readonly THREADS="${THREADS:-2}"
+readonly ROUNDS="${ROUNDS:-3}"
+readonly NGINX_WORKERS="${NGINX_WORKERS:-auto}"
 readonly OUT="${OUT:-docs/BENCHMARKS.md}"
 readonly DISPENSER="${DISPENSER:-}"
 readonly TARGETS="${TARGETS:-direct nginx caddy dispenser}"
@@ -88,7 +93,7 @@ upstream_ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$INSTANCE
 # nginx with keep-alive to the upstream, as PERF-NOTES measured it.
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes ${NGINX_WORKERS:-auto};
+worker_processes $NGINX_WORKERS;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
 events { worker_connections 4096; }
@@ -138,56 +143,105 @@ to_ms() {
     else { print v } }'
 }
 
-rows=()
-for connections in $CONNECTIONS; do
-  for target in $TARGETS; do
-    case "$target" in
-      direct) port=$DIRECT_PORT; procs=() ;;
-      nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true)
-        mapfile -t -O "${#procs[@]}" procs < <(pgrep -P "${procs[0]:-0}" || true) ;;
-      caddy) port=$CADDY_PORT; procs=("$caddy_pid") ;;
-      dispenser) port=$DISPENSER_PORT; procs=("$dispenser_pid") ;;
-    esac
-    # A short warm-up fills the pools, then the measured run.
-    wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
-    before="$(cpu_ticks "${procs[@]}")"
-    report="$(wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")"
-    after="$(cpu_ticks "${procs[@]}")"
-    requests="$(awk '/requests in/ {print $1}' <<<"$report")"
-    rps="$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report")"
-    p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$report")")"
-    p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$report")")"
-    errors="$(awk '/Non-2xx|Socket errors/ {sub(/^ +/, ""); printf "%s; ", $0}' <<<"$report")"
-    if ((${#procs[@]})); then
-      rss="$(( $(rss_kib "${procs[@]}") / 1024 )) MiB"
-      # CPU time the proxy spent per request: steadier than req/s on a
-      # shared machine, since other load slows it without charging it.
-      cpu="$(awk -v t="$((after - before))" -v hz="$TICKS_PER_SECOND" -v n="${requests:-0}" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
-    else
-      rss="-"
-      cpu="-"
-    fi
-    rows+=("| $target | $connections | $rps | $p50 | $p99 | $cpu | $rss | ${errors:-none} |")
-    echo "${rows[-1]}"
+# One line per run in $work/runs: target connections round rps p50 p99 cpu
+# rss errors (tab-separated; "-" where a value does not apply).
+: >"$work/runs"
+for round in $(seq "$ROUNDS"); do
+  for connections in $CONNECTIONS; do
+    for target in $TARGETS; do
+      case "$target" in
+        direct) port=$DIRECT_PORT; procs=() ;;
+        nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true)
+          mapfile -t -O "${#procs[@]}" procs < <(pgrep -P "${procs[0]:-0}" || true) ;;
+        caddy) port=$CADDY_PORT; procs=("$caddy_pid") ;;
+        dispenser) port=$DISPENSER_PORT; procs=("$dispenser_pid") ;;
+      esac
+      # A short warm-up fills the pools, then the measured run.
+      wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+      before="$(cpu_ticks "${procs[@]}")"
+      report="$(wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")"
+      after="$(cpu_ticks "${procs[@]}")"
+      requests="$(awk '/requests in/ {print $1}' <<<"$report")"
+      rps="$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report")"
+      p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$report")")"
+      p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$report")")"
+      errors="$(awk '/Non-2xx|Socket errors/ {sub(/^ +/, ""); printf "%s; ", $0}' <<<"$report")"
+      if ((${#procs[@]})); then
+        rss="$(( $(rss_kib "${procs[@]}") / 1024 ))"
+        # CPU time the proxy spent per request: steadier than req/s on a
+        # shared machine, since other load slows it without charging it.
+        cpu="$(awk -v t="$((after - before))" -v hz="$TICKS_PER_SECOND" -v n="${requests:-0}" \
+          'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
+      else
+        rss="-"
+        cpu="-"
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$connections" "$round" \
+        "$rps" "$p50" "$p99" "$cpu" "$rss" "${errors:-none}" | tee -a "$work/runs"
+    done
   done
 done
+
+# The table: per target and connection count, the median of each column
+# over the rounds, and the median of the run-by-run ratios to nginx (the
+# same round and connection count).
+table="$(awk -F '\t' -v targets="$TARGETS" -v counts="$CONNECTIONS" '
+  function median(list,    n, values, i, j, tmp) {
+    n = split(list, values, " ")
+    if (n == 0) return "-"
+    for (i = 2; i <= n; i++)
+      for (j = i; j > 1 && values[j - 1] + 0 > values[j] + 0; j--) {
+        tmp = values[j]; values[j] = values[j - 1]; values[j - 1] = tmp
+      }
+    return (n % 2) ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
+  }
+  function add(key, value) { if (value != "-" && value != "") list[key] = list[key] " " value }
+  {
+    key = $1 SUBSEP $2
+    rps[$1, $2, $3] = $4; p99[$1, $2, $3] = $6
+    add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
+    add(key SUBSEP "cpu", $7); add(key SUBSEP "rss", $8)
+    if ($9 != "none") errors[key] = errors[key] $9
+    rounds[$3] = 1
+  }
+  END {
+    nt = split(targets, t, " "); nc = split(counts, c, " ")
+    for (ci = 1; ci <= nc; ci++) for (ti = 1; ti <= nt; ti++) {
+      target = t[ti]; n = c[ci]; key = target SUBSEP n
+      for (r in rounds) if ((target, n, r) in rps && ("nginx", n, r) in rps && rps["nginx", n, r] > 0) {
+        add(key SUBSEP "xrps", rps[target, n, r] / rps["nginx", n, r])
+        add(key SUBSEP "xp99", p99[target, n, r] / p99["nginx", n, r])
+      }
+      xrps = median(list[key SUBSEP "xrps"]); xp99 = median(list[key SUBSEP "xp99"])
+      rss = median(list[key SUBSEP "rss"])
+      printf "| %s | %s | %d | %.2f | %.2f | %s | %s | %s | %s | %s |\n", target, n,
+        median(list[key SUBSEP "rps"]), median(list[key SUBSEP "p50"]), median(list[key SUBSEP "p99"]),
+        (xrps == "-") ? "-" : sprintf("%.2fx", xrps), (xp99 == "-") ? "-" : sprintf("%.2fx", xp99),
+        (list[key SUBSEP "cpu"] == "") ? "-" : sprintf("%.1f", median(list[key SUBSEP "cpu"])),
+        (rss == "-") ? "-" : rss " MiB", (key in errors) ? errors[key] : "none"
+    }
+  }' "$work/runs")"
+echo "$table"
 
 section="$(
   echo "<!-- proxy:begin -->"
   echo "## Proxy"
   echo
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), loopback, keep-alive,"
-  echo "the \`dispenser-test/upstream\` container answering \`/\` (3 bytes). RSS is the proxy"
-  echo "process after the run (nginx: master and workers); CPU µs/req is the proxy's user and"
-  echo "system CPU time during the measured run divided by the requests served. Absolute"
-  echo "numbers move from run to run; compare ratios taken in the same run."
+  echo "the \`dispenser-test/upstream\` container answering \`/\` (3 bytes); nginx with"
+  echo "\`worker_processes $NGINX_WORKERS\` and Dispenser with its default \`[proxy] workers\`."
+  echo "Every value is the median over $ROUNDS rounds that alternate the targets. The"
+  echo "\"vs nginx\" columns are the medians of the ratios taken round by round (same round,"
+  echo "same connection count), which is what to compare: absolute numbers move from run to"
+  echo "run on a shared VM. RSS is the proxy process after the run (nginx: master and"
+  echo "workers); CPU µs/req is the proxy's user and system CPU time during the measured run"
+  echo "divided by the requests served."
   echo
-  echo "Command: \`make bench\` (= \`bash bench/proxy.sh\`; each row: \`wrk -t$THREADS -cN -d${DURATION}s --latency -H 'Host: $HOST'\` after a 2 s warm-up)."
+  echo "Command: \`make bench\` (= \`bash bench/proxy.sh\`; each run: \`wrk -t$THREADS -cN -d${DURATION}s --latency -H 'Host: $HOST'\` after a 2 s warm-up)."
   echo
-  echo "| path | connections | req/s | p50 ms | p99 ms | CPU µs/req | RSS | errors |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-  printf '%s\n' "${rows[@]}"
+  echo "| path | connections | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | CPU µs/req | RSS | errors |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "$table"
   echo "<!-- proxy:end -->"
 )"
 write_section "$OUT" proxy "$section"
