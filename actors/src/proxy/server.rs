@@ -1,10 +1,10 @@
 //! The proxy's listeners: plain HTTP and HTTPS (rustls, HTTP/2 and
 //! HTTP/1.1 by ALPN), served by actix-web on a thread of their own with
-//! single-threaded workers (one per core plus one, unless set), each with its own `Forwarder`
-//! and so its own upstream pool, so a request never hops threads. Started
-//! once by the daemon and never restarted: reloads and deploys change the
-//! `SharedTable` and the `CertMap`, which every request and handshake reads
-//! afresh.
+//! single-threaded workers (one per core plus one, unless set), each with
+//! its own `Forwarder` and so its own upstream pool, so a request never hops
+//! threads. Started once by the daemon and never restarted: reloads and
+//! deploys change the `SharedTable` and the `CertMap`, which every request
+//! and handshake reads afresh.
 //!
 //! This module is the only one that knows actix-web: it serves each
 //! worker's `ProxyApp` (an actix-http service; the proxy needs none of

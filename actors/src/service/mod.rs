@@ -433,7 +433,6 @@ impl ServiceActor {
         }));
     }
 
-    /// Reads the container's state from Docker, for a fresh or restarted actor.
     /// Reads the digests this service keeps away from out of the deploy
     /// ledger, before any message is handled, so a restart of the daemon
     /// does not deploy a rolled-back digest again.
@@ -464,6 +463,7 @@ impl ServiceActor {
         }));
     }
 
+    /// Reads the container's state from Docker, for a fresh or restarted actor.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let engine = self.runtime.engine.clone();
         let name = self.service.name.clone();
