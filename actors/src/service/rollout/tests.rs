@@ -195,6 +195,72 @@ async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
     assert_eq!(back.state, ContainerState::Running);
 }
 
+/// The calls of a retry, through the gate, of a new image that never
+/// becomes healthy, after an interrupted stop-first replace: rolled back, and
+/// the local tag pointed back at the proven image.
+const RETRIED_THROUGH_THE_GATE: [&str; 8] = [
+    "rename web web-prev",
+    "stop web-prev",
+    "create web",
+    "start web",
+    "remove web",
+    "rename web-prev web",
+    "start web",
+    "tag sha256:i1 web:1",
+];
+
+/// What a kill during a stop-first replace of `web` leaves: the proven
+/// container (image i1) renamed `web-prev`, stopped when `stopped`, and the
+/// local tag already moved to the new image i2. No route (so stop-first)
+/// and a healthcheck that never passes on the fake.
+async fn interrupted_stop_first(
+    engine: &Arc<FakeEngine>,
+    stopped: bool,
+) -> (Service, Runtime, Container) {
+    engine.add_local_image(IMAGE, "sha256:i1");
+    // Docker resolves an image id as a reference.
+    engine.add_local_image("sha256:i1", "sha256:i1");
+    let mut service = routed();
+    service.route = None;
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.ready_timeout = Duration::from_millis(300);
+    let proven = running(engine, &runtime, &service).await;
+    if stopped {
+        engine.stop(&proven.id, Duration::ZERO).await.unwrap();
+    }
+    engine.rename(&proven.id, "web-prev").await.unwrap();
+    engine.add_local_image(IMAGE, "sha256:i2");
+    (service, runtime, proven)
+}
+
+/// Reconciles after the interruption: the retry is rolled back, and the
+/// engine calls (of the kinds that matter here) are `before` then
+/// `RETRIED_THROUGH_THE_GATE`. The proven container runs as `web`, alone,
+/// and the tag names its image again.
+async fn assert_retried_and_rolled_back(
+    engine: &FakeEngine,
+    runtime: &Runtime,
+    service: &Service,
+    proven: &Container,
+    before: &[&str],
+) {
+    let err = crate::service::reconcile::reconcile(runtime, service)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
+    assert_eq!(
+        engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
+        [before, &RETRIED_THROUGH_THE_GATE[..]].concat()
+    );
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.id, proven.id);
+    assert_eq!(back.state, ContainerState::Running);
+    assert_eq!(engine.containers().len(), 1);
+    let tagged = engine.image(&service.container.image).await.unwrap();
+    assert_eq!(tagged.unwrap().id, "sha256:i1");
+}
+
 /// A kill of the daemon during a stop-first replace left the proven
 /// container as `web-prev` and an unproven one as `web`, with the local tag
 /// already moved to the new image. The next reconcile puts `web-prev` back,
@@ -203,19 +269,7 @@ async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
 #[actix_rt::test]
 async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
     let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    // Docker resolves an image id as a reference.
-    engine.add_local_image("sha256:i1", "sha256:i1");
-    // No route: stop-first; a healthcheck that never passes on the fake.
-    let mut service = routed();
-    service.route = None;
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
-    runtime.deploy.ready_timeout = Duration::from_millis(300);
-    let proven = running(&engine, &runtime, &service).await;
-    engine.stop(&proven.id, Duration::ZERO).await.unwrap();
-    engine.rename(&proven.id, "web-prev").await.unwrap();
-    engine.add_local_image(IMAGE, "sha256:i2");
+    let (service, runtime, proven) = interrupted_stop_first(&engine, true).await;
     let request = CreateRequest {
         name: "web",
         service: &service,
@@ -227,35 +281,9 @@ async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
     engine.start(&unproven).await.unwrap();
     engine.clear_calls();
 
-    let err = crate::service::reconcile::reconcile(&runtime, &service)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
-    assert_eq!(
-        engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
-        [
-            // The unproven container goes, the proven one takes its name back.
-            "stop web".to_string(),
-            "remove web".to_string(),
-            "rename web-prev web".to_string(),
-            "start web".to_string(),
-            // The new image, through the gate again: never healthy.
-            "rename web web-prev".to_string(),
-            "stop web-prev".to_string(),
-            "create web".to_string(),
-            "start web".to_string(),
-            "remove web".to_string(),
-            "rename web-prev web".to_string(),
-            "start web".to_string(),
-            "tag sha256:i1 web:1".to_string(),
-        ]
-    );
-    let back = engine.container_named("web").unwrap();
-    assert_eq!(back.id, proven.id);
-    assert_eq!(back.state, ContainerState::Running);
-    assert_eq!(engine.containers().len(), 1);
-    let tagged = engine.image(&service.container.image).await.unwrap();
-    assert_eq!(tagged.unwrap().id, "sha256:i1");
+    // The unproven container goes, the proven one takes its name back.
+    let before = ["stop web", "remove web", "rename web-prev web", "start web"];
+    assert_retried_and_rolled_back(&engine, &runtime, &service, &proven, &before).await;
 }
 
 /// A kill right after the old container was renamed `web-prev`, before it
@@ -265,41 +293,10 @@ async fn an_interrupted_stop_first_replace_puts_the_proven_container_back() {
 #[actix_rt::test]
 async fn a_kill_between_rename_and_stop_keeps_the_proven_container_running() {
     let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.add_local_image("sha256:i1", "sha256:i1");
-    let mut service = routed();
-    service.route = None;
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
-    runtime.deploy.ready_timeout = Duration::from_millis(300);
-    let proven = running(&engine, &runtime, &service).await;
-    engine.rename(&proven.id, "web-prev").await.unwrap();
-    engine.add_local_image(IMAGE, "sha256:i2");
+    let (service, runtime, proven) = interrupted_stop_first(&engine, false).await;
     engine.clear_calls();
 
-    let err = crate::service::reconcile::reconcile(&runtime, &service)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
-    assert_eq!(
-        engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
-        [
-            // Its name back; the start finds it running and leaves it be.
-            "rename web-prev web".to_string(),
-            "start web".to_string(),
-            // The new image, through the gate again: never healthy.
-            "rename web web-prev".to_string(),
-            "stop web-prev".to_string(),
-            "create web".to_string(),
-            "start web".to_string(),
-            "remove web".to_string(),
-            "rename web-prev web".to_string(),
-            "start web".to_string(),
-            "tag sha256:i1 web:1".to_string(),
-        ]
-    );
-    let back = engine.container_named("web").unwrap();
-    assert_eq!(back.id, proven.id);
-    assert_eq!(back.state, ContainerState::Running);
-    assert_eq!(engine.containers().len(), 1);
+    // Its name back; the start finds it running and leaves it be.
+    let before = ["rename web-prev web", "start web"];
+    assert_retried_and_rolled_back(&engine, &runtime, &service, &proven, &before).await;
 }
