@@ -251,9 +251,21 @@ pub fn global(
         let mut settings = ProxySettings::with_listeners(strategy, http_listen, https_listen);
         settings.trust_forwarded_headers = table.trust_forwarded_headers.unwrap_or(false);
         let timeouts = [
-            ("proxy.connect_timeout", &table.connect_timeout, &mut settings.connect_timeout),
-            ("proxy.header_timeout", &table.header_timeout, &mut settings.header_timeout),
-            ("proxy.idle_timeout", &table.idle_timeout, &mut settings.idle_timeout),
+            (
+                "proxy.connect_timeout",
+                &table.connect_timeout,
+                &mut settings.connect_timeout,
+            ),
+            (
+                "proxy.header_timeout",
+                &table.header_timeout,
+                &mut settings.header_timeout,
+            ),
+            (
+                "proxy.idle_timeout",
+                &table.idle_timeout,
+                &mut settings.idle_timeout,
+            ),
         ];
         for (path, value, slot) in timeouts {
             match duration(check, path, value.as_ref()) {
@@ -267,30 +279,17 @@ pub fn global(
         if let Some(parsed) = duration(check, "proxy.hold_timeout", table.hold_timeout.as_ref()) {
             settings.hold_timeout = parsed;
         }
-        if let Some(bytes) = table.max_header_bytes {
-            if !(MIN_PROXY_HEADER_BYTES..=MAX_PROXY_HEADER_BYTES).contains(&bytes) {
-                check.error(
-                    "proxy.max_header_bytes",
-                    format!(
-                        "`max_header_bytes` must be between {MIN_PROXY_HEADER_BYTES} and {MAX_PROXY_HEADER_BYTES}"
-                    ),
-                    "out of range",
-                );
-            } else {
-                settings.max_header_bytes = bytes as usize;
-            }
+        let max_header_bytes = in_range(
+            check,
+            "proxy.max_header_bytes",
+            table.max_header_bytes,
+            MIN_PROXY_HEADER_BYTES..=MAX_PROXY_HEADER_BYTES,
+        );
+        if let Some(bytes) = max_header_bytes {
+            settings.max_header_bytes = bytes as usize;
         }
-        if let Some(workers) = table.workers {
-            if !(1..=MAX_PROXY_WORKERS).contains(&workers) {
-                check.error(
-                    "proxy.workers",
-                    format!("`workers` must be between 1 and {MAX_PROXY_WORKERS}"),
-                    "out of range",
-                );
-            } else {
-                settings.workers = Some(workers as usize);
-            }
-        }
+        settings.workers = in_range(check, "proxy.workers", table.workers, 1..=MAX_PROXY_WORKERS)
+            .map(|workers| workers as usize);
         table.enabled.unwrap_or(true).then_some(settings)
     });
     let proxy = match &file.proxy {
@@ -1082,6 +1081,31 @@ fn pick<T: Copy + PartialEq>(
             .help = Some(help);
     }
     chosen
+}
+
+/// A whole number that must lie in `range`; out of it, an error at `path`
+/// (whose last segment names the key) and `None`.
+fn in_range(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    value: Option<u64>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
+    let value = value?;
+    if range.contains(&value) {
+        return Some(value);
+    }
+    let key = path.rsplit('.').next().unwrap_or(path);
+    check.error(
+        path,
+        format!(
+            "`{key}` must be between {} and {}",
+            range.start(),
+            range.end()
+        ),
+        "out of range",
+    );
+    None
 }
 
 fn listen(check: &mut FileCheck<'_>, path: &str, text: Option<&str>, default: &str) -> SocketAddr {
