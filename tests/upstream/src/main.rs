@@ -165,9 +165,7 @@ fn sse(count: Option<u64>) -> Response<Body> {
         let event = Frame::data(Bytes::from(format!("data: event {n}\n\n")));
         Some((Ok(event), n + 1))
     });
-    let mut response = Response::new(Either::Right(StreamBody::new(
-        Box::pin(events) as stream::BoxStream<'static, _>
-    )));
+    let mut response = streamed(Box::pin(events));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -176,6 +174,13 @@ fn sse(count: Option<u64>) -> Response<Body> {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// A 200 whose body is the frames of `frames`, sent as they come.
+fn streamed(
+    frames: stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>,
+) -> Response<Body> {
+    Response::new(Either::Right(StreamBody::new(frames)))
 }
 
 fn bulk(length: u64) -> Response<Body> {
@@ -190,9 +195,7 @@ fn bulk(length: u64) -> Response<Body> {
             Some((Ok(Frame::data(chunk.slice(..size as usize))), left - size))
         }
     });
-    let mut response = Response::new(Either::Right(StreamBody::new(
-        Box::pin(chunks) as stream::BoxStream<'static, _>
-    )));
+    let mut response = streamed(Box::pin(chunks));
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
