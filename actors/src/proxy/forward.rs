@@ -141,6 +141,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+/// End-to-end headers that a `Connection` option never removes (RFC 9110
+/// 7.6.1): naming them there is how a client would strip the framing, the
+/// host or the forwarded headers of the request the container reads.
+const PROTECTED: [HeaderName; 10] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::UPGRADE,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+    FORWARDED,
+];
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -564,6 +579,18 @@ impl Forwarder {
                 Bytes::from_static(b"missing or invalid host\n"),
             );
         };
+        // Only a routed host is sent on: an unknown one is never echoed back
+        // in `Location`, which would make the proxy an open redirector.
+        // Before the first table no host is known; the client retries.
+        if !self.table.loaded() {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"service starting\n"),
+            );
+        }
+        if self.table.load().lookup(host, parts.uri.path()) == Lookup::UnknownHost {
+            return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"));
+        }
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let location = match self.https_port {
             443 => format!("https://{host}{path}"),
@@ -665,7 +692,8 @@ fn proxy_body(body: UpstreamBody) -> ProxyBody {
     }
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names.
+/// Removes hop-by-hop headers and those the `Connection` header names,
+/// except the end-to-end ones no connection option may remove (`PROTECTED`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most heads carry none: one pass over them instead of eight lookups.
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
@@ -674,6 +702,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Every `Connection` header's tokens: a list may be split over several.
     let named: Vec<HeaderName> = list_items(headers, header::CONNECTION)
         .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .filter(|name| !PROTECTED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);

@@ -666,8 +666,11 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
 }
 
 /// Writes the request line and headers: origin-form target, HTTP/1.1.
-/// A body of unknown length goes chunked; a known length keeps the
-/// client's `Content-Length`.
+/// The framing is always the proxy's own, from the body it sends: a known
+/// length as `Content-Length`, an unknown one chunked, and none for no body
+/// (`Content-Length: 0` for a method that carries one). Whatever framing
+/// headers the head still holds are never written, so what the container
+/// reads as this request's body is exactly the body the proxy sends.
 fn encode_head(head: &http02::request::Parts, body: &RequestBody, out: &mut BytesMut) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -679,15 +682,38 @@ fn encode_head(head: &http02::request::Parts, body: &RequestBody, out: &mut Byte
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let RequestBody::Chunks { length: None, .. } = body {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match body {
+        RequestBody::Chunks { length: None, .. } => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        RequestBody::Chunks {
+            length: Some(length),
+            ..
+        } => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(length.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestBody::Empty if carries_content(&head.method) => {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        RequestBody::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A method whose request has content by its definition: a bodiless one
+/// still says `Content-Length: 0`, which some servers require.
+fn carries_content(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Sends the head, then the body as the client sends it (chunk-encoded
