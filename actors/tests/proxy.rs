@@ -317,3 +317,172 @@ fn the_https_redirect_is_only_for_routed_hosts() {
     assert!(!unknown.contains("evil.example"), "{unknown}");
     assert_eq!(upstream.seen().len(), 0);
 }
+
+#[test]
+fn a_silent_connection_on_the_plain_listener_is_closed_after_the_header_timeout() {
+    let upstream = RawUpstream::start();
+    let header_timeout = Duration::from_secs(1);
+    let proxy = Proxy::start_with(ProxyStrategy::HttpOnly, &upstream, &["e.test"], |s| {
+        s.header_timeout = header_timeout;
+    });
+    let mut silent = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.http_port())).expect("connect");
+    silent.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    let opened = Instant::now();
+    let mut byte = [0; 1];
+    let read = silent.read(&mut byte);
+    let waited = opened.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the proxy must close a silent connection, got {read:?} after {waited:?}"
+    );
+    // The timeout plus actix-http's clock grain, and some slack; never the
+    // test's own read timeout.
+    assert!(
+        waited < header_timeout + Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert!(
+        waited >= header_timeout - Duration::from_millis(100),
+        "{waited:?}"
+    );
+}
+
+/// The per-client cap of `server.rs` (`MAX_CONNECTIONS_PER_CLIENT`).
+const PER_CLIENT_CAP: usize = 256;
+
+#[test]
+fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    let upstream = RawUpstream::start();
+    let proxy = Proxy::start_with(ProxyStrategy::HttpOnly, &upstream, &["e.test"], |s| {
+        s.header_timeout = Duration::from_secs(60);
+    });
+    let port = proxy.http_port();
+    let mut held: Vec<TcpStream> = (0..PER_CLIENT_CAP)
+        .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect"))
+        .collect();
+    // The proxy admits connections as its workers accept them: wait until
+    // the last of them is admitted (it answers a request).
+    let mut last = held.pop().unwrap();
+    last.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    last.write_all(b"GET /last HTTP/1.1\r\nHost: e.test\r\n\r\n")
+        .unwrap();
+    let mut answer = [0; 64];
+    let read = last
+        .read(&mut answer)
+        .expect("the last admitted connection answers");
+    assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 200"));
+    held.push(last);
+    // One more from the same address is closed at once, unanswered.
+    let over = raw(
+        port,
+        b"GET /over HTTP/1.1\r\nHost: e.test\r\nConnection: close\r\n\r\n",
+        ANSWER_WAIT,
+    );
+    assert_eq!(over, "", "a connection over the cap is closed unanswered");
+    // Giving one back makes room for another.
+    drop(held.pop());
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        let again = raw(
+            port,
+            b"GET /again HTTP/1.1\r\nHost: e.test\r\nConnection: close\r\n\r\n",
+            ANSWER_WAIT,
+        );
+        if again.ends_with("GET /again HTTP/1.1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after a connection closed: {again:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(upstream
+        .seen()
+        .iter()
+        .all(|seen| seen.line != "GET /over HTTP/1.1"));
+}
+
+/// Accepts any certificate: these tests are about routing, not trust.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Sends `request` over TLS with `sni` as the server name; returns the
+/// answer, read until the proxy closes.
+fn over_tls(port: u16, sni: &str, request: &[u8]) -> String {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    tcp.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(client, tcp);
+    tls.write_all(request).expect("send over TLS");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_tls_connection_serves_only_the_host_its_handshake_named() {
+    let upstream = RawUpstream::start();
+    let proxy = Proxy::start(ProxyStrategy::HttpsOnly, &upstream, &["a.test", "b.test"]);
+    let https = proxy.server.https.expect("an HTTPS listener").port();
+    let other = over_tls(
+        https,
+        "a.test",
+        b"GET /x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(other.starts_with("HTTP/1.1 421"), "{other}");
+    let same = over_tls(
+        https,
+        "a.test",
+        b"GET /y HTTP/1.1\r\nHost: A.test:443\r\nConnection: close\r\n\r\n",
+    );
+    assert!(same.ends_with("GET /y HTTP/1.1"), "{same}");
+    let lines: Vec<String> = upstream.seen().into_iter().map(|s| s.line).collect();
+    assert_eq!(lines, ["GET /y HTTP/1.1"]);
+}

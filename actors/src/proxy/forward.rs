@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
-use super::table::{Lookup, SharedTable, Upstream};
+use super::table::{same_host, Lookup, SharedTable, Upstream};
 use super::upstream::{list_items, BodyReader, Conn, UpstreamBody, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
@@ -110,6 +110,8 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     /// The peer's IP as a header value.
     peer_ip: HeaderValue,
+    /// The server name the TLS client sent (SNI), lowercase.
+    sni: Option<Rc<str>>,
 }
 
 /// Routes and forwards requests. One per worker thread, shared by its
@@ -176,7 +178,14 @@ impl ClientConn {
             listener,
             peer,
             peer_ip: ip_header(peer.ip()),
+            sni: None,
         }
+    }
+
+    /// The same, for a TLS connection that named `sni`.
+    pub fn with_sni(mut self, sni: Option<Rc<str>>) -> Self {
+        self.sni = sni;
+        self
     }
 
     /// The same, reusing `last`'s header value when the peer's IP is the
@@ -200,6 +209,7 @@ impl ClientConn {
             listener,
             peer,
             peer_ip,
+            sni: None,
         }
     }
 
@@ -301,6 +311,17 @@ impl Forwarder {
             Ok(host) => host,
             Err(refusal) => return refusal.response(),
         };
+        // A TLS connection serves the host its handshake named: a request
+        // for another host (a reused connection, or a client that sends one
+        // name to pass a check and another to be routed) goes elsewhere.
+        if let Some(sni) = &conn.sni {
+            if !same_host(host, sni) {
+                return plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    Bytes::from_static(b"misdirected request\n"),
+                );
+            }
+        }
         // Read from the clock only when a request has to wait.
         let mut held_until = None;
         let (route, address, in_flight) = loop {

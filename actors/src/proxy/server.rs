@@ -18,26 +18,32 @@
 //! HTTP only; `both` proxies on both listeners.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_http::{ConnectionType, Payload, Request as ActixRequest, RequestHead};
-use actix_web::body::{BodySize, MessageBody};
-use actix_web::dev::{AppConfig, Service, ServiceFactory};
-use actix_web::http::header as actix_header;
-use actix_web::HttpServer;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::header as actix_header;
+use actix_http::{
+    ConnectionType, Extensions, HttpService, KeepAlive, Payload, Protocol, Request as ActixRequest,
+    RequestHead, TlsAcceptorConfig,
+};
+use actix_rt::net::TcpStream;
+use actix_service::{fn_factory, fn_service, Service, ServiceFactory};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
 use http02::header::{self, HeaderMap, HeaderValue};
 use http02::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::certs::CertMap;
 use super::challenge::Challenges;
@@ -75,9 +81,49 @@ struct Worker {
     last_peer: RefCell<Option<(IpAddr, HeaderValue)>>,
 }
 
-/// The service actix-web runs on each worker for each listener.
+/// What each worker builds its `ProxyApp`s from.
+#[derive(Clone)]
+struct AppFactory {
+    settings: ProxySettings,
+    table: SharedTable,
+    challenges: Challenges,
+}
+
+/// The service actix-http runs on each worker for each listener.
 struct ProxyApp {
     worker: Rc<Worker>,
+    listener: Listener,
+}
+
+/// The server name a TLS client sent (SNI), lowercase: kept with its
+/// connection so that every request on it is checked against it.
+#[derive(Clone)]
+struct Sni(Rc<str>);
+
+/// One listener's open connections, shared by its workers, and its caps.
+#[derive(Clone)]
+struct Admission {
+    limits: AdmissionLimits,
+    open: Arc<Mutex<OpenConnections>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AdmissionLimits {
+    per_listener: usize,
+    per_client: usize,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+    last_warning: Option<Instant>,
+}
+
+/// A connection's place in its listener's `Admission`, given back on drop.
+struct AdmissionSlot {
+    open: Arc<Mutex<OpenConnections>>,
+    ip: IpAddr,
 }
 
 /// `ProxyApp` on one listener.
@@ -106,6 +152,16 @@ const COARSE_CLOCK: Duration = Duration::from_millis(500);
 const MAX_AUTO_WORKERS: usize = 16;
 /// Request body chunks on their way upstream, at most, per request.
 const BRIDGE_CHUNKS: usize = 4;
+/// Open connections per listener, at most (lowered at start-up to fit the
+/// open-file limit). Past it, new connections are closed at once.
+const MAX_CONNECTIONS_PER_LISTENER: usize = 16_384;
+/// Open connections per client address and listener, at most.
+const MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+/// Least time between two warnings about refused connections.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// The first bytes of the HTTP/2 preface (RFC 9113 3.4), enough to tell a
+/// plain connection's protocol from one peek.
+const H2_PREFACE: &[u8; 12] = b"PRI * HTTP/2";
 /// Headers the forwarder may add to a request (`X-Forwarded-*`, `X-Real-IP`,
 /// `Host`).
 const FORWARDED_HEADERS: usize = 5;
@@ -190,8 +246,14 @@ fn automatic_workers() -> usize {
         .min(MAX_AUTO_WORKERS)
 }
 
-/// Builds the actix-web server on the bound listeners (inside the proxy's
-/// actix system); awaiting the result serves until the process exits.
+/// Builds the server on the bound listeners (inside the proxy's actix
+/// system); awaiting the result serves until the process exits.
+///
+/// Each listener's connections pass its `Admission` first (a cap for the
+/// listener and one per client address; over either, the connection is
+/// closed at once). A plain connection must send its first byte within
+/// `header_timeout` (that byte tells HTTP/1.1 from h2c); a TLS one must
+/// finish its handshake within `TLS_HANDSHAKE_TIMEOUT`.
 fn serve(
     settings: &ProxySettings,
     table: SharedTable,
@@ -201,74 +263,305 @@ fn serve(
         Option<(StdTcpListener, rustls::ServerConfig)>,
     ),
     workers: usize,
-) -> Result<actix_web::dev::Server, ServerError> {
+) -> Result<actix_server::Server, ServerError> {
     let http_address = settings.http_listen;
     let https_address = settings.https_listen;
-    let forwarding = settings.clone();
-    let max_header_bytes = settings.max_header_bytes;
-    let server = HttpServer::new(move || {
-        // Called once on each worker thread: one forwarder, one pool each.
-        let forwarder = Forwarder::new(&forwarding, table.clone(), challenges.clone());
-        forwarder.start_sweeper();
-        ProxyApp {
-            worker: Rc::new(Worker {
-                forwarder,
-                max_header_bytes,
-                last_peer: RefCell::new(None),
-            }),
-        }
-    })
-    .workers(workers)
-    .disable_signals()
-    .tcp_nodelay(true)
-    .client_request_timeout(settings.header_timeout + COARSE_CLOCK)
-    .keep_alive(settings.header_timeout + COARSE_CLOCK)
-    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-    .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
-    .shutdown_timeout(1);
     let fail = |address: SocketAddr| {
         move |err: io::Error| ServerError::Bind {
             address,
             reason: err.to_string(),
         }
     };
-    // HTTP/1.1, and HTTP/2 by prior knowledge (h2c), on the plain listener.
-    let mut server = server.listen_auto_h2c(http).map_err(fail(http_address))?;
+    let listeners = if https.is_some() { 2 } else { 1 };
+    let limits = admission_limits(listeners);
+    let app = AppFactory {
+        settings: settings.clone(),
+        table,
+        challenges,
+    };
+    let plain = {
+        let app = app.clone();
+        let admission = Admission::new(limits);
+        let first_byte = settings.header_timeout + COARSE_CLOCK;
+        move || {
+            let service = app
+                .http_service::<TcpStream>(Listener::Http)
+                .finish(app.proxy(Listener::Http));
+            plain_connections(service, admission.clone(), first_byte)
+        }
+    };
+    let mut server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen("proxy-http", http, plain)
+        .map_err(fail(http_address))?;
     if let Some((listener, config)) = https {
+        let admission = Admission::new(limits);
+        let secure = move || {
+            let service = app
+                .http_service::<TlsStream<TcpStream>>(Listener::Https)
+                .on_connect_ext(|io: &TlsStream<TcpStream>, data: &mut Extensions| {
+                    if let Some(name) = io.get_ref().1.server_name() {
+                        data.insert(Sni(Rc::from(name.to_ascii_lowercase())));
+                    }
+                })
+                .finish(app.proxy(Listener::Https))
+                .rustls_0_23_with_config(
+                    config.clone(),
+                    TlsAcceptorConfig::default().handshake_timeout(TLS_HANDSHAKE_TIMEOUT),
+                );
+            admitted(service, admission.clone())
+        };
         server = server
-            .listen_rustls_0_23(listener, config)
+            .listen("proxy-https", listener, secure)
             .map_err(fail(https_address))?;
     }
     Ok(server.run())
 }
 
+impl AppFactory {
+    /// actix-http's settings for one listener: the timeouts, `TCP_NODELAY`.
+    fn http_service<T>(&self, listener: Listener) -> actix_http::HttpServiceBuilder<T, ProxyApp> {
+        let address = match listener {
+            Listener::Http => self.settings.http_listen,
+            Listener::Https => self.settings.https_listen,
+        };
+        HttpService::<T, ProxyApp, ProxyBody>::build()
+            .keep_alive(KeepAlive::Timeout(
+                self.settings.header_timeout + COARSE_CLOCK,
+            ))
+            .client_request_timeout(self.settings.header_timeout + COARSE_CLOCK)
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .local_addr(address)
+    }
+
+    /// One worker's `ProxyApp` for one listener: its own forwarder and pool.
+    fn proxy(&self, listener: Listener) -> ProxyApp {
+        let forwarder = Forwarder::new(&self.settings, self.table.clone(), self.challenges.clone());
+        forwarder.start_sweeper();
+        ProxyApp {
+            worker: Rc::new(Worker {
+                forwarder,
+                max_header_bytes: self.settings.max_header_bytes,
+                last_peer: RefCell::new(None),
+            }),
+            listener,
+        }
+    }
+}
+
+/// The plain listener's connections: admitted, then HTTP/1.1 or h2c by
+/// their first bytes, which must come within `first_byte`.
+fn plain_connections<S>(
+    http: S,
+    admission: Admission,
+    first_byte: Duration,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()>
+where
+    S: ServiceFactory<
+            (TcpStream, Protocol, Option<SocketAddr>),
+            Config = (),
+            Response = (),
+            InitError = (),
+        > + 'static,
+    S::Service: 'static,
+{
+    fn_factory(move || {
+        let admission = admission.clone();
+        let http = http.new_service(());
+        async move {
+            let http = Rc::new(http.await?);
+            Ok(fn_service(move |io: TcpStream| {
+                let http = http.clone();
+                let admission = admission.clone();
+                async move {
+                    let peer = io.peer_addr().ok();
+                    let Some(_slot) = peer.and_then(|peer| admission.enter(peer.ip())) else {
+                        return Ok(());
+                    };
+                    // A subset of the HTTP/2 preface (RFC 9113 3.4): one
+                    // peek tells the protocols apart.
+                    let mut first = [0; H2_PREFACE.len()];
+                    match tokio::time::timeout(first_byte, io.peek(&mut first)).await {
+                        Ok(Ok(read)) if read > 0 => {}
+                        // Silent for too long, closed, or failed: dropped.
+                        _ => return Ok(()),
+                    }
+                    let protocol = if first == *H2_PREFACE {
+                        Protocol::Http2
+                    } else {
+                        Protocol::Http1
+                    };
+                    let _ = http.call((io, protocol, peer)).await;
+                    Ok(())
+                }
+            }))
+        }
+    })
+}
+
+/// A listener's connections, admitted before `inner` (the TLS handshake and
+/// then HTTP) sees them.
+fn admitted<S>(
+    inner: S,
+    admission: Admission,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()>
+where
+    S: ServiceFactory<TcpStream, Config = (), Response = (), InitError = ()> + 'static,
+    S::Service: 'static,
+{
+    fn_factory(move || {
+        let admission = admission.clone();
+        let inner = inner.new_service(());
+        async move {
+            let inner = Rc::new(inner.await?);
+            Ok(fn_service(move |io: TcpStream| {
+                let inner = inner.clone();
+                let admission = admission.clone();
+                async move {
+                    let peer = io.peer_addr().ok();
+                    let Some(_slot) = peer.and_then(|peer| admission.enter(peer.ip())) else {
+                        return Ok(());
+                    };
+                    let _ = inner.call(io).await;
+                    Ok(())
+                }
+            }))
+        }
+    })
+}
+
+impl Admission {
+    fn new(limits: AdmissionLimits) -> Self {
+        Admission {
+            limits,
+            open: Arc::new(Mutex::new(OpenConnections::default())),
+        }
+    }
+
+    /// A place for a connection from `ip`, or `None` when the listener or
+    /// that client is at its cap. The place is given back on drop.
+    fn enter(&self, ip: IpAddr) -> Option<AdmissionSlot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if open.total >= self.limits.per_listener {
+            drop(open);
+            self.refused("listener");
+            return None;
+        }
+        let client = open.by_client.entry(ip).or_default();
+        if *client >= self.limits.per_client {
+            drop(open);
+            self.refused("client");
+            return None;
+        }
+        *client += 1;
+        open.total += 1;
+        Some(AdmissionSlot {
+            open: self.open.clone(),
+            ip,
+        })
+    }
+
+    /// Logs a refusal, at most once a minute per listener.
+    fn refused(&self, cap: &'static str) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if open
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_WARNING_EVERY)
+        {
+            open.last_warning = Some(now);
+            warn!(
+                cap,
+                per_listener = self.limits.per_listener,
+                per_client = self.limits.per_client,
+                "connection refused: the proxy's connection cap is reached"
+            );
+        }
+    }
+}
+
+impl Drop for AdmissionSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_client.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.by_client.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The caps for each listener: `MAX_CONNECTIONS_PER_LISTENER`, lowered so
+/// that all listeners together, and the container connections behind them,
+/// stay within the process's open-file limit; `MAX_CONNECTIONS_PER_CLIENT`.
+fn admission_limits(listeners: usize) -> AdmissionLimits {
+    let per_listener = match open_file_limit() {
+        // Half the descriptors for clients; the other half is for the
+        // container connections behind them, files and the rest.
+        Some(limit) => (limit / 2 / listeners as u64).max(1) as usize,
+        None => MAX_CONNECTIONS_PER_LISTENER,
+    }
+    .min(MAX_CONNECTIONS_PER_LISTENER);
+    AdmissionLimits {
+        per_listener,
+        per_client: MAX_CONNECTIONS_PER_CLIENT.min(per_listener),
+    }
+}
+
+/// The soft limit on open files (`RLIMIT_NOFILE`), read once at start-up
+/// from `/proc/self/limits`.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl ServiceFactory<ActixRequest> for ProxyApp {
     type Response = ActixResponse;
-    type Error = actix_web::Error;
-    type Config = AppConfig;
+    type Error = actix_http::Error;
+    type Config = ();
     type Service = ProxyService;
     type InitError = ();
     type Future = std::future::Ready<Result<ProxyService, ()>>;
 
-    fn new_service(&self, config: AppConfig) -> Self::Future {
-        let listener = if config.secure() {
-            Listener::Https
-        } else {
-            Listener::Http
-        };
+    fn new_service(&self, _: ()) -> Self::Future {
         std::future::ready(Ok(ProxyService {
             worker: self.worker.clone(),
-            listener,
+            listener: self.listener,
         }))
     }
 }
 
 impl Service<ActixRequest> for ProxyService {
     type Response = ActixResponse;
-    type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<ActixResponse, actix_web::Error>>;
+    type Error = actix_http::Error;
+    type Future = LocalBoxFuture<'static, Result<ActixResponse, actix_http::Error>>;
 
-    actix_web::dev::always_ready!();
+    actix_service::always_ready!();
 
     fn call(&self, req: ActixRequest) -> Self::Future {
         let worker = self.worker.clone();
@@ -283,7 +576,8 @@ impl Worker {
         let peer = req
             .peer_addr()
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        let conn = ClientConn::reusing(listener, peer, &self.last_peer);
+        let sni = req.conn_data::<Sni>().map(|sni| sni.0.clone());
+        let conn = ClientConn::reusing(listener, peer, &self.last_peer).with_sni(sni);
         let mut head = match request_head(req.head(), self.max_header_bytes) {
             Ok(head) => head,
             Err(refusal) => return refusal.response(),
@@ -329,7 +623,7 @@ fn request_head(
 
 impl HeadTooLarge {
     fn response(self) -> ActixResponse {
-        let status = actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let status = actix_http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
         let body = Bytes::from_static(b"request headers too large\n");
         let mut response = ActixResponse::with_body(status, ProxyBody::Own(body));
         response.headers_mut().insert(

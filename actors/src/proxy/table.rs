@@ -295,6 +295,15 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// True when a request's host (any case, a port, a trailing dot) names
+/// `name` (lowercase, as TLS clients' server names are kept).
+pub fn same_host(request_host: &str, name: &str) -> bool {
+    let host = strip_port(request_host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    host.eq_ignore_ascii_case(name)
+}
+
 fn normalize_host(host: &str) -> String {
     let host = strip_port(host);
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
