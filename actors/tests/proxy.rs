@@ -243,6 +243,11 @@ fn connection_cannot_remove_the_framing_so_a_body_is_never_a_second_request() {
         "{seen:#?}"
     );
     assert_eq!(
+        seen[1].connection, seen[0].connection,
+        "both went over one kept-alive container connection, where a smuggled \
+         request would poison the next client's answer"
+    );
+    assert_eq!(
         seen[0].body,
         SMUGGLED.as_bytes(),
         "the body arrived as a body"
