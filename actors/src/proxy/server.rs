@@ -1,14 +1,16 @@
 //! The proxy's listeners: plain HTTP and HTTPS (rustls, HTTP/2 and
-//! HTTP/1.1 by ALPN), served by actix-web on a thread of their own with
-//! single-threaded workers (one per core plus one, unless set), each with
-//! its own `Forwarder` and so its own upstream pool, so a request never hops
-//! threads. Started once by the daemon and never restarted: reloads and
-//! deploys change the `SharedTable` and the `CertMap`, which every request
-//! and handshake reads afresh.
+//! HTTP/1.1 by ALPN), served by actix-http's `HttpService` on actix-server,
+//! on a thread of their own with single-threaded workers (one per core plus
+//! one, unless set), each with its own `Forwarder` and so its own upstream
+//! pool, so a request never hops threads. Started once by the daemon and
+//! never restarted: reloads and deploys change the `SharedTable` and the
+//! `CertMap`, which every request and handshake reads afresh.
 //!
-//! This module is the only one that knows actix-web: it serves each
-//! worker's `ProxyApp` (an actix-http service; the proxy needs none of
-//! actix-web's routing or extractors), turns a request into `http` types for
+//! This module is the only one that knows actix-http's server side: each
+//! connection passes its listener's `Admission` (connection caps), a plain
+//! one must send its first byte within `header_timeout` (it tells HTTP/1.1
+//! from h2c), a TLS one keeps its SNI for the forwarder's 421 check. It
+//! serves each worker's `ProxyApp`, turns a request into `http` types for
 //! the forwarder (enforcing `max_header_bytes`, 431), bridges the request
 //! payload (not `Send`) into a `RequestBody` chunk by chunk, and streams the
 //! forwarder's `ProxyBody` back.
