@@ -31,6 +31,18 @@ EXAMPLE_FLAGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+# CI (CI=true, as .ci/run runs, or NEXTEST_PROFILE=ci) runs the suite under
+# nextest only: its per-test timeout stops a hung test and every failure is
+# reported. There `make test-run` and `make soak` fail rather than fall back.
+NEXTEST_REQUIRED := $(if $(filter true 1 yes,$(CI))$(filter ci,$(NEXTEST_PROFILE)),yes)
+# The nextest profile (.config/nextest.toml), passed on the command line so the
+# run's first lines say which one applies.
+NEXTEST_PROFILE_FLAG := $(if $(NEXTEST_PROFILE),--profile $(NEXTEST_PROFILE))
+define no-nextest-in-ci
+	@echo "cargo-nextest not found ($(CARGO) nextest --version failed): in CI (CI=$(CI) NEXTEST_PROFILE=$(NEXTEST_PROFILE))" >&2
+	@echo "the suite runs under nextest only, never plain cargo test. Install it: cargo install --locked cargo-nextest (.ci/run does)." >&2
+	@exit 1
+endef
 
 .PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench bench-scale deb rpm man completions package-docs fuzz
 
@@ -91,23 +103,36 @@ lint-systemd: ## check systemd/dispenser.service (skipped without systemd-analyz
 test: deps lint test-package test-run soak ## install test deps, lint, run every test, then the soak
 
 # Doctests first, so the suite's own summary is the last thing printed.
-test-run: ## run the test suite only (doctests, then nextest when installed)
+# Without nextest (outside CI only), plain cargo test with --no-fail-fast, so
+# a failing test binary does not hide the failures of the next ones.
+test-run: ## run the test suite only (doctests, then nextest; cargo test without nextest, never in CI)
 ifeq ($(HAVE_NEXTEST),yes)
 	$(CARGO) test --workspace $(CARGO_FLAGS) --doc
-	$(CARGO) nextest run --workspace $(CARGO_FLAGS) -j $(TEST_JOBS) --no-tests=fail
+	$(CARGO) nextest run --workspace $(CARGO_FLAGS) $(NEXTEST_PROFILE_FLAG) -j $(TEST_JOBS) --no-tests=fail
+else ifeq ($(NEXTEST_REQUIRED),yes)
+	$(no-nextest-in-ci)
 else
-	$(CARGO) test --workspace $(CARGO_FLAGS) -- --test-threads=$(TEST_JOBS)
+	$(CARGO) test --workspace $(CARGO_FLAGS) --no-fail-fast -- --test-threads=$(TEST_JOBS)
 endif
 
 # The soak is an ignored test (too long for a plain `cargo test`): deploys,
 # reloads, cron runs and kills of the daemon under load for SOAK_SECONDS.
+# Both runners fail when no test ran (a renamed soak test must not pass
+# silently): nextest through --no-tests=fail, cargo test (outside CI only)
+# through its summary line, which must count at least one passed test.
 soak: ## run the soak test for SOAK_SECONDS (default 60) seconds
 ifeq ($(HAVE_NEXTEST),yes)
 	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) nextest run -p dispenser --test runtime $(CARGO_FLAGS) \
-	  --run-ignored only --no-tests=fail --success-output final soak_
+	  $(NEXTEST_PROFILE_FLAG) --run-ignored only --no-tests=fail --success-output final soak_
+else ifeq ($(NEXTEST_REQUIRED),yes)
+	$(no-nextest-in-ci)
 else
+	out="$$(mktemp)"; trap 'rm -f "$$out"' EXIT; \
 	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test -p dispenser --test runtime $(CARGO_FLAGS) \
-	  soak_ -- --ignored --nocapture
+	  soak_ -- --ignored --nocapture 2>&1 | tee "$$out"; \
+	if ! grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$$out"; then \
+	  echo "make soak: no soak test ran (no test matches soak_ among the ignored tests of tests/runtime)" >&2; exit 1; \
+	fi
 endif
 
 deps-package: ## install cargo-deb and cargo-generate-rpm when missing (from crates.io)

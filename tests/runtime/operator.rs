@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::{docker, exists, text, Sandbox};
+use crate::support::{docker, exists, text, wait_exit, Sandbox, EXIT_TIMEOUT};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 
@@ -209,7 +209,12 @@ fn dev_runs_only_the_selected_services_without_their_dependencies() {
     assert!(!exists(&db), "db was not selected and must not run");
 
     nix_kill(child.id(), "TERM");
-    let status = child.wait().expect("wait dev");
+    let status = wait_exit(
+        &mut child,
+        EXIT_TIMEOUT,
+        "dispenser dev after SIGTERM",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
     assert!(
         status.success(),
         "{}",
@@ -272,6 +277,35 @@ impl Drop for InstanceCleanup {
     }
 }
 
+/// Accepts one connection on `listener`, waiting at most `timeout`: panics
+/// naming `what` when none came, rather than block the test for ever.
+fn accept_within(
+    listener: &std::net::TcpListener,
+    timeout: Duration,
+    what: &str,
+) -> std::net::TcpStream {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking stream");
+                return stream;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: no connection within {timeout:?}"
+                );
+                sleep(Duration::from_millis(50));
+            }
+            Err(err) => panic!("{what}: accept: {err}"),
+        }
+    }
+}
+
 fn nix_uid() -> u32 {
     let out = Command::new("id").arg("-u").output().expect("id -u");
     text(&out.stdout).trim().parse().expect("uid")
@@ -306,7 +340,7 @@ fn a_deploy_is_announced_to_the_webhook() {
     let daemon = sb.start();
     let receiver = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let (mut stream, _) = listener.accept().expect("webhook call");
+        let mut stream = accept_within(&listener, Duration::from_secs(60), "the webhook call");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

@@ -399,7 +399,10 @@ impl Daemon {
             .unwrap();
         assert!(out.status.success(), "-s stop: {}", text(&out.stderr));
         let mut child = self.child.take().unwrap();
-        let status = child.wait().unwrap();
+        // `-s stop` returned once the pidfile was released: the exit follows.
+        let status = wait_exit(&mut child, EXIT_TIMEOUT, "the stopped daemon", || {
+            self.log()
+        });
         assert!(
             status.success(),
             "daemon exited with {status}:\n{}",
@@ -422,6 +425,37 @@ impl Drop for Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Longest wait for a process that was told to exit (SIGTERM, `-s stop`).
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for `child` to exit, at most `timeout`; past it, kills it and
+/// panics naming `what`, with `log()` below. Never a bare `wait()`: a process
+/// that ignores its signal must fail the test, not hang it.
+pub fn wait_exit(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} (pid {}) did not exit within {timeout:?}; killed it. Log:\n{}",
+                    child.id(),
+                    log()
+                );
+            }
+            Err(err) => panic!("waiting for {what} (pid {}): {err}", child.id()),
         }
     }
 }
