@@ -26,7 +26,7 @@ use dispenser_actors::proxy::router::ProxyRouter;
 use dispenser_actors::proxy::server::ProxyServer;
 use dispenser_actors::proxy::table::{InFlightBoard, SharedTable};
 use dispenser_actors::proxy::tls::CertLoader;
-use dispenser_actors::registry::{DockerConfig, RegistryClient};
+use dispenser_actors::registry::{DigestSource, DockerConfig, RegistryClient};
 use dispenser_actors::supervisor::{Apply, ApplyReport, Shutdown, Subscribe, Supervisor};
 use dispenser_actors::watcher::RegistryWatcher;
 use sd_notify::NotifyState;
@@ -137,9 +137,15 @@ where
             None => None,
         };
         let docker = Reachability::default();
+        // One registry client: the watcher polls with it, and a watched
+        // service's first container starts on the digest it gives.
+        let registry = registry_client(credentials.clone());
         let mut supervisor = Supervisor::new(engine.clone())
             .with_credentials(credentials.clone())
             .with_reachability(docker.clone());
+        if let Some(registry) = &registry {
+            supervisor = supervisor.with_registry(registry.clone());
+        }
         // The state dir is read at start-up only; a reload does not move it.
         let ledger = match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
@@ -232,7 +238,10 @@ where
         if let Some(plan) = &first {
             fill_dev_certs(plan, &maps);
         }
-        start_watcher(&supervisor, credentials);
+        if let Some(registry) = registry {
+            let watcher = RegistryWatcher::new(registry, supervisor.clone().recipient()).start();
+            supervisor.do_send(Subscribe(watcher.recipient()));
+        }
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
         while let Some(request) = incoming.recv().await {
@@ -335,17 +344,14 @@ fn warn_on_listener_change(proxy: Option<&Proxy>, plan: &Plan) {
     }
 }
 
-/// Starts the registry watcher and subscribes it to the supervisor's plans.
-/// Without it nothing is redeployed, but everything else runs.
-fn start_watcher(supervisor: &Addr<Supervisor>, credentials: Option<DockerConfig>) {
+/// The registry client the watcher and the service actors share. Without
+/// it nothing is redeployed, but everything else runs.
+fn registry_client(credentials: Option<DockerConfig>) -> Option<Arc<dyn DigestSource>> {
     match RegistryClient::new(credentials) {
-        Ok(client) => {
-            let watcher =
-                RegistryWatcher::new(Arc::new(client), supervisor.clone().recipient()).start();
-            supervisor.do_send(Subscribe(watcher.recipient()));
-        }
+        Ok(client) => Some(Arc::new(client)),
         Err(err) => {
-            error!(error = %err, "cannot start the registry watcher; images are not watched")
+            error!(error = %err, "cannot start the registry watcher; images are not watched");
+            None
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Continuous deployment against a real registry (Debian's `docker-registry`
-//! on 127.0.0.1): an update pushed under the same tag is deployed, idle
+//! on 127.0.0.1): a watched service starts on the registry's current
+//! digest (and on the local image, with a warning, when the registry is
+//! away), an update pushed under the same tag is deployed, idle
 //! rounds cost one HEAD per image and nothing else, credentials come from a
 //! Docker config with a credential helper (for the polls and the engine's
 //! pull), a registry outage is one warning
@@ -337,6 +339,70 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
         "{registry_log}"
     );
     assert_eq!(registry.count("GET /v2/web/manifests/latest"), 0);
+    daemon.stop();
+}
+
+#[test]
+fn a_watched_service_starts_on_the_registry_digest_and_is_deployed_once() {
+    let mut registry = Registry::start(Auth::None);
+    registry.push(V1, "web", None);
+    // The registry has moved on to v2; this host's tag still names v1.
+    let v2 = registry.push(V2, "web", Some(V1));
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    // Ready on the current version: created from it, not from the old tag.
+    assert_eq!(served(&web), "v2", "{}", daemon.log());
+    assert_eq!(label(&web, "dispenser.image-digest"), v2);
+    let id = inspect(&web)["Id"].clone();
+    // Two watcher rounds later the container is still the first one: no
+    // second deploy was due.
+    let heads = || registry.count("HEAD /v2/web/manifests/latest");
+    let before = heads();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heads() < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no watcher rounds: {}",
+            registry.log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    let log = daemon.log();
+    assert!(!log.contains("new image in the registry"), "{log}");
+    assert_eq!(
+        log.matches("pulling it before the first start").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(inspect(&web)["Id"], id);
+    daemon.stop();
+}
+
+#[test]
+fn an_unreachable_registry_at_start_up_starts_the_local_image_with_a_warning() {
+    let mut registry = Registry::start(Auth::None);
+    registry.push(V1, "web", None);
+    registry.push(V2, "web", Some(V1));
+    registry.pause();
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let daemon = sb.start();
+    assert_eq!(served(&web), "v1");
+    let log = daemon.log();
+    assert!(
+        log.contains(
+            "cannot ask the registry for the current digest; starting from the image on this host"
+        ),
+        "{log}"
+    );
+    // Once the registry answers, the watcher deploys what it has.
+    registry.resume();
+    wait_served(&web, "v2", || daemon.log());
     daemon.stop();
 }
 

@@ -47,7 +47,7 @@ use crate::ledger::{DeployTrigger, RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{DefaultNetwork, DeploySettings, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::{EndpointState, InFlightBoard};
-use crate::registry::DockerConfig;
+use crate::registry::{DigestSource, DockerConfig};
 pub use events::{ContainerChanged, Resync, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW};
 pub use manual::{ManualDeploy, ManualRollback};
 pub use reconcile::Reconciled;
@@ -123,6 +123,9 @@ pub struct Runtime {
     pub in_flight: Option<InFlightBoard>,
     /// Readiness, drain and soak times.
     pub deploy: DeploySettings,
+    /// The registry client (the watcher's): a watched service's first
+    /// container starts on the tag's current digest. `None`: the local image.
+    pub registry: Option<Arc<dyn DigestSource>>,
     /// Whether the Docker Engine answers (`DockerWatch`): no deploy starts
     /// while it is away.
     pub docker: Reachability,
@@ -531,8 +534,9 @@ impl Handler<Reconcile> for ServiceActor {
         }
         let runtime = self.runtime.clone();
         let service = self.service.clone();
+        let quarantined = self.quarantined.clone();
         let work = async move {
-            let outcome = reconcile::reconcile(&runtime, &service).await;
+            let outcome = reconcile::reconcile(&runtime, &service, &quarantined).await;
             runtime.refresh_endpoint(&service.name).await;
             outcome
         };

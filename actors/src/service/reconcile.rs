@@ -2,7 +2,7 @@
 //! container. Plain async functions over the `Engine`, so the actor stays a
 //! thin shell around its mailbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
 use tracing::{info, warn};
@@ -55,13 +55,20 @@ pub fn owned_by(container: &Container, instance: &str) -> bool {
         && container.labels.get(labels::INSTANCE).map(String::as_str) == Some(instance)
 }
 
-/// Makes the service's container match its spec.
-pub async fn reconcile(runtime: &Runtime, service: &Service) -> Result<Reconciled, ServiceError> {
+/// Makes the service's container match its spec. A watched service without
+/// a container starts on the registry's current digest for its tag, unless
+/// that digest is in `quarantined`.
+pub async fn reconcile(
+    runtime: &Runtime,
+    service: &Service,
+    quarantined: &BTreeSet<String>,
+) -> Result<Reconciled, ServiceError> {
     let engine = runtime.engine.as_ref();
     let interrupted = remove_strays(runtime, service).await?;
     let existing = engine.inspect(&service.name).await?;
     let Some(container) = existing else {
         let image = ensure_image(runtime, service).await?;
+        let image = current_image(runtime, service, image, quarantined).await;
         let digest = registry_digest(&service.container.image, &image);
         let (id, state) = install(runtime, service, None, digest.clone(), false).await?;
         return Ok(Reconciled {
@@ -596,6 +603,62 @@ async fn ensure_image(runtime: &Runtime, service: &Service) -> Result<Image, Ser
             image: reference.to_string(),
             reason: "not found after pull".into(),
         })
+}
+
+/// The image a watched service's first container is created from: the one
+/// the registry's tag names now (one `HEAD`, then a pull by digest when the
+/// host's copy of the tag is older), so the service starts on the current
+/// version instead of being created and redeployed a moment later. When the
+/// registry cannot be asked, the pull fails or the digest is quarantined,
+/// the host's `local` image is used, as without watching.
+async fn current_image(
+    runtime: &Runtime,
+    service: &Service,
+    local: Image,
+    quarantined: &BTreeSet<String>,
+) -> Image {
+    let reference = &service.container.image;
+    let Some(registry) = runtime
+        .registry
+        .as_ref()
+        .filter(|_| service.lifecycle.watch)
+    else {
+        return local;
+    };
+    if reference.digest.is_some() {
+        return local;
+    }
+    let remote = match registry.digest(reference).await {
+        Ok(remote) => remote.digest,
+        Err(err) => {
+            warn!(service = %service.name, image = %reference, error = %err, "cannot ask the registry for the current digest; starting from the image on this host");
+            return local;
+        }
+    };
+    if remote == registry_digest(reference, &local) {
+        return local;
+    }
+    if quarantined.contains(&remote) {
+        info!(service = %service.name, digest = %remote, "the registry's digest is quarantined; starting from the image on this host");
+        return local;
+    }
+    let engine = runtime.engine.as_ref();
+    let pinned = pinned(reference, &remote);
+    info!(service = %service.name, image = %pinned, "the registry has a newer image; pulling it before the first start");
+    let credential = pull_credential(runtime, reference).await;
+    let pulled = async {
+        engine.pull_with(&pinned, credential.as_ref()).await?;
+        engine.tag(&pinned, reference).await?;
+        engine.image(reference).await
+    };
+    match pulled.await {
+        Ok(Some(current)) => current,
+        Ok(None) => local,
+        Err(err) => {
+            warn!(service = %service.name, image = %pinned, error = %err, "cannot pull the registry's current image; starting from the image on this host");
+            local
+        }
+    }
 }
 
 /// Creates the service's container under its own name.

@@ -57,7 +57,7 @@ use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{ImageRef, Plan};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
-use crate::registry::DockerConfig;
+use crate::registry::{DigestSource, DockerConfig};
 use crate::service::{
     self, ContainerChanged, DeployLedger, ImageUpdated, Reconcile, Reconciled, Resync, Retire,
     Runtime, ServiceActor, ServiceStatus, StatusBoard,
@@ -141,6 +141,7 @@ pub struct Supervisor {
     endpoints: Option<Recipient<EndpointChanged>>,
     in_flight: Option<InFlightBoard>,
     credentials: Option<DockerConfig>,
+    registry: Option<Arc<dyn DigestSource>>,
     /// Whether the Docker Engine answers (written by `DockerWatch`).
     docker: Reachability,
     /// A plan that arrived while Docker was unreachable; applied on `DockerBack`.
@@ -169,6 +170,7 @@ impl Supervisor {
             endpoints: None,
             in_flight: None,
             credentials: None,
+            registry: None,
             docker: Reachability::default(),
             pending: None,
         }
@@ -210,6 +212,13 @@ impl Supervisor {
         self
     }
 
+    /// A watched service's first container starts on the digest `registry`
+    /// gives for its tag (the watcher's client).
+    pub fn with_registry(mut self, registry: Arc<dyn DigestSource>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     /// Pulls use the credentials of this Docker config.
     pub fn with_credentials(mut self, credentials: Option<DockerConfig>) -> Self {
         self.credentials = credentials;
@@ -233,6 +242,7 @@ impl Supervisor {
             deploys: self.deploy_ledger.clone(),
             in_flight: self.in_flight.clone(),
             deploy: plan.settings.deploy,
+            registry: self.registry.clone(),
             docker: self.docker.clone(),
         }
     }

@@ -55,6 +55,7 @@ async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable
         credentials: None,
         deploys: None,
         in_flight: None,
+        registry: None,
         deploy: DeploySettings {
             ready_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(1),
@@ -245,7 +246,7 @@ async fn assert_retried_and_rolled_back(
     proven: &Container,
     before: &[&str],
 ) {
-    let err = crate::service::reconcile::reconcile(runtime, service)
+    let err = crate::service::reconcile::reconcile(runtime, service, &Default::default())
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
