@@ -369,3 +369,44 @@ fn gcloud_user_credentials_get_a_token_from_the_token_endpoint() {
     assert_eq!(standin.token_grants(), vec!["refresh_token".to_string()]);
     assert_eq!(standin.requests().len(), 1);
 }
+
+/// `RUST_LOG=debug` (or `trace`) turns on Dispenser's own debug lines, not
+/// the libraries': bollard's debug lines carry the create body and the
+/// inspect answers, with every env value. The secret reaches the container
+/// and never the daemon's log.
+#[test]
+fn debug_and_trace_logs_never_print_a_secret() {
+    for level in ["debug", "trace"] {
+        let mut sb = Sandbox::new();
+        sb.set_env("RUST_LOG", level);
+        sb.set_env("DTEST_ENV_SECRET", ENV_VALUE);
+        sb.write(
+            "dispenser.vars",
+            "from_env = { source = \"env\", name = \"DTEST_ENV_SECRET\" }\n",
+        );
+        sb.service(
+            "app",
+            BUSYBOX,
+            "command = [\"sleep\", \"3600\"]\n\n[env]\nFROM_ENV = \"${ from_env }\"\n",
+        );
+        let daemon = sb.start();
+        let app = sb.name("app");
+        let env = container_env(&app);
+        assert!(
+            env.lines().any(|l| l == format!("FROM_ENV={ENV_VALUE}")),
+            "the secret did not reach the container:\n{env}"
+        );
+        // A status read makes the daemon inspect the container once more.
+        let status = sb.cli(&["status", "--json"]);
+        assert!(status.status.success(), "{}", text(&status.stderr));
+        let log = daemon.stop();
+        // Debug was on: Dispenser's own engine said so at debug level.
+        assert!(
+            log.lines().any(|line| line.contains("DEBUG")
+                && line.contains("dispenser_actors::engine")
+                && line.contains("container created")),
+            "RUST_LOG={level}: no debug line of dispenser's own:\n{log}"
+        );
+        assert_never_printed(&log, &[ENV_VALUE]);
+    }
+}
