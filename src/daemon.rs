@@ -166,6 +166,7 @@ where
                 .with_endpoints(proxy.router.clone().recipient())
                 .with_in_flight(proxy.in_flight.clone());
         }
+        let stopping = supervisor.stopping();
         let supervisor = supervisor.start();
         if let Some(proxy) = &proxy {
             supervisor.do_send(Subscribe(proxy.router.clone().recipient()));
@@ -280,6 +281,9 @@ where
         }
         notify(&[NotifyState::Stopping]);
         info!("stopping");
+        // First, so that a gate or soak in progress is abandoned at once and
+        // no deploy starts, whatever the actors' mailboxes hold.
+        stopping.cancel();
         let _ = supervisor.send(Shutdown).await;
         ExitCode::SUCCESS
     });

@@ -471,6 +471,75 @@ fn redeploys_under_load_drop_nothing_and_bad_versions_roll_back() {
 }
 
 #[test]
+fn sigterm_during_a_soak_exits_at_once_and_the_restart_deploys_the_new_version() {
+    let mut images = Images(Vec::new());
+    let versions: Vec<String> = (1..=2).map(|n| images.version(&format!("v{n}"))).collect();
+    let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
+    let v1 = registry.push(&versions[0], "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    let http = free_port();
+    // A soak far longer than systemd's stop timeout.
+    routed(&mut sb, http, "ready_timeout = \"20s\"\nsoak = \"300s\"\n");
+    let route = "[dispenser]\nwatch = true\n\n[proxy]\nhost = \"app.test\"\nservice_port = 8080\n";
+    sb.service("web", &registry.image("web"), route);
+    let daemon = sb.start();
+    let load = Load::start(http, "app.test", &["v1", "v2"]);
+    load.wait_for("v1", || daemon.log());
+
+    let v2 = registry.push(&versions[1], "web", Some(&versions[1]));
+    load.wait_for("v2", || daemon.log());
+    wait_logged(&daemon, "traffic moved to the new container", 1);
+    load.down();
+    let (took, log) = daemon.terminate();
+    assert!(took < Duration::from_secs(5), "exit took {took:?}:\n{log}");
+    assert!(log.contains("deploy abandoned"), "{log}");
+    let stopping_at = log.find("stopping").expect("stopping logged");
+    assert!(
+        !log[stopping_at..].contains("new image in the registry"),
+        "a deploy started after stopping began:\n{log}"
+    );
+    // The unproven container is gone; the previous version serves on.
+    sb.assert_converged(&["web"]);
+    let web = sb.name("web");
+    let label = |key: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
+            &web,
+        ])
+    };
+    assert_eq!(label("dispenser.image-digest").trim(), v1);
+    let history = deploys(&sb, &web);
+    assert_eq!(
+        history.last().map(|(t, o, _)| (t.as_str(), o.as_str())),
+        Some(("new-digest", "abandoned")),
+        "{history:?}"
+    );
+    sb.assert_ledger_sound();
+
+    // The next start deploys the abandoned version, once, through the gate.
+    sb.deploy_settings("ready_timeout = \"20s\"\nsoak = \"1s\"\n");
+    let daemon = sb.start();
+    load.up();
+    wait_logged(&daemon, "removed the previous container", 1);
+    sb.assert_converged(&["web"]);
+    assert_eq!(label("dispenser.image-digest").trim(), v2);
+    let tally = load.finish();
+    report("sigterm during a soak", &tally);
+    assert_eq!(tally.non_2xx, 0, "{tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    let log = daemon.stop();
+    assert_eq!(
+        log.matches("created the next container").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
 fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     let mut sb = Sandbox::new();
     let http = free_port();

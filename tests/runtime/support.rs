@@ -279,7 +279,7 @@ impl Sandbox {
         let open_deploys: i64 = ledger
             .query_row(
                 "SELECT count(*) FROM deploys WHERE ended_at IS NULL OR ended_at = ''
-                 OR outcome NOT IN ('succeeded', 'rolled-back', 'failed')",
+                 OR outcome NOT IN ('succeeded', 'rolled-back', 'failed', 'abandoned')",
                 [],
                 |row| row.get(0),
             )
@@ -409,6 +409,29 @@ impl Daemon {
             self.log()
         );
         self.log()
+    }
+
+    /// SIGTERM, as systemd stops the daemon; waits (at most `EXIT_TIMEOUT`)
+    /// for the exit. Returns how long the exit took, after its success is
+    /// checked, and the log.
+    pub fn terminate(mut self) -> (Duration, String) {
+        let mut child = self.child.take().unwrap();
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {}", child.id());
+        let status = wait_exit(&mut child, EXIT_TIMEOUT, "the daemon after SIGTERM", || {
+            self.log()
+        });
+        let took = sent.elapsed();
+        assert!(
+            status.success(),
+            "daemon exited with {status}:\n{}",
+            self.log()
+        );
+        (took, self.log())
     }
 
     /// SIGKILL, as a crash or an OOM kill would.

@@ -73,6 +73,9 @@ pub enum DeployOutcomeKind {
     /// The deploy failed before touching the running container (a pull, a
     /// create), or the previous version could not be put back.
     Failed,
+    /// The daemon stopped during the gate: the new container was removed
+    /// and the previous one serves; the next start deploys it again.
+    Abandoned,
 }
 
 impl Ledger {
@@ -187,26 +190,30 @@ fn announce(deploy: &DeployRecord) {
     let (outcome, event) = match deploy.outcome {
         DeployOutcomeKind::Succeeded => (
             "succeeded",
-            Event::Deployed {
+            Some(Event::Deployed {
                 service,
                 message: format!(
                     "{} deployed {}",
                     deploy.service,
                     deploy.new_digest.as_deref().unwrap_or("")
                 ),
-            },
+            }),
         ),
         DeployOutcomeKind::RolledBack => (
             "rolled_back",
-            Event::RolledBack {
+            Some(Event::RolledBack {
                 service,
                 message: format!("{} rolled back: {reason}", deploy.service),
-            },
+            }),
         ),
-        DeployOutcomeKind::Failed => ("failed", Event::DeployFailed { service, reason }),
+        DeployOutcomeKind::Failed => ("failed", Some(Event::DeployFailed { service, reason })),
+        // The daemon is stopping: counted, but nothing to tell an operator.
+        DeployOutcomeKind::Abandoned => ("abandoned", None),
     };
     crate::metrics::global().deploy(&deploy.service, outcome);
-    publish(event);
+    if let Some(event) = event {
+        publish(event);
+    }
 }
 
 impl Handler<RecentDeploys> for Ledger {
@@ -248,6 +255,7 @@ impl DeployOutcomeKind {
             "succeeded" => Some(DeployOutcomeKind::Succeeded),
             "rolled-back" => Some(DeployOutcomeKind::RolledBack),
             "failed" => Some(DeployOutcomeKind::Failed),
+            "abandoned" => Some(DeployOutcomeKind::Abandoned),
             _ => None,
         }
     }
@@ -259,6 +267,7 @@ impl fmt::Display for DeployOutcomeKind {
             DeployOutcomeKind::Succeeded => "succeeded",
             DeployOutcomeKind::RolledBack => "rolled-back",
             DeployOutcomeKind::Failed => "failed",
+            DeployOutcomeKind::Abandoned => "abandoned",
         })
     }
 }

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::engine::reachability::Reachability;
@@ -123,6 +124,10 @@ pub struct Runtime {
     pub in_flight: Option<InFlightBoard>,
     /// Readiness, drain and soak times.
     pub deploy: DeploySettings,
+    /// Cancelled when the daemon begins to stop: a gate in progress is
+    /// abandoned (the previous container serves) and no action but a
+    /// shutdown starts.
+    pub stopping: CancellationToken,
     /// The registry client (the watcher's): a watched service's first
     /// container starts on the tag's current digest. `None`: the local image.
     pub registry: Option<Arc<dyn DigestSource>>,
@@ -179,6 +184,10 @@ pub enum ServiceError {
     RolledBack { reason: String },
     #[error("the action stopped unexpectedly (panic); the actor restarts and rebuilds its state")]
     Crashed,
+    /// The daemon is stopping: the action was not started, or its deploy
+    /// was abandoned with the previous version serving.
+    #[error("the daemon is stopping: {0}")]
+    Stopping(String),
 }
 
 /// The actor of one service.
@@ -366,6 +375,12 @@ impl ServiceActor {
 
     /// Starts `action` if the state admits it, and marks the actor busy.
     fn begin(&mut self, action: Action) -> Result<(), ServiceError> {
+        if self.runtime.stopping.is_cancelled()
+            && !matches!(action, Action::Shutdown | Action::StopRun)
+        {
+            info!(service = %self.service.name, action = %action, "action refused: the daemon is stopping");
+            return Err(ServiceError::Stopping(format!("{action} was not started")));
+        }
         if let Err(err) = self.state.admits(action) {
             warn!(service = %self.service.name, error = %err, "action refused");
             return Err(err.into());
@@ -702,6 +717,12 @@ impl Handler<ImageUpdated> for ServiceActor {
                         // The previous container serves: the state says running.
                         actor.refresh_container(ctx);
                         Err(ServiceError::RolledBack { reason })
+                    }
+                    Ok(Err(err @ ServiceError::Stopping(_))) => {
+                        // Not the digest's fault: no back-off, no quarantine.
+                        info!(service = %actor.service.name, digest = %digest, "deploy abandoned: the daemon is stopping");
+                        actor.refresh_container(ctx);
+                        Err(err)
                     }
                     Ok(Err(ServiceError::Unreachable(reason))) => {
                         // Docker went away during the deploy: the digest is

@@ -141,6 +141,10 @@ pub async fn replace_gated(
             (DeployOutcomeKind::RolledBack, Some(reason.clone()))
         }
         Err(RolloutError::Failed(err)) => (DeployOutcomeKind::Failed, Some(err.to_string())),
+        Err(RolloutError::Abandoned { phase }) => (
+            DeployOutcomeKind::Abandoned,
+            Some(format!("the daemon stopped during the {phase} phase")),
+        ),
     };
     if kind != DeployOutcomeKind::Succeeded {
         if let Some(image) = restore_tag {
@@ -167,6 +171,12 @@ pub async fn replace_gated(
         }
         Err(RolloutError::RolledBack { reason }) => Err(ServiceError::RolledBack { reason }),
         Err(RolloutError::Failed(err)) => Err(err),
+        Err(RolloutError::Abandoned { phase }) => {
+            info!(service = %service.name, digest = %digest, phase, "deploy abandoned; the previous version serves");
+            Err(ServiceError::Stopping(format!(
+                "the deploy was abandoned in its {phase} phase; the previous version serves"
+            )))
+        }
     }
 }
 
@@ -243,17 +253,17 @@ pub async fn deploy(
     info!(service = %service.name, image = %pinned, "pulling new image");
     let pull_began = std::time::Instant::now();
     let credential = pull_credential(runtime, reference).await;
-    engine
-        .pull_with(&pinned, credential.as_ref())
+    let pulled = rollout::unless_stopping(runtime, engine.pull_with(&pinned, credential.as_ref()))
         .await
-        .map_err(|err| match err {
-            // Docker is away: not the image's fault (no back-off for it).
-            EngineError::Unreachable(_) => ServiceError::from(err),
-            err => ServiceError::ImageUnavailable {
-                image: pinned.to_string(),
-                reason: err.to_string(),
-            },
-        })?;
+        .ok_or_else(|| ServiceError::Stopping("the pull was abandoned".into()))?;
+    pulled.map_err(|err| match err {
+        // Docker is away: not the image's fault (no back-off for it).
+        EngineError::Unreachable(_) => ServiceError::from(err),
+        err => ServiceError::ImageUnavailable {
+            image: pinned.to_string(),
+            reason: err.to_string(),
+        },
+    })?;
     let pull_ms = u64::try_from(pull_began.elapsed().as_millis()).unwrap_or(u64::MAX);
     info!(service = %service.name, pull_ms, "pulled");
     let before = engine.image(reference).await?;

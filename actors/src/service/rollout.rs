@@ -63,6 +63,11 @@ pub enum RolloutError {
     RolledBack { reason: String },
     /// A step failed (Docker refused something); the service may be down.
     Failed(ServiceError),
+    /// The daemon began to stop during `phase`: the new container is
+    /// removed and the previous one serves (or serves again). Not the new
+    /// version's fault: nothing is quarantined, and the next start deploys
+    /// it again.
+    Abandoned { phase: &'static str },
 }
 
 impl From<ServiceError> for RolloutError {
@@ -118,6 +123,9 @@ async fn start_first(
     soak_for: Duration,
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
+    if runtime.stopping.is_cancelled() {
+        return Err(RolloutError::Abandoned { phase: "start" });
+    }
     let next_name = format!("{}{NEXT_SUFFIX}", service.name);
     let image = source_image(engine, service, &digest).await?;
     let mut labels = container_labels(&runtime.instance, service, digest);
@@ -139,11 +147,15 @@ async fn start_first(
         });
     }
     let started_at = Instant::now();
-    let started = match wait_ready(runtime, service, &id).await {
-        Ok(started) => started,
-        Err(reason) => {
+    let started = match unless_stopping(runtime, wait_ready(runtime, service, &id)).await {
+        Some(Ok(started)) => started,
+        Some(Err(reason)) => {
             discard(runtime, service, &id).await;
             return Err(RolloutError::RolledBack { reason });
+        }
+        None => {
+            discard(runtime, service, &id).await;
+            return Err(RolloutError::Abandoned { phase: "ready" });
         }
     };
     let new_ip = started
@@ -156,7 +168,8 @@ async fn start_first(
     let swapped_at = Instant::now();
     info!(service = %service.name, container = %short(&id), "traffic moved to the new container");
     if let Some(old_ip) = old_ip {
-        drain(runtime, service, old_ip).await;
+        // Skipped when stopping: the old container keeps running anyway.
+        unless_stopping(runtime, drain(runtime, service, old_ip)).await;
     }
     info!(
         service = %service.name,
@@ -166,11 +179,18 @@ async fn start_first(
         drain_ms = millis(swapped_at.elapsed()),
         "deploy phases"
     );
-    if let Err(reason) = soak(runtime, &started, soak_for).await {
+    // A stop during the soak does not wait for it: the version is not
+    // proven, so the previous container, still running, takes the traffic
+    // back, as for a failure, but nothing is blamed.
+    let soaked = unless_stopping(runtime, soak(runtime, &started, soak_for)).await;
+    if soaked != Some(Ok(())) {
         swap(runtime, service, old_ip).await;
-        warn!(service = %service.name, reason = %reason, "traffic moved back to the previous container");
+        warn!(service = %service.name, "traffic moved back to the previous container");
         discard(runtime, service, &id).await;
-        return Err(RolloutError::RolledBack { reason });
+        return Err(match soaked {
+            Some(Err(reason)) => RolloutError::RolledBack { reason },
+            _ => RolloutError::Abandoned { phase: "soak" },
+        });
     }
     engine.stop(&old.id, STOP_GRACE).await?;
     engine.remove(&old.id).await?;
@@ -187,6 +207,9 @@ async fn stop_first(
     soak_for: Duration,
 ) -> Result<String, RolloutError> {
     let engine = runtime.engine.as_ref();
+    if runtime.stopping.is_cancelled() {
+        return Err(RolloutError::Abandoned { phase: "start" });
+    }
     let prev_name = format!("{}{PREV_SUFFIX}", service.name);
     let image = source_image(engine, service, &digest).await?;
     if service.route.is_some() && runtime.endpoints.is_some() {
@@ -216,21 +239,29 @@ async fn stop_first(
     let outcome = match engine.create(&request).await {
         Ok(id) => {
             info!(service = %service.name, container = %short(&id), image = %service.container.image, "created");
-            let proven = match engine.start(&id).await {
-                Ok(()) => match wait_ready(runtime, service, &id).await {
-                    Ok(started) => {
-                        runtime.report_endpoint(&service.name, Some(&started));
-                        soak(runtime, &started, soak_for).await
-                    }
-                    Err(reason) => Err(reason),
-                },
-                Err(err) => Err(format!("the new container did not start: {err}")),
+            let gate = async {
+                match engine.start(&id).await {
+                    Ok(()) => match wait_ready(runtime, service, &id).await {
+                        Ok(started) => {
+                            runtime.report_endpoint(&service.name, Some(&started));
+                            soak(runtime, &started, soak_for).await
+                        }
+                        Err(reason) => Err(reason),
+                    },
+                    Err(err) => Err(format!("the new container did not start: {err}")),
+                }
             };
-            proven
-                .map(|()| id.clone())
-                .map_err(|reason| (Some(id), reason))
+            // A stop abandons the gate: the previous version is put back.
+            match unless_stopping(runtime, gate).await {
+                Some(Ok(())) => Ok(id.clone()),
+                Some(Err(reason)) => Err((Some(id), Some(reason))),
+                None => Err((Some(id), None)),
+            }
         }
-        Err(err) => Err((None, format!("cannot create the new container: {err}"))),
+        Err(err) => Err((
+            None,
+            Some(format!("cannot create the new container: {err}")),
+        )),
     };
     match outcome {
         Ok(id) => {
@@ -250,8 +281,23 @@ async fn stop_first(
                 info!(service = %service.name, container = %short(&old.id), "previous container started again");
             }
             runtime.refresh_endpoint(&service.name).await;
-            Err(RolloutError::RolledBack { reason })
+            Err(match reason {
+                Some(reason) => RolloutError::RolledBack { reason },
+                None => RolloutError::Abandoned { phase: "gate" },
+            })
         }
+    }
+}
+
+/// `work`'s result, or `None` as soon as the daemon begins to stop.
+pub async fn unless_stopping<T>(
+    runtime: &Runtime,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = runtime.stopping.cancelled() => None,
+        done = work => Some(done),
     }
 }
 

@@ -64,6 +64,7 @@ use crate::service::{
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
+use tokio_util::sync::CancellationToken;
 
 /// Makes the host match `plan`.
 #[derive(Debug, Message)]
@@ -142,6 +143,8 @@ pub struct Supervisor {
     in_flight: Option<InFlightBoard>,
     credentials: Option<DockerConfig>,
     registry: Option<Arc<dyn DigestSource>>,
+    /// Cancelled when the daemon begins to stop (`Runtime::stopping`).
+    stopping: CancellationToken,
     /// Whether the Docker Engine answers (written by `DockerWatch`).
     docker: Reachability,
     /// A plan that arrived while Docker was unreachable; applied on `DockerBack`.
@@ -171,6 +174,7 @@ impl Supervisor {
             in_flight: None,
             credentials: None,
             registry: None,
+            stopping: CancellationToken::new(),
             docker: Reachability::default(),
             pending: None,
         }
@@ -219,6 +223,13 @@ impl Supervisor {
         self
     }
 
+    /// The token that tells the services the daemon is stopping. The daemon
+    /// cancels it before it sends `Shutdown`, since that message may wait
+    /// behind an `Apply` whose gates only the token cuts short.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
     /// Pulls use the credentials of this Docker config.
     pub fn with_credentials(mut self, credentials: Option<DockerConfig>) -> Self {
         self.credentials = credentials;
@@ -243,6 +254,7 @@ impl Supervisor {
             in_flight: self.in_flight.clone(),
             deploy: plan.settings.deploy,
             registry: self.registry.clone(),
+            stopping: self.stopping.clone(),
             docker: self.docker.clone(),
         }
     }
@@ -343,6 +355,7 @@ impl Handler<Shutdown> for Supervisor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        self.stopping.cancel();
         let stop_container = self
             .plan
             .as_ref()

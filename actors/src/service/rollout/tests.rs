@@ -56,6 +56,7 @@ async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable
         deploys: None,
         in_flight: None,
         registry: None,
+        stopping: Default::default(),
         deploy: DeploySettings {
             ready_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(1),
@@ -144,7 +145,7 @@ async fn a_new_container_that_exits_is_removed_and_the_old_one_keeps_the_route()
         .unwrap_err();
     match err {
         RolloutError::RolledBack { reason } => assert!(reason.contains("code 3"), "{reason}"),
-        RolloutError::Failed(err) => panic!("expected a rollback, got {err}"),
+        other => panic!("expected a rollback, got {other:?}"),
     }
     assert!(
         engine.calls_of(&["stop"]).is_empty(),
@@ -194,6 +195,133 @@ async fn stop_first_puts_the_previous_container_back_when_the_new_one_fails() {
     let back = engine.container_named("web").unwrap();
     assert_eq!(back.id, old.id);
     assert_eq!(back.state, ContainerState::Running);
+}
+
+/// Cancels the runtime's stop token once `name` is running (so the gate
+/// is in progress), from a task of its own.
+fn stop_once_running(engine: Arc<FakeEngine>, runtime: &Runtime, name: &'static str) {
+    let stopping = runtime.stopping.clone();
+    actix_rt::spawn(async move {
+        loop {
+            let running = engine
+                .container_named(name)
+                .is_some_and(|c| c.state == ContainerState::Running);
+            if running {
+                stopping.cancel();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+#[actix_rt::test]
+async fn a_stop_during_the_soak_abandons_it_at_once_and_the_old_container_serves() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.healthy_when_running("web-next");
+    let service = routed();
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.soak = Duration::from_secs(600);
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    engine.clear_calls();
+    stop_once_running(engine.clone(), &runtime, "web-next");
+
+    let began = std::time::Instant::now();
+    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RolloutError::Abandoned { phase: "soak" }),
+        "{err:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
+        ["create web-next", "start web-next", "remove web-next"]
+    );
+    assert_eq!(routed_to(&table), Some(old_ip), "the old container serves");
+    let left = engine.containers();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, old.id);
+    assert_eq!(left[0].state, ContainerState::Running);
+}
+
+#[actix_rt::test]
+async fn a_stop_during_a_stop_first_gate_puts_the_previous_container_back() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    let mut service = routed();
+    service.container.ports = vec![crate::plan::PortBinding {
+        host: 8080,
+        container: 8080,
+    }];
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.soak = Duration::from_secs(600);
+    engine.healthy_when_running("web");
+    let old = running(&engine, &runtime, &service).await;
+    engine.clear_calls();
+    // The new container is healthy at once; the stop lands in its soak.
+    let stopping = runtime.stopping.clone();
+    actix_rt::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stopping.cancel();
+    });
+
+    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RolloutError::Abandoned { phase: "gate" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.calls_of(&["stop", "rename", "create", "start", "remove"]),
+        [
+            "rename web web-prev",
+            "stop web-prev",
+            "create web",
+            "start web",
+            "remove web",
+            "rename web-prev web",
+            "start web"
+        ]
+    );
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.id, old.id);
+    assert_eq!(back.state, ContainerState::Running);
+}
+
+#[actix_rt::test]
+async fn nothing_is_replaced_once_stopping_began() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    let service = routed();
+    let table = SharedTable::default();
+    let runtime = runtime(engine.clone(), &service, &table).await;
+    let old = running(&engine, &runtime, &service).await;
+    engine.clear_calls();
+    runtime.stopping.cancel();
+    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RolloutError::Abandoned { phase: "start" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
+        Vec::<String>::new()
+    );
 }
 
 /// The calls of a retry, through the gate, of a new image that never
