@@ -6,6 +6,7 @@ pub mod docker_events;
 pub mod docker_watch;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;

@@ -482,3 +482,70 @@ fn https_only_redirects_serves_h2_by_sni_and_keeps_challenges_in_memory() {
     );
     daemon.stop();
 }
+
+/// The SHA-256 fingerprint of a PEM certificate, or of the one the HTTPS
+/// listener on `port` serves for SNI `host`.
+fn fingerprint(pem: Option<&str>, port: u16, host: &str) -> String {
+    let script = match pem {
+        Some(path) => format!("openssl x509 -noout -fingerprint -sha256 -in '{path}'"),
+        None => format!(
+            "echo | openssl s_client -connect 127.0.0.1:{port} -servername {host} 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ),
+    };
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+/// A host's manual certificate covers all its routes: a second route of the
+/// host without `cert_file` (applied after the first, its service sorts
+/// later) does not make the host serve a self-signed certificate.
+#[test]
+fn a_manual_certificate_covers_every_route_of_its_host() {
+    let mut sb = Sandbox::new();
+    let (http, https) = (free_port(), free_port());
+    sb.proxy_settings(&format!(
+        "strategy = \"https-only\"\nhttp_listen = \"127.0.0.1:{http}\"\nhttps_listen = \"127.0.0.1:{https}\"\n"
+    ));
+    let (cert, key) = make_cert(&sb, "shared.test");
+    upstream_service(
+        &mut sb,
+        "main",
+        "main",
+        &format!("host = \"shared.test\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\""),
+    );
+    upstream_service(
+        &mut sb,
+        "more",
+        "more",
+        "host = \"shared.test\"\npath = \"/headers\"",
+    );
+    let daemon = sb.start();
+
+    // Both routes answer over TLS verified against the manual certificate alone.
+    let resolve = format!("shared.test:{https}:127.0.0.1");
+    for (path, expected) in [("/", "main\n"), ("/headers", "\"host\"")] {
+        let url = format!("https://shared.test:{https}{path}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert", &cert, "--resolve"])
+                .args([&resolve, &url])
+                .output()
+                .expect("curl");
+            let body = text(&out.stdout);
+            if (out.status.success() && body.contains(expected)) || Instant::now() > deadline {
+                break format!("{body}{}", text(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(body.contains(expected), "{path}: {body}\n{}", daemon.log());
+    }
+    // The certificate served for the host is the manual one, byte for byte.
+    let expected = fingerprint(Some(&cert), 0, "");
+    assert!(expected.contains("Fingerprint="), "{expected}");
+    assert_eq!(fingerprint(None, https, "shared.test"), expected);
+    assert!(!daemon
+        .log()
+        .contains("self-signed certificate installed host=shared.test"));
+    daemon.stop();
+}

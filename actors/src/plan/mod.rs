@@ -10,7 +10,7 @@ mod zone;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -389,7 +389,43 @@ impl Service {
     }
 }
 
+/// The certificate files of one host, from the first of its routes that names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManualCertificate<'a> {
+    /// The service whose route names the files.
+    pub service: &'a str,
+    pub cert_file: &'a Path,
+    pub key_file: &'a Path,
+}
+
 impl Plan {
+    /// The manual certificate of every host that has a route naming
+    /// `cert_file` and `key_file`, by host: it covers all the routes of that
+    /// host, those without files too. Validation refuses two different pairs
+    /// on one host; should a plan still hold them, the first service by name wins.
+    pub fn manual_certificates(&self) -> BTreeMap<String, ManualCertificate<'_>> {
+        let mut certificates = BTreeMap::new();
+        for service in self.services.values() {
+            let Some(route) = &service.route else {
+                continue;
+            };
+            if let TlsSource::Manual {
+                cert_file,
+                key_file,
+            } = &route.tls
+            {
+                certificates
+                    .entry(route.host.to_ascii_lowercase())
+                    .or_insert(ManualCertificate {
+                        service: &service.name,
+                        cert_file,
+                        key_file,
+                    });
+            }
+        }
+        certificates
+    }
+
     /// Service names in an order where every service comes after its dependencies.
     /// Validation guarantees there is no cycle; ties are broken by name.
     pub fn start_order(&self) -> Vec<&str> {

@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use thiserror::Error;
 use time::{Duration as TimeDuration, OffsetDateTime};
 
-use crate::plan::{Plan, TlsSource};
+use crate::plan::Plan;
 use crate::proxy::certs::{CertMap, CertSource, HostCert};
 use crate::proxy::state_files::{
     ensure_private_dir, write_atomic, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE,
@@ -128,10 +128,12 @@ impl DevCa {
     /// map). Returns the hosts filled.
     pub fn fill(&self, plan: &Plan, certs: &CertMap) -> Result<Vec<String>, DevCaError> {
         let mut filled = Vec::new();
+        // A host with a manual certificate keeps it on all its routes.
+        let manual_hosts = plan.manual_certificates();
         let routes = plan.services.values().filter_map(|s| s.route.as_ref());
         for route in routes {
             let host = route.host.to_ascii_lowercase();
-            let manual = matches!(route.tls, TlsSource::Manual { .. })
+            let manual = manual_hosts.contains_key(&host)
                 || matches!(certs.get(&host), Some(c) if c.source == CertSource::Manual);
             if manual || filled.contains(&host) {
                 continue;

@@ -9,7 +9,7 @@ use rustls::pki_types::{ServerName, UnixTime};
 use rustls::RootCertStore;
 
 use super::*;
-use crate::plan::{sample, Route};
+use crate::plan::{sample, Route, TlsSource};
 
 fn verify(ca: &DevCa, key: &CertifiedKey, name: &str) -> Result<(), rustls::Error> {
     let mut roots = RootCertStore::empty();
@@ -82,7 +82,10 @@ fn fill_covers_route_hosts_but_not_manual_ones() {
             key_file: "/k.pem".into(),
         },
     ));
-    let plan = sample::plan("dev", vec![web, api]);
+    // Another route of the manual host, without files: covered by them.
+    let mut docs = sample::service("docs", "docs:1");
+    docs.route = Some(route("api.localhost", TlsSource::Automatic));
+    let plan = sample::plan("dev", vec![web, api, docs]);
     let certs = CertMap::default();
     let filled = ca.fill(&plan, &certs).unwrap();
     assert_eq!(filled, vec!["web.localhost".to_string()]);

@@ -4,10 +4,13 @@
 //!
 //! `CertLoader` protocol:
 //! - `PlanApplied(plan)` -> `()`: (re)reads `cert_file`/`key_file` of every
-//!   route with `TlsSource::Manual` and installs them (`CertSource::Manual`);
-//!   gives every other routed host that has no certificate a self-signed one
-//!   (`CertSource::SelfSigned`), so HTTPS answers from the first second; drops
-//!   the manual and self-signed certificates of hosts no longer routed.
+//!   host that has a route with `TlsSource::Manual` and installs them
+//!   (`CertSource::Manual`): one certificate per host, covering all its
+//!   routes (see `Plan::manual_certificates`); gives every other routed host
+//!   that has no certificate a self-signed one (`CertSource::SelfSigned`), so
+//!   HTTPS answers from the first second; drops the manual and self-signed
+//!   certificates of hosts no longer routed. The files are read bounded
+//!   (`MAX_PEM_FILE_BYTES`, regular files only).
 //!
 //! Self-signed certificates are valid for `SELF_SIGNED_VALIDITY` (backdated a
 //! day for clocks that lag); every `SELF_SIGNED_CHECK` the loader replaces
@@ -29,7 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{error, info};
 
 use super::certs::{CertMap, CertSource, HostCert};
-use crate::plan::{Plan, TlsSource};
+use crate::plan::Plan;
 use crate::supervisor::PlanApplied;
 
 /// The name in the fallback certificate, served without SNI or for unknown hosts.
@@ -44,6 +47,10 @@ pub const SELF_SIGNED_CHECK: Duration = Duration::from_secs(12 * 3600);
 /// real host and is never trusted; a long life keeps a long-running daemon
 /// from serving an expired one.
 const FALLBACK_VALIDITY: Duration = Duration::from_secs(3650 * 86_400);
+/// Largest `cert_file` or `key_file` read: a PEM chain or key is a few KiB.
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+/// How [`MAX_PEM_FILE_BYTES`] is written in messages.
+pub const MAX_PEM_FILE_SIZE_TEXT: &str = "1 MiB";
 
 /// Why a certificate could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -99,33 +106,35 @@ impl CertLoader {
     }
 
     fn apply(&self, plan: &Plan) {
-        let mut routed = BTreeSet::new();
-        for service in plan.services.values() {
-            let Some(route) = &service.route else {
+        let routed: BTreeSet<String> = plan
+            .services
+            .values()
+            .filter_map(|service| service.route.as_ref())
+            .map(|route| route.host.to_ascii_lowercase())
+            .collect();
+        // One certificate per host: a manual one covers every route of its
+        // host, those that name no files too.
+        let manual = plan.manual_certificates();
+        for host in &routed {
+            let Some(files) = manual.get(host) else {
+                self.ensure_self_signed(host, true);
                 continue;
             };
-            routed.insert(route.host.clone());
-            match &route.tls {
-                TlsSource::Manual {
-                    cert_file,
-                    key_file,
-                } => match load_manual(cert_file, key_file) {
-                    Ok(key) => {
-                        self.certs.set(
-                            &route.host,
-                            HostCert {
-                                key: Arc::new(key),
-                                source: CertSource::Manual,
-                            },
-                        );
-                        info!(service = %service.name, host = %route.host, cert = %cert_file.display(), "certificate loaded");
-                    }
-                    Err(err) => {
-                        error!(service = %service.name, host = %route.host, error = %err, "certificate not loaded; keeping the previous one");
-                        self.ensure_self_signed(&route.host, false);
-                    }
-                },
-                TlsSource::Automatic => self.ensure_self_signed(&route.host, true),
+            match load_manual(files.cert_file, files.key_file) {
+                Ok(key) => {
+                    self.certs.set(
+                        host,
+                        HostCert {
+                            key: Arc::new(key),
+                            source: CertSource::Manual,
+                        },
+                    );
+                    info!(service = %files.service, host = %host, cert = %files.cert_file.display(), "certificate loaded");
+                }
+                Err(err) => {
+                    error!(service = %files.service, host = %host, error = %err, "certificate not loaded; keeping the previous one");
+                    self.ensure_self_signed(host, false);
+                }
             }
         }
         for (host, source) in self.certs.hosts() {
@@ -253,12 +262,17 @@ fn self_signed_for(host: &str, validity: Duration) -> Result<CertifiedKey, TlsEr
 }
 
 /// Reads a PEM certificate chain and its private key, and checks they match.
+/// Each file must be a regular file (a link is followed to its target) of at
+/// most [`MAX_PEM_FILE_BYTES`].
 pub fn load_manual(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|err| TlsError::Read {
+        let failed = |reason: String| TlsError::Read {
             path: path.to_path_buf(),
-            reason: err.to_string(),
-        })
+            reason,
+        };
+        crate::files::read_bounded(path, MAX_PEM_FILE_BYTES)
+            .map_err(|err| failed(err.to_string()))?
+            .ok_or_else(|| failed(format!("the file is larger than {MAX_PEM_FILE_SIZE_TEXT}")))
     };
     let cert_pem = read(cert_file)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)

@@ -175,13 +175,16 @@ impl AcmeManager {
         }
     }
 
-    /// Hosts of routes whose certificate comes from ACME.
+    /// Hosts of routes whose certificate comes from ACME: not those where
+    /// another route names certificate files (they cover the whole host).
     fn automatic_hosts(plan: &Plan) -> BTreeSet<String> {
+        let manual = plan.manual_certificates();
         plan.services
             .values()
             .filter_map(|service| service.route.as_ref())
             .filter(|route| route.tls == TlsSource::Automatic)
             .map(|route| route.host.to_ascii_lowercase())
+            .filter(|host| !manual.contains_key(host))
             .collect()
     }
 

@@ -163,3 +163,27 @@ async fn an_unreachable_ca_backs_off_and_keeps_nothing_half_done() {
     assert!(certs.hosts().is_empty());
     assert!(!dir.path().join("acme").exists(), "no account without a CA");
 }
+
+/// A host where one route names certificate files is not ordered from ACME
+/// for its other routes: the manual certificate covers them.
+#[test]
+fn a_host_with_a_manual_certificate_is_not_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Arc::unwrap_or_clone(plan(dir.path(), &["shared.test", "auto.test"], true));
+    let mut manual = sample::service("m", "web:1");
+    manual.route = Some(Route {
+        host: "shared.test".to_string(),
+        path: "/d".to_string(),
+        service_port: 80,
+        health_path: None,
+        tls: TlsSource::Manual {
+            cert_file: "/c.pem".into(),
+            key_file: "/k.pem".into(),
+        },
+    });
+    plan.services.insert("m".to_string(), manual);
+    assert_eq!(
+        AcmeManager::automatic_hosts(&plan),
+        BTreeSet::from(["auto.test".to_string()])
+    );
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::plan::{sample, Route};
+use crate::plan::{sample, Route, TlsSource};
 
 /// Writes a certificate for `host` and its key as PEM; returns (cert, key).
 fn write_pair(dir: &Path, name: &str, host: &str) -> (PathBuf, PathBuf) {
@@ -169,4 +169,72 @@ fn self_signed_certificates_live_90_days_and_are_renewed_near_expiry() {
     assert!(!Arc::ptr_eq(&before, &certs.get("auto.test").unwrap().key));
     assert_eq!(certs.hosts()[0].1, CertSource::SelfSigned);
     assert!(expiry(&certs) >= first, "renewed");
+}
+
+/// A manual certificate covers every route of its host: a second route
+/// without files (here named after the first, so it is applied later) does
+/// not replace it with a self-signed one.
+#[test]
+fn a_manual_certificate_covers_every_route_of_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "m", "shared.test");
+    let manual = TlsSource::Manual {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+    };
+    let mut docs = routed("z-docs", "shared.test", TlsSource::Automatic);
+    docs.route.as_mut().unwrap().path = "/d".into();
+    let mut before = routed("0-api", "shared.test", TlsSource::Automatic);
+    before.route.as_mut().unwrap().path = "/api".into();
+    let certs = CertMap::default();
+    let loader = CertLoader::new(certs.clone());
+    let plan = sample::plan("t", vec![before, routed("m", "shared.test", manual), docs]);
+    loader.apply(&plan);
+    assert_eq!(
+        certs.hosts(),
+        vec![("shared.test".to_string(), CertSource::Manual)]
+    );
+    let served = certs.get("shared.test").unwrap().key;
+    let expected = load_manual(&cert, &key).unwrap();
+    assert_eq!(
+        served.cert, expected.cert,
+        "the manual certificate is served"
+    );
+
+    // Applied again (a reload), it stays.
+    loader.apply(&plan);
+    assert_eq!(certs.get("shared.test").unwrap().source, CertSource::Manual);
+}
+
+/// `cert_file` and `key_file` are read bounded: a 2 MiB file and a link to
+/// `/dev/zero` are errors naming the path, at once, without reading them.
+#[test]
+fn huge_files_and_devices_are_refused_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_pair(dir.path(), "a", "a.test");
+    let huge = dir.path().join("huge.pem");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let zero = dir.path().join("zero.pem");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let started = std::time::Instant::now();
+    for (cert_file, key_file, bad, reason) in [
+        (&huge, &key, &huge, "the file is larger than 1 MiB"),
+        (&cert, &huge, &huge, "the file is larger than 1 MiB"),
+        (&zero, &key, &zero, "not a regular file"),
+        (&cert, &zero, &zero, "not a regular file"),
+    ] {
+        let err = load_manual(cert_file, key_file).unwrap_err();
+        assert!(matches!(err, TlsError::Read { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&bad.display().to_string()), "{text}");
+        assert!(text.ends_with(reason), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A link to a real pair is followed.
+    let link = dir.path().join("link.crt");
+    std::os::unix::fs::symlink(&cert, &link).unwrap();
+    assert!(load_manual(&link, &key).is_ok());
 }
