@@ -48,6 +48,7 @@ fn cases(kind: &str) -> Vec<PathBuf> {
     folders
 }
 
+/// No secret value in the output, in any case (a host name is lowercased).
 fn assert_no_secret(case: &Path, output: &Output) {
     let text = format!(
         "{}{}",
@@ -56,7 +57,7 @@ fn assert_no_secret(case: &Path, output: &Output) {
     );
     for secret in [DB_PASSWORD, ENV_SECRET, FILE_SECRET] {
         assert!(
-            !text.contains(secret),
+            !text.to_lowercase().contains(&secret.to_lowercase()),
             "{}: a secret value was printed:\n{text}",
             case.display()
         );
@@ -136,6 +137,47 @@ fn a_secret_on_an_error_line_is_never_printed() {
     // source expression, not the value.
     assert!(stderr.contains("memory = \"${limit}\""), "{stderr}");
     assert_no_secret(case, &output);
+}
+
+/// A secret used as a name, a path, a host or a key, in every diagnostic
+/// that prints such a value: each prints `<secret VARIABLE>` instead, as many
+/// times as the case has such diagnostics, and never the value.
+#[test]
+fn a_secret_used_as_a_name_is_masked_in_every_diagnostic() {
+    let cases = [
+        // Two networks declared twice, duplicate service name and its help,
+        // a port bound by a service named by it, an unknown dependency (named
+        // by it and by a key holding it), an undeclared network, a restart
+        // policy and a dependency condition.
+        ("secret-as-name", "<secret name>", 9),
+        // A time zone, an env key, two volume sources (messages and help);
+        // a cron field, a duration unit and an image are not quoted.
+        ("secret-in-values", "<secret name>", 6),
+        ("secret-in-cycle", "<secret name>", 2),
+        // A missing folder (message and help), a symbolic link, and the
+        // error and file name of a service file in a folder it names.
+        ("secret-service-path", "<secret name>", 4),
+        // A duplicate route's host and path; a missing certificate file.
+        ("secret-proxy-route", "<secret host>", 3),
+    ];
+    for (case, mask, at_least) in cases {
+        let case = Path::new("tests/configs/invalid").join(case);
+        let output = run_test(&case.join("dispenser.toml"));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{} must fail",
+            case.display()
+        );
+        assert_no_secret(&case, &output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let count = stderr.matches(mask).count();
+        assert!(
+            count >= at_least,
+            "{}: {count} masks, expected at least {at_least}:\n{stderr}",
+            case.display()
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::ops::Range;
 use serde::de::DeserializeOwned;
 
 use super::diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile};
+use super::provenance::Shown;
 use super::spans::SpanIndex;
 use super::values::did_you_mean;
 
@@ -55,14 +56,20 @@ impl FileCheck<'_> {
         self.push(Severity::Warning, span, message.into(), label)
     }
 
-    /// ` `value`` when the value at `path` is written literally in the file,
-    /// or nothing when it came from a variable (it might be a secret).
+    /// `` `value` `` (after a space) as a diagnostic may print the value at
+    /// `path`: masked (`<secret NAME>`) when it came from a secret.
     pub fn shown(&self, path: &str, value: &str) -> String {
-        if self.file.is_templated(&self.spans.value(path)) {
-            String::new()
-        } else {
-            format!(" `{value}`")
-        }
+        format!(" `{}`", self.masked(path, value))
+    }
+
+    /// The value at `path` as a diagnostic may print it.
+    pub fn masked(&self, path: &str, value: &str) -> Shown {
+        self.file.shown(&self.spans.value(path), value)
+    }
+
+    /// The key at `path` (its last segment is `key`) as a diagnostic may print it.
+    pub fn masked_key(&self, path: &str, key: &str) -> Shown {
+        self.file.shown(&self.spans.key(path), key)
     }
 
     pub fn error_count(&self) -> usize {

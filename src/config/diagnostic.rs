@@ -5,7 +5,9 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
+use super::provenance::{Provenance, Shown};
 use super::render::LineMap;
 
 /// How bad a diagnostic is.
@@ -57,6 +59,8 @@ pub struct SourceFile {
     pub source: String,
     pub rendered: String,
     lines: LineMap,
+    /// The secrets of the load, to mask them in values shown from this file.
+    provenance: Arc<Provenance>,
 }
 
 impl Diagnostic {
@@ -131,6 +135,52 @@ impl SourceFile {
             source,
             rendered,
             lines,
+            provenance: Arc::default(),
+        }
+    }
+
+    /// The same file, masking the secrets of `provenance` in the values it shows.
+    pub fn with_provenance(mut self, provenance: Arc<Provenance>) -> Self {
+        self.provenance = provenance;
+        self
+    }
+
+    /// How `value`, found at `span` of the rendered text, may be printed:
+    /// as it is, or masked (`<secret NAME>`) when it came from a secret.
+    pub fn shown(&self, span: &Range<usize>, value: &str) -> Shown {
+        self.provenance.show(value, &self.template_lines(span))
+    }
+
+    /// The source lines of the rendered lines `span` covers that the
+    /// template changed (none when the span is written literally).
+    pub fn template_lines(&self, span: &Range<usize>) -> Vec<&str> {
+        let start = span.start.min(self.rendered.len());
+        let end = span.end.clamp(start, self.rendered.len());
+        let mut lines = Vec::new();
+        let mut line_start = self.rendered[..start].rfind('\n').map_or(0, |i| i + 1);
+        loop {
+            if self.lines.is_templated(&self.rendered, line_start) {
+                let (line, _) =
+                    self.lines
+                        .to_source(&self.source, &self.rendered, line_start..line_start);
+                let text = self.source.split('\n').nth(line).unwrap_or_default();
+                if !lines.contains(&text) {
+                    lines.push(text);
+                }
+            }
+            match self.rendered[line_start..].find('\n') {
+                Some(i) if line_start + i + 1 < end => line_start += i + 1,
+                _ => break,
+            }
+        }
+        lines
+    }
+
+    /// `path:line:column` of a span of the rendered text, as diagnostics show it.
+    pub fn location(&self, span: Range<usize>) -> String {
+        match self.error_at(span, "", "").snippet {
+            Some(snippet) => format!("{}:{}:{}", self.display, snippet.line, snippet.column),
+            None => self.display.clone(),
         }
     }
 

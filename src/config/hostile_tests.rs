@@ -278,3 +278,53 @@ fn deeply_nested_values_do_not_overflow_the_stack() {
     let text = errors(root);
     assert!(text.contains("web/service.toml"), "{text}");
 }
+
+/// `cert_file` and `key_file` are bounded as the proxy reads them: a huge
+/// file, a link to a device and a FIFO are refused, naming the file, at once.
+#[test]
+fn certificate_files_must_be_small_regular_files() {
+    let dir = tree();
+    let root = dir.path();
+    write(root, "web/key.pem", b"x");
+    let huge = std::fs::File::create(root.join("web/huge.pem")).expect("create");
+    huge.set_len(2 << 20).expect("a 2 MiB file");
+    std::os::unix::fs::symlink("/dev/zero", root.join("web/zero.pem")).expect("symlink");
+    nix::unistd::mkfifo(
+        &root.join("web/fifo.pem"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    write(root, "web/real.pem", b"x");
+    std::os::unix::fs::symlink(root.join("web/real.pem"), root.join("web/link.pem"))
+        .expect("symlink");
+    let cases = [
+        ("huge.pem", Some("file `huge.pem` is larger than 1 MiB")),
+        ("zero.pem", Some("file `zero.pem` is not a regular file")),
+        ("fifo.pem", Some("file `fifo.pem` is not a regular file")),
+        // A link to a regular file is followed, as for every config file.
+        ("link.pem", None),
+    ];
+    for (cert, expected) in cases {
+        write(
+            root,
+            "web/service.toml",
+            format!("{WEB}\n[proxy]\nhost = \"a.test\"\nservice_port = 80\ncert_file = \"{cert}\"\nkey_file = \"{cert}\"\n").as_bytes(),
+        );
+        let started = Instant::now();
+        let result = load(&root.join("dispenser.toml"), &LocalSecrets::new(root));
+        assert!(started.elapsed() < Duration::from_secs(5), "{cert}");
+        match expected {
+            Some(expected) => {
+                let text = result.expect_err("refused").to_string();
+                assert!(text.contains(expected), "{cert}: {text}");
+                assert!(text.contains("web/service.toml:8:13"), "{cert}: {text}");
+                assert!(text.contains("web/service.toml:9:12"), "{cert}: {text}");
+            }
+            None => assert!(
+                result.is_ok(),
+                "{cert}: {}",
+                result.err().unwrap_or_default()
+            ),
+        }
+    }
+}

@@ -8,6 +8,7 @@ mod diagnostic;
 mod file;
 mod hash;
 mod paths;
+mod provenance;
 pub mod render;
 mod secrets;
 mod spans;
@@ -16,13 +17,15 @@ pub mod values;
 mod vars;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use dispenser_actors::plan::{Plan, Service};
+use dispenser_actors::plan::{Plan, Service, TlsSource};
 
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use dispenser_actors::files::read_bounded;
+use provenance::{Provenance, Shown};
 use render::Renderer;
 pub use secrets::{LocalSecrets, SecretResolver, Secrets};
 use spans::SpanIndex;
@@ -54,6 +57,8 @@ struct Checked {
     service: Service,
     file: SourceFile,
     spans: SpanIndex,
+    /// `cert_file` and `key_file` of `[proxy]` as written.
+    tls_files: Option<(String, String)>,
 }
 
 /// Loads and validates the configuration rooted at `config_path`.
@@ -71,14 +76,26 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
         &mut files,
         &mut diagnostics,
     );
-    let Some(config_text) = read(config_path, &mut files, &mut diagnostics, None) else {
+    // Values from secrets are masked wherever a diagnostic prints a value.
+    let provenance = Arc::new(Provenance::new(&variables.exposed(), |name| {
+        variables.is_secret(name)
+    }));
+    let config_display = paths::display(config_path);
+    let Some(config_text) = read(
+        config_path,
+        &config_display,
+        &mut files,
+        &mut diagnostics,
+        None,
+    ) else {
         return Err(diagnostics);
     };
     let Some(config_file) = render_file(
         &renderer,
-        config_path,
+        &config_display,
         config_text,
         &variables,
+        &provenance,
         &mut diagnostics,
     ) else {
         return Err(diagnostics);
@@ -108,23 +125,31 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
 
     let mut checked = Vec::new();
     for (index, entry) in dispenser_file.services.iter().enumerate() {
-        let display = config_dir_display.join(&entry.path).join(SERVICE_FILE);
+        let path_span = config_spans.value(&format!("service[{index}].path"));
+        // A folder named by a secret is shown masked, and so are its files.
+        let shown_path = config_file.shown(&path_span, &entry.path);
+        let service_path = config_dir_display.join(&entry.path).join(SERVICE_FILE);
+        let display = paths::display(&config_dir_display.join(&shown_path.text).join(SERVICE_FILE));
         let missing = config_file.error_at(
-            config_spans.value(&format!("service[{index}].path")),
-            format!("no {SERVICE_FILE} in `{}`", entry.path),
+            path_span.clone(),
+            format!("no {SERVICE_FILE} in `{shown_path}`"),
             "service folder",
         );
         if let Some(link) = symlink_in(&config_dir_display, &entry.path) {
             let target = std::fs::read_link(&link)
                 .map(|target| format!(" to `{}`", target.display()))
                 .unwrap_or_default();
+            let link_display = match shown_path.masked {
+                true if link.ends_with(SERVICE_FILE) => display.clone(),
+                true => paths::display(&config_dir_display.join(&shown_path.text)),
+                false => paths::display(&link),
+            };
             diagnostics.push(
                 config_file
                     .error_at(
-                        config_spans.value(&format!("service[{index}].path")),
+                        path_span.clone(),
                         format!(
-                            "`{}` is a symbolic link{target}; service folders are not followed through links",
-                            paths::display(&link)
+                            "`{link_display}` is a symbolic link{target}; service folders are not followed through links",
                         ),
                         "symbolic link",
                     )
@@ -134,11 +159,23 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
             );
             continue;
         }
-        let Some(text) = read(&display, &mut files, &mut diagnostics, Some(missing)) else {
+        let Some(text) = read(
+            &service_path,
+            &display,
+            &mut files,
+            &mut diagnostics,
+            Some(missing),
+        ) else {
             continue;
         };
-        let Some(source) = render_file(&renderer, &display, text, &variables, &mut diagnostics)
-        else {
+        let Some(source) = render_file(
+            &renderer,
+            &display,
+            text,
+            &variables,
+            &provenance,
+            &mut diagnostics,
+        ) else {
             continue;
         };
         let Some((service_file, spans)) =
@@ -159,14 +196,19 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
             default_zone,
         );
         if let Some(service) = service {
+            let tls_files = service_file
+                .proxy
+                .as_ref()
+                .and_then(|route| Some((route.cert_file.clone()?, route.key_file.clone()?)));
             checked.push(Checked {
                 service,
                 file: source,
                 spans,
+                tls_files,
             });
         }
     }
-    let services = cross_check(&checked, dispenser_file.services.len(), &mut diagnostics);
+    let services = cross_check(&checked, &mut diagnostics);
 
     match global {
         Some(global) if !diagnostics.has_errors() => Ok(Loaded {
@@ -196,7 +238,8 @@ fn load_variables(
     let mut variables = Variables::default();
     let base_path = config_dir.join(vars::BASE_VARS_FILE);
     if base_path.is_file() {
-        if let Some(text) = read(&base_path, files, diagnostics, None) {
+        let display = paths::display(&base_path);
+        if let Some(text) = read(&base_path, &display, files, diagnostics, None) {
             let file = SourceFile::plain(paths::display(&base_path), text);
             match vars::parse(&file) {
                 Ok(entries) => {
@@ -227,12 +270,13 @@ fn load_variables(
     // be parsed first and their secrets fetched in one batch.
     let mut parsed = Vec::new();
     for path in overlay_paths {
-        let Some(text) = read(&path, files, diagnostics, None) else {
+        let display = paths::display(&path);
+        let Some(text) = read(&path, &display, files, diagnostics, None) else {
             continue;
         };
         let Some(file) = render_with(
             renderer,
-            &path,
+            &display,
             text,
             &base,
             &|name| base_unresolved.is_unresolved(name),
@@ -250,9 +294,10 @@ fn load_variables(
 }
 
 /// Reads a file, or reports it missing (with `missing` when given, which
-/// points at the reference to the file).
+/// points at the reference to the file); `display` names it in diagnostics.
 fn read(
     path: &Path,
+    display: &str,
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Diagnostics,
     missing: Option<Diagnostic>,
@@ -263,7 +308,7 @@ fn read(
             match String::from_utf8(bytes) {
                 Ok(text) => Some(text),
                 Err(error) => {
-                    diagnostics.push(not_utf8(path, &error));
+                    diagnostics.push(not_utf8(display, &error));
                     None
                 }
             }
@@ -271,56 +316,31 @@ fn read(
         Ok(None) => {
             diagnostics.push(
                 Diagnostic::error(format!("the file is larger than {MAX_FILE_SIZE_TEXT}"))
-                    .in_file(paths::display(path))
+                    .in_file(display)
                     .with_help("a configuration file this large is a mistake: check what was written there"),
             );
             None
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let diagnostic = missing.unwrap_or_else(|| {
-                Diagnostic::error("file not found").in_file(paths::display(path))
-            });
-            diagnostics.push(
-                diagnostic.with_help(format!("create {} or fix the path", paths::display(path))),
-            );
+            let diagnostic =
+                missing.unwrap_or_else(|| Diagnostic::error("file not found").in_file(display));
+            diagnostics.push(diagnostic.with_help(format!("create {display} or fix the path")));
             None
         }
         Err(error) => {
-            diagnostics.push(
-                Diagnostic::error(format!("cannot read the file: {error}"))
-                    .in_file(paths::display(path)),
-            );
+            diagnostics
+                .push(Diagnostic::error(format!("cannot read the file: {error}")).in_file(display));
             None
         }
     }
-}
-
-/// A regular file's bytes, or `None` when it holds more than `limit` bytes
-/// (read no further). A FIFO, a device or a folder is refused: opened without
-/// blocking, so a FIFO nobody writes to cannot stall the load.
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// A file that is not UTF-8: the first bad byte's line and column, shown on
 /// the line with the bad bytes replaced.
-fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> Diagnostic {
+fn not_utf8(display: &str, error: &std::string::FromUtf8Error) -> Diagnostic {
     let offset = error.utf8_error().valid_up_to();
     let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
-    let file = SourceFile::plain(paths::display(path), text);
+    let file = SourceFile::plain(display, text);
     file.error_at_source(
         offset..offset + char::REPLACEMENT_CHARACTER.len_utf8(),
         "the file is not valid UTF-8",
@@ -356,9 +376,10 @@ fn symlink_in(config_dir: &Path, relative: &str) -> Option<PathBuf> {
 
 fn render_file(
     renderer: &Renderer,
-    path: &Path,
+    display: &str,
     text: String,
     variables: &Variables,
+    provenance: &Arc<Provenance>,
     diagnostics: &mut Diagnostics,
 ) -> Option<SourceFile> {
     // An unresolved secret was reported where it is declared; its uses would
@@ -366,23 +387,24 @@ fn render_file(
     let already_reported = |name: &str| variables.is_unresolved(name);
     render_with(
         renderer,
-        path,
+        display,
         text,
         &variables.exposed(),
         &already_reported,
         diagnostics,
     )
+    .map(|file| file.with_provenance(provenance.clone()))
 }
 
 fn render_with(
     renderer: &Renderer,
-    path: &Path,
+    display: &str,
     text: String,
     variables: &BTreeMap<String, String>,
     already_reported: &dyn Fn(&str) -> bool,
     diagnostics: &mut Diagnostics,
 ) -> Option<SourceFile> {
-    let display = paths::display(path);
+    let display = display.to_string();
     match renderer.render(&text, variables) {
         Ok(rendered) => Some(SourceFile::rendered(display, text, rendered)),
         Err(error) if error.undefined.as_deref().is_some_and(already_reported) => None,
@@ -399,29 +421,29 @@ fn render_with(
     }
 }
 
-/// Checks across services: unique names, host ports, proxy routes, known
-/// dependencies and no dependency cycle.
-fn cross_check(
-    checked: &[Checked],
-    declared: usize,
-    diagnostics: &mut Diagnostics,
-) -> BTreeMap<String, Service> {
+/// Checks across services: unique names, host ports, proxy routes, one
+/// certificate per host, known dependencies and no dependency cycle. Every
+/// name, host and path is printed as [`Shown`]: masked when it came from a
+/// secret in any of the files that name it.
+fn cross_check(checked: &[Checked], diagnostics: &mut Diagnostics) -> BTreeMap<String, Service> {
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let mut owners: BTreeMap<&str, &Checked> = BTreeMap::new();
-    let mut host_ports: BTreeMap<u16, &str> = BTreeMap::new();
-    let mut routes: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    let mut host_ports: BTreeMap<u16, &Checked> = BTreeMap::new();
+    let mut routes: BTreeMap<(&str, &str), &Checked> = BTreeMap::new();
+    let mut certificates: BTreeMap<&str, &Checked> = BTreeMap::new();
     for item in checked {
         let name = item.service.name.as_str();
         if let Some(first) = owners.get(name) {
+            let shown = either(first.name_shown(), item.name_shown());
             diagnostics.push(
                 item.file
                     .error_at(
                         item.spans.value("service.name"),
-                        format!("service name `{name}` is used twice"),
+                        format!("service name `{shown}` is used twice"),
                         "duplicate name",
                     )
                     .with_help(format!(
-                        "`{name}` is also the name in {}",
+                        "`{shown}` is also the name in {}",
                         first.file.display
                     )),
             );
@@ -429,14 +451,19 @@ fn cross_check(
         }
         owners.insert(name, item);
         for (index, port) in item.service.container.ports.iter().enumerate() {
-            if let Some(other) = host_ports.insert(port.host, name) {
+            let path = format!("port[{index}].host");
+            if let Some(other) = host_ports.insert(port.host, item) {
+                let number = either(
+                    other.value_shown(&host_port_path(other, port.host), &port.host.to_string()),
+                    item.value_shown(&path, &port.host.to_string()),
+                );
                 diagnostics.push(
                     item.file
                         .error_at(
-                            item.spans.value(&format!("port[{index}].host")),
+                            item.spans.value(&path),
                             format!(
-                                "host port {} is already bound by service `{other}`",
-                                port.host
+                                "host port {number} is already bound by service `{}`",
+                                other.name_shown()
                             ),
                             "port in use",
                         )
@@ -447,52 +474,112 @@ fn cross_check(
             }
         }
         if let Some(route) = &item.service.route {
-            if let Some(other) = routes.insert((&route.host, &route.path), name) {
+            if let Some(other) = routes.insert((&route.host, &route.path), item) {
+                let host = either(
+                    other.value_shown("proxy.host", &route.host),
+                    item.value_shown("proxy.host", &route.host),
+                );
+                let path = either(
+                    other.value_shown("proxy.path", &route.path),
+                    item.value_shown("proxy.path", &route.path),
+                );
                 diagnostics.push(
                     item.file
                         .error_at(
                             item.spans.value("proxy.host"),
                             format!(
-                                "proxy host `{}` with path `{}` is already claimed by service `{other}`",
-                                route.host, route.path
+                                "proxy host `{host}` with path `{path}` is already claimed by service `{}`",
+                                other.name_shown()
                             ),
                             "duplicate route",
                         )
                         .with_help("give each service its own host, or a different `path`"),
                 );
             }
+            if let TlsSource::Manual {
+                cert_file,
+                key_file,
+            } = &route.tls
+            {
+                match certificates.get(route.host.as_str()) {
+                    None => {
+                        certificates.insert(&route.host, item);
+                    }
+                    Some(first) => {
+                        if let Some(diagnostic) =
+                            certificate_conflict(first, item, &route.host, cert_file, key_file)
+                        {
+                            diagnostics.push(diagnostic);
+                        }
+                    }
+                }
+            }
         }
         services.insert(name.to_string(), item.service.clone());
     }
-    let _ = declared;
 
-    for (name, item) in &owners {
+    for item in owners.values() {
         for dependency in item.service.depends_on.keys() {
-            if !owners.contains_key(dependency.as_str()) {
-                let help = match did_you_mean(dependency, owners.keys().copied()) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => "a dependency is the `name` of another service".to_string(),
-                };
-                diagnostics.push(
-                    item.file
-                        .error_at(
-                            item.spans.key(&format!("depends_on.{dependency}")),
-                            format!("service `{name}` depends on unknown service `{dependency}`"),
-                            "unknown service",
-                        )
-                        .with_help(help),
-                );
+            if owners.contains_key(dependency.as_str()) {
+                continue;
             }
+            let path = format!("depends_on.{dependency}");
+            let shown = item.file.shown(&item.spans.key(&path), dependency);
+            // A suggestion close to a secret, or itself a secret, is not made.
+            let close = match shown.masked {
+                true => None,
+                false => did_you_mean(dependency, owners.keys().copied())
+                    .filter(|close| owners.get(close).is_some_and(|o| !o.name_shown().masked)),
+            };
+            let help = match close {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => "a dependency is the `name` of another service".to_string(),
+            };
+            diagnostics.push(
+                item.file
+                    .error_at(
+                        item.spans.key(&path),
+                        format!(
+                            "service `{}` depends on unknown service `{shown}`",
+                            item.name_shown()
+                        ),
+                        "unknown service",
+                    )
+                    .with_help(help),
+            );
         }
     }
     for cycle in find_cycles(&services) {
         let first = &cycle[0];
         if let Some(item) = owners.get(first.as_str()) {
+            // Each member is named by its own file and by the `depends_on`
+            // key that leads to it: masked when either is a secret.
+            let members: Vec<String> = cycle
+                .iter()
+                .enumerate()
+                .map(|(index, member)| {
+                    let own = owners.get(member.as_str()).map(|owner| owner.name_shown());
+                    let via = index
+                        .checked_sub(1)
+                        .or((index == 0).then(|| cycle.len() - 2))
+                        .and_then(|previous| owners.get(cycle[previous].as_str()))
+                        .map(|previous| {
+                            previous
+                                .file
+                                .shown(&previous.spans.key(&format!("depends_on.{member}")), member)
+                        });
+                    match (own, via) {
+                        (Some(own), Some(via)) => either(own, via).text,
+                        (Some(shown), None) | (None, Some(shown)) => shown.text,
+                        (None, None) => member.clone(),
+                    }
+                })
+                .collect();
             diagnostics.push(
                 item.file
                     .error_at(
                         item.spans.key(&format!("depends_on.{}", cycle[1])),
-                        format!("dependency cycle: {}", cycle.join(" -> ")),
+                        format!("dependency cycle: {}", members.join(" -> ")),
                         "part of the cycle",
                     )
                     .with_help("remove one of these `depends_on` entries"),
@@ -500,6 +587,104 @@ fn cross_check(
         }
     }
     services
+}
+
+impl Checked {
+    /// The service's name as diagnostics may print it.
+    fn name_shown(&self) -> Shown {
+        self.value_shown("service.name", &self.service.name)
+    }
+
+    /// The value at `path` of this file as diagnostics may print it.
+    fn value_shown(&self, path: &str, value: &str) -> Shown {
+        self.file.shown(&self.spans.value(path), value)
+    }
+
+    /// A file named in `[proxy]` as diagnostics show it: next to its
+    /// service.toml, masked when it came from a secret.
+    fn tls_file_shown(&self, key: &str, written: &str) -> String {
+        let shown = self.value_shown(&format!("proxy.{key}"), written);
+        let folder = Path::new(&self.file.display)
+            .parent()
+            .unwrap_or(Path::new(""));
+        paths::display(&folder.join(shown.text))
+    }
+}
+
+/// The mask when either side is masked (`b` first), else `b`.
+fn either(a: Shown, b: Shown) -> Shown {
+    if b.masked || !a.masked {
+        b
+    } else {
+        a
+    }
+}
+
+/// The key path of the first `[[port]]` of `item` binding host port `number`.
+fn host_port_path(item: &Checked, number: u16) -> String {
+    let index = item
+        .service
+        .container
+        .ports
+        .iter()
+        .position(|port| port.host == number)
+        .unwrap_or_default();
+    format!("port[{index}].host")
+}
+
+/// Two routes of one host naming different certificate or key files: a host
+/// has one certificate, which covers all its routes.
+fn certificate_conflict(
+    first: &Checked,
+    item: &Checked,
+    host: &str,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Option<Diagnostic> {
+    let Some(TlsSource::Manual {
+        cert_file: first_cert,
+        key_file: first_key,
+    }) = first.service.route.as_ref().map(|route| &route.tls)
+    else {
+        return None;
+    };
+    let key = if first_cert != cert_file {
+        "cert_file"
+    } else if first_key != key_file {
+        "key_file"
+    } else {
+        return None;
+    };
+    let written = |checked: &Checked| {
+        let (cert, key_text) = checked.tls_files.clone().unwrap_or_default();
+        let text = if key == "cert_file" { cert } else { key_text };
+        checked.tls_file_shown(key, &text)
+    };
+    let host = either(
+        first.value_shown("proxy.host", host),
+        item.value_shown("proxy.host", host),
+    );
+    let (what, label) = if key == "cert_file" {
+        ("certificates", "a second certificate")
+    } else {
+        ("private keys", "a second key")
+    };
+    Some(
+        item.file
+            .error_at(
+                item.spans.value(&format!("proxy.{key}")),
+                format!(
+                    "proxy host `{host}` is given two {what}: `{}` here and `{}` at {}",
+                    written(item),
+                    written(first),
+                    first.file.location(first.spans.value(&format!("proxy.{key}")))
+                ),
+                label,
+            )
+            .with_help(format!(
+                "a host has one certificate, which covers all its routes: give every route of `{host}` the same `cert_file` and `key_file`, or set them on one route only"
+            )),
+    )
 }
 
 /// Every elementary dependency cycle, once, starting at its smallest name
@@ -539,3 +724,6 @@ mod properties;
 
 #[cfg(test)]
 mod hostile_tests;
+
+#[cfg(test)]
+mod masking_tests;

@@ -15,6 +15,8 @@ use dispenser_actors::plan::{
     DEFAULT_OVERLAP, DEFAULT_POLL_DELAY,
 };
 
+use dispenser_actors::proxy::tls::{MAX_PEM_FILE_BYTES, MAX_PEM_FILE_SIZE_TEXT};
+
 use super::check::FileCheck;
 use super::file::{DeployTable, DispenserFile, ServiceFile};
 use super::hash::spec_hash;
@@ -205,9 +207,10 @@ pub fn global(
             None => NetworkDriver::Bridge,
         };
         if networks.contains_key(&entry.name) {
+            let shown = check.shown(&format!("{path}.name"), &entry.name);
             check.error(
                 &format!("{path}.name"),
-                format!("network `{}` is declared twice", entry.name),
+                format!("network{shown} is declared twice"),
                 "duplicate network",
             );
         }
@@ -472,7 +475,8 @@ pub fn service(
     let image = match ImageRef::parse(&table.image) {
         Ok(image) => Some(image),
         Err(error) => {
-            let reason = if check.file.is_templated(&check.spans.value("service.image")) {
+            // The reason may quote the value: not when it is a secret.
+            let reason = if check.masked("service.image", &table.image).masked {
                 "the value does not parse".to_string()
             } else {
                 error.reason
@@ -593,6 +597,7 @@ pub fn service(
 
     let mut env = BTreeMap::new();
     for (key, value) in &file.env {
+        let path = format!("env.{key}");
         let text = match value {
             toml::Value::String(text) => Some(text.clone()),
             toml::Value::Integer(number) => Some(number.to_string()),
@@ -605,10 +610,11 @@ pub fn service(
                 env.insert(key.clone(), Sensitive::new(text));
             }
             None => {
+                let shown = check.masked_key(&path, key);
                 check
                     .error(
-                        &format!("env.{key}"),
-                        format!("env `{key}` must be a string"),
+                        &path,
+                        format!("env `{shown}` must be a string"),
                         "not a string",
                     )
                     .help = Some("quote the value: `KEY = \"value\"`".into());
@@ -619,21 +625,27 @@ pub fn service(
     let mut networks = Vec::new();
     for (index, network) in file.networks.iter().enumerate() {
         if !declared_networks.contains_key(&network.name) {
-            let help =
-                match did_you_mean(&network.name, declared_networks.keys().map(String::as_str)) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!(
-                        "declare it in dispenser.toml: [[network]] name = \"{}\"",
-                        network.name
-                    ),
-                };
+            let path = format!("network[{index}].name");
+            let shown = check.masked(&path, &network.name);
+            // A suggestion close to a secret would hint at its value.
+            let close = match shown.masked {
+                true => None,
+                false => did_you_mean(&network.name, declared_networks.keys().map(String::as_str)),
+            };
+            let help = match close {
+                Some(close) => format!("did you mean `{close}`?"),
+                None if shown.masked => {
+                    "declare it in dispenser.toml with a [[network]] table".to_string()
+                }
+                None => format!(
+                    "declare it in dispenser.toml: [[network]] name = \"{}\"",
+                    network.name
+                ),
+            };
             check
                 .error(
-                    &format!("network[{index}].name"),
-                    format!(
-                        "network `{}` is not declared in dispenser.toml",
-                        network.name
-                    ),
+                    &path,
+                    format!("network `{shown}` is not declared in dispenser.toml"),
                     "undeclared network",
                 )
                 .help = Some(help);
@@ -776,7 +788,12 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) 
     let schedule = table.as_ref().and_then(|t| t.cron.clone()).and_then(|expression| {
         Schedule::parse(&expression)
             .map_err(|error| {
-                check.error("dispenser.cron", format!("invalid cron expression: {}", error.reason), "invalid schedule")
+                // The reason quotes the bad field: not when it is a secret.
+                let reason = match check.masked("dispenser.cron", &expression).masked {
+                    true => "the expression does not parse".to_string(),
+                    false => error.reason,
+                };
+                check.error("dispenser.cron", format!("invalid cron expression: {reason}"), "invalid schedule")
                     .help = Some("write 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @daily".into());
             })
             .ok()
@@ -818,7 +835,11 @@ fn zone(check: &mut FileCheck<'_>, path: &str, name: &str) -> Zone {
     if let Some(zone) = Zone::named(name) {
         return zone;
     }
-    let help = match did_you_mean(name, Zone::names()) {
+    let close = match check.masked(path, name).masked {
+        true => None,
+        false => did_you_mean(name, Zone::names()),
+    };
+    let help = match close {
         Some(close) => format!("did you mean `{close}`?"),
         None => "write an IANA time zone name such as \"Europe/Zurich\" or \"UTC\"".to_string(),
     };
@@ -902,8 +923,8 @@ fn route(
             TlsSource::Automatic
         }
         (Some(cert), Some(key)) => {
-            let cert_file = existing_file(check, "proxy.cert_file", cert, folder);
-            let key_file = existing_file(check, "proxy.key_file", key, folder);
+            let cert_file = pem_file(check, "proxy.cert_file", cert, folder);
+            let key_file = pem_file(check, "proxy.key_file", key, folder);
             TlsSource::Manual {
                 cert_file,
                 key_file,
@@ -919,16 +940,37 @@ fn route(
     })
 }
 
-fn existing_file(check: &mut FileCheck<'_>, path: &str, value: &str, folder: &Path) -> PathBuf {
+/// A `cert_file` or `key_file`: it must exist and, as the proxy reads it,
+/// be a regular file (a link is followed to its target) of at most
+/// [`MAX_PEM_FILE_BYTES`]. Only its metadata is read here.
+fn pem_file(check: &mut FileCheck<'_>, path: &str, value: &str, folder: &Path) -> PathBuf {
     let full = normalize(&folder.join(value));
-    if !full.is_file() {
-        check
-            .error(
-                path,
-                format!("file{} does not exist", check.shown(path, value)),
-                "no such file",
-            )
-            .help = Some("the path is relative to the service folder".into());
+    let shown = check.shown(path, value);
+    let problem = match std::fs::metadata(&full) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some((
+            format!("file{shown} does not exist"),
+            "no such file",
+            "the path is relative to the service folder".to_string(),
+        )),
+        Err(error) => Some((
+            format!("cannot read file{shown}: {error}"),
+            "unreadable",
+            "the path is relative to the service folder".to_string(),
+        )),
+        Ok(meta) if !meta.is_file() => Some((
+            format!("file{shown} is not a regular file"),
+            "not a regular file",
+            "name a PEM file; a symbolic link is followed, to a regular file only".to_string(),
+        )),
+        Ok(meta) if meta.len() > MAX_PEM_FILE_BYTES => Some((
+            format!("file{shown} is larger than {MAX_PEM_FILE_SIZE_TEXT}"),
+            "too large",
+            "a PEM certificate chain or key is a few KiB: check what was written there".to_string(),
+        )),
+        Ok(_) => None,
+    };
+    if let Some((message, label, help)) = problem {
+        check.error(path, message, label).help = Some(help);
     }
     full
 }
@@ -952,19 +994,20 @@ fn volume_source(
     if source.starts_with("./") || source.starts_with("../") || source == "." || source == ".." {
         return MountSource::Bind(normalize(&folder.join(source)));
     }
+    let shown = check.masked(path, source);
     if source.contains('/') {
         check
             .warning(
                 path,
-                format!("`{source}` is read as a path relative to the service folder"),
+                format!("`{shown}` is read as a path relative to the service folder"),
                 "ambiguous source",
             )
-            .help = Some(format!("write `./{source}` to say so"));
+            .help = Some(format!("write `./{shown}` to say so"));
         return MountSource::Bind(normalize(&folder.join(source)));
     }
     if folder.join(source).is_dir() {
-        check.warning(path, format!("`{source}` is a named volume, but the service folder has a folder with that name"), "named volume")
-            .help = Some(format!("did you mean `./{source}`?"));
+        check.warning(path, format!("`{shown}` is a named volume, but the service folder has a folder with that name"), "named volume")
+            .help = Some(format!("did you mean `./{shown}`?"));
     }
     MountSource::Volume(source.to_string())
 }
@@ -1045,6 +1088,9 @@ fn duration(
     value: Option<&toml::Value>,
 ) -> Option<Duration> {
     let result = match value? {
+        // The reason may quote a part of the value: not when it is a secret.
+        toml::Value::String(text) if check.masked(path, text).masked => parse_duration(text)
+            .map_err(|_| "expected a duration such as `5s`, `500ms`, `1m` or `1h30m`".to_string()),
         toml::Value::String(text) => parse_duration(text),
         toml::Value::Integer(seconds) if *seconds >= 0 => {
             bounded_duration(Duration::from_secs(*seconds as u64))
@@ -1068,7 +1114,12 @@ fn pick<T: Copy + PartialEq>(
 ) -> Option<T> {
     let chosen = choose(choices, word);
     if chosen.is_none() {
-        let help = match did_you_mean(word, choices.iter().map(|(name, _)| *name)) {
+        // A suggestion close to a secret would hint at its value.
+        let close = match check.masked(path, word).masked {
+            true => None,
+            false => did_you_mean(word, choices.iter().map(|(name, _)| *name)),
+        };
+        let help = match close {
             Some(close) => format!("did you mean `{close}`?"),
             None => format!("expected one of {}", canonical_names(choices)),
         };

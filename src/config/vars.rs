@@ -40,6 +40,8 @@ pub struct Variables {
     values: BTreeMap<String, (Sensitive, String)>,
     /// Secrets that could not be resolved (already reported).
     unresolved: BTreeSet<String>,
+    /// Variables whose value came from a secret source (masked in diagnostics).
+    secrets: BTreeSet<String>,
 }
 
 impl Variables {
@@ -53,6 +55,11 @@ impl Variables {
     /// True when `name` is a secret that failed to resolve.
     pub fn is_unresolved(&self, name: &str) -> bool {
         self.unresolved.contains(name)
+    }
+
+    /// True when `name`'s value came from a secret source.
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.secrets.contains(name)
     }
 
     /// Exposed values, to render templates with. Never log this map.
@@ -129,6 +136,7 @@ pub fn resolve_into(
     let mut resolved = secrets.resolve_all(&wanted).into_iter();
     for (file, entries) in parsed {
         for entry in entries {
+            let from_secret = matches!(entry.value, VarValue::Secret(_));
             let value = match entry.value {
                 VarValue::Text(text) => Sensitive::new(text),
                 VarValue::Secret(_) => match resolved.next() {
@@ -155,6 +163,11 @@ pub fn resolve_into(
                     }
                 },
             };
+            if from_secret {
+                variables.secrets.insert(entry.name.clone());
+            } else {
+                variables.secrets.remove(&entry.name);
+            }
             if variables
                 .set(entry.name.clone(), value, file.display.clone())
                 .is_some()

@@ -410,3 +410,60 @@ fn debug_and_trace_logs_never_print_a_secret() {
         assert_never_printed(&log, &[ENV_VALUE]);
     }
 }
+
+/// A secret used as a name (a network, a dependency): the reload is refused,
+/// and the daemon's ERROR log names the variable (`<secret net>`), never its
+/// value, in any case.
+#[test]
+fn a_reload_refused_for_a_secret_used_as_a_name_never_logs_the_value() {
+    const NET_VALUE: &str = "g00gle-Net-Name-4b1d";
+    const DEP_VALUE: &str = "env-Dependency-Name-77ac";
+    let standin = StandIn::start();
+    standin.set(&secret("net"), "latest", Answer::Value(NET_VALUE.into()));
+    let mut sb = google_sandbox(&standin);
+    sb.set_env("DTEST_DEP_SECRET", DEP_VALUE);
+    sb.write(
+        "dispenser.vars",
+        &format!(
+            "net = {{ source = \"google\", name = \"{}\" }}\ndep = {{ source = \"env\", name = \"DTEST_DEP_SECRET\" }}\n",
+            secret("net")
+        ),
+    );
+    let body = "command = [\"sleep\", \"3600\"]\n";
+    sb.service("app", BUSYBOX, body);
+    let daemon = sb.start();
+    let first_id = inspect(&sb.name("app"))["Id"].as_str().unwrap().to_string();
+
+    // An undeclared network and an unknown dependency, both named by secrets.
+    sb.service(
+        "app",
+        BUSYBOX,
+        &format!("{body}\n[[network]]\nname = \"${{ net }}\"\n\n[depends_on]\n\"${{ dep }}\" = \"started\"\n"),
+    );
+    let (code, check_output) = run_check(&sb);
+    assert_eq!(code, Some(1), "{check_output}");
+    daemon.reload();
+    let log = daemon.log();
+    assert!(log.contains("reload refused"), "{log}");
+    assert!(
+        log.contains("network `<secret net>` is not declared in dispenser.toml"),
+        "{log}"
+    );
+    assert!(
+        log.contains("depends on unknown service `<secret dep>`"),
+        "{log}"
+    );
+    assert!(check_output.contains("`<secret net>`"), "{check_output}");
+    for output in [&log, &check_output] {
+        let lowercase = output.to_lowercase();
+        for value in [NET_VALUE, DEP_VALUE] {
+            assert!(
+                !lowercase.contains(&value.to_lowercase()),
+                "the secret value {value:?} was printed:\n{output}"
+            );
+        }
+    }
+    // Nothing changed.
+    assert_eq!(inspect(&sb.name("app"))["Id"].as_str().unwrap(), first_id);
+    daemon.stop();
+}
