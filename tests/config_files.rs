@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 /// Secret values the trees read from the environment; they must never be printed.
 const DB_PASSWORD: &str = "hunter2-Very-Secret";
 const ENV_SECRET: &str = "TopSecretValue42";
-/// The content of tests/configs/valid/stack/secrets/api_token.
+/// The content of tests/configs/valid/stack/secrets/api_token (and of
+/// invalid/secret-proxy-route/secrets/host).
 const FILE_SECRET: &str = "not-a-real-token";
 
 fn repo() -> PathBuf {
