@@ -544,8 +544,11 @@ fn a_manual_certificate_covers_every_route_of_its_host() {
     let expected = fingerprint(Some(&cert), 0, "");
     assert!(expected.contains("Fingerprint="), "{expected}");
     assert_eq!(fingerprint(None, https, "shared.test"), expected);
-    assert!(!daemon
-        .log()
-        .contains("self-signed certificate installed host=shared.test"));
+    let log = daemon.log();
+    assert!(log.contains("certificate loaded"), "{log}");
+    assert!(
+        !log.contains("self-signed certificate installed host=shared.test"),
+        "{log}"
+    );
     daemon.stop();
 }
