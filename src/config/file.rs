@@ -158,6 +158,10 @@ pub struct ServiceTable {
     pub memory: Option<toml::Value>,
     pub cpus: Option<toml::Value>,
     pub restart: Option<String>,
+    /// Compose's `stop_signal`: the signal that asks the container to stop.
+    pub stop_signal: Option<String>,
+    /// Compose's `stop_grace_period`: the wait after it, before a kill.
+    pub stop_grace_period: Option<toml::Value>,
 }
 
 /// `[[port]]`.

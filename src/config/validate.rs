@@ -558,6 +558,16 @@ pub fn service(
         None => RestartPolicy::No,
     };
 
+    let stop_signal = table
+        .stop_signal
+        .as_deref()
+        .and_then(|word| stop_signal(check, word));
+    let stop_grace_period = duration(
+        check,
+        "service.stop_grace_period",
+        table.stop_grace_period.as_ref(),
+    );
+
     let mut ports = Vec::new();
     for (index, port) in file.ports.iter().enumerate() {
         for (side, number) in [("host", port.host), ("container", port.container)] {
@@ -752,6 +762,8 @@ pub fn service(
         networks,
         extra_hosts,
         healthcheck,
+        stop_signal,
+        stop_grace_period,
     };
     // A service with errors is still returned (unless its image is invalid)
     // so cross-service checks see it; the caller rejects the plan anyway.
@@ -1080,6 +1092,48 @@ fn deploy_settings(check: &mut FileCheck<'_>, table: Option<&DeployTable>) -> De
         }
     }
     settings
+}
+
+/// Signals a container may be asked to stop with, without `SIG` (Linux).
+const SIGNALS: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+/// The highest signal number Linux has (`SIGRTMAX`).
+const MAX_SIGNAL: u32 = 64;
+
+/// `stop_signal`, as Compose and Docker take it: a name with or without
+/// `SIG` in any case (`SIGQUIT`, `quit`), `SIGRTMIN+n`/`SIGRTMAX-n`, or a
+/// number. Returned as Docker spells it: `SIGQUIT`, or the number.
+fn stop_signal(check: &mut FileCheck<'_>, word: &str) -> Option<String> {
+    const PATH: &str = "service.stop_signal";
+    let upper = word.trim().to_ascii_uppercase();
+    if let Ok(number) = upper.parse::<u32>() {
+        if (1..=MAX_SIGNAL).contains(&number) {
+            return Some(number.to_string());
+        }
+    }
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = ["RTMIN+", "RTMAX-"].iter().any(|base| {
+        name.strip_prefix(base)
+            .and_then(|offset| offset.parse::<u32>().ok())
+            .is_some_and(|offset| offset <= 30)
+    });
+    if SIGNALS.contains(&name) || realtime || name == "RTMIN" || name == "RTMAX" {
+        return Some(format!("SIG{name}"));
+    }
+    let shown = check.shown(PATH, word);
+    let close = match check.masked(PATH, word).masked {
+        true => None,
+        false => did_you_mean(name, SIGNALS.iter().copied()),
+    };
+    let error = check.error(PATH, format!("unknown stop signal{shown}"), "not a signal");
+    error.help = Some(match close {
+        Some(close) => format!("did you mean `SIG{close}`?"),
+        None => "write a signal name such as `SIGTERM`, `SIGQUIT` or `SIGINT`, or a number".into(),
+    });
+    None
 }
 
 fn duration(

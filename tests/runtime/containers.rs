@@ -173,3 +173,44 @@ fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A shell that exits 0 on SIGINT and ignores SIGTERM, as some images do.
+const TRAPS: &str = "command = [\"sh\", \"-c\", \"trap 'exit 0' INT; trap '' TERM; \
+                     while true; do sleep 1; done\"]\n";
+
+#[test]
+fn stop_signal_and_stop_grace_period_reach_the_container_and_its_stop() {
+    let mut sb = Sandbox::new();
+    sb.daemon_settings("stop_on_shutdown = true");
+    // Asked with SIGINT, it exits at once, cleanly.
+    sb.service(
+        "polite",
+        BUSYBOX,
+        &format!("{TRAPS}stop_signal = \"int\"\n"),
+    );
+    // SIGTERM is ignored: killed once the 1 s grace is over, not after 10 s.
+    sb.service(
+        "stubborn",
+        BUSYBOX,
+        &format!("{TRAPS}stop_grace_period = \"1s\"\n"),
+    );
+    let daemon = sb.start();
+    let polite = inspect(&sb.name("polite"));
+    assert_eq!(polite["Config"]["StopSignal"], "SIGINT");
+    let stubborn = inspect(&sb.name("stubborn"));
+    assert_eq!(stubborn["Config"]["StopTimeout"], 1);
+
+    let began = std::time::Instant::now();
+    daemon.stop();
+    let took = began.elapsed();
+    let state = |name: &str| inspect(&sb.name(name))["State"].clone();
+    assert_eq!(state("polite")["Running"], false);
+    assert_eq!(state("polite")["ExitCode"], 0, "stopped by its SIGINT trap");
+    assert_eq!(state("stubborn")["Running"], false);
+    assert_eq!(state("stubborn")["ExitCode"], 137, "killed after the grace");
+    // Both stops run at once; the default grace alone would be 10 s.
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "stop took {took:?}"
+    );
+}

@@ -179,7 +179,26 @@ pub struct ContainerSpec {
     pub networks: Vec<String>,
     pub extra_hosts: Vec<ExtraHost>,
     pub healthcheck: Option<Healthcheck>,
+    /// The signal that asks the container to stop (`SIGTERM`, `SIGQUIT`,
+    /// ...); `None`: the image's `STOPSIGNAL`, else SIGTERM. Left out of
+    /// the spec hash's input when unset, like the grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// How long a stop waits after the stop signal before it kills;
+    /// `None`: `STOP_GRACE` (10 s, Docker's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
 }
+
+impl ContainerSpec {
+    /// The wait between the stop signal and a kill.
+    pub fn stop_grace(&self) -> Duration {
+        self.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE)
+    }
+}
+
+/// Docker's own grace period between the stop signal and a kill.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Docker restart policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -28,6 +28,8 @@ pub fn service(name: &str, image: &str) -> Service {
             networks: Vec::new(),
             extra_hosts: Vec::new(),
             healthcheck: None,
+            stop_signal: None,
+            stop_grace_period: None,
         },
         lifecycle: Lifecycle {
             watch: false,

@@ -55,8 +55,9 @@ pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};
 
-/// Grace period between the stop signal and a kill.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Grace period between the stop signal and a kill, for a container whose
+/// service does not set `stop_grace_period` (or that is in no plan).
+pub const STOP_GRACE: Duration = crate::plan::DEFAULT_STOP_GRACE;
 /// Wait before a digest whose deploy failed is tried again (doubling).
 pub const DEPLOY_RETRY_FIRST: Duration = Duration::from_secs(60);
 /// Longest wait between two attempts to deploy the same failed digest.
@@ -630,9 +631,10 @@ impl Handler<Shutdown> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
         let engine = self.runtime.engine.clone();
+        let grace = self.service.container.stop_grace();
         let work = async move {
             match container {
-                Some(id) => engine.stop(&id, STOP_GRACE).await.map(|_| id),
+                Some(id) => engine.stop(&id, grace).await.map(|_| id),
                 None => Ok(String::new()),
             }
         };

@@ -416,7 +416,7 @@ async fn install(
 ) -> Result<(String, State), ServiceError> {
     let engine = runtime.engine.as_ref();
     if let Some(old) = old {
-        engine.stop(&old.id, STOP_GRACE).await?;
+        engine.stop(&old.id, service.container.stop_grace()).await?;
         engine.remove(&old.id).await?;
         info!(service = %service.name, container = %short(&old.id), "removed");
     }
@@ -474,7 +474,9 @@ async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<bool, Ser
                     return Err(name_taken(unproven));
                 }
                 warn!(service = %service.name, container = %short(&unproven.id), "removing the unproven container of an interrupted deploy");
-                engine.stop(&unproven.id, STOP_GRACE).await?;
+                engine
+                    .stop(&unproven.id, service.container.stop_grace())
+                    .await?;
                 engine.remove(&unproven.id).await?;
             }
             engine.rename(&container.id, &service.name).await?;

@@ -32,7 +32,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tracing::{info, warn};
 
 use super::reconcile::{container_labels, short, source_image};
-use super::{Runtime, ServiceError, STOP_GRACE};
+use super::{Runtime, ServiceError};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Health};
 use crate::plan::Service;
 use crate::proxy::router::EndpointChanged;
@@ -192,7 +192,7 @@ async fn start_first(
             _ => RolloutError::Abandoned { phase: "soak" },
         });
     }
-    engine.stop(&old.id, STOP_GRACE).await?;
+    engine.stop(&old.id, service.container.stop_grace()).await?;
     engine.remove(&old.id).await?;
     info!(service = %service.name, container = %short(&old.id), "removed the previous container");
     engine.rename(&id, &service.name).await?;
@@ -226,7 +226,7 @@ async fn stop_first(
         // would leave a stopped container under the service's name, which
         // the restart would replace without the gate's way back.
         engine.rename(&old.id, &prev_name).await?;
-        engine.stop(&old.id, STOP_GRACE).await?;
+        engine.stop(&old.id, service.container.stop_grace()).await?;
         info!(service = %service.name, container = %short(&old.id), "stopped the previous container");
     }
     let request = CreateRequest {

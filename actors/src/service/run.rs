@@ -10,7 +10,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
-use super::{reconcile, Action, ServiceActor, State, STOP_GRACE};
+use super::{reconcile, Action, ServiceActor, State};
 use crate::cron::CronFired;
 use crate::engine::reachability::BackOff;
 use crate::engine::{Engine, EngineError};
@@ -257,7 +257,8 @@ impl Handler<RunOverdue> for ServiceActor {
             active.ended_by = Some(format!("stopped after exceeding max_runtime ({limit:?})"));
         }
         let engine = self.runtime.engine.clone();
-        let work = async move { engine.stop(&run.container_id, STOP_GRACE).await };
+        let grace = self.service.container.stop_grace();
+        let work = async move { engine.stop(&run.container_id, grace).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|stopped, actor, _| {
             if let Err(err) = stopped {
                 error!(service = %actor.service.name, error = %err, "cannot stop the overdue run");

@@ -44,6 +44,8 @@ fn spec(folder: &Path) -> ContainerSpec {
         networks: vec![],
         extra_hosts: vec![],
         healthcheck: None,
+        stop_signal: None,
+        stop_grace_period: None,
     }
 }
 

@@ -51,6 +51,12 @@ pub fn container_body(request: &CreateRequest<'_>) -> Result<ContainerCreateBody
         ),
         exposed_ports: Some(spec.ports.iter().map(|p| port_key(p.container)).collect()),
         healthcheck: spec.healthcheck.as_ref().map(health_config),
+        stop_signal: spec.stop_signal.clone(),
+        // Whole seconds, rounded up: Docker's unit. `docker stop` with no
+        // timeout of its own (an operator's) then waits as long.
+        stop_timeout: spec.stop_grace_period.map(|grace| {
+            i64::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).unwrap_or(i64::MAX)
+        }),
         labels: Some(
             request
                 .labels

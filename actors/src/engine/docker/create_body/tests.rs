@@ -58,6 +58,8 @@ fn spec() -> ContainerSpec {
             retries: Some(3),
             start_period: None,
         }),
+        stop_signal: Some("SIGQUIT".into()),
+        stop_grace_period: Some(Duration::from_millis(2500)),
     }
 }
 
@@ -124,6 +126,9 @@ fn maps_every_container_field() {
     assert_eq!(health.timeout, Some(1_500_000_000));
     assert_eq!(health.retries, Some(3));
     assert_eq!(health.start_period, None);
+    assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
+    // 2.5 s rounds up to Docker's whole seconds.
+    assert_eq!(body.stop_timeout, Some(3));
 
     let host = body.host_config.expect("host config");
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
