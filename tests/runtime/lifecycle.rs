@@ -3,8 +3,15 @@
 //! a kill -9 in the middle of a reconcile.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
 
-use crate::support::{docker, exists, inspect, text, Sandbox};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::support::{docker, exists, inspect, text, wait_exit, Sandbox, EXIT_TIMEOUT};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 const WEB: &str = "dispenser-test/web:v1";
@@ -182,6 +189,12 @@ fn signals_go_through_the_pidfile() {
     );
 
     let daemon = sb.start();
+    // The daemon's user only: no other user can open it, so none can hold its lock.
+    let mode = std::fs::metadata(sb.pid_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "pidfile mode {mode:o}");
     let second = sb.cli(&[]);
     assert!(!second.status.success());
     assert!(
@@ -194,6 +207,136 @@ fn signals_go_through_the_pidfile() {
     assert!(!sb.pid_file().exists(), "pidfile removed at exit");
     let out = sb.cli(&["-s", "stop"]);
     assert!(!out.status.success());
+}
+
+/// `sleep 60`, a process that is not the daemon.
+fn unrelated_process() -> Child {
+    Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep")
+}
+
+/// Fails unless `process` is still alive a moment after `-s` was refused
+/// (SIGHUP and SIGTERM end a `sleep`).
+fn assert_alive(process: &mut Child) {
+    sleep(Duration::from_millis(300));
+    assert!(
+        process.try_wait().unwrap().is_none(),
+        "pid {} was signalled",
+        process.id()
+    );
+}
+
+/// True when some process holds a lock on `path` (a shared lock fails).
+fn lock_held(path: &std::path::Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
+}
+
+/// A pidfile whose lock is held, but not by the process it names, or by a
+/// process that is not dispenser: `-s reload|stop` signal nothing.
+#[test]
+fn signals_refuse_a_pidfile_that_names_another_process() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+
+    // The lock held by this test, the pid of an unrelated process.
+    let mut sleeper = unrelated_process();
+    std::fs::write(sb.pid_file(), format!("{}\n", sleeper.id())).unwrap();
+    let lock = Flock::lock(File::open(sb.pid_file()).unwrap(), FlockArg::LockExclusive).unwrap();
+    for signal in ["reload", "stop"] {
+        let out = sb.cli(&["-s", signal]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "-s {signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "names pid {}, which is not the dispenser daemon",
+                sleeper.id()
+            )) && stderr.contains("does not hold the pidfile's lock")
+                && stderr.contains("nothing was signalled"),
+            "-s {signal}: {stderr}"
+        );
+        assert_alive(&mut sleeper);
+    }
+    drop(lock);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    // The named process holds the lock itself (`flock --no-fork` execs
+    // sleep with the lock held), but it runs sleep, not dispenser.
+    let mut holder = Command::new("flock")
+        .args(["--no-fork", "--exclusive"])
+        .arg(sb.pid_file())
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("spawn flock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lock_held(&sb.pid_file()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    std::fs::write(sb.pid_file(), format!("{}\n", holder.id())).unwrap();
+    let out = sb.cli(&["-s", "reload"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not the dispenser daemon") && stderr.contains("it runs "),
+        "{stderr}"
+    );
+    assert_alive(&mut holder);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// A pidfile that is a symbolic link is refused: the daemon does not start
+/// (it would truncate the link's target), and `-s` does not follow it.
+#[test]
+fn a_symlinked_pidfile_is_refused() {
+    let mut sb = Sandbox::new();
+    sb.service("web", WEB, "");
+    let target = sb.path("elsewhere");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, sb.pid_file()).unwrap();
+
+    let log_path = sb.path("refused.log");
+    let log = File::create(&log_path).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .arg("-c")
+        .arg(sb.config())
+        .arg("-p")
+        .arg(sb.pid_file())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dispenser");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let status = wait_exit(
+        &mut daemon,
+        EXIT_TIMEOUT,
+        "a daemon with a symlinked pidfile",
+        read_log,
+    );
+    let output = read_log();
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("is a symbolic link"), "{output}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(!exists(&sb.name("web")), "the daemon deployed anyway");
+
+    let out = sb.cli(&["-s", "reload"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is a symbolic link"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
