@@ -471,6 +471,80 @@ fn redeploys_under_load_drop_nothing_and_bad_versions_roll_back() {
 }
 
 #[test]
+fn a_push_during_a_soak_supersedes_it_and_a_bad_newest_rolls_back_to_the_last_proven() {
+    let mut images = Images(Vec::new());
+    let versions: Vec<String> = (1..=2).map(|n| images.version(&format!("v{n}"))).collect();
+    let unhealthy = images.build(
+        "unhealthy",
+        &format!(
+            "FROM {UPSTREAM}\nENV VERSION=unhealthy\n\
+             HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/upstream\"]\n"
+        ),
+    );
+    let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
+    let v1 = registry.push(&versions[0], "web", None);
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    let http = free_port();
+    let soak = Duration::from_secs(120);
+    routed(
+        &mut sb,
+        http,
+        &format!("ready_timeout = \"20s\"\nsoak = \"{}s\"\n", soak.as_secs()),
+    );
+    let route = "[dispenser]\nwatch = true\n\n[proxy]\nhost = \"app.test\"\nservice_port = 8080\n";
+    sb.service("web", &registry.image("web"), route);
+    let daemon = sb.start();
+    let load = Load::start(http, "app.test", &["v1", "v2"]);
+    load.wait_for("v1", || daemon.log());
+
+    registry.push(&versions[1], "web", Some(&versions[1]));
+    load.wait_for("v2", || daemon.log());
+    wait_logged(&daemon, "traffic moved to the new container", 1);
+    // v2 soaks; a newer push does not wait for that soak to end.
+    let pushed = Instant::now();
+    registry.push(&unhealthy, "web", None);
+    wait_logged(&daemon, "new version rolled back", 1);
+    let took = pushed.elapsed();
+    assert!(
+        took < soak / 2,
+        "the newer digest waited {took:?}:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("a newer digest came during the soak"), "{log}");
+    // The unproven v2 is not where the rollback goes: v1, the last proven.
+    sleep(Duration::from_millis(500));
+    let web = sb.name("web");
+    let label = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"dispenser.image-digest\"}}",
+        &web,
+    ]);
+    assert_eq!(label.trim(), v1, "{log}");
+    sb.assert_converged(&["web"]);
+    let tally = load.finish();
+    report("push during a soak", &tally);
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert_eq!(tally.non_2xx, 0, "{tally:?}");
+    assert!(!tally.bodies.contains_key("unhealthy"), "{tally:?}");
+    let history = deploys(&sb, &web);
+    let outcomes: Vec<(&str, &str)> = history
+        .iter()
+        .map(|(trigger, outcome, _)| (trigger.as_str(), outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("new-digest", "superseded"), ("new-digest", "rolled-back")],
+        "{history:?}"
+    );
+    sb.assert_ledger_sound();
+    daemon.stop();
+}
+
+#[test]
 fn sigterm_during_a_soak_exits_at_once_and_the_restart_deploys_the_new_version() {
     let mut images = Images(Vec::new());
     let versions: Vec<String> = (1..=2).map(|n| images.version(&format!("v{n}"))).collect();

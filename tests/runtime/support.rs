@@ -279,7 +279,7 @@ impl Sandbox {
         let open_deploys: i64 = ledger
             .query_row(
                 "SELECT count(*) FROM deploys WHERE ended_at IS NULL OR ended_at = ''
-                 OR outcome NOT IN ('succeeded', 'rolled-back', 'failed', 'abandoned')",
+                 OR outcome NOT IN ('succeeded', 'rolled-back', 'failed', 'abandoned', 'superseded')",
                 [],
                 |row| row.get(0),
             )

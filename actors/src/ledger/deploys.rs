@@ -76,6 +76,9 @@ pub enum DeployOutcomeKind {
     /// The daemon stopped during the gate: the new container was removed
     /// and the previous one serves; the next start deploys it again.
     Abandoned,
+    /// A newer digest came during the soak: the new container was removed
+    /// and the previous (proven) one serves until the newer one is ready.
+    Superseded,
 }
 
 impl Ledger {
@@ -209,6 +212,7 @@ fn announce(deploy: &DeployRecord) {
         DeployOutcomeKind::Failed => ("failed", Some(Event::DeployFailed { service, reason })),
         // The daemon is stopping: counted, but nothing to tell an operator.
         DeployOutcomeKind::Abandoned => ("abandoned", None),
+        DeployOutcomeKind::Superseded => ("superseded", None),
     };
     crate::metrics::global().deploy(&deploy.service, outcome);
     if let Some(event) = event {
@@ -256,6 +260,7 @@ impl DeployOutcomeKind {
             "rolled-back" => Some(DeployOutcomeKind::RolledBack),
             "failed" => Some(DeployOutcomeKind::Failed),
             "abandoned" => Some(DeployOutcomeKind::Abandoned),
+            "superseded" => Some(DeployOutcomeKind::Superseded),
             _ => None,
         }
     }
@@ -268,6 +273,7 @@ impl fmt::Display for DeployOutcomeKind {
             DeployOutcomeKind::RolledBack => "rolled-back",
             DeployOutcomeKind::Failed => "failed",
             DeployOutcomeKind::Abandoned => "abandoned",
+            DeployOutcomeKind::Superseded => "superseded",
         })
     }
 }

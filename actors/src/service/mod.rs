@@ -129,12 +129,55 @@ pub struct Runtime {
     /// abandoned (the previous container serves) and no action but a
     /// shutdown starts.
     pub stopping: CancellationToken,
+    /// The newest digest the registry reported for this service's image
+    /// (set by the supervisor before the `ImageUpdated` reaches the
+    /// mailbox): a soak ends, superseded, when it moves on.
+    pub newest_digest: NewestDigest,
     /// The registry client (the watcher's): a watched service's first
     /// container starts on the tag's current digest. `None`: the local image.
     pub registry: Option<Arc<dyn DigestSource>>,
     /// Whether the Docker Engine answers (`DockerWatch`): no deploy starts
     /// while it is away.
     pub docker: Reachability,
+}
+
+/// The newest digest reported for one service's image, shared by the
+/// supervisor (which writes it) and the service's deploys (which read it).
+/// The default never reports one.
+#[derive(Debug, Clone, Default)]
+pub struct NewestDigest(Option<tokio::sync::watch::Receiver<Option<String>>>);
+
+impl NewestDigest {
+    /// The writing side and the reading side of one service's newest digest.
+    pub fn channel() -> (tokio::sync::watch::Sender<Option<String>>, NewestDigest) {
+        let (sender, receiver) = tokio::sync::watch::channel(None);
+        (sender, NewestDigest(Some(receiver)))
+    }
+
+    /// The newest digest, when one other than `digest` was reported.
+    pub fn past(&self, digest: &str) -> Option<String> {
+        let receiver = self.0.as_ref()?;
+        let newest = receiver.borrow();
+        newest.as_ref().filter(|newest| *newest != digest).cloned()
+    }
+
+    /// Resolves with the newest digest once it is one other than `digest`;
+    /// never, when nothing reports digests.
+    pub async fn moved_past(&self, digest: &str) -> String {
+        let Some(mut receiver) = self.0.clone() else {
+            return std::future::pending().await;
+        };
+        loop {
+            if let Some(newest) = receiver.borrow_and_update().as_ref() {
+                if newest != digest {
+                    return newest.clone();
+                }
+            }
+            if receiver.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 /// The ledger's deploy history, as the service actors use it.
@@ -189,6 +232,9 @@ pub enum ServiceError {
     /// was abandoned with the previous version serving.
     #[error("the daemon is stopping: {0}")]
     Stopping(String),
+    /// A newer digest came during the soak; the previous version serves.
+    #[error("superseded by {0} during the soak")]
+    Superseded(String),
 }
 
 /// The actor of one service.
@@ -719,6 +765,13 @@ impl Handler<ImageUpdated> for ServiceActor {
                         // The previous container serves: the state says running.
                         actor.refresh_container(ctx);
                         Err(ServiceError::RolledBack { reason })
+                    }
+                    Ok(Err(err @ ServiceError::Superseded(_))) => {
+                        // Never proven, never blamed: the newer digest is
+                        // next in the mailbox, against the proven version.
+                        info!(service = %actor.service.name, digest = %digest, "deploy superseded by a newer digest; the previous version serves until it is ready");
+                        actor.refresh_container(ctx);
+                        Err(err)
                     }
                     Ok(Err(err @ ServiceError::Stopping(_))) => {
                         // Not the digest's fault: no back-off, no quarantine.

@@ -134,6 +134,18 @@ pub async fn replace_gated(
     let started_at = Utc::now();
     let old_digest = old.labels.get(labels::IMAGE_DIGEST).cloned();
     let new_code = matches!(trigger, DeployTrigger::NewDigest | DeployTrigger::Manual);
+    // Only a new digest from the registry is superseded by a newer one: a
+    // reload, a rollback or an operator's deploy is carried through.
+    let carried_through;
+    let runtime = if trigger == DeployTrigger::NewDigest {
+        runtime
+    } else {
+        carried_through = Runtime {
+            newest_digest: super::NewestDigest::default(),
+            ..runtime.clone()
+        };
+        &carried_through
+    };
     let outcome = rollout::replace(runtime, service, Some(old), digest.clone(), new_code).await;
     let (kind, reason) = match &outcome {
         Ok(_) => (DeployOutcomeKind::Succeeded, None),
@@ -141,6 +153,10 @@ pub async fn replace_gated(
             (DeployOutcomeKind::RolledBack, Some(reason.clone()))
         }
         Err(RolloutError::Failed(err)) => (DeployOutcomeKind::Failed, Some(err.to_string())),
+        Err(RolloutError::Superseded { by }) => (
+            DeployOutcomeKind::Superseded,
+            Some(format!("superseded by {by} during the soak")),
+        ),
         Err(RolloutError::Abandoned { phase }) => (
             DeployOutcomeKind::Abandoned,
             Some(format!("the daemon stopped during the {phase} phase")),
@@ -171,6 +187,7 @@ pub async fn replace_gated(
         }
         Err(RolloutError::RolledBack { reason }) => Err(ServiceError::RolledBack { reason }),
         Err(RolloutError::Failed(err)) => Err(err),
+        Err(RolloutError::Superseded { by }) => Err(ServiceError::Superseded(by)),
         Err(RolloutError::Abandoned { phase }) => {
             info!(service = %service.name, digest = %digest, phase, "deploy abandoned; the previous version serves");
             Err(ServiceError::Stopping(format!(

@@ -68,6 +68,25 @@ pub enum RolloutError {
     /// version's fault: nothing is quarantined, and the next start deploys
     /// it again.
     Abandoned { phase: &'static str },
+    /// A newer digest (`by`) was reported during the soak: this version was
+    /// never proven, so the previous container serves again and the newer
+    /// one is deployed next, against the last proven version.
+    Superseded { by: String },
+}
+
+/// Why a gate or soak did not prove the new container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unproven {
+    /// It failed: rolled back.
+    Failed(String),
+    /// A newer digest came during the soak.
+    Superseded(String),
+}
+
+impl From<String> for Unproven {
+    fn from(reason: String) -> Self {
+        Unproven::Failed(reason)
+    }
 }
 
 impl From<ServiceError> for RolloutError {
@@ -128,7 +147,7 @@ async fn start_first(
     }
     let next_name = format!("{}{NEXT_SUFFIX}", service.name);
     let image = source_image(engine, service, &digest).await?;
-    let mut labels = container_labels(&runtime.instance, service, digest);
+    let mut labels = container_labels(&runtime.instance, service, digest.clone());
     labels.insert(labels::ROLE.to_string(), "next".to_string());
     let request = CreateRequest {
         name: &next_name,
@@ -158,6 +177,13 @@ async fn start_first(
             return Err(RolloutError::Abandoned { phase: "ready" });
         }
     };
+    // A newer digest came during the gate: this one never takes traffic,
+    // and the newest is deployed next.
+    if let Some(by) = runtime.newest_digest.past(&digest) {
+        info!(service = %service.name, digest = %by, "a newer digest came during the gate");
+        discard(runtime, service, &id).await;
+        return Err(RolloutError::Superseded { by });
+    }
     let new_ip = started
         .addresses
         .get(&runtime.default_network.name)
@@ -182,13 +208,15 @@ async fn start_first(
     // A stop during the soak does not wait for it: the version is not
     // proven, so the previous container, still running, takes the traffic
     // back, as for a failure, but nothing is blamed.
-    let soaked = unless_stopping(runtime, soak(runtime, &started, soak_for)).await;
+    // A newer digest during the soak supersedes this version the same way.
+    let soaked = unless_stopping(runtime, soak(runtime, &started, soak_for, &digest)).await;
     if soaked != Some(Ok(())) {
         swap(runtime, service, old_ip).await;
         warn!(service = %service.name, "traffic moved back to the previous container");
         discard(runtime, service, &id).await;
         return Err(match soaked {
-            Some(Err(reason)) => RolloutError::RolledBack { reason },
+            Some(Err(Unproven::Failed(reason))) => RolloutError::RolledBack { reason },
+            Some(Err(Unproven::Superseded(by))) => RolloutError::Superseded { by },
             _ => RolloutError::Abandoned { phase: "soak" },
         });
     }
@@ -234,7 +262,7 @@ async fn stop_first(
         service,
         image: &image,
         default_network: &runtime.default_network,
-        labels: container_labels(&runtime.instance, service, digest),
+        labels: container_labels(&runtime.instance, service, digest.clone()),
     };
     let outcome = match engine.create(&request).await {
         Ok(id) => {
@@ -244,23 +272,25 @@ async fn stop_first(
                     Ok(()) => match wait_ready(runtime, service, &id).await {
                         Ok(started) => {
                             runtime.report_endpoint(&service.name, Some(&started));
-                            soak(runtime, &started, soak_for).await
+                            soak(runtime, &started, soak_for, &digest).await
                         }
-                        Err(reason) => Err(reason),
+                        Err(reason) => Err(reason.into()),
                     },
-                    Err(err) => Err(format!("the new container did not start: {err}")),
+                    Err(err) => Err(format!("the new container did not start: {err}").into()),
                 }
             };
             // A stop abandons the gate: the previous version is put back.
             match unless_stopping(runtime, gate).await {
                 Some(Ok(())) => Ok(id.clone()),
-                Some(Err(reason)) => Err((Some(id), Some(reason))),
+                Some(Err(unproven)) => Err((Some(id), Some(unproven))),
                 None => Err((Some(id), None)),
             }
         }
         Err(err) => Err((
             None,
-            Some(format!("cannot create the new container: {err}")),
+            Some(Unproven::Failed(format!(
+                "cannot create the new container: {err}"
+            ))),
         )),
     };
     match outcome {
@@ -282,7 +312,8 @@ async fn stop_first(
             }
             runtime.refresh_endpoint(&service.name).await;
             Err(match reason {
-                Some(reason) => RolloutError::RolledBack { reason },
+                Some(Unproven::Failed(reason)) => RolloutError::RolledBack { reason },
+                Some(Unproven::Superseded(by)) => RolloutError::Superseded { by },
                 None => RolloutError::Abandoned { phase: "gate" },
             })
         }
@@ -479,22 +510,40 @@ async fn probe(
 }
 
 /// Watches a container that took traffic for the soak period: it must stay
-/// up, not restart and not turn unhealthy.
-async fn soak(runtime: &Runtime, started: &Container, period: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + period;
-    while Instant::now() < deadline {
-        sleep(POLL.min(deadline - Instant::now())).await;
-        let now = look(runtime, &started.id)
-            .await
-            .map_err(|why| format!("{why} during the soak period"))?;
-        if now.started_at != started.started_at {
-            return Err("the new container restarted during the soak period".into());
+/// up, not restart and not turn unhealthy. It ends early, superseded, when
+/// the registry reports a digest other than `digest` for the image.
+async fn soak(
+    runtime: &Runtime,
+    started: &Container,
+    period: Duration,
+    digest: &str,
+) -> Result<(), Unproven> {
+    if period.is_zero() {
+        return Ok(());
+    }
+    let watch = async {
+        let deadline = Instant::now() + period;
+        while Instant::now() < deadline {
+            sleep(POLL.min(deadline - Instant::now())).await;
+            let now = look(runtime, &started.id)
+                .await
+                .map_err(|why| format!("{why} during the soak period"))?;
+            if now.started_at != started.started_at {
+                return Err("the new container restarted during the soak period".to_string());
+            }
+            if now.health == Some(Health::Unhealthy) {
+                return Err("the new container turned unhealthy during the soak period".to_string());
+            }
         }
-        if now.health == Some(Health::Unhealthy) {
-            return Err("the new container turned unhealthy during the soak period".into());
+        Ok(())
+    };
+    tokio::select! {
+        watched = watch => watched.map_err(Unproven::Failed),
+        newer = runtime.newest_digest.moved_past(digest) => {
+            info!(container = %short(&started.id), digest = %newer, "a newer digest came during the soak");
+            Err(Unproven::Superseded(newer))
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

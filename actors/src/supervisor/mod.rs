@@ -59,8 +59,8 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
 use crate::registry::{DigestSource, DockerConfig};
 use crate::service::{
-    self, ContainerChanged, DeployLedger, ImageUpdated, Reconcile, Reconciled, Resync, Retire,
-    Runtime, ServiceActor, ServiceStatus, StatusBoard,
+    self, ContainerChanged, DeployLedger, ImageUpdated, NewestDigest, Reconcile, Reconciled,
+    Resync, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -149,6 +149,20 @@ pub struct Supervisor {
     docker: Reachability,
     /// A plan that arrived while Docker was unreachable; applied on `DockerBack`.
     pending: Option<Plan>,
+    /// Per service: the newest digest reported for its image, and whether
+    /// an `ImageUpdated` is on its way (see `NewDigest`).
+    digests: BTreeMap<String, DigestDelivery>,
+}
+
+/// How new digests reach one service: one `ImageUpdated` at a time, and
+/// only the newest of those reported meanwhile (coalesced), so a service
+/// whose deploy is in its gate deploys the latest digest next, not each one
+/// in turn. `newest` is also what its soak watches (`NewestDigest`).
+struct DigestDelivery {
+    newest: tokio::sync::watch::Sender<Option<String>>,
+    /// The digest waiting to be sent, reported while one was on its way.
+    waiting: Option<String>,
+    on_its_way: bool,
 }
 
 type Completion = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -177,6 +191,7 @@ impl Supervisor {
             stopping: CancellationToken::new(),
             docker: Reachability::default(),
             pending: None,
+            digests: BTreeMap::new(),
         }
     }
 
@@ -255,6 +270,7 @@ impl Supervisor {
             deploy: plan.settings.deploy,
             registry: self.registry.clone(),
             stopping: self.stopping.clone(),
+            newest_digest: NewestDigest::default(),
             docker: self.docker.clone(),
         }
     }
@@ -275,7 +291,17 @@ impl Supervisor {
         // Actors for new services start now; they rebuild their state from Docker.
         for name in &diff.added {
             let service = plan.services[name].clone();
-            let runtime = runtime.clone();
+            let mut runtime = runtime.clone();
+            let (newest, reading) = NewestDigest::channel();
+            runtime.newest_digest = reading;
+            self.digests.insert(
+                name.clone(),
+                DigestDelivery {
+                    newest,
+                    waiting: None,
+                    on_its_way: false,
+                },
+            );
             let addr = actix::Supervisor::start(move |_| ServiceActor::new(service, runtime));
             self.services.insert(name.clone(), addr);
         }
@@ -316,6 +342,7 @@ impl Supervisor {
         Box::pin(work.into_actor(self).map(move |report, actor, _| {
             for name in &report.retired {
                 actor.services.remove(name);
+                actor.digests.remove(name);
             }
             let applied = Arc::new(plan.clone());
             actor.plan = Some(plan);
@@ -457,24 +484,53 @@ impl Handler<CronFired> for Supervisor {
 impl Handler<NewDigest> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: NewDigest, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: NewDigest, ctx: &mut Self::Context) -> Self::Result {
         let Some(plan) = &self.plan else {
             return;
         };
         let wanted = msg.image.canonical();
-        for (name, service) in &plan.services {
-            let image = &service.container.image;
-            let watches = service.lifecycle.watch && image.digest.is_none();
-            if !watches || image.canonical() != wanted {
-                continue;
+        let watching: Vec<String> = plan
+            .services
+            .iter()
+            .filter(|(_, service)| {
+                let image = &service.container.image;
+                service.lifecycle.watch && image.digest.is_none() && image.canonical() == wanted
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in watching {
+            if let Some(delivery) = self.digests.get_mut(&name) {
+                delivery.newest.send_replace(Some(msg.digest.clone()));
+                delivery.waiting = Some(msg.digest.clone());
             }
-            if let Some(addr) = self.services.get(name) {
-                // The actor logs what it does with it; the answer is not needed here.
-                addr.do_send(ImageUpdated {
-                    digest: msg.digest.clone(),
-                });
-            }
+            self.deliver_digest(name, ctx);
         }
+    }
+}
+
+impl Supervisor {
+    /// Sends the service's waiting digest unless one is on its way; when
+    /// that one is answered, sends the newest that came meanwhile.
+    fn deliver_digest(&mut self, name: String, ctx: &mut Context<Self>) {
+        let (Some(delivery), Some(addr)) = (self.digests.get_mut(&name), self.services.get(&name))
+        else {
+            return;
+        };
+        if delivery.on_its_way {
+            return;
+        }
+        let Some(digest) = delivery.waiting.take() else {
+            return;
+        };
+        delivery.on_its_way = true;
+        // The actor logs what it does with it; the answer is not needed here.
+        let sent = addr.send(ImageUpdated { digest });
+        ctx.spawn(sent.into_actor(self).map(move |_, actor, ctx| {
+            if let Some(delivery) = actor.digests.get_mut(&name) {
+                delivery.on_its_way = false;
+            }
+            actor.deliver_digest(name, ctx);
+        }));
     }
 }
 

@@ -57,6 +57,7 @@ async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable
         in_flight: None,
         registry: None,
         stopping: Default::default(),
+        newest_digest: Default::default(),
         deploy: DeploySettings {
             ready_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(1),
@@ -298,6 +299,77 @@ async fn a_stop_during_a_stop_first_gate_puts_the_previous_container_back() {
     let back = engine.container_named("web").unwrap();
     assert_eq!(back.id, old.id);
     assert_eq!(back.state, ContainerState::Running);
+}
+
+#[actix_rt::test]
+async fn a_newer_digest_during_the_soak_supersedes_it_and_the_old_container_serves() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.healthy_when_running("web-next");
+    let service = routed();
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.soak = Duration::from_secs(600);
+    let (newest, reading) = crate::service::NewestDigest::channel();
+    runtime.newest_digest = reading;
+    newest.send_replace(Some("sha256:new".into()));
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    engine.clear_calls();
+    // The registry moves on once the new container serves.
+    let watched = engine.clone();
+    actix_rt::spawn(async move {
+        while !watched
+            .container_named("web-next")
+            .is_some_and(|c| c.state == ContainerState::Running)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        newest.send_replace(Some("sha256:newer".into()));
+    });
+
+    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RolloutError::Superseded { by } if by == "sha256:newer"),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
+        ["create web-next", "start web-next", "remove web-next"]
+    );
+    assert_eq!(
+        routed_to(&table),
+        Some(old_ip),
+        "the proven container serves"
+    );
+    assert_eq!(engine.containers().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_digest_superseded_during_its_gate_never_takes_traffic() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.healthy_when_running("web-next");
+    let service = routed();
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    let (newest, reading) = crate::service::NewestDigest::channel();
+    runtime.newest_digest = reading;
+    // Reported before the gate ended.
+    newest.send_replace(Some("sha256:newer".into()));
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RolloutError::Superseded { .. }), "{err:?}");
+    assert_eq!(routed_to(&table), Some(old_ip));
+    assert_eq!(engine.containers().len(), 1);
 }
 
 #[actix_rt::test]
