@@ -149,6 +149,15 @@ fn serve(
 }
 
 async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpResponse {
+    // DNS rebinding: a web page whose name an attacker points at 127.0.0.1
+    // reaches the loopback listener from the user's browser, with its own
+    // name in `Host`. Only loopback names are served there.
+    if access == Access::ReadOnly && !addressed_to_loopback(req) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the loopback admin listener answers only to localhost, 127.0.0.1 or [::1] in Host",
+        );
+    }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let socket_only = matches!(
@@ -191,6 +200,54 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
         ),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// The request names a loopback host: exactly one `Host` header, and the
+/// authority of an absolute-form target if there is one, each
+/// [`loopback_authority`].
+fn addressed_to_loopback(req: &HttpRequest) -> bool {
+    let mut hosts = req.headers().get_all(actix_web::http::header::HOST);
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        _ => None,
+    };
+    let Some(host) = host else {
+        return false;
+    };
+    let target_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|authority| loopback_authority(authority.as_str()));
+    loopback_authority(host) && target_ok
+}
+
+/// `authority` (`host` or `host:port`) names this machine's loopback:
+/// `localhost` or a name under `.localhost` (RFC 6761), an address of
+/// 127.0.0.0/8, or `[::1]`.
+fn loopback_authority(authority: &str) -> bool {
+    // A port, when given, is digits only.
+    let port_ok = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = authority.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_fits = after.is_empty() || after.strip_prefix(':').is_some_and(port_ok);
+        return port_fits
+            && address
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|address| address.is_loopback());
+    }
+    let host = match authority.split_once(':') {
+        Some((host, port)) if port_ok(port) => host,
+        Some(_) => return false,
+        None => authority,
+    };
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> HttpResponse {
@@ -361,4 +418,49 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpRes
     HttpResponse::build(status)
         .content_type(content_type)
         .body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_authority;
+
+    #[test]
+    fn loopback_names_and_addresses_with_or_without_a_port() {
+        for authority in [
+            "localhost",
+            "LocalHost:9180",
+            "localhost.",
+            "status.localhost:80",
+            "127.0.0.1",
+            "127.0.0.1:9180",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:9180",
+        ] {
+            assert!(loopback_authority(authority), "{authority}");
+        }
+    }
+
+    #[test]
+    fn other_names_and_addresses_are_refused() {
+        for authority in [
+            "evil.example",
+            "evil.example:9180",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:9180",
+            "0.0.0.0",
+            "[::2]:9180",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "localhost:",
+            "localhost:80:80",
+            "localhost:http",
+            "",
+            ":9180",
+        ] {
+            assert!(!loopback_authority(authority), "{authority:?}");
+        }
+    }
 }

@@ -441,6 +441,39 @@ fn proxied_requests_and_certificates_show_in_metrics_and_status() {
         code(&[&format!("http://127.0.0.1:{admin}/v1/logs/{web}")]),
         "403"
     );
+    // DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1
+    // reaches the listener with its own name in Host, and is refused; the
+    // loopback names are served. (The socket serves `Host: dispenser`.)
+    for host in [
+        "evil.example",
+        &format!("evil.example:{admin}"),
+        "127.0.0.1.nip.example",
+    ] {
+        assert_eq!(
+            code(&[
+                "-H",
+                &format!("Host: {host}"),
+                &format!("http://127.0.0.1:{admin}/v1/status")
+            ]),
+            "421",
+            "Host: {host}"
+        );
+    }
+    for host in [
+        format!("127.0.0.1:{admin}"),
+        format!("localhost:{admin}"),
+        "[::1]".to_string(),
+    ] {
+        assert_eq!(
+            code(&[
+                "-H",
+                &format!("Host: {host}"),
+                &format!("http://127.0.0.1:{admin}/metrics")
+            ]),
+            "200",
+            "Host: {host}"
+        );
+    }
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut answered = 0;
