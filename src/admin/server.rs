@@ -13,7 +13,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dispenser_actors::events::{self, Event};
 use dispenser_actors::metrics;
-use dispenser_actors::supervisor::{DeployNow, RollbackNow};
+use dispenser_actors::service::ServiceError;
+use dispenser_actors::supervisor::{ControlError, DeployNow, RollbackNow};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
@@ -329,7 +330,8 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
             info!(service = %service, action, "operator request done");
             (StatusCode::OK, ActionAnswer { ok: true, message })
         }
-        Ok(Err(message)) => {
+        Ok(Err(err)) => {
+            let message = err.to_string();
             let (outcome, event) = if action == "deploy" {
                 (
                     "failed",
@@ -348,17 +350,12 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
                 )
             };
             // Unknown names are not counted: labels come from known services only.
-            if !message.starts_with("no service named") {
+            if !matches!(err, ControlError::UnknownService(_)) {
                 metrics::global().deploy(&service, outcome);
                 events::publish(event);
             }
             warn!(service = %service, action, error = %message, "operator request failed");
-            let status = if message.starts_with("no service named") {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::CONFLICT
-            };
-            (status, ActionAnswer { ok: false, message })
+            (control_status(&err), ActionAnswer { ok: false, message })
         }
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -369,6 +366,30 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
         ),
     };
     json(status, &answer)
+}
+
+/// The HTTP status of a refused operator request: one exhaustive match over
+/// the typed reply, never a look at its text. 404 for an unknown service,
+/// 503 while the request cannot be served now (Docker away, the daemon
+/// stopping, the actor restarting), 500 for a crash, 409 for a refusal or a
+/// failed or rolled-back deploy.
+fn control_status(err: &ControlError) -> StatusCode {
+    match err {
+        ControlError::UnknownService(_) => StatusCode::NOT_FOUND,
+        ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::Service(err) => match err {
+            ServiceError::Unreachable(_) | ServiceError::Stopping(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ServiceError::Crashed => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::State(_)
+            | ServiceError::NameTaken { .. }
+            | ServiceError::ImageUnavailable { .. }
+            | ServiceError::Engine(_)
+            | ServiceError::RolledBack { .. }
+            | ServiceError::Superseded(_) => StatusCode::CONFLICT,
+        },
+    }
 }
 
 /// `dispenser_certificate_expiry_timestamp_seconds{host,source}`.
@@ -422,7 +443,44 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpRes
 
 #[cfg(test)]
 mod tests {
-    use super::loopback_authority;
+    use super::{control_status, loopback_authority, ControlError, ServiceError, StatusCode};
+
+    #[test]
+    fn refused_requests_get_their_status_from_the_type_alone() {
+        let cases = [
+            (ControlError::UnknownService("api".into()), StatusCode::NOT_FOUND),
+            (
+                ControlError::Unavailable("mailbox closed".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ControlError::Service(ServiceError::Stopping("deploy was not started".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ControlError::Service(ServiceError::Unreachable("no docker".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ControlError::Service(ServiceError::Crashed),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            // A message that reads like another error changes nothing.
+            (
+                ControlError::Service(ServiceError::Engine("no service named `api`".into())),
+                StatusCode::CONFLICT,
+            ),
+            (
+                ControlError::Service(ServiceError::RolledBack {
+                    reason: "unhealthy".into(),
+                }),
+                StatusCode::CONFLICT,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(control_status(&err), status, "{err}");
+        }
+    }
 
     #[test]
     fn loopback_names_and_addresses_with_or_without_a_port() {

@@ -10,7 +10,7 @@
 //! - `Shutdown` -> `()`: tells every service the daemon stops, in reverse
 //!   dependency order, the services of one dependency level at once.
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
-//! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, String>`:
+//! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, ControlError>`:
 //!   operator requests, forwarded to the service's actor.
 //! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
 //!   ticker and proxy router learn each applied plan this way, and only
@@ -60,7 +60,7 @@ use crate::proxy::table::InFlightBoard;
 use crate::registry::{DigestSource, DockerConfig};
 use crate::service::{
     self, ContainerChanged, DeployLedger, ImageUpdated, NewestDigest, Reconcile, Reconciled,
-    Resync, Retire, Runtime, ServiceActor, ServiceStatus, StatusBoard,
+    Resync, Retire, Runtime, ServiceActor, ServiceError, ServiceStatus, StatusBoard,
 };
 pub use dependency::DependencyError;
 pub use diff::PlanDiff;
@@ -84,7 +84,7 @@ pub struct GetStatus;
 
 /// An operator asks to redeploy a service now (`dispenser deploy SERVICE`).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<String, String>")]
+#[rtype(result = "Result<String, ControlError>")]
 pub struct DeployNow {
     pub service: String,
 }
@@ -92,9 +92,23 @@ pub struct DeployNow {
 /// An operator asks to put back a service's previous good version
 /// (`dispenser rollback SERVICE`).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<String, String>")]
+#[rtype(result = "Result<String, ControlError>")]
 pub struct RollbackNow {
     pub service: String,
+}
+
+/// Why an operator's request was not carried out: typed, so that the admin
+/// API's answer (its HTTP status) never depends on a message's text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    /// The service's actor refused or failed the action.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The service's actor did not answer (it is restarting).
+    #[error("service actor unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Registers an observer of applied plans; it receives the current plan at once.
@@ -439,30 +453,30 @@ impl Handler<GetStatus> for Supervisor {
 }
 
 impl Handler<DeployNow> for Supervisor {
-    type Result = ResponseFuture<Result<String, String>>;
+    type Result = ResponseFuture<Result<String, ControlError>>;
 
     fn handle(&mut self, msg: DeployNow, _ctx: &mut Self::Context) -> Self::Result {
         let addr = self.services.get(&msg.service).cloned();
         Box::pin(async move {
-            let addr = addr.ok_or_else(|| format!("no service named `{}`", msg.service))?;
+            let addr = addr.ok_or(ControlError::UnknownService(msg.service))?;
             match addr.send(service::ManualDeploy).await {
-                Ok(result) => result.map_err(|err| err.to_string()),
-                Err(err) => Err(format!("service actor unavailable: {err}")),
+                Ok(result) => result.map_err(ControlError::Service),
+                Err(err) => Err(ControlError::Unavailable(err.to_string())),
             }
         })
     }
 }
 
 impl Handler<RollbackNow> for Supervisor {
-    type Result = ResponseFuture<Result<String, String>>;
+    type Result = ResponseFuture<Result<String, ControlError>>;
 
     fn handle(&mut self, msg: RollbackNow, _ctx: &mut Self::Context) -> Self::Result {
         let addr = self.services.get(&msg.service).cloned();
         Box::pin(async move {
-            let addr = addr.ok_or_else(|| format!("no service named `{}`", msg.service))?;
+            let addr = addr.ok_or(ControlError::UnknownService(msg.service))?;
             match addr.send(service::ManualRollback).await {
-                Ok(result) => result.map_err(|err| err.to_string()),
-                Err(err) => Err(format!("service actor unavailable: {err}")),
+                Ok(result) => result.map_err(ControlError::Service),
+                Err(err) => Err(ControlError::Unavailable(err.to_string())),
             }
         })
     }
