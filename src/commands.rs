@@ -60,6 +60,7 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             println!("{message}");
             Ok(())
         }),
+        Command::Takeover { services } => crate::takeover::run(config, &services),
         Command::Dev { .. } => {
             eprintln!("error: `dev` is run by main");
             ExitCode::FAILURE

@@ -10,6 +10,7 @@ mod dev;
 mod logging;
 mod notify;
 mod pidfile;
+mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
