@@ -60,9 +60,8 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             println!("{message}");
             Ok(())
         }),
-        Command::Takeover { services } => crate::takeover::run(config, &services),
-        Command::Dev { .. } => {
-            eprintln!("error: `dev` is run by main");
+        Command::Dev { .. } | Command::Takeover { .. } => {
+            eprintln!("error: `dev` and `takeover` are run by main");
             ExitCode::FAILURE
         }
     }

@@ -69,6 +69,10 @@ fn main() -> ExitCode {
             };
             commands::dev(&cli.config, cli.pid_file, options)
         }
+        Some(Command::Takeover { services }) => {
+            logging::init(cli.log_level.as_deref(), "warn");
+            takeover::run(&cli.config, &pid_file, &services)
+        }
         Some(command) => {
             logging::init(cli.log_level.as_deref(), "warn");
             commands::run(&cli.config, command)

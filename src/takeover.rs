@@ -18,13 +18,14 @@ use dispenser_actors::registry::DockerConfig;
 use dispenser_actors::supervisor::{Apply, Supervisor, TakeoverNow};
 
 use crate::admin::client::{Client, ClientError};
+use crate::load_plan;
 use crate::notify::OperatorSlot;
 use crate::pidfile::Pidfile;
-use crate::{beside, load_plan};
 
 /// Runs the command: the services named (every declared one when none is),
-/// one line per service; fails when any takeover failed.
-pub fn run(config: &Path, services: &[String]) -> ExitCode {
+/// one line per service; fails when any takeover failed. `pid_file` is the
+/// daemon's: held while this process runs the actors itself.
+pub fn run(config: &Path, pid_file: &Path, services: &[String]) -> ExitCode {
     let plan = match load_plan(config, &OperatorSlot::default()) {
         Ok(plan) => plan,
         Err(problems) => {
@@ -61,7 +62,7 @@ pub fn run(config: &Path, services: &[String]) -> ExitCode {
         current_thread(through_daemon(&client, &names))
             .unwrap_or_else(|err| vec![Err(err.to_string())])
     } else {
-        in_process(config, plan, &names)
+        in_process(pid_file, plan, &names)
     };
     let mut failed = false;
     for outcome in outcomes {
@@ -93,9 +94,8 @@ async fn through_daemon(client: &Client, names: &[String]) -> Vec<Result<String,
 /// Without a daemon: the supervisor and service actors of this process
 /// apply the plan (which refuses the names held, as the daemon does) and
 /// then take over, one service after the other.
-fn in_process(config: &Path, plan: Plan, names: &[String]) -> Vec<Result<String, String>> {
-    let pid_file = beside(config, crate::DEFAULT_PID_FILE);
-    let _pidfile = match Pidfile::acquire(&pid_file) {
+fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<String, String>> {
+    let _pidfile = match Pidfile::acquire(pid_file) {
         Ok(pidfile) => pidfile,
         Err(err) => return vec![Err(err.to_string())],
     };
