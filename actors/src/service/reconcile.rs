@@ -193,20 +193,21 @@ async fn replace_ungated(
     digest: String,
 ) -> Result<String, ServiceError> {
     let engine = runtime.engine.as_ref();
+    let started_at = Utc::now();
     let kept = format!("{}{TAKEOVER_SUFFIX}", service.name);
     engine.rename(&foreign.id, &kept).await?;
     engine
         .stop(&foreign.id, service.container.stop_grace())
         .await?;
     let installed = async {
-        let id = create(runtime, service, digest).await?;
+        let id = create(runtime, service, digest.clone()).await?;
         if let Err(err) = start_unless_waiting(engine, service, &id).await {
             engine.remove(&id).await?;
             return Err(err);
         }
         Ok(id)
     };
-    match installed.await {
+    let outcome = match installed.await {
         Ok(id) => {
             engine.remove(&foreign.id).await?;
             info!(service = %service.name, container = %short(&foreign.id), "removed the container taken over");
@@ -220,7 +221,25 @@ async fn replace_ungated(
             warn!(service = %service.name, container = %short(&foreign.id), error = %err, "takeover failed; the container taken over has its name back");
             Err(err)
         }
-    }
+    };
+    let (kind, reason) = match &outcome {
+        Ok(_) => (DeployOutcomeKind::Succeeded, None),
+        Err(err) => (DeployOutcomeKind::Failed, Some(err.to_string())),
+    };
+    record_deploy(
+        runtime,
+        DeployRecord {
+            service: service.name.clone(),
+            trigger: DeployTrigger::Takeover,
+            old_digest: None,
+            new_digest: Some(digest),
+            started_at,
+            ended_at: Utc::now(),
+            outcome: kind,
+            reason,
+        },
+    );
+    outcome
 }
 
 /// True when replacing `old` goes through the health gate: a service whose

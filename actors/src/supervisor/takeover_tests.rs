@@ -86,6 +86,24 @@ async fn an_unlabelled_container_is_replaced_through_the_gate_and_removed() {
 }
 
 #[actix_rt::test]
+async fn a_stopped_unlabelled_container_is_replaced_and_removed() {
+    let engine = engine();
+    let mut stopped = container("f00d", "db", BTreeMap::new());
+    stopped.state = ContainerState::Exited { code: 137 };
+    engine.insert_container(stopped);
+    let (supervisor, _) = applied(&engine).await;
+    take_over(&supervisor).await.expect("taken over");
+    let now = engine.container_named("db").expect("a container named db");
+    assert!(owned_by(&now, INSTANCE), "{now:?}");
+    assert_eq!(now.state, ContainerState::Running);
+    assert_eq!(engine.containers().len(), 1);
+    assert_eq!(
+        engine.calls_of(&["rename", "remove"]),
+        vec!["rename db db-takeover", "remove db-takeover"]
+    );
+}
+
+#[actix_rt::test]
 async fn a_container_of_another_instance_is_refused_untouched() {
     let engine = engine();
     let theirs = container(
