@@ -11,7 +11,7 @@ const ENV_SECRET: &str = "TopSecretValue42";
 /// The content of tests/configs/valid/stack/secrets/api_token (and of
 /// invalid/secret-proxy-route/secrets/host).
 const FILE_SECRET: &str = "not-a-real-token";
-/// Issue 16, D2: a value that, substituted as raw text as the last `[env]`
+/// A value that, substituted as raw text as the last `[env]`
 /// value, added a writable bind mount of the host's root.
 const INJECTION: &str = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
 
@@ -195,7 +195,7 @@ fn a_missing_config_file_is_reported() {
     );
 }
 
-/// Issue 16, D2: the injection, from an env secret and from dispenser.vars,
+/// The injection, from an env secret and from dispenser.vars,
 /// used as `[env]` values: `--test` passes, and the plan holds the text as
 /// the values of those two keys and no volume (before the fix, raw
 /// substitution gave the service a bind mount of `/` at `/host`).
@@ -247,7 +247,7 @@ fn a_value_holding_toml_lines_is_data() {
     assert_eq!(env, [("FROM_ENV", INJECTION), ("FROM_VARS", INJECTION)]);
 }
 
-/// Issue 16, D4: two nested loops of 100,000 turns stop at the budget, in
+/// Two nested loops of 100,000 turns stop at the budget, in
 /// well under a second, with the error at the file and line.
 #[test]
 fn a_runaway_template_is_stopped_quickly() {

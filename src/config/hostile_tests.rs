@@ -329,7 +329,7 @@ fn certificate_files_must_be_small_regular_files() {
     }
 }
 
-/// Issue 16, D10: a variables file that is a FIFO, a folder or a link to a
+/// A variables file that is a FIFO, a folder or a link to a
 /// device is refused with an error naming it, as docs/configuration.md says,
 /// never skipped (nor waited on).
 #[test]
@@ -371,7 +371,7 @@ fn a_variables_file_that_is_not_a_regular_file_is_refused() {
     }
 }
 
-/// Issue 23: a variable declared in a variables file that is refused (here
+/// A variable declared in a variables file that is refused (here
 /// a bad secret name) is not reported again as undefined where it is used,
 /// nor are the file's other variables.
 #[test]
@@ -411,7 +411,7 @@ fn the_variables_of_a_refused_vars_file_are_not_called_undefined() {
     assert!(text.contains("undefined variable `db`"), "{text}");
 }
 
-/// Issue 16, D2, through the loader: an env secret holding TOML lines is the
+/// Through the loader: a secret holding TOML lines is the
 /// value of its `[env]` key, and adds no volume.
 #[test]
 fn a_secret_holding_toml_lines_adds_no_key() {

@@ -334,7 +334,7 @@ fn the_unmutated_tree_loads() {
 }
 
 // ---------------------------------------------------------------------------
-// A value is always data (issue 16, D2): whatever a variable holds, it never
+// A value is always data: whatever a variable holds, it never
 // adds, removes or renames a key. Substituted in every TOML context, a value
 // either gives a file with exactly the keys a harmless value gives and reads
 // back identical, or it is refused by an error that names the expression and

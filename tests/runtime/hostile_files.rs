@@ -147,7 +147,7 @@ fn hostile_files_on_reload_change_nothing() {
     daemon.stop();
 }
 
-/// Issue 16, D4: a template that would loop for hours arrives on reload. The
+/// A template that would loop for hours arrives on reload. The
 /// reload is refused within seconds, naming the file and line; the next
 /// reload (the good file again) is not blocked, and `-s stop` stops the
 /// daemon at once. Before, the reload rendered for hours and every later
@@ -186,7 +186,7 @@ fn a_runaway_template_on_reload_is_refused_quickly() {
     assert!(took < Duration::from_secs(10), "the stop took {took:?}");
 }
 
-/// Issue 16, D2, on the real daemon: a secret from the environment and a
+/// On the real daemon: a secret from the environment and a
 /// text of dispenser.vars, both holding TOML lines that add a bind mount of
 /// `/` when substituted as text, are the values of their `[env]` keys in
 /// the container, which gets no mount. `--test` passes and prints neither.

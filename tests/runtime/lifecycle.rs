@@ -384,7 +384,7 @@ fn kill_nine_during_a_reconcile_then_restart_converges() {
     second.stop();
 }
 
-/// Issue 16, D4: a reload whose load is slow (here a secret the Secret
+/// A reload whose load is slow (here a secret the Secret
 /// Manager takes a minute to answer) blocks neither a stop nor the signals:
 /// `-s stop` returns at once, a second SIGHUP is kept for after the load.
 /// Before, the daemon awaited the load before reading the next signal, and
