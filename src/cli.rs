@@ -41,12 +41,14 @@ pub struct Cli {
 /// What to do instead of running the daemon.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run some services in the foreground, for development: their
-    /// dependencies outside the selection are dropped, certificates come from
-    /// the development CA, and the proxy listens on unprivileged ports.
+    /// Run services in the foreground, for development: every service, or
+    /// those named with -s (their dependencies outside the selection are
+    /// dropped); certificates come from the development CA, and the proxy
+    /// listens on unprivileged ports.
     Dev {
-        /// A service to run (its name or its folder); repeat for more.
-        #[arg(short = 's', long = "service", required = true, value_name = "NAME")]
+        /// A service to run (its name or its folder); repeat for more. None:
+        /// every service.
+        #[arg(short = 's', long = "service", value_name = "NAME")]
         services: Vec<String>,
         /// The proxy's HTTP port (default 8080).
         #[arg(long)]
