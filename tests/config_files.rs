@@ -87,6 +87,25 @@ fn every_valid_tree_passes() {
             "Dispenser config is ok.\n"
         );
         assert_no_secret(&tree, &output);
+        // Warnings are snapshotted like errors: a tree that warns has its
+        // `expected.txt`, and one that does not has none.
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let snapshot = repo().join(&tree).join("expected.txt");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            if stderr.is_empty() {
+                let _ = std::fs::remove_file(&snapshot);
+            } else {
+                std::fs::write(&snapshot, &stderr).unwrap();
+            }
+            continue;
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        assert_eq!(
+            expected,
+            stderr,
+            "{}: the warnings differ from its expected.txt",
+            tree.display()
+        );
     }
 }
 

@@ -798,6 +798,13 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) 
         None => PullPolicy::OnStartup,
     };
     let schedule = table.as_ref().and_then(|t| t.cron.clone()).and_then(|expression| {
+        // Files written for ixpantia/dispenser: where this expression meant
+        // other days there, say so (not for a value from a secret).
+        if !check.masked("dispenser.cron", &expression).masked {
+            for note in dispenser_actors::plan::upstream_differences(&expression) {
+                check.warning("dispenser.cron", note, "other days than in ixpantia/dispenser");
+            }
+        }
         Schedule::parse(&expression)
             .map_err(|error| {
                 // The reason quotes the bad field: not when it is a secret.
