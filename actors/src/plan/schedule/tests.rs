@@ -147,7 +147,10 @@ fn numeric_days_of_week_name_what_upstream_ran() {
     assert!(notes[0].contains("`MON-FRI`"), "{notes:?}");
     // Sunday as 0 does not exist upstream; 7 was Saturday there.
     let notes = super::upstream_differences("0 0 8 * * 0");
-    assert!(notes[0].contains("runs Sunday; ixpantia/dispenser refused it"), "{notes:?}");
+    assert!(
+        notes[0].contains("runs Sunday; ixpantia/dispenser refused it"),
+        "{notes:?}"
+    );
     let notes = super::upstream_differences("0 0 8 * * 6,7");
     assert!(
         notes[0].contains("runs Sunday, Saturday; ixpantia/dispenser ran this Friday, Saturday"),
