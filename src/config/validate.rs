@@ -522,7 +522,7 @@ pub fn service(
                         "invalid memory",
                     )
                     .help =
-                    Some("units are b, k, m, g (binary, case-insensitive), e.g. `512m`".into());
+                    Some("units are b, k, m, g, t (binary, case-insensitive), e.g. `512m`".into());
             })
             .ok()
     });
@@ -1156,6 +1156,7 @@ fn duration(
         toml::Value::Integer(seconds) if *seconds >= 0 => {
             bounded_duration(Duration::from_secs(*seconds as u64))
         }
+        toml::Value::Integer(_) => Err("a duration cannot be negative".to_string()),
         _ => Err("expected a duration such as \"5s\" or a number of seconds".to_string()),
     };
     result
@@ -1188,11 +1189,19 @@ fn pick<T: Copy + PartialEq>(
             .error(
                 path,
                 format!("unknown {what}{}", check.shown(path, word)),
-                &format!("not a {what}"),
+                &format!("{} {what}", article(what)),
             )
             .help = Some(help);
     }
     chosen
+}
+
+/// "not a" or "not an", for a label that names what a word is not.
+fn article(what: &str) -> &'static str {
+    match what.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "not an",
+        _ => "not a",
+    }
 }
 
 /// A whole number that must lie in `range`; out of it, an error at `path`

@@ -500,7 +500,4 @@ impl ProxySettings {
 }
 
 #[cfg(test)]
-mod tests;
-
-#[cfg(test)]
 mod properties;
