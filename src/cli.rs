@@ -89,6 +89,26 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Write Dispenser's files from another tool's configuration.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+/// What `dispenser import` reads.
+#[derive(Debug, Subcommand)]
+pub enum Import {
+    /// A Compose file: writes dispenser.toml, dispenser.vars and one folder
+    /// per service; keys that cannot be mapped stop the import.
+    Compose {
+        /// The Compose file (compose.yaml, docker-compose.yml).
+        file: PathBuf,
+        /// The folder to write into (created if missing; it must hold no dispenser.toml).
+        #[arg(short, long, default_value = ".")]
+        output: PathBuf,
+        /// Leave out what cannot be mapped (each dropped key is still listed).
+        #[arg(long)]
+        allow_lossy: bool,
+    },
 }
 
 /// Signals `--signal` can send.

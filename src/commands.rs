@@ -60,6 +60,11 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             println!("{message}");
             Ok(())
         }),
+        Command::Import(crate::cli::Import::Compose {
+            file,
+            output,
+            allow_lossy,
+        }) => crate::import::compose(&file, &output, allow_lossy),
         Command::Dev { .. } => {
             eprintln!("error: `dev` is run by main");
             ExitCode::FAILURE

@@ -448,7 +448,10 @@ mod tests {
     #[test]
     fn refused_requests_get_their_status_from_the_type_alone() {
         let cases = [
-            (ControlError::UnknownService("api".into()), StatusCode::NOT_FOUND),
+            (
+                ControlError::UnknownService("api".into()),
+                StatusCode::NOT_FOUND,
+            ),
             (
                 ControlError::Unavailable("mailbox closed".into()),
                 StatusCode::SERVICE_UNAVAILABLE,
