@@ -1020,16 +1020,18 @@ impl State<'_> {
         }
     }
 
-    /// dispenser.vars: defaults as text (numbers unquoted, so a port can use
+    /// dispenser.vars: `.env` values or defaults as text (numbers unquoted, so a port can use
     /// one), secrets and variables without a value read from the environment.
     fn vars_file(&mut self) -> String {
         let mut out = String::from("# Variables of the Compose file. `source = \"env\"` reads the dispenser\n# process's environment (systemd Environment= or EnvironmentFile=).\n");
         let vars = std::mem::take(&mut self.vars);
         for (name, def) in &vars {
-            let value = def
-                .default
-                .clone()
-                .or_else(|| self.dot_env.get(&def.env_name).cloned());
+            // Compose takes `.env`'s value first, then the default.
+            let value = self
+                .dot_env
+                .get(&def.env_name)
+                .cloned()
+                .or_else(|| def.default.clone());
             let line = match value {
                 Some(_) if looks_secret(&def.env_name) => {
                     self.notes.push(format!("`{}` looks like a secret: its value is not written; dispenser.vars reads it from the environment variable `{}`", def.env_name, def.env_name));
@@ -1076,7 +1078,7 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// `path` relative to the folder `from` (both absolute and normalized),
-/// written with `/` and starting with `.`.
+/// written with `/` and starting with `.`; absolute when they share only `/`.
 fn relative_to(path: &Path, from: &Path) -> String {
     let path_parts: Vec<_> = path.components().collect();
     let from = normalize(from);
@@ -1086,6 +1088,10 @@ fn relative_to(path: &Path, from: &Path) -> String {
         .zip(&from_parts)
         .take_while(|(a, b)| a == b)
         .count();
+    if common <= 1 {
+        // Nothing shared but the root: the absolute path says more.
+        return path.to_string_lossy().into_owned();
+    }
     let mut parts: Vec<String> = vec!["..".to_string(); from_parts.len() - common];
     parts.extend(
         path_parts[common..]

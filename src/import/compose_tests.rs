@@ -7,6 +7,7 @@ fn run(source: &str) -> Imported {
     let read = |path: &Path| -> Result<Option<String>, String> {
         Ok(match path.to_str() {
             Some("app.env") => Some("# comment\n\nexport MODE=prod\nEMPTY=\nQUOTED=\"a b\" \nLITERAL='$x'\nAPI_KEY=abc123\n".into()),
+            Some(".env") => Some("TAG=2.0\n".into()),
             _ => None,
         })
     };
@@ -169,5 +170,19 @@ fn relative_paths() {
         "../b/c"
     );
     assert_eq!(relative_to(Path::new("/a/d/x"), Path::new("/a/d")), "./x");
+    assert_eq!(
+        relative_to(Path::new("/srv/x"), Path::new("/tmp/out/web")),
+        "/srv/x"
+    );
     assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+}
+
+#[test]
+fn dot_env_wins_over_the_default() {
+    let imported = run("services:\n  web:\n    image: nginx:${TAG:-1.0}\n");
+    assert!(
+        imported.vars.contains("tag = \"2.0\"\n"),
+        "{}",
+        imported.vars
+    );
 }
