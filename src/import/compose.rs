@@ -144,6 +144,7 @@ pub fn import(root: &Node, inputs: &Inputs) -> Result<Imported, Fatal> {
     imported.dispenser_toml = toml;
     imported.vars = state.vars_file();
     imported.dropped = state.dropped;
+    imported.dropped.sort_by_key(|dropped| dropped.line);
     imported.notes = state.notes;
     Ok(imported)
 }
@@ -406,7 +407,12 @@ impl State<'_> {
         let mut out = String::new();
         let _ = write!(out, "[service]\nname = {}\n", toml_string(name));
         let Some(image) = node.get("image") else {
-            return Err(fatal(&base, node, "the service has no `image`"));
+            let message = if node.get("build").is_some() {
+                "the service has no `image`: dispenser runs images and does not build them; build and push the image, then set `image`"
+            } else {
+                "the service has no `image`"
+            };
+            return Err(fatal(&base, node, message));
         };
         if let Some(image) = self.templ(&format!("{base}.image"), image) {
             let _ = writeln!(out, "image = {}", image.to_toml());
@@ -657,11 +663,22 @@ impl State<'_> {
             return;
         };
         for item in items {
+            if let Some(kind) = item.get("type") {
+                let kind = kind.text().unwrap_or_default();
+                if !matches!(kind, "bind" | "volume") {
+                    self.drop(
+                        &format!("{path}.type"),
+                        item,
+                        &format!("a `{kind}` mount has no equivalent: dispenser mounts bind mounts and named volumes"),
+                    );
+                    continue;
+                }
+            }
             let (source, target, readonly) = if let Some(entries) = item.entries() {
                 let (mut source, mut target, mut readonly) = (None, None, false);
                 for (key, key_node, value) in entries {
                     match (key, value.text()) {
-                        ("type", Some("bind" | "volume")) => {}
+                        ("type", _) => {}
                         ("source", Some(text)) => source = Some(text.to_string()),
                         ("target", Some(text)) => target = Some(text.to_string()),
                         ("read_only", Some(flag)) => readonly = flag == "true",

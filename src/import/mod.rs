@@ -32,7 +32,7 @@ fn run(file: &Path, out_dir: &Path, allow_lossy: bool) -> Result<(), String> {
     let shown = file.display().to_string();
     let source = read(file)?.ok_or_else(|| format!("cannot read `{shown}`: no such file"))?;
     let root = yaml::parse(&source)
-        .map_err(|error| format!("{shown}:{}: {}", error.line, error.message))?;
+        .map_err(|error| format!("{shown}:{}: not valid YAML: {}", error.line, error.message))?;
     let compose_dir = absolute(file.parent().unwrap_or(Path::new(".")))?;
     let out_abs = absolute(out_dir)?;
     let read_env_file = |path: &Path| read(&compose_dir.join(path));
@@ -42,12 +42,16 @@ fn run(file: &Path, out_dir: &Path, allow_lossy: bool) -> Result<(), String> {
         read_env_file: &read_env_file,
     };
     let imported = compose::import(&root, &inputs).map_err(|fatal| {
+        if fatal.line == 0 {
+            // Not about a line of the Compose file (`.env` cannot be read).
+            return fatal.message;
+        }
         let key = if fatal.key.is_empty() {
             String::new()
         } else {
-            format!("`{}`: ", fatal.key)
+            format!("`{}` ", fatal.key)
         };
-        format!("{shown}:{}: {key}{}", fatal.line, fatal.message)
+        format!("{key}({shown}:{}): {}", fatal.line, fatal.message)
     })?;
     let level = if allow_lossy { "warning" } else { "error" };
     for dropped in &imported.dropped {

@@ -111,7 +111,9 @@ pub fn interpolate(text: &str, vars: &mut Vars) -> Result<Templ, String> {
                 .ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
             let body = &inner[..close];
             if body.contains("${") || body.contains('$') {
-                return Err(format!("nested variables in `${{{body}}}`"));
+                return Err(format!(
+                    "a variable inside a default (`{text}`) has no equivalent"
+                ));
             }
             let name_end = body
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
