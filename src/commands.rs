@@ -1,6 +1,6 @@
 //! The subcommands: the ones that ask the running daemon (status, logs,
-//! deploy, rollback), the generated files (completions, man page), and
-//! `dev`, which runs the daemon on a development plan.
+//! deploy, rollback), the generated files (completions, man page), `import`
+//! (`crate::import`), and `dev`, which runs the daemon on a development plan.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -808,7 +808,7 @@ impl State<'_> {
                 };
                 for (key, value) in parse_env_file(&text) {
                     let templ = match value {
-                        None => self.from_environment(&key),
+                        None => self.environment_var(&key),
                         Some(value) if value.interpolated => {
                             match interpolate(&value.text, &mut self.vars) {
                                 Ok(templ) => templ,
@@ -834,7 +834,7 @@ impl State<'_> {
                 for item in items {
                     match item.text() {
                         Some(text) if !text.contains('=') => {
-                            let templ = self.from_environment(text);
+                            let templ = self.environment_var(text);
                             env.insert(text.to_string(), templ);
                         }
                         _ => {
@@ -858,7 +858,7 @@ impl State<'_> {
             let templ = match templ.as_literal() {
                 Some(literal) if looks_secret(&key) && !literal.is_empty() => {
                     self.notes.push(format!("{base}: the value of `{key}` is not written: dispenser.vars reads it from the environment variable `{key}`"));
-                    self.from_environment(&key)
+                    self.environment_var(&key)
                 }
                 _ => templ,
             };
@@ -869,7 +869,7 @@ impl State<'_> {
 
     /// A variable read from the daemon's environment (Compose passes the
     /// shell's value).
-    fn from_environment(&mut self, env_name: &str) -> Templ {
+    fn environment_var(&mut self, env_name: &str) -> Templ {
         let name = var_name(env_name);
         self.vars.entry(name.clone()).or_insert(VarDef {
             env_name: env_name.to_string(),
