@@ -1,5 +1,6 @@
 //! `dispenser import compose` through the real binary: every tree under
-//! tests/import/valid imports and its output passes `dispenser --test`; every
+//! tests/import/valid imports, prints its `expected.txt` on stderr (the notes),
+//! and its output passes `dispenser --test`; every
 //! case under tests/import/invalid prints exactly its `expected.txt` on
 //! stderr (its optional `args` file holds extra flags, such as
 //! `--allow-lossy`). `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them
@@ -121,6 +122,19 @@ fn every_valid_compose_file_imports_and_passes_test() {
         let output = import(&tree, out.path(), &[]);
         let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
         assert!(output.status.success(), "{}: {printed}", tree.display());
+        // The notes (secrets moved to the environment) are a snapshot too.
+        let snapshot = tree.join("expected.txt");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&snapshot, &output.stderr).unwrap();
+        }
+        let expected = std::fs::read_to_string(&snapshot)
+            .unwrap_or_else(|_| panic!("{} has no expected.txt", tree.display()));
+        assert_eq!(
+            text(&output.stderr),
+            expected,
+            "{}: stderr differs",
+            tree.display()
+        );
         assert_no_fixture_secret(&tree, out.path(), &printed);
         assert_passes_test(&tree, out.path());
     }

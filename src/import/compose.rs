@@ -1051,7 +1051,7 @@ impl State<'_> {
                 .or_else(|| def.default.clone());
             let line = match value {
                 Some(_) if looks_secret(&def.env_name) => {
-                    self.notes.push(format!("`{}` looks like a secret: its value is not written; dispenser.vars reads it from the environment variable `{}`", def.env_name, def.env_name));
+                    self.notes.push(format!("`{}` looks like a secret: its value (from `.env` or its default) is not written; dispenser.vars reads it from the environment variable `{}`", def.env_name, def.env_name));
                     env_reference(name, &def.env_name)
                 }
                 Some(value)
