@@ -8,6 +8,12 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+/// The deepest nesting accepted (a Compose file needs a handful of levels).
+const MAX_DEPTH: usize = 128;
+/// The most nodes aliases may copy, so `&a [*b, *b, ...]` chains cannot
+/// exhaust memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 /// One node of the document and the line (1-based) where it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -70,6 +76,18 @@ impl Node {
         }
     }
 
+    /// The number of nodes in this one (itself included; a mapping's keys too).
+    fn size(&self) -> usize {
+        1 + match &self.value {
+            Value::Scalar { .. } => 0,
+            Value::Seq(items) => items.iter().map(Node::size).sum(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(key, value)| key.size() + value.size())
+                .sum(),
+        }
+    }
+
     /// The items of a sequence.
     pub fn items(&self) -> Option<&[Node]> {
         match &self.value {
@@ -102,7 +120,10 @@ pub fn parse(source: &str) -> Result<Node, ParseError> {
 #[derive(Default)]
 struct Builder {
     stack: Vec<(Node, usize)>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's node and its number of nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
     root: Option<Node>,
     error: Option<ParseError>,
 }
@@ -110,7 +131,8 @@ struct Builder {
 impl Builder {
     fn push_done(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node.size();
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -140,6 +162,10 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        if self.error.is_some() {
+            // The tree is no longer consistent; the first error is the answer.
+            return;
+        }
         let line = mark.line().max(1);
         match event {
             Event::Scalar(text, style, anchor, _) => {
@@ -149,6 +175,12 @@ impl MarkedEventReceiver for Builder {
                     value: Value::Scalar { text, quoted },
                 };
                 self.push_done(node, anchor);
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.error.get_or_insert(ParseError {
+                    line,
+                    message: format!("nested deeper than {MAX_DEPTH} levels"),
+                });
             }
             Event::SequenceStart(anchor, _) => self.stack.push((
                 Node {
@@ -174,8 +206,16 @@ impl MarkedEventReceiver for Builder {
                     self.push_done(node, anchor);
                 }
             }
-            Event::Alias(anchor) => match self.anchors.get(&anchor).cloned() {
-                Some(mut node) => {
+            Event::Alias(anchor) => match self.anchors.get(&anchor) {
+                Some((_, size)) if self.alias_nodes + size > MAX_ALIAS_NODES => {
+                    self.error.get_or_insert(ParseError {
+                        line,
+                        message: format!("aliases expand to more than {MAX_ALIAS_NODES} values"),
+                    });
+                }
+                Some((node, size)) => {
+                    self.alias_nodes += size;
+                    let mut node = node.clone();
                     // The alias stands where it is written.
                     node.line = line;
                     self.push_done(node, 0);
@@ -280,6 +320,23 @@ mod tests {
         assert!(root.get("b").unwrap().is_null());
         assert!(root.get("c").unwrap().is_null());
         assert!(!root.get("d").unwrap().is_null());
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..8 {
+            let previous = format!("*a{}", level - 1);
+            let items = vec![previous.as_str(); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse(&bomb).unwrap_err();
+        assert!(error.message.contains("aliases expand"), "{error:?}");
+        let deep: String = (0..200)
+            .map(|level| format!("{}a:\n", "  ".repeat(level)))
+            .collect();
+        let error = parse(&deep).unwrap_err();
+        assert!(error.message.contains("nested deeper"), "{error:?}");
     }
 
     #[test]
