@@ -146,6 +146,36 @@ mod tests {
     }
 
     #[test]
+    fn import_compose_takes_a_file_an_output_and_the_lossy_flag() {
+        let cli = Cli::parse_from(["dispenser", "import", "compose", "compose.yaml"]);
+        match cli.command {
+            Some(Command::Import(Import::Compose {
+                file,
+                output,
+                allow_lossy,
+            })) => {
+                assert_eq!(file, PathBuf::from("compose.yaml"));
+                assert_eq!(output, PathBuf::from("."));
+                assert!(!allow_lossy);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::parse_from([
+            "dispenser",
+            "import",
+            "compose",
+            "c.yml",
+            "-o",
+            "out",
+            "--allow-lossy",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Import(Import::Compose { allow_lossy: true, ref output, .. })) if output == &PathBuf::from("out")
+        ));
+    }
+
+    #[test]
     fn logs_defaults() {
         let cli = Cli::parse_from(["dispenser", "logs", "api", "-f"]);
         match cli.command {

@@ -89,7 +89,8 @@ fn reason_for(key: &str) -> &'static str {
     }
 }
 
-/// Maps the document. `file` names the Compose file in messages.
+/// Maps the document: the files' text, or the first error that stops the
+/// import whatever the flags (no `image`, a missing required env file).
 pub fn import(root: &Node, inputs: &Inputs) -> Result<Imported, Fatal> {
     let mut state = State {
         inputs,
