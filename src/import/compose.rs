@@ -21,6 +21,8 @@ pub struct Dropped {
 
 /// What the mapping needs besides the document.
 pub struct Inputs<'a> {
+    /// The Compose file as messages name it.
+    pub compose_name: &'a str,
     /// The folder the Compose file is in (absolute).
     pub compose_dir: &'a Path,
     /// The folder the output goes to (absolute).
@@ -106,7 +108,7 @@ pub fn import(root: &Node, inputs: &Inputs) -> Result<Imported, Fatal> {
     })? {
         state.dot_env = parse_env_file(&text)
             .into_iter()
-            .filter_map(|(key, value)| value.map(|value| (key, value.text)))
+            .filter_map(|(_, key, value)| value.map(|value| (key, value.text)))
             .collect();
     }
     let Some(entries) = root.entries() else {
@@ -183,16 +185,17 @@ pub struct EnvValue {
 /// Parses an env file as Compose reads one: blank lines and `#` comments
 /// skipped, `export ` allowed, quotes removed, ` #` comments after an
 /// unquoted value cut. A `KEY` line without `=` has no value (`None`).
-pub fn parse_env_file(text: &str) -> Vec<(String, Option<EnvValue>)> {
+pub fn parse_env_file(text: &str) -> Vec<(usize, String, Option<EnvValue>)> {
     let mut entries = Vec::new();
-    for line in text.lines() {
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, raw)) = line.split_once('=') else {
-            entries.push((line.to_string(), None));
+            entries.push((number, line.to_string(), None));
             continue;
         };
         let raw = raw.trim();
@@ -217,7 +220,7 @@ pub fn parse_env_file(text: &str) -> Vec<(String, Option<EnvValue>)> {
                 interpolated: true,
             }
         };
-        entries.push((key.trim().to_string(), Some(value)));
+        entries.push((number, key.trim().to_string(), Some(value)));
     }
     entries
 }
@@ -293,7 +296,7 @@ impl State<'_> {
                         if !labels.is_empty() {
                             let body: Vec<String> = labels
                                 .iter()
-                                .map(|(label, value)| {
+                                .map(|(label, (value, _))| {
                                     format!("{} = {}", toml_string(label), value.to_toml())
                                 })
                                 .collect();
@@ -351,7 +354,7 @@ impl State<'_> {
     }
 
     /// A `KEY=value` list or a mapping, as templated strings.
-    fn string_map(&mut self, path: &str, node: &Node) -> BTreeMap<String, Templ> {
+    fn string_map(&mut self, path: &str, node: &Node) -> BTreeMap<String, (Templ, usize)> {
         let mut map = BTreeMap::new();
         if let Some(items) = node.items() {
             for item in items {
@@ -368,7 +371,7 @@ impl State<'_> {
                     },
                 };
                 if let Some(templ) = self.templ(&format!("{path}.{key}"), &node) {
-                    map.insert(key.to_string(), templ);
+                    map.insert(key.to_string(), (templ, item.line));
                 }
             }
         } else if let Some(entries) = node.entries() {
@@ -379,7 +382,7 @@ impl State<'_> {
                     self.templ(&format!("{path}.{key}"), value)
                 };
                 if let Some(templ) = templ {
-                    map.insert(key.to_string(), templ);
+                    map.insert(key.to_string(), (templ, value.line));
                 }
             }
         } else {
@@ -777,7 +780,9 @@ impl State<'_> {
 
     fn environment(&mut self, base: &str, node: &Node, out: &mut String) -> Result<(), Fatal> {
         // env files first: `environment` wins, as in Compose.
-        let mut env: BTreeMap<String, Templ> = BTreeMap::new();
+        // Each value with where it was written (`file:line`).
+        let mut env: BTreeMap<String, (Templ, String, String)> = BTreeMap::new();
+        let compose_name = self.inputs.compose_name;
         if let Some(files) = node.get("env_file") {
             let list: Vec<&Node> = match files.items() {
                 Some(items) => items.iter().collect(),
@@ -807,7 +812,7 @@ impl State<'_> {
                     }
                     continue;
                 };
-                for (key, value) in parse_env_file(&text) {
+                for (number, key, value) in parse_env_file(&text) {
                     let templ = match value {
                         None => self.environment_var(&key),
                         Some(value) if value.interpolated => {
@@ -825,7 +830,8 @@ impl State<'_> {
                         }
                         Some(value) => Templ::literal(&value.text),
                     };
-                    env.insert(key, templ);
+                    let place = format!("{file_path}:{number}");
+                    env.insert(key, (templ, format!("{base}.env_file"), place));
                 }
             }
         }
@@ -836,29 +842,31 @@ impl State<'_> {
                     match item.text() {
                         Some(text) if !text.contains('=') => {
                             let templ = self.environment_var(text);
-                            env.insert(text.to_string(), templ);
+                            let place = format!("{compose_name}:{}", item.line);
+                            let key_path = format!("{path}.{text}");
+                            env.insert(text.to_string(), (templ, key_path, place));
                         }
                         _ => {
                             let single = Node {
                                 line: item.line,
                                 value: Value::Seq(vec![item.clone()]),
                             };
-                            env.extend(self.string_map(&path, &single));
+                            env.extend(self.placed(&path, &single));
                         }
                     }
                 }
             } else {
-                env.extend(self.string_map(&path, environment));
+                env.extend(self.placed(&path, environment));
             }
         }
         if env.is_empty() {
             return Ok(());
         }
         out.push_str("\n[env]\n");
-        for (key, templ) in env {
+        for (key, (templ, key_path, place)) in env {
             let templ = match templ.as_literal() {
                 Some(literal) if looks_secret(&key) && !literal.is_empty() => {
-                    self.notes.push(format!("{base}: the value of `{key}` is not written: dispenser.vars reads it from the environment variable `{key}`"));
+                    self.notes.push(format!("`{key_path}` ({place}): the value of `{key}` is not written: dispenser.vars reads it from the environment variable `{key}`"));
                     self.environment_var(&key)
                 }
                 _ => templ,
@@ -866,6 +874,18 @@ impl State<'_> {
             let _ = writeln!(out, "{} = {}", toml_string(&key), templ.to_toml());
         }
         Ok(())
+    }
+
+    /// [`Self::string_map`] with each entry's key path and `file:line`.
+    fn placed(&mut self, path: &str, node: &Node) -> BTreeMap<String, (Templ, String, String)> {
+        let compose_name = self.inputs.compose_name;
+        self.string_map(path, node)
+            .into_iter()
+            .map(|(key, (templ, line))| {
+                let key_path = format!("{path}.{key}");
+                (key, (templ, key_path, format!("{compose_name}:{line}")))
+            })
+            .collect()
     }
 
     /// A variable read from the daemon's environment (Compose passes the

@@ -12,6 +12,7 @@ fn run(source: &str) -> Imported {
         })
     };
     let inputs = Inputs {
+        compose_name: "compose.yaml",
         compose_dir: Path::new("/srv/app"),
         out_dir: Path::new("/srv/app/dispenser"),
         read_env_file: &read,

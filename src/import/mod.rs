@@ -37,6 +37,7 @@ fn run(file: &Path, out_dir: &Path, allow_lossy: bool) -> Result<(), String> {
     let out_abs = absolute(out_dir)?;
     let read_env_file = |path: &Path| read(&compose_dir.join(path));
     let inputs = compose::Inputs {
+        compose_name: &shown,
         compose_dir: &compose_dir,
         out_dir: &out_abs,
         read_env_file: &read_env_file,
