@@ -224,3 +224,15 @@ fn an_existing_configuration_is_never_overwritten() {
         "# mine\n"
     );
 }
+
+#[test]
+fn an_existing_service_file_is_never_overwritten() {
+    let tree = repo().join("tests/import/valid/team-stack");
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir(out.path().join("web")).unwrap();
+    std::fs::write(out.path().join("web/service.toml"), "# mine\n").unwrap();
+    let output = import(&tree, out.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("web/service.toml` exists"));
+    assert!(!out.path().join("dispenser.toml").exists());
+}

@@ -4,6 +4,7 @@
 //! `${VAR}` interpolation to variables, `compose.rs` maps the keys; this file
 //! does the I/O and the messages. A key that cannot be mapped stops the import
 //! (file:line) unless `--allow-lossy`; then every dropped key is listed.
+//! Nothing is written over an existing file.
 
 mod compose;
 mod template;
@@ -73,10 +74,17 @@ fn run(file: &Path, out_dir: &Path, allow_lossy: bool) -> Result<(), String> {
         ));
     }
     let config = out_dir.join("dispenser.toml");
-    if config.exists() {
+    let mut targets = vec![config.clone(), out_dir.join("dispenser.vars")];
+    targets.extend(
+        imported
+            .services
+            .iter()
+            .map(|(name, _)| out_dir.join(name).join("service.toml")),
+    );
+    if let Some(existing) = targets.iter().find(|path| path.exists()) {
         return Err(format!(
             "`{}` exists; import into an empty folder",
-            config.display()
+            existing.display()
         ));
     }
     write(&config, &imported.dispenser_toml)?;
