@@ -44,7 +44,7 @@ define no-nextest-in-ci
 	@exit 1
 endef
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench bench-scale deb rpm man completions package-docs fuzz
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench bench-scale deb rpm build-deb build-rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -166,6 +166,10 @@ deb: build package-docs ## build the Debian package (target/debian/)
 rpm: build package-docs ## build the RPM package (target/generate-rpm/)
 	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
 	$(CARGO) generate-rpm
+
+# ixpantia/dispenser's names for the same targets.
+build-deb: deb ## the same as `make deb` (ixpantia/dispenser's name)
+build-rpm: rpm ## the same as `make rpm` (ixpantia/dispenser's name)
 
 # Installs, upgrades, removes and purges the .deb on this machine: root only
 # (CI runs as root); skipped with a message otherwise.

@@ -41,12 +41,14 @@ pub struct Cli {
 /// What to do instead of running the daemon.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run some services in the foreground, for development: their
-    /// dependencies outside the selection are dropped, certificates come from
-    /// the development CA, and the proxy listens on unprivileged ports.
+    /// Run services in the foreground, for development: every service, or
+    /// those named with -s (their dependencies outside the selection are
+    /// dropped); certificates come from the development CA, and the proxy
+    /// listens on unprivileged ports.
     Dev {
-        /// A service to run (its name or its folder); repeat for more.
-        #[arg(short = 's', long = "service", required = true, value_name = "NAME")]
+        /// A service to run (its name or its folder); repeat for more. None:
+        /// every service.
+        #[arg(short = 's', long = "service", value_name = "NAME")]
         services: Vec<String>,
         /// The proxy's HTTP port (default 8080).
         #[arg(long)]
@@ -97,6 +99,26 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Write Dispenser's files from another tool's configuration.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+/// What `dispenser import` reads.
+#[derive(Debug, Subcommand)]
+pub enum Import {
+    /// A Compose file: writes dispenser.toml, dispenser.vars and one folder
+    /// per service; keys that cannot be mapped stop the import.
+    Compose {
+        /// The Compose file (compose.yaml, docker-compose.yml).
+        file: PathBuf,
+        /// The folder to write into (created if missing; it must hold no dispenser.toml).
+        #[arg(short, long, default_value = ".")]
+        output: PathBuf,
+        /// Leave out what cannot be mapped (each dropped key is still listed).
+        #[arg(long)]
+        allow_lossy: bool,
+    },
 }
 
 /// Signals `--signal` can send.
@@ -131,6 +153,36 @@ mod tests {
             Some(Command::Dev { services, .. }) => assert_eq!(services, ["api", "web/"]),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn import_compose_takes_a_file_an_output_and_the_lossy_flag() {
+        let cli = Cli::parse_from(["dispenser", "import", "compose", "compose.yaml"]);
+        match cli.command {
+            Some(Command::Import(Import::Compose {
+                file,
+                output,
+                allow_lossy,
+            })) => {
+                assert_eq!(file, PathBuf::from("compose.yaml"));
+                assert_eq!(output, PathBuf::from("."));
+                assert!(!allow_lossy);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::parse_from([
+            "dispenser",
+            "import",
+            "compose",
+            "c.yml",
+            "-o",
+            "out",
+            "--allow-lossy",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Import(Import::Compose { allow_lossy: true, ref output, .. })) if output == &PathBuf::from("out")
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The subcommands: the ones that ask the running daemon (status, logs,
-//! deploy, rollback), the generated files (completions, man page), and
-//! `dev`, which runs the daemon on a development plan.
+//! deploy, rollback), the generated files (completions, man page), `import`
+//! (`crate::import`), and `dev`, which runs the daemon on a development plan.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,11 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             println!("{message}");
             Ok(())
         }),
+        Command::Import(crate::cli::Import::Compose {
+            file,
+            output,
+            allow_lossy,
+        }) => crate::import::compose(&file, &output, allow_lossy),
         Command::Dev { .. } | Command::Takeover { .. } => {
             eprintln!("error: `dev` and `takeover` are run by main");
             ExitCode::FAILURE

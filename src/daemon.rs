@@ -106,16 +106,22 @@ where
         eprintln!("error: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    let plan = match load() {
-        Ok(plan) => plan,
-        Err(problems) => {
-            eprint!("{problems}");
-            error!(config = %options.config.display(), "the configuration is invalid; not starting");
-            return ExitCode::FAILURE;
-        }
-    };
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
+        // A SIGHUP while a load runs is kept for after it: one more reload.
+        let mut reload_queued = false;
+        let plan = match load_off_thread(&load, &mut incoming, &mut reload_queued).await {
+            Some(Ok(plan)) => plan,
+            Some(Err(problems)) => {
+                eprint!("{problems}");
+                error!(config = %options.config.display(), "the configuration is invalid; not starting");
+                return ExitCode::FAILURE;
+            }
+            None => {
+                info!("asked to stop while the configuration was loading; not starting");
+                return ExitCode::SUCCESS;
+            }
+        };
         let Some(engine) =
             connect_docker(&mut incoming, plan.settings.docker_check_interval).await
         else {
@@ -245,17 +251,25 @@ where
         }
         notify(&[NotifyState::Ready]);
         info!(config = %options.config.display(), "dispenser is ready");
-        while let Some(request) = incoming.recv().await {
+        loop {
+            let request = if std::mem::take(&mut reload_queued) {
+                Request::Reload
+            } else {
+                match incoming.recv().await {
+                    Some(request) => request,
+                    None => break,
+                }
+            };
             match request {
                 Request::Reload => {
                     notify(&[NotifyState::Reloading, monotonic()]);
                     info!("reloading the configuration");
-                    // Off the actix thread: loading reads files and fetches
-                    // secrets over the network, and the actors keep running.
-                    let loader = Arc::clone(&load);
-                    let loaded = tokio::task::spawn_blocking(move || loader())
-                        .await
-                        .unwrap_or_else(|err| Err(format!("error: the loader failed: {err}\n")));
+                    let Some(loaded) =
+                        load_off_thread(&load, &mut incoming, &mut reload_queued).await
+                    else {
+                        info!("asked to stop while the configuration was loading; that reload is abandoned");
+                        break;
+                    };
                     match loaded {
                         Ok(plan) => {
                             warn_on_listener_change(proxy.as_ref(), &plan);
@@ -290,6 +304,52 @@ where
     drop(pidfile);
     info!("stopped");
     code
+}
+
+/// Runs `load` on a thread of its own and waits for it while handling
+/// signals: `None` when asked to stop meanwhile (the load is abandoned: it
+/// may wait on the network, and a stop must not wait for it). A reload asked
+/// for meanwhile sets `reload_queued`. Loading reads files, renders
+/// templates (bounded: see `config::render::RENDER_FUEL`) and fetches
+/// secrets; the actors keep running on their threads.
+async fn load_off_thread<L>(
+    load: &Arc<L>,
+    incoming: &mut mpsc::UnboundedReceiver<Request>,
+    reload_queued: &mut bool,
+) -> Option<Result<Plan, String>>
+where
+    L: Fn() -> Result<Plan, String> + Send + Sync + 'static,
+{
+    let (done, mut result) = tokio::sync::oneshot::channel();
+    let loader = Arc::clone(load);
+    let spawned = std::thread::Builder::new()
+        .name("config-load".into())
+        .spawn(move || {
+            let _ = done.send(loader());
+        });
+    if let Err(err) = spawned {
+        return Some(Err(format!(
+            "error: cannot start a thread to load the configuration: {err}\n"
+        )));
+    }
+    loop {
+        tokio::select! {
+            loaded = &mut result => {
+                return Some(loaded.unwrap_or_else(|_| {
+                    Err("error: loading the configuration failed unexpectedly (see the log)\n".to_string())
+                }));
+            }
+            request = incoming.recv() => match request {
+                Some(Request::Reload) => {
+                    if !*reload_queued {
+                        info!("a reload was asked for while the configuration loads; it follows this one");
+                    }
+                    *reload_queued = true;
+                }
+                Some(Request::Stop) | None => return None,
+            },
+        }
+    }
 }
 
 /// Starts the listeners, the router and the certificate loader.

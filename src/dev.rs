@@ -31,7 +31,13 @@ pub enum DevError {
 
 /// Applies the development settings to `plan`.
 pub fn select(mut plan: Plan, options: &DevOptions) -> Result<Plan, DevError> {
-    let mut keep = Vec::new();
+    // No selection: every service (as ixpantia/dispenser's `dev` does),
+    // with every `depends_on` edge kept.
+    let mut keep: Vec<String> = if options.services.is_empty() {
+        plan.services.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
     for wanted in &options.services {
         let name = plan
             .services
@@ -102,6 +108,20 @@ mod tests {
             http_port: 8080,
             https_port: 8443,
         }
+    }
+
+    #[test]
+    fn no_selection_runs_every_service_with_its_edges() {
+        let mut api = sample::service("api", "api:1");
+        api.depends_on.insert("db".into(), DependsOn::Healthy);
+        let plan = sample::plan("prod", vec![api, sample::service("db", "db:1")]);
+        let dev = select(plan, &options(&[])).expect("selects");
+        assert_eq!(dev.services.keys().collect::<Vec<_>>(), ["api", "db"]);
+        assert_eq!(
+            dev.services["api"].depends_on.keys().collect::<Vec<_>>(),
+            ["db"]
+        );
+        assert_eq!(dev.settings.instance, "prod-dev");
     }
 
     #[test]

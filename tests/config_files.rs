@@ -11,6 +11,9 @@ const ENV_SECRET: &str = "TopSecretValue42";
 /// The content of tests/configs/valid/stack/secrets/api_token (and of
 /// invalid/secret-proxy-route/secrets/host).
 const FILE_SECRET: &str = "not-a-real-token";
+/// A value that, substituted as raw text as the last `[env]`
+/// value, added a writable bind mount of the host's root.
+const INJECTION: &str = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +35,7 @@ fn run_test(config: &Path) -> Output {
         .env("DISPENSER_SECRETMANAGER_ENDPOINT", "http://127.0.0.1:1")
         .env("DISPENSER_TEST_DB_PASSWORD", DB_PASSWORD)
         .env("DISPENSER_TEST_SECRET", ENV_SECRET)
+        .env("DISPENSER_TEST_INJECTION", INJECTION)
         .output()
         .expect("the dispenser binary runs")
 }
@@ -56,7 +60,7 @@ fn assert_no_secret(case: &Path, output: &Output) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    for secret in [DB_PASSWORD, ENV_SECRET, FILE_SECRET] {
+    for secret in [DB_PASSWORD, ENV_SECRET, FILE_SECRET, INJECTION, "/host"] {
         assert!(
             !text.to_lowercase().contains(&secret.to_lowercase()),
             "{}: a secret value was printed:\n{text}",
@@ -83,6 +87,25 @@ fn every_valid_tree_passes() {
             "Dispenser config is ok.\n"
         );
         assert_no_secret(&tree, &output);
+        // Warnings are snapshotted like errors: a tree that warns has its
+        // `expected.txt`, and one that does not has none.
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let snapshot = repo().join(&tree).join("expected.txt");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            if stderr.is_empty() {
+                let _ = std::fs::remove_file(&snapshot);
+            } else {
+                std::fs::write(&snapshot, &stderr).unwrap();
+            }
+            continue;
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        assert_eq!(
+            expected,
+            stderr,
+            "{}: the warnings differ from its expected.txt",
+            tree.display()
+        );
     }
 }
 
@@ -188,5 +211,75 @@ fn a_missing_config_file_is_reported() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         "error: file not found\n  --> tests/configs/nowhere/dispenser.toml\nhelp: create tests/configs/nowhere/dispenser.toml or fix the path\n\n1 error found.\n"
+    );
+}
+
+/// The injection, from an env secret and from dispenser.vars,
+/// used as `[env]` values: `--test` passes, and the plan holds the text as
+/// the values of those two keys and no volume (before the fix, raw
+/// substitution gave the service a bind mount of `/` at `/host`).
+#[test]
+fn a_value_holding_toml_lines_is_data() {
+    let tree = Path::new("tests/configs/valid/injected-values");
+    let output = run_test(&tree.join("dispenser.toml"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_no_secret(tree, &output);
+
+    // The plan, through the same loader (the env secret as a file secret:
+    // the test process's environment is shared).
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("app")).expect("mkdir");
+    for file in ["dispenser.toml", "app/service.toml"] {
+        std::fs::copy(repo().join(tree).join(file), root.join(file)).expect("copy");
+    }
+    let vars = std::fs::read_to_string(repo().join(tree).join("dispenser.vars"))
+        .expect("dispenser.vars")
+        .replace(
+            "{ source = \"env\", name = \"DISPENSER_TEST_INJECTION\" }",
+            "{ source = \"file\", path = \"injection.txt\" }",
+        );
+    std::fs::write(root.join("dispenser.vars"), vars).expect("write");
+    std::fs::write(root.join("injection.txt"), INJECTION).expect("write");
+    let loaded = dispenser::config::load(
+        &root.join("dispenser.toml"),
+        &dispenser::config::LocalSecrets::new(root),
+    )
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let app = &loaded.plan.services["app"];
+    assert!(
+        app.container.volumes.is_empty(),
+        "a value added a volume: {:?}",
+        app.container.volumes
+    );
+    let env: Vec<(&str, &str)> = app
+        .container
+        .env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.expose()))
+        .collect();
+    assert_eq!(env, [("FROM_ENV", INJECTION), ("FROM_VARS", INJECTION)]);
+}
+
+/// Two nested loops of 100,000 turns stop at the budget, in
+/// well under a second, with the error at the file and line.
+#[test]
+fn a_runaway_template_is_stopped_quickly() {
+    let case = Path::new("tests/configs/invalid/template-too-costly");
+    let started = std::time::Instant::now();
+    let output = run_test(&case.join("dispenser.toml"));
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: template too costly"), "{stderr}");
+    assert!(
+        stderr.contains("template-too-costly/app/service.toml:"),
+        "{stderr}"
     );
 }

@@ -22,6 +22,8 @@ mod google_standin;
 mod hostile;
 #[path = "runtime/hostile_files.rs"]
 mod hostile_files;
+#[path = "runtime/import.rs"]
+mod import;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/operator.rs"]

@@ -240,6 +240,63 @@ async fn issues_for_two_hosts_reuses_the_account_and_renews_on_demand() {
     );
 }
 
+/// A host switched over from ixpantia/dispenser keeps the certificate that
+/// it stored (`certs/<host>.crt` and `.key`, no record) while it is valid:
+/// nothing is ordered. An expired one is replaced.
+#[actix_rt::test]
+async fn upstreams_stored_certificates_are_kept_while_valid() {
+    let challenges = Challenges::default();
+    let responder = Responder::start(challenges.clone()).await;
+    let pebble = Pebble::start(responder.port);
+    let state = tempfile::tempdir().expect("state dir");
+    let plan = Arc::new(plan(state.path(), &pebble, &[HOST_A, HOST_B]));
+    let manager = AcmeManager::new(challenges.clone(), CertMap::default(), timing()).start();
+    manager.do_send(PlanApplied(plan.clone()));
+    let first = wait_for(&manager, ISSUE_TIMEOUT, "two certificates", &pebble, |s| {
+        s.hosts.iter().all(|h| h.serial.is_some())
+    })
+    .await;
+    drop(manager);
+    // What ixpantia/dispenser leaves: the chain and the key, no record; and
+    // for B an expired certificate.
+    for host in [HOST_A, HOST_B] {
+        std::fs::remove_file(state.path().join(format!("certs/{host}.json"))).expect("record");
+    }
+    let mut params = rcgen::CertificateParams::new(vec![HOST_B.to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let expired = params.self_signed(&key).expect("self-signed");
+    std::fs::write(
+        state.path().join(format!("certs/{HOST_B}.crt")),
+        expired.pem(),
+    )
+    .expect("crt");
+    std::fs::write(
+        state.path().join(format!("certs/{HOST_B}.key")),
+        key.serialize_pem(),
+    )
+    .expect("key");
+
+    let certs = CertMap::default();
+    let manager = AcmeManager::new(challenges.clone(), certs.clone(), timing()).start();
+    manager.do_send(PlanApplied(plan.clone()));
+    let after = wait_for(&manager, ISSUE_TIMEOUT, "B replaced", &pebble, |s| {
+        s.issued == 1
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let settled = status(&manager).await;
+    assert_eq!(
+        settled.issued, 1,
+        "only the expired one is ordered: {settled:#?}"
+    );
+    assert_eq!(serial(&after, HOST_A), serial(&first, HOST_A), "A kept");
+    let root = pebble.issuing_root().await;
+    verify(&certs, HOST_A, &root);
+    verify(&certs, HOST_B, &root);
+}
+
 /// Captured log output of the test's thread.
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

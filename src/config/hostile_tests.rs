@@ -328,3 +328,123 @@ fn certificate_files_must_be_small_regular_files() {
         }
     }
 }
+
+/// A variables file that is a FIFO, a folder or a link to a
+/// device is refused with an error naming it, as docs/configuration.md says,
+/// never skipped (nor waited on).
+#[test]
+fn a_variables_file_that_is_not_a_regular_file_is_refused() {
+    for name in ["dispenser.vars", "prod.dispenser.vars"] {
+        for kind in ["fifo", "folder", "device link", "dangling link"] {
+            let dir = tree();
+            let root = dir.path();
+            let path = root.join(name);
+            match kind {
+                "fifo" => {
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .expect("mkfifo")
+                }
+                "folder" => std::fs::create_dir(&path).expect("mkdir"),
+                "device link" => std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink"),
+                _ => std::os::unix::fs::symlink(root.join("nowhere"), &path).expect("symlink"),
+            }
+            let started = Instant::now();
+            let text = errors(root);
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{name} ({kind}): {:?}",
+                started.elapsed()
+            );
+            let shown = paths::display(&path);
+            assert!(
+                text.contains(&format!("  --> {shown}\n")),
+                "{name} ({kind}) must be named: {text}"
+            );
+            let expected = if kind == "dangling link" {
+                "error: file not found"
+            } else {
+                "error: cannot read the file: not a regular file"
+            };
+            assert!(text.contains(expected), "{name} ({kind}): {text}");
+            assert!(text.contains("1 error found."), "{name} ({kind}): {text}");
+        }
+    }
+}
+
+/// A variable declared in a variables file that is refused (here
+/// a bad secret name) is not reported again as undefined where it is used,
+/// nor are the file's other variables.
+#[test]
+fn the_variables_of_a_refused_vars_file_are_not_called_undefined() {
+    let dir = tree();
+    let root = dir.path();
+    write(
+        root,
+        "dispenser.vars",
+        b"mode = \"a\"\ndb = { source = \"google\", name = \"db-password\" }\n",
+    );
+    write(
+        root,
+        "web/service.toml",
+        format!("{WEB}\n[env]\nDB = \"${{ db }}\"\nMODE = \"${{ mode }}\"\n").as_bytes(),
+    );
+    let text = errors(root);
+    assert!(text.contains("is not a secret manager name"), "{text}");
+    assert!(!text.contains("undefined variable"), "{text}");
+    assert!(text.contains("1 error found."), "{text}");
+
+    // The same when the file is not TOML at all, or cannot be read.
+    write(root, "dispenser.vars", b"mode = \"a\ndb = 1\n");
+    let text = errors(root);
+    assert!(text.contains("invalid TOML"), "{text}");
+    assert!(!text.contains("undefined variable"), "{text}");
+    std::fs::remove_file(root.join("dispenser.vars")).expect("remove");
+    std::fs::create_dir(root.join("dispenser.vars")).expect("mkdir");
+    let text = errors(root);
+    assert!(text.contains("not a regular file"), "{text}");
+    assert!(!text.contains("undefined variable"), "{text}");
+
+    // A variable no file declares is still undefined.
+    std::fs::remove_dir(root.join("dispenser.vars")).expect("rmdir");
+    write(root, "dispenser.vars", b"mode = \"a\"\n");
+    let text = errors(root);
+    assert!(text.contains("undefined variable `db`"), "{text}");
+}
+
+/// Through the loader: a secret holding TOML lines is the
+/// value of its `[env]` key, and adds no volume.
+#[test]
+fn a_secret_holding_toml_lines_adds_no_key() {
+    let dir = tree();
+    let root = dir.path();
+    let injection = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
+    write(root, "token.txt", injection.as_bytes());
+    write(
+        root,
+        "dispenser.vars",
+        b"token = { source = \"file\", path = \"token.txt\" }\n",
+    );
+    write(
+        root,
+        "web/service.toml",
+        format!("{WEB}\n[env]\nTOKEN = \"${{ token }}\"\n").as_bytes(),
+    );
+    let loaded = load(&root.join("dispenser.toml"), &LocalSecrets::new(root)).expect("loads");
+    let web = &loaded.plan.services["web"];
+    assert!(web.container.volumes.is_empty());
+    assert_eq!(web.container.env["TOKEN"].expose(), injection);
+
+    // Without quotes it cannot be written at all.
+    write(
+        root,
+        "web/service.toml",
+        format!("{WEB}\n[env]\nTOKEN = ${{ token }}\n").as_bytes(),
+    );
+    let text = errors(root);
+    assert!(
+        text.contains("the value of `${ token }` is written without quotes"),
+        "{text}"
+    );
+    assert!(text.contains("web/service.toml:6:9"), "{text}");
+    assert!(!text.contains("/host"), "{text}");
+}

@@ -237,7 +237,9 @@ fn load_variables(
 ) -> Variables {
     let mut variables = Variables::default();
     let base_path = config_dir.join(vars::BASE_VARS_FILE);
-    if base_path.is_file() {
+    // Whatever is there is read: a folder, a FIFO, a device or a dangling
+    // link is refused by `read`, not skipped.
+    if std::fs::symlink_metadata(&base_path).is_ok() {
         let display = paths::display(&base_path);
         if let Some(text) = read(&base_path, &display, files, diagnostics, None) {
             let file = SourceFile::plain(paths::display(&base_path), text);
@@ -245,8 +247,10 @@ fn load_variables(
                 Ok(entries) => {
                     vars::resolve_into(&mut variables, vec![(file, entries)], secrets, diagnostics)
                 }
-                Err(errors) => diagnostics.extend(errors),
+                Err(refused) => diagnostics.extend(variables.refused(refused)),
             }
+        } else {
+            variables.unreadable();
         }
     }
     let base = variables.exposed();
@@ -272,6 +276,7 @@ fn load_variables(
     for path in overlay_paths {
         let display = paths::display(&path);
         let Some(text) = read(&path, &display, files, diagnostics, None) else {
+            variables.unreadable();
             continue;
         };
         let Some(file) = render_with(
@@ -286,7 +291,7 @@ fn load_variables(
         };
         match vars::parse(&file) {
             Ok(entries) => parsed.push((file, entries)),
-            Err(errors) => diagnostics.extend(errors),
+            Err(refused) => diagnostics.extend(variables.refused(refused)),
         }
     }
     vars::resolve_into(&mut variables, parsed, secrets, diagnostics);

@@ -332,3 +332,364 @@ fn the_unmutated_tree_loads() {
     assert!(loaded.is_ok(), "{}", loaded.err().unwrap_or_default());
     assert!(Path::new(root).join("web").is_dir());
 }
+
+// ---------------------------------------------------------------------------
+// A value is always data: whatever a variable holds, it never
+// adds, removes or renames a key. Substituted in every TOML context, a value
+// either gives a file with exactly the keys a harmless value gives and reads
+// back identical, or it is refused by an error that names the expression and
+// never holds the value.
+
+/// Marks the values whose absence from error messages is checked.
+const LEAK_MARK: &str = "Zq9-leak-MARK";
+
+/// Fragments that matter to TOML and to the escaping.
+const VALUE_TOKENS: &[&str] = &[
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    "\\",
+    "\\\"",
+    "\n",
+    "\r\n",
+    "\r",
+    "\t",
+    " ",
+    "[",
+    "]",
+    "[[volume]]",
+    "=",
+    "#",
+    ",",
+    "{",
+    "}",
+    ".",
+    ":",
+    "+",
+    "-",
+    "_",
+    "a",
+    "Z",
+    "0",
+    "9",
+    "true",
+    "1979-05-27",
+    "07:32:00",
+    "inf",
+    "nan",
+    "0x1F",
+    "1e3",
+    "\u{0}",
+    "\u{7f}",
+    "\u{1b}",
+    "\u{85}",
+    "é",
+    "😀",
+    "\u{feff}",
+    "\u{fdd0}",
+    "${",
+    "}}",
+    "{%",
+    "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#",
+];
+
+/// Arbitrary strings, TOML-ish fragments, and both with the leak mark.
+fn hostile_value() -> impl Strategy<Value = String> {
+    let fragments = prop::collection::vec(
+        prop_oneof![
+            3 => prop::sample::select(VALUE_TOKENS).prop_map(str::to_string),
+            1 => any::<char>().prop_map(String::from),
+            1 => "[a-z0-9]{1,6}",
+        ],
+        0..8,
+    )
+    .prop_map(|parts| parts.concat());
+    (
+        prop_oneof![2 => fragments, 1 => any::<String>()],
+        any::<bool>(),
+    )
+        .prop_map(|(value, marked)| {
+            if marked {
+                format!("{value}{LEAK_MARK}")
+            } else {
+                value
+            }
+        })
+}
+
+/// How a context's value reads back.
+#[derive(Clone, Copy)]
+enum ReadBack {
+    /// The string at this path is the value with this text around it.
+    Text(&'static [&'static str], &'static str, &'static str),
+    /// The string at this path is the value, twice.
+    Twice(&'static [&'static str]),
+    /// The value at this path is the value parsed as a TOML value.
+    Bare(&'static [&'static str]),
+    /// The value is the key named `kslot` in the harmless file.
+    Key,
+    /// Nothing reads it (a comment): only the keys are compared.
+    Nothing,
+}
+
+/// Every place a value can be written, with a harmless value for each.
+const CONTEXTS: &[(&str, &str, ReadBack)] = &[
+    (
+        "[service]\nname = \"web\"\n\n[env]\nA = \"1\"\nTOKEN = \"${ v }\"\n",
+        "ok",
+        ReadBack::Text(&["env", "TOKEN"], "", ""),
+    ),
+    (
+        "t = \"pre-${ v }-post\"\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "pre-", "-post"),
+    ),
+    (
+        "t = \"${ v }${ v }\"\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Twice(&["t"]),
+    ),
+    (
+        "t = \"\"\"${ v }\"\"\"\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "", ""),
+    ),
+    (
+        "t = \"\"\"q\"${ v }\"\"\"\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "q\"", ""),
+    ),
+    (
+        "t = \"\"\"\\\n   ${ v }\"\"\"\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "", ""),
+    ),
+    (
+        "t = '${ v }'\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "", ""),
+    ),
+    (
+        "t = '''${ v }'''\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "", ""),
+    ),
+    (
+        "t = '''a\n${ v }b'''\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "a\n", "b"),
+    ),
+    (
+        "t = '''a'${ v }'''\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Text(&["t"], "a'", ""),
+    ),
+    ("t = ${ v }\nafter_9Q = 1\n", "1", ReadBack::Bare(&["t"])),
+    ("t = [${ v }, 2]\nafter_9Q = 1\n", "1", ReadBack::Nothing),
+    (
+        "t = { a = ${ v } }\nafter_9Q = 1\n",
+        "1",
+        ReadBack::Bare(&["t", "a"]),
+    ),
+    ("${ v } = 1\nafter_9Q = 1\n", "kslot", ReadBack::Key),
+    (
+        "[t]\n${ v } = 1\n\n[u]\nafter_9Q = 1\n",
+        "kslot",
+        ReadBack::Key,
+    ),
+    ("[t.${ v }]\nx = 1\n", "kslot", ReadBack::Key),
+    ("t = { ${ v } = 1 }\nafter_9Q = 1\n", "kslot", ReadBack::Key),
+    ("\"${ v }\" = 1\nafter_9Q = 1\n", "kslot", ReadBack::Key),
+    ("'${ v }' = 1\nafter_9Q = 1\n", "kslot", ReadBack::Key),
+    ("# note: ${ v }\nafter_9Q = 1\n", "ok", ReadBack::Nothing),
+    (
+        "after_9Q = 1 # ${ v }\nlast_9Q = 2\n",
+        "ok",
+        ReadBack::Nothing,
+    ),
+    (
+        "t = [\"${ v }\", # ${ v }\n  'z']\nafter_9Q = 1\n",
+        "ok",
+        ReadBack::Nothing,
+    ),
+];
+
+/// Every key path of a document (tables, arrays of tables by index).
+fn key_paths(
+    value: &toml::Value,
+    prefix: &mut Vec<String>,
+    out: &mut std::collections::BTreeSet<Vec<String>>,
+) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                prefix.push(key.clone());
+                out.insert(prefix.clone());
+                key_paths(item, prefix, out);
+                prefix.pop();
+            }
+        }
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                prefix.push(format!("[{index}]"));
+                key_paths(item, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn parse_keys(text: &str) -> Option<(toml::Value, std::collections::BTreeSet<Vec<String>>)> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let value = toml::Value::Table(table);
+    let mut paths = std::collections::BTreeSet::new();
+    key_paths(&value, &mut Vec::new(), &mut paths);
+    Some((value, paths))
+}
+
+fn at<'a>(value: &'a toml::Value, path: &[&str]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(value, |value, key| value.get(*key))
+}
+
+/// The property, for one context and one value.
+fn check_value_is_data(
+    template: &str,
+    harmless: &str,
+    read: ReadBack,
+    value: &str,
+) -> Result<(), TestCaseError> {
+    let renderer = Renderer::new();
+    let render =
+        |value: &str| renderer.render(template, &[("v".to_string(), value.to_string())].into());
+    let harmless_text =
+        render(harmless).map_err(|e| TestCaseError::fail(format!("harmless: {e:?}")))?;
+    let (_, harmless_keys) = parse_keys(&harmless_text).ok_or_else(|| {
+        TestCaseError::fail(format!("the harmless file must parse: {harmless_text}"))
+    })?;
+    match render(value) {
+        Err(error) => {
+            let expression = template.find("${ v }").map(|start| start..start + 6);
+            prop_assert_eq!(
+                &error.span,
+                &expression,
+                "the error points at `${{ v }}`: {:?}",
+                error
+            );
+            prop_assert!(
+                error.message.contains("`${ v }`"),
+                "the error names `${{ v }}`: {:?}",
+                error
+            );
+            let text = format!("{error:?}");
+            prop_assert!(!text.contains(LEAK_MARK), "the value leaked: {}", text);
+        }
+        Ok(text) => {
+            let expected_keys: std::collections::BTreeSet<Vec<String>> = match read {
+                ReadBack::Key => harmless_keys
+                    .iter()
+                    .map(|path| {
+                        path.iter()
+                            .map(|key| {
+                                if key == "kslot" {
+                                    value.to_string()
+                                } else {
+                                    key.clone()
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                _ => harmless_keys.clone(),
+            };
+            let Some((document, keys)) = parse_keys(&text) else {
+                return Err(TestCaseError::fail(format!(
+                    "accepted but does not parse:\n{text}"
+                )));
+            };
+            prop_assert_eq!(&keys, &expected_keys, "the keys changed:\n{}", text);
+            match read {
+                ReadBack::Text(path, before, after) => {
+                    let got = at(&document, path).and_then(toml::Value::as_str);
+                    let expected = format!("{before}{value}{after}");
+                    prop_assert_eq!(got, Some(expected.as_str()), "{}", text);
+                }
+                ReadBack::Twice(path) => {
+                    let got = at(&document, path).and_then(toml::Value::as_str);
+                    let expected = format!("{value}{value}");
+                    prop_assert_eq!(got, Some(expected.as_str()), "{}", text);
+                }
+                ReadBack::Bare(path) => {
+                    let alone: toml::Table =
+                        toml::from_str(&format!("x = {value}")).map_err(|_| {
+                            TestCaseError::fail(format!(
+                                "accepted a bare value that is not one:\n{text}"
+                            ))
+                        })?;
+                    // As text: NaN is not equal to itself.
+                    let got = at(&document, path).map(toml::Value::to_string);
+                    prop_assert_eq!(got, alone.get("x").map(toml::Value::to_string), "{}", text);
+                }
+                ReadBack::Key | ReadBack::Nothing => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(4_000))]
+
+    #[test]
+    fn a_value_never_adds_or_removes_a_key(context in 0..CONTEXTS.len(), value in hostile_value()) {
+        let (template, harmless, read) = CONTEXTS[context];
+        check_value_is_data(template, harmless, read, &value)?;
+    }
+}
+
+#[test]
+fn every_context_accepts_its_harmless_value_and_refuses_the_injection() {
+    for (template, harmless, read) in CONTEXTS {
+        check_value_is_data(template, harmless, *read, harmless).unwrap();
+        let injection = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
+        check_value_is_data(template, harmless, *read, injection).unwrap();
+    }
+}
+
+// Through the whole loader: the value of a file secret, as the last `[env]`
+// value of a service, either is that value in the plan (and the service has
+// no volume), or the load fails with an error naming `${ token }`.
+proptest! {
+    #![proptest_config(config(300))]
+
+    #[test]
+    fn a_secret_in_env_is_data_through_the_loader(value in hostile_value()) {
+        // A file secret loses one trailing line end; UTF-8 text only.
+        prop_assume!(!value.ends_with('\n') && !value.is_empty());
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("web")).expect("mkdir");
+        std::fs::write(root.join("dispenser.toml"), "[[service]]\npath = \"web\"\n").expect("write");
+        std::fs::write(
+            root.join("web/service.toml"),
+            "[service]\nname = \"web\"\nimage = \"nginx:1.27\"\n\n[env]\nMODE = \"a\"\nTOKEN = \"${ token }\"\n",
+        )
+        .expect("write");
+        std::fs::write(root.join("dispenser.vars"), "token = { source = \"file\", path = \"secret.txt\" }\n").expect("write");
+        std::fs::write(root.join("secret.txt"), &value).expect("write");
+        match load(&root.join("dispenser.toml"), &LocalSecrets::new(root)) {
+            Ok(loaded) => {
+                let web = &loaded.plan.services["web"];
+                prop_assert!(web.container.volumes.is_empty());
+                prop_assert_eq!(web.container.env.len(), 2);
+                prop_assert_eq!(web.container.env["TOKEN"].expose(), value.as_str());
+            }
+            Err(diagnostics) => {
+                let text = diagnostics.to_string();
+                prop_assert!(!text.contains(LEAK_MARK), "the value leaked:\n{}", text);
+                prop_assert!(text.contains("${ token }"), "{}", text);
+            }
+        }
+    }
+}

@@ -1,13 +1,17 @@
 //! Templates: renders config files with minijinja (`${ name }` for variables,
-//! `{% if %}` blocks, strict undefined), and maps lines of the rendered text
-//! back to lines of the source so diagnostics point at what the user wrote.
+//! `{% if %}` blocks, strict undefined), keeps every value data (see
+//! `render/substitute.rs`), bounds the work a template may do, and maps lines of the
+//! rendered text back to lines of the source so diagnostics point at what
+//! the user wrote.
+
+mod substitute;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 use similar::{capture_diff_slices_deadline, Algorithm, DiffOp};
 
 use super::diagnostic::byte_span_to_line;
@@ -18,6 +22,19 @@ const DIFF_DEADLINE: Duration = Duration::from_millis(500);
 /// Beyond this many line pairs, a replaced block is paired in order instead
 /// of by similarity (quadratic).
 const MAX_PAIRED_LINES: usize = 10_000;
+/// The work one render may do, in minijinja's fuel: about one unit per
+/// instruction and per 64 bytes of data written. A config file renders with a
+/// few thousand; a runaway loop stops here within a fraction of a second.
+pub const RENDER_FUEL: u64 = 300_000;
+/// The largest rendered text: a template whose output would be bigger is
+/// refused (a loop that writes too much).
+pub const MAX_RENDERED_BYTES: usize = 4 << 20;
+/// How [`MAX_RENDERED_BYTES`] is written in messages.
+const MAX_RENDERED_TEXT: &str = "4 MiB";
+/// What the formatter writes for an expression whose value is empty, so
+/// that minijinja records where it is (it records no empty output); never
+/// in the text that is parsed. A noncharacter: reserved for internal use.
+const EMPTY: &str = "\u{fdd0}";
 
 /// Renders config templates with Dispenser's syntax.
 pub struct Renderer {
@@ -62,10 +79,28 @@ impl Renderer {
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
         environment.set_debug(true);
         environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        environment.set_fuel(Some(RENDER_FUEL));
+        environment.set_formatter(|out, _state, value| {
+            // What the default formatter refuses in strict mode.
+            if value.is_undefined() {
+                return Err(Error::from(ErrorKind::UndefinedError));
+            }
+            let text = value.to_string();
+            if text.contains(EMPTY) {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "a value holds U+FDD0, a character reserved by dispenser",
+                ));
+            }
+            let text = if text.is_empty() { EMPTY } else { &text };
+            out.write_str(text).map_err(Error::from)
+        });
         Self { environment }
     }
 
-    /// Renders `source` with `variables` (exposed values; never echoed in errors).
+    /// Renders `source` with `variables` (exposed values; never echoed in
+    /// errors). Every value is data: escaped for the TOML token it lands in,
+    /// or refused (see `render/substitute.rs`).
     pub fn render(
         &self,
         source: &str,
@@ -75,9 +110,33 @@ impl Renderer {
             .iter()
             .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
             .collect();
-        self.environment
-            .render_str(source, Value::from(context))
-            .map_err(|error| RenderError::from_minijinja(source, &error))
+        let (output, spans) = self
+            .environment
+            .template_from_str(source)
+            .and_then(|template| template.render_with_spans(Value::from(context)))
+            .map_err(|error| RenderError::from_minijinja(source, &error))?;
+        if output.len() > MAX_RENDERED_BYTES {
+            return Err(RenderError {
+                message: format!("the template renders to more than {MAX_RENDERED_TEXT}"),
+                span: None,
+                label: "here".to_string(),
+                help: Some(
+                    "a loop writes too much: a rendered config file this large is a mistake"
+                        .to_string(),
+                ),
+                undefined: None,
+            });
+        }
+        substitute::keep_values_data(source, &output, &spans).map_err(|refusal| RenderError {
+            message: refusal.message,
+            span: refusal
+                .expression
+                .filter(|range| range.end <= source.len() && range.start <= range.end)
+                .map(|range| widen_to_expression(source, range)),
+            label: refusal.label.to_string(),
+            help: Some(refusal.help),
+            undefined: None,
+        })
     }
 }
 
@@ -106,6 +165,38 @@ impl RenderError {
                         "define `{root}` in dispenser.vars or a *.dispenser.vars file"
                     )),
                     undefined: Some(root.to_string()),
+                }
+            }
+            (ErrorKind::OutOfFuel, span) => RenderError {
+                message: format!(
+                    "template too costly: rendering stopped after its budget of {RENDER_FUEL} steps"
+                ),
+                span,
+                label: "still running here".to_string(),
+                help: Some(
+                    "a config template needs a few thousand steps (each loop turn, filter and line written costs some): look for a loop that runs too long"
+                        .to_string(),
+                ),
+                undefined: None,
+            },
+            (ErrorKind::InvalidOperation, Some(span))
+                if error.detail().is_some_and(|detail| detail.contains("U+FDD0")) =>
+            {
+                let span = widen_to_expression(source, span);
+                let inner = source[span.clone()]
+                    .trim_start_matches("${")
+                    .trim_end_matches('}')
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                RenderError {
+                    message: format!(
+                        "the value of `${{ {inner} }}` holds U+FDD0, a character reserved by dispenser"
+                    ),
+                    span: Some(span),
+                    label: "value".to_string(),
+                    help: Some("remove the character U+FDD0 from the value".to_string()),
+                    undefined: None,
                 }
             }
             (kind, span) => {
@@ -348,11 +439,10 @@ mod tests {
     /// end of the source.
     #[test]
     fn a_lone_carriage_return_is_not_a_line_end() {
+        // (A value can no longer add a line end there: the map is built
+        // from the texts directly.)
         let source = "\r${ mode }";
-        let rendered = Renderer::new()
-            .render(source, &vars(&[("mode", "\n")]))
-            .unwrap();
-        assert_eq!(rendered, "\r\n");
+        let rendered = "\r\n".to_string();
         let map = LineMap::new(source, &rendered);
         for offset in 0..=rendered.len() {
             let (line, _) = map.to_source(source, &rendered, offset..rendered.len());
@@ -377,3 +467,6 @@ mod tests {
         assert_eq!(map.to_source(source, rendered, c..c + 1), (4, 0..1));
     }
 }
+
+#[cfg(test)]
+mod data_tests;

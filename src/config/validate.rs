@@ -522,7 +522,7 @@ pub fn service(
                         "invalid memory",
                     )
                     .help =
-                    Some("units are b, k, m, g (binary, case-insensitive), e.g. `512m`".into());
+                    Some("units are b, k, m, g, t (binary, case-insensitive), e.g. `512m`".into());
             })
             .ok()
     });
@@ -798,6 +798,13 @@ fn lifecycle(check: &mut FileCheck<'_>, file: &ServiceFile, default_zone: Zone) 
         None => PullPolicy::OnStartup,
     };
     let schedule = table.as_ref().and_then(|t| t.cron.clone()).and_then(|expression| {
+        // Files written for ixpantia/dispenser: where this expression meant
+        // other days there, say so (not for a value from a secret).
+        if !check.masked("dispenser.cron", &expression).masked {
+            for note in dispenser_actors::plan::upstream_differences(&expression) {
+                check.warning("dispenser.cron", note, "other days than in ixpantia/dispenser");
+            }
+        }
         Schedule::parse(&expression)
             .map_err(|error| {
                 // The reason quotes the bad field: not when it is a secret.
@@ -1149,6 +1156,7 @@ fn duration(
         toml::Value::Integer(seconds) if *seconds >= 0 => {
             bounded_duration(Duration::from_secs(*seconds as u64))
         }
+        toml::Value::Integer(_) => Err("a duration cannot be negative".to_string()),
         _ => Err("expected a duration such as \"5s\" or a number of seconds".to_string()),
     };
     result
@@ -1181,11 +1189,19 @@ fn pick<T: Copy + PartialEq>(
             .error(
                 path,
                 format!("unknown {what}{}", check.shown(path, word)),
-                &format!("not a {what}"),
+                &format!("{} {what}", article(what)),
             )
             .help = Some(help);
     }
     chosen
+}
+
+/// "not a" or "not an", for a label that names what a word is not.
+fn article(what: &str) -> &'static str {
+    match what.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "not an",
+        _ => "not a",
+    }
 }
 
 /// A whole number that must lie in `range`; out of it, an error at `path`

@@ -189,6 +189,10 @@ pub const DEPENDS_ON: Choices<DependsOn> = &[
     ("completed", DependsOn::Completed),
     ("service-completed", DependsOn::Completed),
     ("service_completed", DependsOn::Completed),
+    // ixpantia/dispenser's spellings (its enum's variant names).
+    ("Started", DependsOn::Started),
+    ("Healthy", DependsOn::Healthy),
+    ("Completed", DependsOn::Completed),
 ];
 
 pub const NETWORK_DRIVERS: Choices<NetworkDriver> = &[

@@ -38,10 +38,23 @@ pub struct VarEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
     values: BTreeMap<String, (Sensitive, String)>,
-    /// Secrets that could not be resolved (already reported).
+    /// Variables with no value because of an error already reported: a
+    /// secret that could not be resolved, or a declaration in a variables
+    /// file that was refused.
     unresolved: BTreeSet<String>,
     /// Variables whose value came from a secret source (masked in diagnostics).
     secrets: BTreeSet<String>,
+    /// A variables file was unreadable or not TOML: any variable may have
+    /// been meant there.
+    incomplete: bool,
+}
+
+/// A variables file that was refused: its problems, and the variables it
+/// declares (`None` when it is not TOML), which then have no value.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub diagnostics: Diagnostics,
+    names: Option<Vec<String>>,
 }
 
 impl Variables {
@@ -52,9 +65,25 @@ impl Variables {
             .map(|(_, previous)| previous)
     }
 
-    /// True when `name` is a secret that failed to resolve.
+    /// True when `name` has no value because of an error already reported
+    /// (a secret that failed to resolve, a refused variables file): its
+    /// uses are not reported again as undefined.
     pub fn is_unresolved(&self, name: &str) -> bool {
-        self.unresolved.contains(name)
+        self.incomplete || self.unresolved.contains(name)
+    }
+
+    /// Records that a variables file could not be read (already reported).
+    pub fn unreadable(&mut self) {
+        self.incomplete = true;
+    }
+
+    /// Records a refused variables file; returns its diagnostics.
+    pub fn refused(&mut self, refused: Refused) -> Diagnostics {
+        match refused.names {
+            Some(names) => self.unresolved.extend(names),
+            None => self.incomplete = true,
+        }
+        refused.diagnostics
     }
 
     /// True when `name`'s value came from a secret source.
@@ -71,8 +100,10 @@ impl Variables {
     }
 }
 
-/// Parses a variables file (already rendered when it is a template).
-pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
+/// Parses a variables file (already rendered when it is a template). A
+/// file with any error is refused as a whole: none of its variables get a
+/// value (see [`Variables::refused`]).
+pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Refused> {
     let mut diagnostics = Diagnostics::default();
     let root = match DeTable::parse(&file.rendered) {
         Ok(root) => root,
@@ -87,12 +118,17 @@ pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
                 message.to_string()
             };
             diagnostics.push(file.error_at(span, format!("invalid TOML: {message}"), "here"));
-            return Err(diagnostics);
+            return Err(Refused {
+                diagnostics,
+                names: None,
+            });
         }
     };
     let mut entries = Vec::new();
+    let mut names = Vec::new();
     for (key, value) in root.get_ref().iter() {
         let name = key.get_ref().to_string();
+        names.push(name.clone());
         // A key written with a template may hold a base variable's value
         // (maybe a secret): messages then do not repeat it.
         let shown = if file.is_templated(&key.span()) {
@@ -110,7 +146,10 @@ pub fn parse(file: &SourceFile) -> Result<Vec<VarEntry>, Diagnostics> {
         }
     }
     if diagnostics.has_errors() {
-        Err(diagnostics)
+        Err(Refused {
+            diagnostics,
+            names: Some(names),
+        })
     } else {
         Ok(entries)
     }
@@ -359,14 +398,18 @@ mod tests {
     #[test]
     fn rejects_arrays_and_unknown_sources() {
         let text = "a = [1]\nb = { source = \"vault\", name = \"x\" }\nc = { source = \"env\", nmae = \"x\" }\n";
-        let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
+        let errors = parse(&SourceFile::plain("dispenser.vars", text))
+            .unwrap_err()
+            .diagnostics;
         assert_eq!(errors.error_count(), 3);
     }
 
     #[test]
     fn google_names_and_versions_are_checked() {
         let text = "a = { source = \"google\", name = \"db-password\" }\nb = { source = \"google\", name = \"projects/p/secrets/s\", version = \"../x\" }\nc = { source = \"google\", name = \"projects/example.com:p/secrets/s_1\", version = \"3\" }\n";
-        let errors = parse(&SourceFile::plain("dispenser.vars", text)).unwrap_err();
+        let errors = parse(&SourceFile::plain("dispenser.vars", text))
+            .unwrap_err()
+            .diagnostics;
         assert_eq!(errors.error_count(), 2);
         let messages: Vec<&str> = errors.items.iter().map(|d| d.message.as_str()).collect();
         assert!(

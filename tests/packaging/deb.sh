@@ -52,6 +52,9 @@ dpkg -i "$deb" >/dev/null
 check "binary runs" /usr/bin/dispenser --version
 check "user dispenser exists" getent passwd dispenser
 check "user home is /opt/dispenser" bash -c '[[ $(getent passwd dispenser | cut -d: -f6) == /opt/dispenser ]]'
+check "user has a login shell (sudo su dispenser works)" bash -c '[[ $(getent passwd dispenser | cut -d: -f7) == /bin/bash ]]'
+check "sudo su dispenser runs a command as it" bash -c '[[ $(su dispenser -c "id -un") == dispenser ]]'
+check "user's password is locked" bash -c '[[ $(passwd -S dispenser | cut -d" " -f2) == L ]]'
 if getent group docker >/dev/null; then
     check "user is in the docker group" bash -c 'id -nG dispenser | tr " " "\n" | grep -qx docker'
 fi

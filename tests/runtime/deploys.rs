@@ -643,9 +643,10 @@ fn a_host_port_service_is_replaced_stop_first_while_requests_are_held() {
     assert_eq!(tally.failed, 0, "{tally:?}");
     assert_eq!(tally.non_2xx, 0, "{tally:?}");
     assert_eq!(tally.backwards, 0, "{tally:?}");
-    // The new container answers on the host port too.
-    let direct = docker(&["inspect", "-f", "{{.State.Running}}", &sb.name("web")]);
-    assert_eq!(direct.trim(), "true");
+    // The new container answers on the host port too, past the proxy.
+    let direct = crate::proxy::get(host_port, "ports.test", "/");
+    assert_eq!(direct.status, 200, "{direct:?}");
+    assert_eq!(direct.body, "b\n", "{direct:?}");
     daemon.stop();
 }
 

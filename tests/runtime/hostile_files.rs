@@ -4,6 +4,7 @@
 //! untouched (same id, same start time); the good files then reload as a no-op.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use crate::support::{inspect, Daemon, Sandbox};
 
@@ -144,4 +145,108 @@ fn hostile_files_on_reload_change_nothing() {
         Some("s3cr3t-token-value")
     );
     daemon.stop();
+}
+
+/// A template that would loop for hours arrives on reload. The
+/// reload is refused within seconds, naming the file and line; the next
+/// reload (the good file again) is not blocked, and `-s stop` stops the
+/// daemon at once. Before, the reload rendered for hours and every later
+/// reload, and the stop, waited for it.
+#[test]
+fn a_runaway_template_on_reload_is_refused_quickly() {
+    let mut sb = Sandbox::new();
+    sb.service("app", BUSYBOX, "command = \"sleep 3600\"\n");
+    let service = std::fs::read_to_string(sb.path("app/service.toml")).expect("service.toml");
+    let daemon = sb.start();
+    let before = identity(&sb);
+
+    let looping = format!(
+        "{service}\n[env]\n{{% for i in range(100000) %}}\n{{% for j in range(100000) %}}\nX = \"${{ j }}\"\n{{% endfor %}}\n{{% endfor %}}\n"
+    );
+    sb.write("app/service.toml", &looping);
+    let started = Instant::now();
+    refused(
+        &daemon,
+        &sb,
+        &before,
+        &["template too costly", "app/service.toml:"],
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "the refusal took {took:?}");
+
+    // The good file: this reload is not blocked, and restarts nothing.
+    sb.write("app/service.toml", &service);
+    daemon.reload();
+    assert_eq!(identity(&sb), before);
+    assert!(daemon.log().contains("plan applied"), "{}", daemon.log());
+
+    let started = Instant::now();
+    daemon.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+}
+
+/// On the real daemon: a secret from the environment and a
+/// text of dispenser.vars, both holding TOML lines that add a bind mount of
+/// `/` when substituted as text, are the values of their `[env]` keys in
+/// the container, which gets no mount. `--test` passes and prints neither.
+#[test]
+fn values_holding_toml_lines_reach_the_container_as_data() {
+    const INJECTION: &str = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
+    let mut sb = Sandbox::new();
+    sb.set_env("DISPENSER_TEST_INJECTION", INJECTION);
+    sb.write(
+        "dispenser.vars",
+        &format!(
+            "from_env = {{ source = \"env\", name = \"DISPENSER_TEST_INJECTION\" }}\nfrom_vars = {}\n",
+            toml_string(INJECTION)
+        ),
+    );
+    sb.service(
+        "app",
+        BUSYBOX,
+        "command = \"sleep 3600\"\n\n[env]\nFROM_VARS = \"${ from_vars }\"\nFROM_ENV = \"${ from_env }\"\n",
+    );
+    let out = sb.cli(&["--test"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("/host"), "{printed}");
+
+    let daemon = sb.start();
+    let container = inspect(&sb.name("app"));
+    let mounts = container["Mounts"].as_array().cloned().unwrap_or_default();
+    assert!(
+        mounts.iter().all(|mount| mount["Destination"] != "/host"),
+        "a value added a mount: {mounts:?}"
+    );
+    let env: BTreeMap<String, String> = container["Config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| pair.as_str()?.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    assert_eq!(env.get("FROM_VARS").map(String::as_str), Some(INJECTION));
+    assert_eq!(env.get("FROM_ENV").map(String::as_str), Some(INJECTION));
+    let log = daemon.stop();
+    assert!(!log.contains("/host"), "a value was printed:\n{log}");
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }

@@ -7,11 +7,13 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::support::{docker, exists, inspect, text, wait_exit, Sandbox, EXIT_TIMEOUT};
+use crate::google_standin::{Answer, StandIn};
+use crate::secrets::{google_sandbox, secret};
+use crate::support::{docker, eventually, exists, inspect, text, wait_exit, Sandbox, EXIT_TIMEOUT};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 const WEB: &str = "dispenser-test/web:v1";
@@ -380,6 +382,67 @@ fn kill_nine_during_a_reconcile_then_restart_converges() {
         );
     }
     second.stop();
+}
+
+/// A reload whose load is slow (here a secret the Secret
+/// Manager takes a minute to answer) blocks neither a stop nor the signals:
+/// `-s stop` returns at once, a second SIGHUP is kept for after the load.
+/// Before, the daemon awaited the load before reading the next signal, and
+/// a stop waited for it.
+#[test]
+fn a_stop_during_a_slow_reload_is_handled_at_once() {
+    let standin = StandIn::start();
+    standin.set(
+        &secret("slow"),
+        "latest",
+        Answer::Value(b"slow-Value-2c7e".to_vec()),
+    );
+    let mut sb = google_sandbox(&standin);
+    sb.service("app", BUSYBOX, "command = [\"sleep\", \"3600\"]\n");
+    let daemon = sb.start();
+    let before = identity(&sb.name("app"));
+
+    standin.set_delay(Duration::from_secs(60));
+    sb.write(
+        "dispenser.vars",
+        &format!(
+            "slow = {{ source = \"google\", name = \"{}\" }}\n",
+            secret("slow")
+        ),
+    );
+    sb.service(
+        "app",
+        BUSYBOX,
+        "command = [\"sleep\", \"3600\"]\n\n[env]\nSLOW = \"${ slow }\"\n",
+    );
+    sb.signal("HUP");
+    // The load now waits on the network.
+    eventually(
+        "the reload asks for the secret",
+        Duration::from_secs(30),
+        || !standin.requests().is_empty(),
+        || daemon.log(),
+    );
+    // A second reload, asked for meanwhile: the daemon reads it at once
+    // (before the fix it read no signal until the load ended).
+    sb.signal("HUP");
+    eventually(
+        "the daemon reads a SIGHUP while a load runs",
+        Duration::from_secs(10),
+        || daemon.log().contains("it follows this one"),
+        || daemon.log(),
+    );
+
+    let started = Instant::now();
+    let log = daemon.stop();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop took {took:?}:\n{log}"
+    );
+    assert!(log.contains("that reload is abandoned"), "{log}");
+    assert!(!log.contains("reload refused"), "{log}");
+    assert_eq!(identity(&sb.name("app")), before, "nothing was applied");
 }
 
 /// Sends a signal to the daemon by pid (like `-s reload`, without waiting).

@@ -526,16 +526,17 @@ fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
     sb.service("web", &registry.image("web"), WATCH);
     let web = sb.name("web");
     let daemon = sb.start();
-    let v2 = registry.push(V2, "web", Some(V1));
+    // v2 reaches `latest` through the registry's API alone, as a push from
+    // another machine would: no local tag moves but the daemon's own.
+    registry.push_tagged(V2, "web", "v2");
+    let v2 = registry.retag("web", "v2", "latest");
     wait_served(&web, "v2", || daemon.log());
+    // Stopped once the deploy has ended (a stop abandons a deploy's gate).
+    daemon.wait_for(&format!("digest={v2}"), 1);
+    daemon.wait_for("deployed", 1);
     daemon.stop();
-    // `push` puts the local tag back on v1 right after pushing; when the
-    // daemon polled in between, that undid the daemon's own tag. Put back
-    // what the deploy did (its tagging is checked by the unit tests and the
-    // engine test), so the restart below sees the host as the deploy left it.
-    docker(&["tag", V2, &registry.image("web")]);
 
-    // The local tag names the deployed image: a restart adopts it.
+    // The deploy moved the local tag to what it deployed: a restart adopts it.
     let id = inspect(&web)["Id"].clone();
     let daemon = sb.start();
     sleep(Duration::from_secs(3));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use image::{ImageRef, ImageRefError, DEFAULT_TAG, DOCKER_HUB};
-pub use schedule::{Schedule, ScheduleError};
+pub use schedule::{upstream_differences, Schedule, ScheduleError};
 pub use sensitive::Sensitive;
 pub use zone::Zone;
 
@@ -498,9 +498,6 @@ impl ProxySettings {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
 
 #[cfg(test)]
 mod properties;

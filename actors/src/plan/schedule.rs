@@ -223,6 +223,17 @@ fn parse_day_of_week(field: &str) -> Result<Option<String>, ScheduleError> {
     if is_wildcard(field) {
         return Ok(None);
     }
+    let days = expand_days(field, day_number)?;
+    let names: Vec<&str> = days.iter().map(|day| DAY_NAMES[*day]).collect();
+    Ok(Some(names.join(",")))
+}
+
+/// The days (Sunday = 0) a day-of-week field names, each day read by `day`
+/// (which returns 0..=7, 7 being Sunday again).
+fn expand_days(
+    field: &str,
+    day: fn(&str) -> Option<usize>,
+) -> Result<BTreeSet<usize>, ScheduleError> {
     let invalid = |why: &str| {
         ScheduleError::new(format!(
             "invalid day of week field `{field}`: {why} (0-7 or SUN-SAT, 0 and 7 are Sunday)"
@@ -244,23 +255,124 @@ fn parse_day_of_week(field: &str) -> Result<Option<String>, ScheduleError> {
         let (first, last) = if is_wildcard(range) {
             (0, 6)
         } else if let Some((start, end)) = range.split_once('-') {
-            day_number(start)
-                .zip(day_number(end))
-                .ok_or_else(|| invalid("bad day"))?
+            day(start).zip(day(end)).ok_or_else(|| invalid("bad day"))?
         } else {
-            let day = day_number(range).ok_or_else(|| invalid("bad day"))?;
-            let last = if item.contains('/') { 7 } else { day };
-            (day, last)
+            let one = day(range).ok_or_else(|| invalid("bad day"))?;
+            let last = if item.contains('/') { 7 } else { one };
+            (one, last)
         };
         if first > last {
             return Err(invalid("a range must go upwards"));
         }
-        for day in (first..=last).step_by(step) {
-            days.insert(day % 7);
+        for one in (first..=last).step_by(step) {
+            days.insert(one % 7);
         }
     }
-    let names: Vec<&str> = days.iter().map(|day| DAY_NAMES[*day]).collect();
-    Ok(Some(names.join(",")))
+    Ok(days)
+}
+
+/// A day as ixpantia/dispenser's `cron` crate numbers it: 1 (Sunday) to 7
+/// (Saturday), names as everywhere; as standard cron's number (Sunday = 0).
+fn upstream_day_number(text: &str) -> Option<usize> {
+    match text.parse::<usize>() {
+        Ok(number) => (1..=7).contains(&number).then(|| number - 1),
+        Err(_) => day_number(text),
+    }
+}
+
+/// Where an expression means something else to ixpantia/dispenser, whose
+/// `cron` crate counts days of the week from Sunday = 1 and fires only when
+/// both restricted day fields match: one line each, for a warning. Only
+/// for the 6- and 7-field forms upstream takes (its files never have 5).
+pub fn upstream_differences(expression: &str) -> Vec<String> {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if !(6..=7).contains(&fields.len()) {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    let day_of_week = fields[DAY_OF_WEEK];
+    // A number as a day (a step's number is no day: `*/2` is the same days
+    // in both numberings).
+    let numeric = day_of_week.split(',').any(|item| {
+        let range = item.split('/').next().unwrap_or_default();
+        range.bytes().any(|b| b.is_ascii_digit())
+    });
+    if !is_wildcard(day_of_week) && numeric {
+        if let Ok(days) = expand_days(day_of_week, day_number) {
+            let theirs = expand_days(day_of_week, upstream_day_number).ok();
+            let mut note = format!(
+                "the day of week `{day_of_week}` runs {}",
+                describe_days(&days)
+            );
+            match theirs {
+                Some(theirs) if theirs != days => note.push_str(&format!(
+                    "; ixpantia/dispenser ran this {}",
+                    describe_days(&theirs)
+                )),
+                Some(_) => {}
+                None => note.push_str("; ixpantia/dispenser refused it"),
+            }
+            note.push_str(&format!(
+                " (standard cron: 0 and 7 are Sunday); write day names to be clear: `{}`",
+                day_names(&days)
+            ));
+            notes.push(note);
+        }
+    }
+    if !is_wildcard(fields[DAY_OF_MONTH]) && !is_wildcard(day_of_week) {
+        notes.push(format!(
+            "both day fields are restricted (`{}` and `{day_of_week}`): this runs when either matches, as in standard cron; ixpantia/dispenser ran it only when both matched",
+            fields[DAY_OF_MONTH]
+        ));
+    }
+    notes
+}
+
+/// Full day names for people: "Monday to Friday", "Sunday, Tuesday".
+fn describe_days(days: &BTreeSet<usize>) -> String {
+    const FULL: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    day_runs(days)
+        .into_iter()
+        .map(|(first, last)| match last - first {
+            0 => FULL[first].to_string(),
+            1 => format!("{}, {}", FULL[first], FULL[last]),
+            _ => format!("{} to {}", FULL[first], FULL[last]),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The days as a day-of-week field of names: `MON-FRI`, `SUN,TUE`.
+fn day_names(days: &BTreeSet<usize>) -> String {
+    day_runs(days)
+        .into_iter()
+        .map(|(first, last)| match last - first {
+            0 => DAY_NAMES[first].to_string(),
+            1 => format!("{},{}", DAY_NAMES[first], DAY_NAMES[last]),
+            _ => format!("{}-{}", DAY_NAMES[first], DAY_NAMES[last]),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Consecutive days as (first, last) runs, in week order from Sunday.
+fn day_runs(days: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &day in days {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == day => *last = day,
+            _ => runs.push((day, day)),
+        }
+    }
+    runs
 }
 
 /// A day as standard cron numbers it: 0..=7 or a three-letter name.

@@ -78,6 +78,32 @@ pub enum GoogleError {
     Malformed { reason: String },
     #[error("cannot start the secret fetcher: {reason}")]
     Internal { reason: String },
+    /// A plain-HTTP endpoint off this machine: the credentials and the
+    /// secrets would cross the network in the clear.
+    #[error("{ENDPOINT_ENV} is `{endpoint}`: plain http is only for a loopback address")]
+    InsecureEndpoint { endpoint: String },
+}
+
+/// True when requests may go to `endpoint`: over https anywhere, over plain
+/// http only to this machine (a local stand-in of the API).
+fn endpoint_allowed(endpoint: &str) -> bool {
+    if endpoint.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Where Application Default Credentials come from on this host.
@@ -129,6 +155,9 @@ impl GoogleError {
             ),
             GoogleError::Unreachable { .. } | GoogleError::Timeout { .. } => Some(format!(
                 "check this host's network, DNS, proxy and firewall; {ENDPOINT_ENV} overrides the endpoint"
+            )),
+            GoogleError::InsecureEndpoint { .. } => Some(format!(
+                "use https://, or http:// with 127.0.0.1, [::1] or localhost (a local stand-in); unset {ENDPOINT_ENV} for Google's own endpoint"
             )),
             GoogleError::Binary => Some(
                 "store the value as text (for example base64-encoded) in a new version".to_string(),
@@ -191,6 +220,12 @@ impl GoogleSecrets {
         &self,
         wanted: &[(String, String)],
     ) -> Vec<Result<Sensitive, GoogleError>> {
+        if !endpoint_allowed(&self.endpoint) {
+            let refused = GoogleError::InsecureEndpoint {
+                endpoint: self.endpoint.clone(),
+            };
+            return vec![Err(refused); wanted.len()];
+        }
         let source = CredentialSource::detect();
         let auth = match self.authenticate(&source).await {
             Ok(headers) => headers,

@@ -91,3 +91,28 @@ fn nothing_wanted_fetches_nothing() {
     let google = GoogleSecrets::new("http://127.0.0.1:9", ATTEMPT_TIMEOUT);
     assert!(google.fetch_all(&[]).is_empty());
 }
+
+#[test]
+fn plain_http_is_only_for_a_loopback_endpoint() {
+    for allowed in [
+        "https://secretmanager.googleapis.com",
+        "https://10.1.2.3:8443",
+        "http://127.0.0.1:9000",
+        "http://127.9.9.9",
+        "http://[::1]:9000/base",
+        "http://LocalHost:9000",
+    ] {
+        assert!(endpoint_allowed(allowed), "{allowed}");
+    }
+    for refused in [
+        "http://secretmanager.googleapis.com",
+        "http://10.1.2.3:9000",
+        "http://127.0.0.1.evil.example",
+        "http://localhost.evil.example:80",
+        "http://[::2]:9000",
+        "ftp://127.0.0.1",
+        "secretmanager.googleapis.com",
+    ] {
+        assert!(!endpoint_allowed(refused), "{refused}");
+    }
+}

@@ -135,3 +135,50 @@ fn invalid_expressions_name_the_field() {
         );
     }
 }
+
+#[test]
+fn numeric_days_of_week_name_what_upstream_ran() {
+    let notes = super::upstream_differences("0 30 9 * * 1-5");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("runs Monday to Friday; ixpantia/dispenser ran this Sunday to Thursday"),
+        "{notes:?}"
+    );
+    assert!(notes[0].contains("`MON-FRI`"), "{notes:?}");
+    // Sunday as 0 does not exist upstream; 7 was Saturday there.
+    let notes = super::upstream_differences("0 0 8 * * 0");
+    assert!(
+        notes[0].contains("runs Sunday; ixpantia/dispenser refused it"),
+        "{notes:?}"
+    );
+    let notes = super::upstream_differences("0 0 8 * * 6,7");
+    assert!(
+        notes[0].contains("runs Sunday, Saturday; ixpantia/dispenser ran this Friday, Saturday"),
+        "{notes:?}"
+    );
+    assert!(notes[0].contains("`SUN,SAT`"), "{notes:?}");
+}
+
+#[test]
+fn names_steps_and_five_fields_need_no_note() {
+    for expression in [
+        "0 30 9 * * MON-FRI",
+        "0 0 * * * */2",
+        "0 0 * * * *",
+        "30 9 * * 1-5",
+        "@weekly",
+    ] {
+        assert!(
+            super::upstream_differences(expression).is_empty(),
+            "{expression}"
+        );
+    }
+}
+
+#[test]
+fn both_day_fields_restricted_is_either_here_and_both_upstream() {
+    let notes = super::upstream_differences("0 0 0 13 * FRI");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("runs when either matches"), "{notes:?}");
+    assert!(notes[0].contains("only when both matched"), "{notes:?}");
+}

@@ -233,8 +233,17 @@ impl AcmeManager {
         };
         if let Some(cert) = cert {
             self.install(host, &cert);
-            if cert.directory_url == config.settings.directory_url {
-                info!(host = %host, serial = %cert.serial, "loaded the stored certificate");
+            // A certificate without its record (`<host>.json`) was stored by
+            // ixpantia/dispenser, in the same `certs/` layout: kept while it
+            // is valid, so a switch does not spend the CA's duplicate
+            // certificate limit; renewed by the usual schedule.
+            let upstream = cert.directory_url.is_empty() && now < cert.not_after;
+            if cert.directory_url == config.settings.directory_url || upstream {
+                if upstream {
+                    info!(host = %host, serial = %cert.serial, "kept the certificate ixpantia/dispenser stored");
+                } else {
+                    info!(host = %host, serial = %cert.serial, "loaded the stored certificate");
+                }
                 state.due = renew_by_lifetime(cert.not_before, cert.not_after);
             } else {
                 info!(host = %host, "the stored certificate is from another ca; replacing it");
