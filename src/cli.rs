@@ -84,6 +84,14 @@ pub enum Command {
         /// The service.
         service: String,
     },
+    /// Replace containers that hold services' names but that Dispenser did
+    /// not create (an ixpantia/dispenser host's) with managed ones, through
+    /// the health gate; through the running daemon, or in this process when
+    /// none runs.
+    Takeover {
+        /// The services; every declared service when none is named.
+        services: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.

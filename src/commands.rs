@@ -65,8 +65,8 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             output,
             allow_lossy,
         }) => crate::import::compose(&file, &output, allow_lossy),
-        Command::Dev { .. } => {
-            eprintln!("error: `dev` is run by main");
+        Command::Dev { .. } | Command::Takeover { .. } => {
+            eprintln!("error: `dev` and `takeover` are run by main");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ mod import;
 mod logging;
 mod notify;
 mod pidfile;
+mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,6 +69,10 @@ fn main() -> ExitCode {
                 https_port: https_port.unwrap_or(cli::DEV_HTTPS_PORT),
             };
             commands::dev(&cli.config, cli.pid_file, options)
+        }
+        Some(Command::Takeover { services }) => {
+            logging::init(cli.log_level.as_deref(), "warn");
+            takeover::run(&cli.config, &pid_file, &services)
         }
         Some(command) => {
             logging::init(cli.log_level.as_deref(), "warn");

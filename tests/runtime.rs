@@ -34,5 +34,7 @@ mod outages;
 mod proxy;
 #[path = "runtime/secrets.rs"]
 mod secrets;
+#[path = "runtime/takeover.rs"]
+mod takeover;
 #[path = "runtime/watching.rs"]
 mod watching;

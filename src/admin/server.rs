@@ -14,7 +14,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dispenser_actors::events::{self, Event};
 use dispenser_actors::metrics;
 use dispenser_actors::service::ServiceError;
-use dispenser_actors::supervisor::{ControlError, DeployNow, RollbackNow};
+use dispenser_actors::supervisor::{ControlError, DeployNow, RollbackNow, TakeoverNow};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
@@ -168,7 +168,7 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
     if access == Access::ReadOnly && socket_only {
         return error(
             StatusCode::FORBIDDEN,
-            "logs, deploy and rollback are only served on the unix socket",
+            "logs, deploy, rollback and takeover are only served on the unix socket",
         );
     }
     match (req.method(), segments.as_slice()) {
@@ -194,6 +194,7 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
         (&Method::POST, ["v1", "services", service, action @ ("deploy" | "rollback")]) => {
             operator_action(state, service, action).await
         }
+        (&Method::POST, ["v1", "services", service, "takeover"]) => takeover(state, service).await,
         (_, ["v1", ..] | ["metrics"] | [""]) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -355,6 +356,36 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
                 events::publish(event);
             }
             warn!(service = %service, action, error = %message, "operator request failed");
+            (control_status(&err), ActionAnswer { ok: false, message })
+        }
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ActionAnswer {
+                ok: false,
+                message: format!("the supervisor did not answer: {err}"),
+            },
+        ),
+    };
+    json(status, &answer)
+}
+
+/// `dispenser takeover` for one service. The deploy it makes is counted and
+/// announced by the ledger, like the daemon's own deploys.
+async fn takeover(state: &AdminState, service: &str) -> HttpResponse {
+    let answer = state
+        .supervisor
+        .send(TakeoverNow {
+            service: service.to_owned(),
+        })
+        .await;
+    let (status, answer) = match answer {
+        Ok(Ok(message)) => {
+            info!(service = %service, action = "takeover", "operator request done");
+            (StatusCode::OK, ActionAnswer { ok: true, message })
+        }
+        Ok(Err(err)) => {
+            let message = err.to_string();
+            warn!(service = %service, action = "takeover", error = %message, "operator request failed");
             (control_status(&err), ActionAnswer { ok: false, message })
         }
         Err(err) => (

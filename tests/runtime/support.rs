@@ -179,6 +179,31 @@ impl Sandbox {
         self.path("dispenser.toml")
     }
 
+    /// Makes the default network look like the one ixpantia/dispenser
+    /// creates: made anew under the same name and subnet, with upstream's
+    /// label `managed-by=dispenser` (and the tests' labels). Returns its id.
+    pub fn network_as_upstream(&self) -> String {
+        let name = self.name("net");
+        docker(&["network", "rm", &name]);
+        let pid = format!("dispenser-test.pid={}", std::process::id());
+        let id = docker(&[
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            &self.subnet,
+            "--label",
+            "managed-by=dispenser",
+            "--label",
+            "dispenser-test=1",
+            "--label",
+            &pid,
+            &name,
+        ]);
+        id.trim().to_string()
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.path("dispenser.pid")
     }

@@ -61,6 +61,8 @@ pub enum DeployTrigger {
     Manual,
     /// `dispenser rollback SERVICE`.
     Rollback,
+    /// `dispenser takeover`: a container Dispenser did not create is replaced.
+    Takeover,
 }
 
 /// How a deploy ended.
@@ -236,6 +238,7 @@ impl DeployTrigger {
             "cron" => Some(DeployTrigger::Cron),
             "manual" => Some(DeployTrigger::Manual),
             "rollback" => Some(DeployTrigger::Rollback),
+            "takeover" => Some(DeployTrigger::Takeover),
             _ => None,
         }
     }
@@ -249,6 +252,7 @@ impl fmt::Display for DeployTrigger {
             DeployTrigger::Cron => "cron",
             DeployTrigger::Manual => "manual",
             DeployTrigger::Rollback => "rollback",
+            DeployTrigger::Takeover => "takeover",
         })
     }
 }

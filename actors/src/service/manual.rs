@@ -9,6 +9,10 @@
 //! - `ManualRollback` -> `Result<String, ServiceError>`: put back the
 //!   previous good version, as the deploy ledger knows it; the digest left
 //!   is quarantined so the watcher does not bring it back.
+//! - `Takeover` -> `Result<String, ServiceError>`: `dispenser takeover`: a
+//!   container without Dispenser labels that holds the service's name is
+//!   replaced by a managed one through the health gate
+//!   (`reconcile::take_over`); a container of another instance is refused.
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -17,6 +21,7 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use tracing::{error, info};
 
+use super::reconcile::TakeoverOutcome;
 use super::{reconcile, Action, ServiceActor, ServiceError, State};
 use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger, RecentDeploys};
 use crate::plan::PullPolicy;
@@ -35,6 +40,12 @@ pub struct ManualDeploy;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<String, ServiceError>")]
 pub struct ManualRollback;
+
+/// Takes over the container holding the service's name when Dispenser did
+/// not create it; answers a one-line summary of what was done.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, ServiceError>")]
+pub struct Takeover;
 
 impl Handler<ManualDeploy> for ServiceActor {
     type Result = AtomicResponse<Self, Result<String, ServiceError>>;
@@ -98,6 +109,74 @@ impl Handler<ManualRollback> for ServiceActor {
             self.quarantined.insert(left);
         }
         self.finish_manual(Box::pin(work), "rolled back")
+    }
+}
+
+impl Handler<Takeover> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<String, ServiceError>>;
+
+    fn handle(&mut self, _msg: Takeover, _ctx: &mut Self::Context) -> Self::Result {
+        let before = self.state.clone();
+        if let Err(err) = self.begin(Action::Deploy) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
+        }
+        info!(service = %self.service.name, "takeover requested by an operator");
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
+        let work = async move {
+            let outcome = reconcile::take_over(&runtime, &service).await;
+            runtime.refresh_endpoint(&service.name).await;
+            outcome
+        };
+        AtomicResponse::new(Box::pin(
+            AssertUnwindSafe(work)
+                .catch_unwind()
+                .into_actor(self)
+                .map(move |outcome, actor, ctx| {
+                    let name = actor.service.name.clone();
+                    match outcome {
+                        Ok(Ok(TakeoverOutcome::TakenOver {
+                            previous_id,
+                            container_id,
+                        })) => {
+                            actor.container_id = Some(container_id.clone());
+                            actor.set_state(State::Running);
+                            actor.refresh_container(ctx);
+                            actor.refresh_digest(ctx);
+                            Ok(format!(
+                                "{name}: took over container {}; it is replaced by managed container {}",
+                                reconcile::short(&previous_id),
+                                reconcile::short(&container_id)
+                            ))
+                        }
+                        Ok(Ok(TakeoverOutcome::AlreadyManaged { container_id })) => {
+                            actor.set_state(before);
+                            actor.refresh_container(ctx);
+                            Ok(format!(
+                                "{name}: already managed (container {}); nothing to take over",
+                                reconcile::short(&container_id)
+                            ))
+                        }
+                        Ok(Ok(TakeoverOutcome::NoContainer)) => {
+                            actor.set_state(before);
+                            Ok(format!("{name}: no container holds the name; nothing to take over"))
+                        }
+                        Ok(Err(err)) => {
+                            error!(service = %name, error = %err, "takeover failed");
+                            actor.set_state(State::Failed {
+                                reason: err.to_string(),
+                            });
+                            actor.refresh_container(ctx);
+                            Err(err)
+                        }
+                        Err(_panic) => {
+                            error!(service = %name, "takeover panicked");
+                            ctx.stop();
+                            Err(ServiceError::Crashed)
+                        }
+                    }
+                }),
+        ))
     }
 }
 

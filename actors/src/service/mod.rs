@@ -19,6 +19,8 @@
 //!   kill, health change or removal of the service's container (handlers in
 //!   `events.rs`): record, log, tell the proxy; never restart it.
 //! - `Resync` -> `()`: Docker's event stream was down; read the container again.
+//! - `ManualDeploy`, `ManualRollback`, `Takeover` -> `Result<String, ServiceError>`:
+//!   operator requests (`manual.rs`).
 //!
 //! The actor publishes its state on the shared `StatusBoard` after every step,
 //! so status reads never wait on a busy mailbox. If the actor stops
@@ -50,7 +52,7 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::{EndpointState, InFlightBoard};
 use crate::registry::{DigestSource, DockerConfig};
 pub use events::{ContainerChanged, Resync, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW};
-pub use manual::{ManualDeploy, ManualRollback};
+pub use manual::{ManualDeploy, ManualRollback, Takeover};
 pub use reconcile::Reconciled;
 pub use run::{RunFinished, RunOverdue};
 pub use state::{Action, State, StateError};
@@ -322,11 +324,14 @@ impl Runtime {
             return;
         }
         match self.engine.inspect(service).await {
+            // A container without Dispenser labels under the service's name
+            // (an ixpantia/dispenser host's, before `dispenser takeover`)
+            // is served, never changed: the switch-over drops no request.
             Ok(container) => self.report_endpoint(
                 service,
                 container
                     .as_ref()
-                    .filter(|c| reconcile::owned_by(c, &self.instance)),
+                    .filter(|c| reconcile::owned_by(c, &self.instance) || reconcile::unlabelled(c)),
             ),
             // Docker is away, not the container: the proxy keeps the
             // address it has (containers run and answer without Docker).

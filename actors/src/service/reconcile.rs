@@ -49,6 +49,27 @@ pub enum Change {
     Recreated,
 }
 
+/// Suffix of a container being taken over during a stop-first takeover
+/// (`dispenser takeover`): it keeps no Dispenser labels, so a restart finds
+/// it by this name (`remove_strays`), and puts it back if the takeover was
+/// not finished.
+pub const TAKEOVER_SUFFIX: &str = "-takeover";
+
+/// What a takeover found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeoverOutcome {
+    /// A container without Dispenser labels held the name; it was replaced
+    /// through the health gate by `container_id`, and removed.
+    TakenOver {
+        previous_id: String,
+        container_id: String,
+    },
+    /// The container under the service's name is this instance's already.
+    AlreadyManaged { container_id: String },
+    /// No container holds the service's name.
+    NoContainer,
+}
+
 /// True when Dispenser (this instance) created the container.
 pub fn owned_by(container: &Container, instance: &str) -> bool {
     container.labels.get(labels::MANAGED).map(String::as_str) == Some("true")
@@ -108,6 +129,117 @@ pub async fn reconcile(
         state,
         digest,
     })
+}
+
+/// True when the container carries no Dispenser labels at all (one an
+/// operator or ixpantia/dispenser started): the only kind `take_over` replaces.
+pub fn unlabelled(container: &Container) -> bool {
+    !container.labels.contains_key(labels::MANAGED)
+}
+
+/// `dispenser takeover` for one service: when a container without
+/// Dispenser labels holds the service's name, it is replaced by a managed
+/// one through the health gate (`replace_gated`, start-first or stop-first
+/// as for every deploy; the old container is kept until the new one is
+/// proven and put back under its name when it is not). A container of
+/// another Dispenser instance is refused (`NameTaken`), never touched.
+pub async fn take_over(
+    runtime: &Runtime,
+    service: &Service,
+) -> Result<TakeoverOutcome, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    remove_strays(runtime, service).await?;
+    let Some(foreign) = engine.inspect(&service.name).await? else {
+        return Ok(TakeoverOutcome::NoContainer);
+    };
+    if owned_by(&foreign, &runtime.instance) {
+        return Ok(TakeoverOutcome::AlreadyManaged {
+            container_id: foreign.id,
+        });
+    }
+    if !unlabelled(&foreign) {
+        return Err(name_taken(foreign));
+    }
+    let image = ensure_image(runtime, service).await?;
+    let digest = registry_digest(&service.container.image, &image);
+    info!(service = %service.name, container = %short(&foreign.id), "taking over a container dispenser did not create");
+    let container_id = if gated(service, &foreign) {
+        replace_gated(
+            runtime,
+            service,
+            &foreign,
+            digest,
+            DeployTrigger::Takeover,
+            None,
+        )
+        .await?
+    } else {
+        replace_ungated(runtime, service, &foreign, digest).await?
+    };
+    Ok(TakeoverOutcome::TakenOver {
+        previous_id: foreign.id,
+        container_id,
+    })
+}
+
+/// Takes over a container that is not running, or of a service that is not
+/// gated (a job, an `on-trigger` service): it is renamed `-takeover` while
+/// the new container is created (and started unless it waits), removed once
+/// that worked, and renamed back when it did not.
+async fn replace_ungated(
+    runtime: &Runtime,
+    service: &Service,
+    foreign: &Container,
+    digest: String,
+) -> Result<String, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    let started_at = Utc::now();
+    let kept = format!("{}{TAKEOVER_SUFFIX}", service.name);
+    engine.rename(&foreign.id, &kept).await?;
+    engine
+        .stop(&foreign.id, service.container.stop_grace())
+        .await?;
+    let installed = async {
+        let id = create(runtime, service, digest.clone()).await?;
+        if let Err(err) = start_unless_waiting(engine, service, &id).await {
+            engine.remove(&id).await?;
+            return Err(err);
+        }
+        Ok(id)
+    };
+    let outcome = match installed.await {
+        Ok(id) => {
+            engine.remove(&foreign.id).await?;
+            info!(service = %service.name, container = %short(&foreign.id), "removed the container taken over");
+            Ok(id)
+        }
+        Err(err) => {
+            engine.rename(&foreign.id, &service.name).await?;
+            if foreign.state == ContainerState::Running {
+                engine.start(&foreign.id).await?;
+            }
+            warn!(service = %service.name, container = %short(&foreign.id), error = %err, "takeover failed; the container taken over has its name back");
+            Err(err)
+        }
+    };
+    let (kind, reason) = match &outcome {
+        Ok(_) => (DeployOutcomeKind::Succeeded, None),
+        Err(err) => (DeployOutcomeKind::Failed, Some(err.to_string())),
+    };
+    record_deploy(
+        runtime,
+        DeployRecord {
+            service: service.name.clone(),
+            trigger: DeployTrigger::Takeover,
+            old_digest: None,
+            new_digest: Some(digest),
+            started_at,
+            ended_at: Utc::now(),
+            outcome: kind,
+            reason,
+        },
+    );
+    outcome
 }
 
 /// True when replacing `old` goes through the health gate: a service whose
@@ -476,7 +608,7 @@ pub async fn retire(engine: &dyn Engine, instance: &str, name: &str) -> Result<(
 async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<bool, ServiceError> {
     let engine = runtime.engine.as_ref();
     let prev_name = format!("{}{}", service.name, rollout::PREV_SUFFIX);
-    let mut interrupted = false;
+    let mut interrupted = restore_takeover(runtime, service).await?;
     for container in engine
         .list_service(&runtime.instance, &service.name)
         .await?
@@ -506,6 +638,37 @@ async fn remove_strays(runtime: &Runtime, service: &Service) -> Result<bool, Ser
         engine.remove(&container.id).await?;
     }
     Ok(interrupted)
+}
+
+/// Puts back a container whose takeover was interrupted (a kill during a
+/// stop-first `dispenser takeover`): `<name>-takeover`, with no Dispenser
+/// labels, is the version that was serving; an unproven container of this
+/// instance under the service's name is removed and `-takeover` takes its
+/// name back and runs again, as before the takeover began. Anything else
+/// under either name is left alone.
+async fn restore_takeover(runtime: &Runtime, service: &Service) -> Result<bool, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    let kept_name = format!("{}{TAKEOVER_SUFFIX}", service.name);
+    let Some(kept) = engine.inspect(&kept_name).await? else {
+        return Ok(false);
+    };
+    if !unlabelled(&kept) {
+        return Ok(false);
+    }
+    if let Some(unproven) = engine.inspect(&service.name).await? {
+        if !owned_by(&unproven, &runtime.instance) {
+            return Err(name_taken(unproven));
+        }
+        warn!(service = %service.name, container = %short(&unproven.id), "removing the unproven container of an interrupted takeover");
+        engine
+            .stop(&unproven.id, service.container.stop_grace())
+            .await?;
+        engine.remove(&unproven.id).await?;
+    }
+    engine.rename(&kept.id, &service.name).await?;
+    engine.start(&kept.id).await?;
+    warn!(service = %service.name, container = %short(&kept.id), "an interrupted takeover left the previous container; it has its name back and runs again");
+    Ok(true)
 }
 
 /// After an interrupted deploy, the image the local tag named before the

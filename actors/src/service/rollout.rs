@@ -238,7 +238,7 @@ async fn stop_first(
     if runtime.stopping.is_cancelled() {
         return Err(RolloutError::Abandoned { phase: "start" });
     }
-    let prev_name = format!("{}{PREV_SUFFIX}", service.name);
+    let prev_name = prev_name(service, old);
     let image = source_image(engine, service, &digest).await?;
     if service.route.is_some() && runtime.endpoints.is_some() {
         // New requests are held from here; those in flight finish first.
@@ -318,6 +318,19 @@ async fn stop_first(
             })
         }
     }
+}
+
+/// The name `old` carries during a stop-first replace: `<name>-prev` for a
+/// container of Dispenser's, `<name>-takeover` for one it takes over (no
+/// Dispenser labels), which `reconcile::remove_strays` finds by that name.
+fn prev_name(service: &Service, old: Option<&Container>) -> String {
+    let foreign = old.is_some_and(|old| !old.labels.contains_key(labels::MANAGED));
+    let suffix = if foreign {
+        super::reconcile::TAKEOVER_SUFFIX
+    } else {
+        PREV_SUFFIX
+    };
+    format!("{}{suffix}", service.name)
 }
 
 /// `work`'s result, or `None` as soon as the daemon begins to stop.

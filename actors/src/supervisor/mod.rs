@@ -12,6 +12,8 @@
 //! - `GetStatus` -> `Vec<ServiceStatus>`.
 //! - `DeployNow { service }`, `RollbackNow { service }` -> `Result<String, ControlError>`:
 //!   operator requests, forwarded to the service's actor.
+//! - `TakeoverNow { service }` -> `Result<String, ControlError>`: `dispenser takeover`,
+//!   forwarded to the service's actor as `Takeover`.
 //! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
 //!   ticker and proxy router learn each applied plan this way, and only
 //!   send messages back.
@@ -38,6 +40,8 @@ mod deploy_tests;
 pub mod diff;
 #[cfg(test)]
 mod event_tests;
+#[cfg(test)]
+mod takeover_tests;
 #[cfg(test)]
 mod tests;
 
@@ -94,6 +98,14 @@ pub struct DeployNow {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<String, ControlError>")]
 pub struct RollbackNow {
+    pub service: String,
+}
+
+/// An operator asks to replace the container holding a service's name when
+/// Dispenser did not create it (`dispenser takeover`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, ControlError>")]
+pub struct TakeoverNow {
     pub service: String,
 }
 
@@ -475,6 +487,21 @@ impl Handler<RollbackNow> for Supervisor {
         Box::pin(async move {
             let addr = addr.ok_or(ControlError::UnknownService(msg.service))?;
             match addr.send(service::ManualRollback).await {
+                Ok(result) => result.map_err(ControlError::Service),
+                Err(err) => Err(ControlError::Unavailable(err.to_string())),
+            }
+        })
+    }
+}
+
+impl Handler<TakeoverNow> for Supervisor {
+    type Result = ResponseFuture<Result<String, ControlError>>;
+
+    fn handle(&mut self, msg: TakeoverNow, _ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.services.get(&msg.service).cloned();
+        Box::pin(async move {
+            let addr = addr.ok_or(ControlError::UnknownService(msg.service))?;
+            match addr.send(service::Takeover).await {
                 Ok(result) => result.map_err(ControlError::Service),
                 Err(err) => Err(ControlError::Unavailable(err.to_string())),
             }
