@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use actix::MailboxError;
 use actix_web::dev::ServerHandle;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -358,13 +359,7 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
             warn!(service = %service, action, error = %message, "operator request failed");
             (control_status(&err), ActionAnswer { ok: false, message })
         }
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ActionAnswer {
-                ok: false,
-                message: format!("the supervisor did not answer: {err}"),
-            },
-        ),
+        Err(err) => supervisor_away(&err),
     };
     json(status, &answer)
 }
@@ -388,15 +383,20 @@ async fn takeover(state: &AdminState, service: &str) -> HttpResponse {
             warn!(service = %service, action = "takeover", error = %message, "operator request failed");
             (control_status(&err), ActionAnswer { ok: false, message })
         }
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ActionAnswer {
-                ok: false,
-                message: format!("the supervisor did not answer: {err}"),
-            },
-        ),
+        Err(err) => supervisor_away(&err),
     };
     json(status, &answer)
+}
+
+/// The answer when the supervisor's mailbox did not take the request.
+fn supervisor_away(err: &MailboxError) -> (StatusCode, ActionAnswer) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        ActionAnswer {
+            ok: false,
+            message: format!("the supervisor did not answer: {err}"),
+        },
+    )
 }
 
 /// The HTTP status of a refused operator request: one exhaustive match over
