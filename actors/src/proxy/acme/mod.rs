@@ -335,6 +335,7 @@ impl AcmeManager {
                             host = %host,
                             error = %err,
                             retry_in_secs = delay.as_secs(),
+                            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                             "certificate request failed; keeping the current certificate and retrying with back-off"
                         );
                     } else {
@@ -342,6 +343,7 @@ impl AcmeManager {
                             host = %host,
                             failures = state.failures,
                             retry_in_secs = delay.as_secs(),
+                            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                             "certificate request failed again"
                         );
                     }
