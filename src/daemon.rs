@@ -157,9 +157,7 @@ where
             Ok(ledger) => {
                 info!(ledger = %ledger.path().display(), "run history opened");
                 let ledger = ledger.start();
-                supervisor = supervisor
-                    .with_ledger(ledger.clone().recipient())
-                    .with_deploy_ledger(ledger.clone().recipient(), ledger.clone().recipient());
+                supervisor = supervisor.with_history(&ledger);
                 Some(ledger)
             }
             Err(err) => {

@@ -109,9 +109,7 @@ fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<Strin
         let ledger = match Ledger::open(&plan.settings.state_dir) {
             Ok(ledger) => {
                 let ledger = ledger.start();
-                supervisor = supervisor
-                    .with_ledger(ledger.clone().recipient())
-                    .with_deploy_ledger(ledger.clone().recipient(), ledger.clone().recipient());
+                supervisor = supervisor.with_history(&ledger);
                 Some(ledger)
             }
             Err(err) => {

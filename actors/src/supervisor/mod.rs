@@ -57,7 +57,7 @@ use crate::docker_events::{DockerEvent, DockerReconnected};
 use crate::docker_watch::DockerBack;
 use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Engine};
-use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
+use crate::ledger::{Ledger, RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{ImageRef, Plan};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
@@ -236,6 +236,13 @@ impl Supervisor {
     ) -> Self {
         self.deploy_ledger = Some(DeployLedger { record, recent });
         self
+    }
+
+    /// Runs and deploys are recorded in `ledger`, and rollbacks and the
+    /// quarantine read their history from it.
+    pub fn with_history(self, ledger: &Addr<Ledger>) -> Self {
+        self.with_ledger(ledger.clone().recipient())
+            .with_deploy_ledger(ledger.clone().recipient(), ledger.clone().recipient())
     }
 
     /// Deploys drain old containers by the proxy's in-flight counts.
