@@ -289,7 +289,7 @@ fn serve(
             let service = app
                 .http_service::<TcpStream>(Listener::Http)
                 .finish(app.proxy(Listener::Http));
-            plain_connections(service, admission.clone(), first_byte)
+            admitted(sniffing(service, first_byte), admission.clone())
         }
     };
     let mut server = actix_server::Server::build()
@@ -354,11 +354,11 @@ impl AppFactory {
     }
 }
 
-/// The plain listener's connections: admitted, then HTTP/1.1 or h2c by
-/// their first bytes, which must come within `first_byte`.
-fn plain_connections<S>(
+/// The plain listener's connections: HTTP/1.1 or h2c by their first bytes,
+/// which must come within `first_byte` (a silent connection is dropped).
+/// `admitted` wraps it like the TLS side.
+fn sniffing<S>(
     http: S,
-    admission: Admission,
     first_byte: Duration,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()>
 where
@@ -371,31 +371,26 @@ where
     S::Service: 'static,
 {
     fn_factory(move || {
-        let admission = admission.clone();
         let http = http.new_service(());
         async move {
             let http = Rc::new(http.await?);
             Ok(fn_service(move |io: TcpStream| {
                 let http = http.clone();
-                let admission = admission.clone();
                 async move {
-                    let peer = io.peer_addr().ok();
-                    let Some(_slot) = peer.and_then(|peer| admission.enter(peer.ip())) else {
-                        return Ok(());
-                    };
                     // A subset of the HTTP/2 preface (RFC 9113 3.4): one
                     // peek tells the protocols apart.
                     let mut first = [0; H2_PREFACE.len()];
                     match tokio::time::timeout(first_byte, io.peek(&mut first)).await {
                         Ok(Ok(read)) if read > 0 => {}
                         // Silent for too long, closed, or failed: dropped.
-                        _ => return Ok(()),
+                        _ => return Ok::<(), ()>(()),
                     }
                     let protocol = if first == *H2_PREFACE {
                         Protocol::Http2
                     } else {
                         Protocol::Http1
                     };
+                    let peer = io.peer_addr().ok();
                     let _ = http.call((io, protocol, peer)).await;
                     Ok(())
                 }
@@ -404,8 +399,8 @@ where
     })
 }
 
-/// A listener's connections, admitted before `inner` (the TLS handshake and
-/// then HTTP) sees them.
+/// A listener's connections, admitted before `inner` (the plain listener's
+/// `sniffing`, or the TLS handshake and then HTTP) sees them.
 fn admitted<S>(
     inner: S,
     admission: Admission,
