@@ -12,7 +12,6 @@ use actix::MailboxError;
 use actix_web::dev::ServerHandle;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use dispenser_actors::events::{self, Event};
 use dispenser_actors::metrics;
 use dispenser_actors::service::ServiceError;
 use dispenser_actors::supervisor::{ControlError, DeployNow, RollbackNow, TakeoverNow};
@@ -308,54 +307,15 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
             })
             .await
     };
+    // The deploy is counted and announced by the service's pipeline, which
+    // records every deploy: the answer here is only the operator's.
     let (status, answer) = match answer {
         Ok(Ok(message)) => {
-            let (outcome, event) = if action == "deploy" {
-                (
-                    "succeeded",
-                    Event::Deployed {
-                        service: service.clone(),
-                        message: message.clone(),
-                    },
-                )
-            } else {
-                (
-                    "rolled_back",
-                    Event::RolledBack {
-                        service: service.clone(),
-                        message: message.clone(),
-                    },
-                )
-            };
-            metrics::global().deploy(&service, outcome);
-            events::publish(event);
             info!(service = %service, action, "operator request done");
             (StatusCode::OK, ActionAnswer { ok: true, message })
         }
         Ok(Err(err)) => {
             let message = err.to_string();
-            let (outcome, event) = if action == "deploy" {
-                (
-                    "failed",
-                    Event::DeployFailed {
-                        service: service.clone(),
-                        reason: message.clone(),
-                    },
-                )
-            } else {
-                (
-                    "rollback_failed",
-                    Event::RollbackFailed {
-                        service: service.clone(),
-                        reason: message.clone(),
-                    },
-                )
-            };
-            // Unknown names are not counted: labels come from known services only.
-            if !matches!(err, ControlError::UnknownService(_)) {
-                metrics::global().deploy(&service, outcome);
-                events::publish(event);
-            }
             warn!(service = %service, action, error = %message, "operator request failed");
             (control_status(&err), ActionAnswer { ok: false, message })
         }
@@ -365,7 +325,7 @@ async fn operator_action(state: &AdminState, service: &str, action: &str) -> Htt
 }
 
 /// `dispenser takeover` for one service. The deploy it makes is counted and
-/// announced by the ledger, like the daemon's own deploys.
+/// announced by the service's pipeline, like every deploy.
 async fn takeover(state: &AdminState, service: &str) -> HttpResponse {
     let answer = state
         .supervisor

@@ -166,7 +166,6 @@ impl Handler<RecordDeploy> for Ledger {
 
     fn handle(&mut self, msg: RecordDeploy, _ctx: &mut Self::Context) -> Self::Result {
         let RecordDeploy(deploy) = msg;
-        announce(&deploy);
         match self.insert_deploy(&deploy) {
             Ok(()) => {}
             Err(LedgerError::Closed) => {
@@ -176,49 +175,6 @@ impl Handler<RecordDeploy> for Ledger {
                 error!(service = %deploy.service, error = %err, "cannot record the deploy");
             }
         }
-    }
-}
-
-/// Counts and announces deploys the daemon started by itself (new digest,
-/// reload, schedule). Operator requests are counted and announced where
-/// they are answered (the admin API), so they are not counted twice.
-fn announce(deploy: &DeployRecord) {
-    use crate::events::{publish, Event};
-    if matches!(
-        deploy.trigger,
-        DeployTrigger::Manual | DeployTrigger::Rollback
-    ) {
-        return;
-    }
-    let service = deploy.service.clone();
-    let reason = deploy.reason.clone().unwrap_or_default();
-    let (outcome, event) = match deploy.outcome {
-        DeployOutcomeKind::Succeeded => (
-            "succeeded",
-            Some(Event::Deployed {
-                service,
-                message: format!(
-                    "{} deployed {}",
-                    deploy.service,
-                    deploy.new_digest.as_deref().unwrap_or("")
-                ),
-            }),
-        ),
-        DeployOutcomeKind::RolledBack => (
-            "rolled_back",
-            Some(Event::RolledBack {
-                service,
-                message: format!("{} rolled back: {reason}", deploy.service),
-            }),
-        ),
-        DeployOutcomeKind::Failed => ("failed", Some(Event::DeployFailed { service, reason })),
-        // The daemon is stopping: counted, but nothing to tell an operator.
-        DeployOutcomeKind::Abandoned => ("abandoned", None),
-        DeployOutcomeKind::Superseded => ("superseded", None),
-    };
-    crate::metrics::global().deploy(&deploy.service, outcome);
-    if let Some(event) = event {
-        publish(event);
     }
 }
 

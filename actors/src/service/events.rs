@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{debug, info, warn};
 
+use super::container::{owned_by, short};
 use super::state::Observed;
-use super::{reconcile, ServiceActor, State};
+use super::{ServiceActor, State};
 use crate::engine::{Container, ContainerEvent, ContainerState, EngineError, EventKind, Health};
 
 /// Restarts within `CRASH_LOOP_WINDOW` beyond which a service is in a crash loop.
@@ -126,8 +127,7 @@ impl ServiceActor {
     /// a fresh inspect; `event`: what happened, `None` on a resync).
     fn observe(&mut self, found: Option<Container>, event: Option<EventKind>) {
         let name = self.service.name.clone();
-        let found =
-            found.filter(|container| reconcile::owned_by(container, &self.runtime.instance));
+        let found = found.filter(|container| owned_by(container, &self.runtime.instance));
         let observed = match &found {
             None => Observed::Gone,
             Some(container) => match container.state {
@@ -218,7 +218,7 @@ impl ServiceActor {
         if self.crashes.looping {
             debug!(service = %name, "container killed: out of memory (crash loop)");
         } else {
-            warn!(service = %name, container = %reconcile::short(&id), oom = true, "container killed: out of memory (its memory limit)");
+            warn!(service = %name, container = %short(&id), oom = true, "container killed: out of memory (its memory limit)");
         }
     }
 
@@ -232,7 +232,7 @@ impl ServiceActor {
     ) {
         let name = &self.service.name;
         let id = container
-            .map(|c| reconcile::short(&c.id).to_string())
+            .map(|c| short(&c.id).to_string())
             .unwrap_or_default();
         let code = exit_code.map_or_else(|| "unknown".to_string(), |code| code.to_string());
         let then = match observed {
@@ -257,6 +257,19 @@ impl Handler<ContainerChanged> for ServiceActor {
 
     fn handle(&mut self, msg: ContainerChanged, _ctx: &mut Self::Context) -> Self::Result {
         let ContainerChanged(event) = msg;
+        // The soaking container: a report about it is judged at once.
+        if self
+            .soak
+            .as_ref()
+            .is_some_and(|soak| soak.is_about(&event.id))
+        {
+            return match event.kind {
+                EventKind::Health(Health::Healthy | Health::Starting) => {
+                    AtomicResponse::new(Box::pin(fut::ready(())))
+                }
+                _ => self.check_soak(false),
+            };
+        }
         if !self.is_current(&event) {
             debug!(service = %self.service.name, container = %event.name, kind = ?event.kind, "event about another container of the service (a deploy's); ignored");
             return AtomicResponse::new(Box::pin(fut::ready(())));
@@ -291,6 +304,10 @@ impl Handler<Resync> for ServiceActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _msg: Resync, _ctx: &mut Self::Context) -> Self::Result {
+        // Events about a soaking container may have been missed.
+        if self.soak.is_some() {
+            return self.check_soak(false);
+        }
         if self.run.is_some() {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }

@@ -12,22 +12,20 @@
 //! - `Takeover` -> `Result<String, ServiceError>`: `dispenser takeover`: a
 //!   container without Dispenser labels that holds the service's name is
 //!   replaced by a managed one through the health gate
-//!   (`reconcile::take_over`); a container of another instance is refused.
+//!   (`pipeline::Job::Takeover`); a container of another instance is refused.
+//!
+//! Each runs the one deploy pipeline (`settle.rs`); only the answer is theirs.
 
 use std::collections::BTreeSet;
-use std::panic::AssertUnwindSafe;
 
 use actix::prelude::*;
-use futures_util::FutureExt;
-use tracing::{error, info};
+use tracing::info;
 
-use super::reconcile::TakeoverOutcome;
-use super::{reconcile, Action, ServiceActor, ServiceError, State};
-use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger, RecentDeploys};
-use crate::plan::PullPolicy;
+use super::container::short;
+use super::pipeline::{Change, Job};
+use super::{Action, ServiceActor, ServiceError};
+use crate::ledger::{DeployOutcomeKind, DeployRecord, DeployTrigger};
 
-/// Deploys of a service read to find the previous good version.
-const ROLLBACK_HISTORY: usize = 100;
 /// Deploys read at start-up to rebuild the quarantine.
 pub(super) const QUARANTINE_HISTORY: usize = 100;
 
@@ -57,13 +55,17 @@ impl Handler<ManualDeploy> for ServiceActor {
         info!(service = %self.service.name, "deploy requested by an operator");
         self.quarantined.clear();
         self.failed_deploy = None;
-        let runtime = self.runtime.clone();
-        let mut service = self.service.clone();
-        service.lifecycle.pull = PullPolicy::Always;
-        let work = async move {
-            reconcile::replace_and_start(&runtime, &service, DeployTrigger::Manual).await
-        };
-        self.finish_manual(Box::pin(work), "redeployed")
+        AtomicResponse::new(Box::pin(self.pipeline(Job::Manual).map(
+            |outcome, actor, _| {
+                outcome.map(|done| {
+                    format!(
+                        "{} redeployed (container {})",
+                        actor.service.name,
+                        short(&done.container_id)
+                    )
+                })
+            },
+        )))
     }
 }
 
@@ -75,40 +77,22 @@ impl Handler<ManualRollback> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
         info!(service = %self.service.name, "rollback requested by an operator");
-        let runtime = self.runtime.clone();
-        let service = self.service.clone();
         let current = self.digest.clone();
-        let work = async move {
-            let Some(ledger) = &runtime.deploys else {
-                return Err(ServiceError::Engine(format!(
-                    "no previous version of {} is known: the deploy ledger is not open",
-                    service.name
-                )));
-            };
-            let history = ledger
-                .recent
-                .send(RecentDeploys {
-                    service: service.name.clone(),
-                    limit: ROLLBACK_HISTORY,
-                })
-                .await
-                .map_err(|err| ServiceError::Engine(format!("the ledger is unavailable: {err}")))?
-                .map_err(|err| ServiceError::Engine(err.to_string()))?;
-            let target = previous_good(&history, current.as_deref()).ok_or_else(|| {
-                ServiceError::Engine(format!(
-                    "no previous good version of {} is recorded in the deploy ledger",
-                    service.name
-                ))
-            })?;
-            info!(service = %service.name, digest = %target, "rolling back");
-            reconcile::roll_back_to(&runtime, &service, &target).await
-        };
-        let left = self.digest.clone();
-        if let Some(left) = left {
+        if let Some(left) = &current {
             // The version left behind is not redeployed by the watcher.
-            self.quarantined.insert(left);
+            self.quarantined.insert(left.clone());
         }
-        self.finish_manual(Box::pin(work), "rolled back")
+        AtomicResponse::new(Box::pin(self.pipeline(Job::Rollback { current }).map(
+            |outcome, actor, _| {
+                outcome.map(|done| {
+                    format!(
+                        "{} rolled back (container {})",
+                        actor.service.name,
+                        short(&done.container_id)
+                    )
+                })
+            },
+        )))
     }
 }
 
@@ -121,110 +105,38 @@ impl Handler<Takeover> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
         info!(service = %self.service.name, "takeover requested by an operator");
-        let runtime = self.runtime.clone();
-        let service = self.service.clone();
-        let work = async move {
-            let outcome = reconcile::take_over(&runtime, &service).await;
-            runtime.refresh_endpoint(&service.name).await;
-            outcome
-        };
-        AtomicResponse::new(Box::pin(
-            AssertUnwindSafe(work)
-                .catch_unwind()
-                .into_actor(self)
-                .map(move |outcome, actor, ctx| {
-                    let name = actor.service.name.clone();
-                    match outcome {
-                        Ok(Ok(TakeoverOutcome::TakenOver {
-                            previous_id,
-                            container_id,
-                        })) => {
-                            actor.container_id = Some(container_id.clone());
-                            actor.set_state(State::Running);
-                            actor.refresh_container(ctx);
-                            actor.refresh_digest(ctx);
-                            Ok(format!(
-                                "{name}: took over container {}; it is replaced by managed container {}",
-                                reconcile::short(&previous_id),
-                                reconcile::short(&container_id)
-                            ))
-                        }
-                        Ok(Ok(TakeoverOutcome::AlreadyManaged { container_id })) => {
-                            actor.set_state(before);
-                            actor.refresh_container(ctx);
-                            Ok(format!(
-                                "{name}: already managed (container {}); nothing to take over",
-                                reconcile::short(&container_id)
-                            ))
-                        }
-                        Ok(Ok(TakeoverOutcome::NoContainer)) => {
-                            actor.set_state(before);
-                            Ok(format!("{name}: no container holds the name; nothing to take over"))
-                        }
-                        Ok(Err(err)) => {
-                            error!(service = %name, error = %err, "takeover failed");
-                            actor.set_state(State::Failed {
-                                reason: err.to_string(),
-                            });
-                            actor.refresh_container(ctx);
-                            Err(err)
-                        }
-                        Err(_panic) => {
-                            error!(service = %name, "takeover panicked");
-                            ctx.stop();
-                            Err(ServiceError::Crashed)
-                        }
+        AtomicResponse::new(Box::pin(self.pipeline(Job::Takeover).map(
+            move |outcome, actor, ctx| {
+                let name = actor.service.name.clone();
+                let done = outcome?;
+                Ok(match done.change {
+                    Change::TakenOver { previous_id } => format!(
+                        "{name}: took over container {}; it is replaced by managed container {}",
+                        short(&previous_id),
+                        short(&done.container_id)
+                    ),
+                    Change::Absent => {
+                        actor.set_state(before);
+                        format!("{name}: no container holds the name; nothing to take over")
                     }
-                }),
-        ))
-    }
-}
-
-impl ServiceActor {
-    /// Runs an operator's deploy and settles the actor's state from it.
-    fn finish_manual(
-        &mut self,
-        work: futures_util::future::BoxFuture<'static, Result<String, ServiceError>>,
-        done: &'static str,
-    ) -> AtomicResponse<Self, Result<String, ServiceError>> {
-        AtomicResponse::new(Box::pin(
-            AssertUnwindSafe(work)
-                .catch_unwind()
-                .into_actor(self)
-                .map(move |outcome, actor, ctx| match outcome {
-                    Ok(Ok(id)) => {
-                        actor.container_id = Some(id.clone());
-                        actor.set_state(State::Running);
+                    _ => {
+                        actor.set_state(before);
                         actor.refresh_container(ctx);
-                        actor.refresh_digest(ctx);
-                        Ok(format!(
-                            "{} {done} (container {})",
-                            actor.service.name,
-                            reconcile::short(&id)
-                        ))
+                        format!(
+                            "{name}: already managed (container {}); nothing to take over",
+                            short(&done.container_id)
+                        )
                     }
-                    Ok(Err(err)) => {
-                        error!(service = %actor.service.name, error = %err, "operator deploy failed");
-                        actor.set_state(State::Failed {
-                            reason: err.to_string(),
-                        });
-                        actor.refresh_container(ctx);
-                        Err(err)
-                    }
-                    Err(_panic) => {
-                        error!(service = %actor.service.name, "deploy panicked");
-                        ctx.stop();
-                        Err(ServiceError::Crashed)
-                    }
-                }),
-        ))
+                })
+            },
+        )))
     }
 }
 
 /// The digest to roll back to: the version the current one replaced, as the
 /// newest succeeded deploy to the current digest recorded it; without
 /// `current`, the newest succeeded deploy's previous digest.
-fn previous_good(history: &[DeployRecord], current: Option<&str>) -> Option<String> {
+pub(super) fn previous_good(history: &[DeployRecord], current: Option<&str>) -> Option<String> {
     history
         .iter()
         .filter(|deploy| deploy.outcome == DeployOutcomeKind::Succeeded)

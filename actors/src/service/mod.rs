@@ -1,6 +1,10 @@
 //! `ServiceActor`: the only place that changes one service's container. Every
 //! action is a message handled to completion before the next one starts
 //! (`AtomicResponse`), so two actions on one service never interleave.
+//! Every action that replaces the container runs the one deploy pipeline
+//! (`pipeline.rs`: acquire, replace; `settle.rs`: settle). A soak is
+//! watched outside the mailbox (`soak.rs`), so the actor answers newer
+//! work, a reload and a stop during it.
 //!
 //! Protocol:
 //! - `Reconcile(Service)` -> `Result<Reconciled, ServiceError>`: make Docker match the spec.
@@ -14,7 +18,9 @@
 //!   exited; record the outcome in the log and the ledger.
 //! - `ImageUpdated { digest }` -> `Result<DeployOutcome, ServiceError>`: the
 //!   registry has `digest` for the image; deploy it unless the container runs
-//!   it already or its deploy failed within the back-off.
+//!   it already or its deploy failed within the back-off. Answered at the
+//!   swap: a soak that follows is watched from the mailbox.
+//! - `SoakOver { generation }` -> `()`: a soak's period ended (`soak.rs`).
 //! - `ContainerChanged(event)` -> `()`: Docker reported a start, exit, OOM
 //!   kill, health change or removal of the service's container (handlers in
 //!   `events.rs`): record, log, tell the proxy; never restart it.
@@ -27,34 +33,38 @@
 //! unexpectedly (a panic inside an action), its supervisor restarts it and it
 //! rebuilds its state from Docker.
 
+pub mod container;
+mod converge;
 mod events;
+mod image;
 mod manual;
-pub mod reconcile;
+pub mod pipeline;
 pub mod rollout;
 mod run;
+mod settle;
+mod soak;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Container, ContainerState, Engine, EngineError, Health};
-use crate::ledger::{DeployTrigger, RecentDeploys, RecordDeploy, RecordRun};
+use crate::ledger::{RecentDeploys, RecordDeploy, RecordRun};
 use crate::plan::{DefaultNetwork, DeploySettings, Initialize, Service};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::{EndpointState, InFlightBoard};
 use crate::registry::{DigestSource, DockerConfig};
 pub use events::{ContainerChanged, Resync, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW};
 pub use manual::{ManualDeploy, ManualRollback, Takeover};
-pub use reconcile::Reconciled;
+pub use pipeline::{Change, Job, Reconciled};
 pub use run::{RunFinished, RunOverdue};
+pub use soak::SoakOver;
 pub use state::{Action, State, StateError};
 
 /// Grace period between the stop signal and a kill, for a container whose
@@ -260,6 +270,10 @@ pub struct ServiceActor {
     quarantined: BTreeSet<String>,
     /// Exits and restarts Docker reported.
     crashes: events::CrashWatch,
+    /// The soak of the last deploy, while it lasts.
+    soak: Option<soak::ActiveSoak>,
+    /// Numbers the soaks, so the end of one that was superseded is ignored.
+    soak_generation: u64,
 }
 
 /// A digest whose deploy failed.
@@ -331,7 +345,7 @@ impl Runtime {
                 service,
                 container
                     .as_ref()
-                    .filter(|c| reconcile::owned_by(c, &self.instance) || reconcile::unlabelled(c)),
+                    .filter(|c| container::owned_by(c, &self.instance) || container::unlabelled(c)),
             ),
             // Docker is away, not the container: the proxy keeps the
             // address it has (containers run and answer without Docker).
@@ -399,6 +413,8 @@ impl ServiceActor {
             failed_deploy: None,
             quarantined: BTreeSet::new(),
             crashes: events::CrashWatch::default(),
+            soak: None,
+            soak_generation: 0,
         };
         actor.publish();
         actor
@@ -474,7 +490,7 @@ impl ServiceActor {
             let Ok(found) = found else {
                 return;
             };
-            let ours = found.filter(|container| reconcile::owned_by(container, &instance));
+            let ours = found.filter(|container| container::owned_by(container, &instance));
             actor.container_id = ours.as_ref().map(|container| container.id.clone());
             // The digest it runs, so the watcher's next report of the digest
             // that failed is not taken for the one already running.
@@ -486,19 +502,6 @@ impl ServiceActor {
                 actor.set_state(State::Running);
             } else {
                 actor.publish();
-            }
-        }));
-    }
-
-    /// Learns the digest label of the service's container (after an
-    /// operator's deploy or rollback).
-    fn refresh_digest(&mut self, ctx: &mut Context<Self>) {
-        let engine = self.runtime.engine.clone();
-        let name = self.service.name.clone();
-        let lookup = async move { engine.inspect(&name).await };
-        ctx.wait(lookup.into_actor(self).map(|found, actor, _| {
-            if let Ok(Some(container)) = found {
-                actor.digest = container.labels.get(labels::IMAGE_DIGEST).cloned();
             }
         }));
     }
@@ -541,7 +544,7 @@ impl ServiceActor {
         let lookup = async move { engine.inspect(&name).await };
         ctx.wait(lookup.into_actor(self).map(move |found, actor, _| {
             match found {
-                Ok(Some(container)) if reconcile::owned_by(&container, &instance) => {
+                Ok(Some(container)) if container::owned_by(&container, &instance) => {
                     actor
                         .runtime
                         .report_endpoint(&actor.service.name, Some(&container));
@@ -592,6 +595,21 @@ impl Handler<Reconcile> for ServiceActor {
 
     fn handle(&mut self, msg: Reconcile, _ctx: &mut Self::Context) -> Self::Result {
         let Reconcile(service) = msg;
+        // The same spec during a soak: the soak goes on (it is the deploy
+        // of that spec's image in progress).
+        if let Some(active) = &self.soak {
+            if service.spec_hash == self.service.spec_hash && !self.runtime.stopping.is_cancelled()
+            {
+                self.service = service;
+                let done = Reconciled {
+                    container_id: active.container_id().to_string(),
+                    change: Change::Adopted,
+                    state: State::Running,
+                    digest: active.digest().to_string(),
+                };
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(done))));
+            }
+        }
         if let Err(err) = self.begin(Action::Reconcile) {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
@@ -599,46 +617,17 @@ impl Handler<Reconcile> for ServiceActor {
         if self.container_id.is_none() {
             self.runtime.report_starting(&self.service.name);
         }
-        let runtime = self.runtime.clone();
-        let service = self.service.clone();
-        let quarantined = self.quarantined.clone();
-        let work = async move {
-            let outcome = reconcile::reconcile(&runtime, &service, &quarantined).await;
-            runtime.refresh_endpoint(&service.name).await;
-            outcome
+        let job = Job::Reconcile {
+            quarantined: self.quarantined.clone(),
         };
-        AtomicResponse::new(Box::pin(
-            AssertUnwindSafe(work)
-                .catch_unwind()
-                .into_actor(self)
-                .map(|outcome, actor, ctx| match outcome {
-                    Ok(Ok(done)) => {
-                        actor.container_id = Some(done.container_id.clone());
-                        actor.digest = Some(done.digest.clone());
-                        actor.set_state(done.state.clone());
-                        if actor.is_unwatched_run(&done) {
-                            actor.adopt_run(done.container_id.clone(), ctx);
-                        }
-                        Ok(done)
-                    }
-                    Ok(Err(err)) => {
-                        error!(service = %actor.service.name, error = %err, "reconcile failed");
-                        actor.set_state(State::Failed {
-                            reason: err.to_string(),
-                        });
-                        if matches!(err, ServiceError::RolledBack { .. }) {
-                            // The previous container serves again.
-                            actor.refresh_container(ctx);
-                        }
-                        Err(err)
-                    }
-                    Err(_panic) => {
-                        error!(service = %actor.service.name, "reconcile panicked");
-                        ctx.stop();
-                        Err(ServiceError::Crashed)
-                    }
-                }),
-        ))
+        AtomicResponse::new(Box::pin(self.pipeline(job).map(|outcome, actor, ctx| {
+            if let Ok(done) = &outcome {
+                if actor.is_unwatched_run(done) {
+                    actor.adopt_run(done.container_id.clone(), ctx);
+                }
+            }
+            outcome
+        })))
     }
 }
 
@@ -649,11 +638,16 @@ impl Handler<Retire> for ServiceActor {
         if let Err(err) = self.begin(Action::Retire) {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
-        let engine = self.runtime.engine.clone();
-        let instance = self.runtime.instance.clone();
-        let name = self.service.name.clone();
-        let work = async move { reconcile::retire(engine.as_ref(), &instance, &name).await };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
+        let prior = self.soak.take();
+        let work = async move {
+            if let Some(prior) = prior {
+                soak::supersede(&runtime, &service, prior, "the service's removal", false).await?;
+            }
+            pipeline::retire(runtime.engine.as_ref(), &runtime.instance, &service.name).await
+        };
+        AtomicResponse::new(Box::pin(self.guarded(work, "retire").map(
             |outcome, actor, _| match outcome {
                 Ok(()) => {
                     actor.container_id = None;
@@ -661,6 +655,7 @@ impl Handler<Retire> for ServiceActor {
                     actor.set_state(State::Retired);
                     Ok(())
                 }
+                Err(ServiceError::Crashed) => Err(ServiceError::Crashed),
                 Err(err) => {
                     error!(service = %actor.service.name, error = %err, "retire failed");
                     actor.set_state(State::Failed {
@@ -677,25 +672,50 @@ impl Handler<Shutdown> for ServiceActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        let container = self.container_id.clone();
-        if !msg.stop_container || container.is_none() || self.begin(Action::Shutdown).is_err() {
+        // A stop does not wait for a soak: it is abandoned at once.
+        let prior = self.soak.take();
+        let stop = msg.stop_container
+            && self.container_id.is_some()
+            && self.begin(Action::Shutdown).is_ok();
+        if prior.is_none() && !stop {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
-        let engine = self.runtime.engine.clone();
+        let runtime = self.runtime.clone();
+        let service = self.service.clone();
         let grace = self.service.container.stop_grace();
         let work = async move {
-            match container {
-                Some(id) => engine.stop(&id, grace).await.map(|_| id),
-                None => Ok(String::new()),
+            if let Some(prior) = prior {
+                soak::abandon(&runtime, &service, prior).await;
+            }
+            if !stop {
+                return Ok(None);
+            }
+            // After an abandoned soak the proven container has the name again.
+            let serving = runtime
+                .engine
+                .inspect(&service.name)
+                .await?
+                .filter(|found| container::owned_by(found, &runtime.instance));
+            match serving {
+                Some(found) => runtime
+                    .engine
+                    .stop(&found.id, grace)
+                    .await
+                    .map(|()| Some(found.id))
+                    .map_err(ServiceError::from),
+                None => Ok(None),
             }
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |outcome, actor, _| match outcome {
-                Ok(id) => {
+        AtomicResponse::new(Box::pin(self.guarded(work, "shutdown").map(
+            move |outcome, actor, ctx| match outcome {
+                Ok(Some(id)) => {
                     info!(service = %actor.service.name, container = %id, "stopped");
+                    actor.container_id = Some(id);
                     actor.runtime.report_endpoint(&actor.service.name, None);
                     actor.set_state(State::Stopped);
                 }
+                Ok(None) => actor.refresh_container(ctx),
+                Err(ServiceError::Crashed) => {}
                 Err(err) => {
                     error!(service = %actor.service.name, error = %err, "stop failed");
                     actor.set_state(State::Failed {
@@ -738,89 +758,9 @@ impl Handler<ImageUpdated> for ServiceActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
         info!(service = %self.service.name, image = %self.service.container.image, digest = %digest, "new image in the registry");
-        let runtime = self.runtime.clone();
-        let service = self.service.clone();
-        let wanted = digest.clone();
-        let work = async move {
-            reconcile::deploy(&runtime, &service, &wanted, DeployTrigger::NewDigest).await
-        };
         AtomicResponse::new(Box::pin(
-            AssertUnwindSafe(work)
-                .catch_unwind()
-                .into_actor(self)
-                .map(move |outcome, actor, ctx| match outcome {
-                    Ok(Ok(done)) => {
-                        actor.container_id = Some(done.container_id.clone());
-                        actor.digest = Some(done.digest.clone());
-                        actor.failed_deploy = None;
-                        actor.set_state(done.state.clone());
-                        Ok(DeployOutcome::Deployed(done))
-                    }
-                    Ok(Err(ServiceError::RolledBack { reason })) => {
-                        error!(
-                            service = %actor.service.name,
-                            digest = %digest,
-                            reason = %reason,
-                            "new version rolled back; this digest is quarantined until a newer one appears or an operator deploys"
-                        );
-                        actor.quarantined.insert(digest.clone());
-                        actor.set_state(State::Failed {
-                            reason: reason.clone(),
-                        });
-                        // The previous container serves: the state says running.
-                        actor.refresh_container(ctx);
-                        Err(ServiceError::RolledBack { reason })
-                    }
-                    Ok(Err(err @ ServiceError::Superseded(_))) => {
-                        // Never proven, never blamed: the newer digest is
-                        // next in the mailbox, against the proven version.
-                        info!(service = %actor.service.name, digest = %digest, "deploy superseded by a newer digest; the previous version serves until it is ready");
-                        actor.refresh_container(ctx);
-                        Err(err)
-                    }
-                    Ok(Err(err @ ServiceError::Stopping(_))) => {
-                        // Not the digest's fault: no back-off, no quarantine.
-                        info!(service = %actor.service.name, digest = %digest, "deploy abandoned: the daemon is stopping");
-                        actor.refresh_container(ctx);
-                        Err(err)
-                    }
-                    Ok(Err(ServiceError::Unreachable(reason))) => {
-                        // Docker went away during the deploy: the digest is
-                        // not to blame; the next report after Docker is back
-                        // tries it again, without a back-off.
-                        warn!(
-                            service = %actor.service.name,
-                            digest = %digest,
-                            error = %reason,
-                            "deploy interrupted: docker stopped answering; tried again once it is back"
-                        );
-                        actor.set_state(State::Failed {
-                            reason: reason.clone(),
-                        });
-                        actor.refresh_container(ctx);
-                        Err(ServiceError::Unreachable(reason))
-                    }
-                    Ok(Err(err)) => {
-                        let retry_in = actor.remember_failed_deploy(&digest);
-                        error!(
-                            service = %actor.service.name,
-                            digest = %digest,
-                            error = %err,
-                            retry_in_secs = retry_in.as_secs(),
-                            "deploy failed; this digest is not tried again before the back-off unless a newer one appears"
-                        );
-                        actor.set_state(State::Failed {
-                            reason: err.to_string(),
-                        });
-                        actor.refresh_container(ctx);
-                        Err(err)
-                    }
-                    Err(_panic) => {
-                        error!(service = %actor.service.name, "deploy panicked");
-                        ctx.stop();
-                        Err(ServiceError::Crashed)
-                    }
-                }),
+            self.pipeline(Job::NewDigest(digest))
+                .map(|outcome, _, _| outcome.map(DeployOutcome::Deployed)),
         ))
     }
 }

@@ -9,15 +9,19 @@
 //!   flight finish, up to `drain_timeout`); the new one must stay up for the
 //!   soak, while the old one stays running so a rollback is one more swap;
 //!   then the old one is stopped with its stop signal and grace period,
-//!   removed, and `-next` takes the service's name.
+//!   removed, and `-next` takes the service's name (`promote`).
 //! - Stop-first (host ports, no route, or no proxy): the proxy holds the
 //!   route's requests (endpoint `Starting`); the old container is stopped and
 //!   renamed `<name>-prev`; the new one is created and started under the
 //!   service's name, and must become ready and soak; on failure it is removed
-//!   and `-prev` is renamed back and started.
+//!   and `-prev` is renamed back and started (`revert`).
+//!
+//! `replace` runs up to the swap. With a soak to watch it returns a `Soak`:
+//! the service actor goes back to its mailbox and watches the soak through
+//! Docker's events (`service/soak.rs`), then calls `promote` or `revert`.
 //!
 //! A kill of the daemon at any step converges on restart
-//! (`reconcile::remove_strays`): `-next` is removed; `-prev` is the proven
+//! (`converge::remove_strays`): `-next` is removed; `-prev` is the proven
 //! version, so the unproven container under the service's name is removed
 //! and `-prev` takes the name back; the reconcile then deploys the declared
 //! version through the gate again. A missing container is created from the
@@ -31,14 +35,14 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 use tracing::{info, warn};
 
-use super::reconcile::{container_labels, short, source_image};
+use super::container::{container_labels, short, source_image, NEXT_SUFFIX, PREV_SUFFIX};
 use super::{Runtime, ServiceError};
 use crate::engine::{labels, Container, ContainerState, CreateRequest, Health};
 use crate::plan::Service;
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::EndpointState;
 
-/// Time between two looks at a container that is becoming ready or soaking.
+/// Time between two looks at a container that is becoming ready.
 const POLL: Duration = Duration::from_millis(200);
 /// Without a healthcheck or health path: how long a container that accepts
 /// connections (or has no port to try) must stay up to count as ready.
@@ -50,10 +54,6 @@ const PROBE_READ_LIMIT: usize = 1024;
 /// After the swap, requests that read the old table may still be counting
 /// in: the drain waits at least this long.
 const DRAIN_SETTLE: Duration = Duration::from_millis(100);
-/// Suffix of the new container during a start-first replace.
-pub const NEXT_SUFFIX: &str = "-next";
-/// Suffix of the stopped old container during a stop-first replace.
-pub const PREV_SUFFIX: &str = "-prev";
 
 /// A replace that did not put the new version in place.
 #[derive(Debug)]
@@ -68,25 +68,40 @@ pub enum RolloutError {
     /// version's fault: nothing is quarantined, and the next start deploys
     /// it again.
     Abandoned { phase: &'static str },
-    /// A newer digest (`by`) was reported during the soak: this version was
-    /// never proven, so the previous container serves again and the newer
-    /// one is deployed next, against the last proven version.
+    /// A newer digest (`by`) was reported during the gate: this version
+    /// never took traffic; the newer one is deployed next, against the
+    /// last proven version.
     Superseded { by: String },
 }
 
-/// Why a gate or soak did not prove the new container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Unproven {
-    /// It failed: rolled back.
-    Failed(String),
-    /// A newer digest came during the soak.
-    Superseded(String),
+/// What a replace left in place.
+#[derive(Debug)]
+pub enum Swapped {
+    /// The new container serves under the service's name; the old one is gone.
+    Done(String),
+    /// The new container serves and its soak is to be watched; the old one
+    /// is kept for `revert` until `promote`.
+    Soaking(Box<Soak>),
 }
 
-impl From<String> for Unproven {
-    fn from(reason: String) -> Self {
-        Unproven::Failed(reason)
-    }
+/// A new container that took traffic and is not proven yet.
+#[derive(Debug, Clone)]
+pub struct Soak {
+    /// The new container.
+    pub id: String,
+    /// Its `StartedAt` when it was ready: another means it restarted.
+    pub started_at: String,
+    /// The digest it runs.
+    pub digest: String,
+    /// The proven container: still running beside it (start-first), or
+    /// stopped as `<name>-prev` (stop-first). `None`: there was none.
+    pub old: Option<Container>,
+    /// Where the route pointed before the swap (start-first).
+    old_ip: Option<IpAddr>,
+    start_first: bool,
+    /// How long it must stay up, counted from `began`.
+    pub period: Duration,
+    pub began: Instant,
 }
 
 impl From<ServiceError> for RolloutError {
@@ -101,6 +116,13 @@ impl From<crate::engine::EngineError> for RolloutError {
     }
 }
 
+impl Soak {
+    /// When the soak ends.
+    pub fn deadline(&self) -> Instant {
+        self.began + self.period
+    }
+}
+
 /// True when the service is replaced start-first.
 pub fn starts_first(runtime: &Runtime, service: &Service, old: Option<&Container>) -> bool {
     service.route.is_some()
@@ -110,28 +132,118 @@ pub fn starts_first(runtime: &Runtime, service: &Service, old: Option<&Container
 }
 
 /// Replaces `old` (the service's running container, if any) with a new one
-/// from the local image, labelled with `digest`. Returns the new id.
-/// `soak`: watch the new container for the soak period before the deploy
-/// counts as done (a new image); `false` for a known version (a reload's
-/// new spec, a rollback, a scheduled restart).
+/// from the local image, labelled with `digest`, up to the swap. `soak`:
+/// the new container is to be watched for the soak period before the
+/// deploy counts as done (a new image), so it comes back as
+/// `Swapped::Soaking`; `false` for a known version (a reload's new spec, a
+/// rollback, a scheduled restart), which is finished at once.
 pub async fn replace(
     runtime: &Runtime,
     service: &Service,
     old: Option<&Container>,
     digest: String,
     soak: bool,
-) -> Result<String, RolloutError> {
+) -> Result<Swapped, RolloutError> {
     let soak = if soak {
         runtime.deploy.soak
     } else {
         Duration::ZERO
     };
-    match old {
-        Some(old) if starts_first(runtime, service, Some(old)) => {
-            start_first(runtime, service, old, digest, soak).await
-        }
-        _ => stop_first(runtime, service, old, digest, soak).await,
+    if runtime.stopping.is_cancelled() {
+        return Err(RolloutError::Abandoned { phase: "start" });
     }
+    let swapped = match old {
+        Some(old) if starts_first(runtime, service, Some(old)) => {
+            start_first(runtime, service, old, digest, soak).await?
+        }
+        _ => stop_first(runtime, service, old, digest, soak).await?,
+    };
+    if swapped.period.is_zero() {
+        return Ok(Swapped::Done(promote(runtime, service, &swapped).await?));
+    }
+    // A stop during the drain does not wait for a soak: the previous
+    // container, still there, takes the traffic back.
+    if runtime.stopping.is_cancelled() {
+        revert(runtime, service, &swapped).await?;
+        return Err(RolloutError::Abandoned { phase: "soak" });
+    }
+    Ok(Swapped::Soaking(Box::new(swapped)))
+}
+
+/// The soak is over and the new container is proven: the previous one is
+/// stopped (its stop signal and grace period) and removed, and the new one
+/// has the service's name. Returns the new container's id.
+pub async fn promote(
+    runtime: &Runtime,
+    service: &Service,
+    soak: &Soak,
+) -> Result<String, ServiceError> {
+    let engine = runtime.engine.as_ref();
+    if let Some(old) = &soak.old {
+        if soak.start_first {
+            engine.stop(&old.id, service.container.stop_grace()).await?;
+        }
+        engine.remove(&old.id).await?;
+        info!(service = %service.name, container = %short(&old.id), "removed the previous container");
+    }
+    if soak.start_first {
+        engine.rename(&soak.id, &service.name).await?;
+    }
+    Ok(soak.id.clone())
+}
+
+/// The new container is not kept (it failed, was superseded or the daemon
+/// stops): the previous one takes the traffic (and, stop-first, its name)
+/// back, and the new one is removed.
+pub async fn revert(runtime: &Runtime, service: &Service, soak: &Soak) -> Result<(), ServiceError> {
+    let engine = runtime.engine.as_ref();
+    if soak.start_first {
+        swap(runtime, service, soak.old_ip).await;
+        warn!(service = %service.name, "traffic moved back to the previous container");
+        discard(runtime, service, &soak.id).await;
+        return Ok(());
+    }
+    discard(runtime, service, &soak.id).await;
+    if let Some(old) = &soak.old {
+        engine.rename(&old.id, &service.name).await?;
+        engine.start(&old.id).await?;
+        info!(service = %service.name, container = %short(&old.id), "previous container started again");
+    }
+    runtime.refresh_endpoint(&service.name).await;
+    Ok(())
+}
+
+/// What one look at a soaking container found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It runs, has not restarted and is not unhealthy.
+    Holds,
+    /// It failed, for this reason.
+    Fails(String),
+    /// Docker did not answer: nothing can be said.
+    Unknown,
+}
+
+/// One look at a soaking container: it must run, not have restarted and
+/// not be unhealthy.
+pub async fn judge(runtime: &Runtime, soak: &Soak) -> Verdict {
+    if let Err(crate::engine::EngineError::Unreachable(_)) = runtime.engine.inspect(&soak.id).await
+    {
+        return Verdict::Unknown;
+    }
+    let now = match look(runtime, &soak.id).await {
+        Ok(now) => now,
+        Err(why) => return Verdict::Fails(format!("{why} during the soak period")),
+    };
+    if now.started_at != soak.started_at {
+        return Verdict::Fails("the new container restarted during the soak period".to_string());
+    }
+    if now.health == Some(Health::Unhealthy) {
+        return Verdict::Fails(
+            "the new container turned unhealthy during the soak period".to_string(),
+        );
+    }
+    Verdict::Holds
 }
 
 async fn start_first(
@@ -139,12 +251,9 @@ async fn start_first(
     service: &Service,
     old: &Container,
     digest: String,
-    soak_for: Duration,
-) -> Result<String, RolloutError> {
+    period: Duration,
+) -> Result<Soak, RolloutError> {
     let engine = runtime.engine.as_ref();
-    if runtime.stopping.is_cancelled() {
-        return Err(RolloutError::Abandoned { phase: "start" });
-    }
     let next_name = format!("{}{NEXT_SUFFIX}", service.name);
     let image = source_image(engine, service, &digest).await?;
     let mut labels = container_labels(&runtime.instance, service, digest.clone());
@@ -205,26 +314,16 @@ async fn start_first(
         drain_ms = millis(swapped_at.elapsed()),
         "deploy phases"
     );
-    // A stop during the soak does not wait for it: the version is not
-    // proven, so the previous container, still running, takes the traffic
-    // back, as for a failure, but nothing is blamed.
-    // A newer digest during the soak supersedes this version the same way.
-    let soaked = unless_stopping(runtime, soak(runtime, &started, soak_for, &digest)).await;
-    if soaked != Some(Ok(())) {
-        swap(runtime, service, old_ip).await;
-        warn!(service = %service.name, "traffic moved back to the previous container");
-        discard(runtime, service, &id).await;
-        return Err(match soaked {
-            Some(Err(Unproven::Failed(reason))) => RolloutError::RolledBack { reason },
-            Some(Err(Unproven::Superseded(by))) => RolloutError::Superseded { by },
-            _ => RolloutError::Abandoned { phase: "soak" },
-        });
-    }
-    engine.stop(&old.id, service.container.stop_grace()).await?;
-    engine.remove(&old.id).await?;
-    info!(service = %service.name, container = %short(&old.id), "removed the previous container");
-    engine.rename(&id, &service.name).await?;
-    Ok(id)
+    Ok(Soak {
+        id,
+        started_at: started.started_at,
+        digest,
+        old: Some(old.clone()),
+        old_ip,
+        start_first: true,
+        period,
+        began: Instant::now(),
+    })
 }
 
 async fn stop_first(
@@ -232,12 +331,9 @@ async fn stop_first(
     service: &Service,
     old: Option<&Container>,
     digest: String,
-    soak_for: Duration,
-) -> Result<String, RolloutError> {
+    period: Duration,
+) -> Result<Soak, RolloutError> {
     let engine = runtime.engine.as_ref();
-    if runtime.stopping.is_cancelled() {
-        return Err(RolloutError::Abandoned { phase: "start" });
-    }
     let prev_name = prev_name(service, old);
     let image = source_image(engine, service, &digest).await?;
     if service.route.is_some() && runtime.endpoints.is_some() {
@@ -250,7 +346,7 @@ async fn stop_first(
     if let Some(old) = old {
         // Renamed while it still runs, then stopped: a kill between the two
         // leaves a running `-prev`, which the next start puts back (see
-        // `reconcile::remove_strays`). Stopped first, a kill in between
+        // `converge::remove_strays`). Stopped first, a kill in between
         // would leave a stopped container under the service's name, which
         // the restart would replace without the gate's way back.
         engine.rename(&old.id, &prev_name).await?;
@@ -269,38 +365,36 @@ async fn stop_first(
             info!(service = %service.name, container = %short(&id), image = %service.container.image, "created");
             let gate = async {
                 match engine.start(&id).await {
-                    Ok(()) => match wait_ready(runtime, service, &id).await {
-                        Ok(started) => {
-                            runtime.report_endpoint(&service.name, Some(&started));
-                            soak(runtime, &started, soak_for, &digest).await
-                        }
-                        Err(reason) => Err(reason.into()),
-                    },
-                    Err(err) => Err(format!("the new container did not start: {err}").into()),
+                    Ok(()) => wait_ready(runtime, service, &id).await,
+                    Err(err) => Err(format!("the new container did not start: {err}")),
                 }
             };
             // A stop abandons the gate: the previous version is put back.
             match unless_stopping(runtime, gate).await {
-                Some(Ok(())) => Ok(id.clone()),
-                Some(Err(unproven)) => Err((Some(id), Some(unproven))),
+                Some(Ok(started)) => {
+                    runtime.report_endpoint(&service.name, Some(&started));
+                    Ok(Soak {
+                        id: id.clone(),
+                        started_at: started.started_at,
+                        digest,
+                        old: old.cloned(),
+                        old_ip: None,
+                        start_first: false,
+                        period,
+                        began: Instant::now(),
+                    })
+                }
+                Some(Err(reason)) => Err((Some(id), Some(reason))),
                 None => Err((Some(id), None)),
             }
         }
         Err(err) => Err((
             None,
-            Some(Unproven::Failed(format!(
-                "cannot create the new container: {err}"
-            ))),
+            Some(format!("cannot create the new container: {err}")),
         )),
     };
     match outcome {
-        Ok(id) => {
-            if let Some(old) = old {
-                engine.remove(&old.id).await?;
-                info!(service = %service.name, container = %short(&old.id), "removed the previous container");
-            }
-            Ok(id)
-        }
+        Ok(soak) => Ok(soak),
         Err((new, reason)) => {
             if let Some(new) = new {
                 discard(runtime, service, &new).await;
@@ -312,8 +406,7 @@ async fn stop_first(
             }
             runtime.refresh_endpoint(&service.name).await;
             Err(match reason {
-                Some(Unproven::Failed(reason)) => RolloutError::RolledBack { reason },
-                Some(Unproven::Superseded(by)) => RolloutError::Superseded { by },
+                Some(reason) => RolloutError::RolledBack { reason },
                 None => RolloutError::Abandoned { phase: "gate" },
             })
         }
@@ -322,11 +415,11 @@ async fn stop_first(
 
 /// The name `old` carries during a stop-first replace: `<name>-prev` for a
 /// container of Dispenser's, `<name>-takeover` for one it takes over (no
-/// Dispenser labels), which `reconcile::remove_strays` finds by that name.
+/// Dispenser labels), which `converge::remove_strays` finds by that name.
 fn prev_name(service: &Service, old: Option<&Container>) -> String {
     let foreign = old.is_some_and(|old| !old.labels.contains_key(labels::MANAGED));
     let suffix = if foreign {
-        super::reconcile::TAKEOVER_SUFFIX
+        super::container::TAKEOVER_SUFFIX
     } else {
         PREV_SUFFIX
     };
@@ -519,43 +612,6 @@ async fn probe(
     match timeout(PROBE_TIMEOUT, attempt).await {
         Ok(Some(())) => Some(Ok(())),
         _ => None,
-    }
-}
-
-/// Watches a container that took traffic for the soak period: it must stay
-/// up, not restart and not turn unhealthy. It ends early, superseded, when
-/// the registry reports a digest other than `digest` for the image.
-async fn soak(
-    runtime: &Runtime,
-    started: &Container,
-    period: Duration,
-    digest: &str,
-) -> Result<(), Unproven> {
-    if period.is_zero() {
-        return Ok(());
-    }
-    let watch = async {
-        let deadline = Instant::now() + period;
-        while Instant::now() < deadline {
-            sleep(POLL.min(deadline - Instant::now())).await;
-            let now = look(runtime, &started.id)
-                .await
-                .map_err(|why| format!("{why} during the soak period"))?;
-            if now.started_at != started.started_at {
-                return Err("the new container restarted during the soak period".to_string());
-            }
-            if now.health == Some(Health::Unhealthy) {
-                return Err("the new container turned unhealthy during the soak period".to_string());
-            }
-        }
-        Ok(())
-    };
-    tokio::select! {
-        watched = watch => watched.map_err(Unproven::Failed),
-        newer = runtime.newest_digest.moved_past(digest) => {
-            info!(container = %short(&started.id), digest = %newer, "a newer digest came during the soak");
-            Err(Unproven::Superseded(newer))
-        }
     }
 }
 

@@ -10,11 +10,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::{debug, error, info, warn};
 
-use super::{reconcile, Action, ServiceActor, State};
+use super::container::short;
+use super::pipeline::{Change, Job, Reconciled};
+use super::{Action, ServiceActor, State};
 use crate::cron::CronFired;
 use crate::engine::reachability::BackOff;
 use crate::engine::{Engine, EngineError};
-use crate::ledger::DeployTrigger;
 use crate::ledger::{Outcome, RecordRun, RunRecord, Trigger};
 use crate::plan::Overlap;
 
@@ -81,11 +82,11 @@ impl ServiceActor {
     /// True when a reconcile found a scheduled job's container running that
     /// no run of this actor waits for: a run started by a daemon that was
     /// killed (or stopped) before it ended.
-    pub(super) fn is_unwatched_run(&self, done: &reconcile::Reconciled) -> bool {
+    pub(super) fn is_unwatched_run(&self, done: &Reconciled) -> bool {
         self.service.is_job()
             && self.service.lifecycle.schedule.is_some()
             && self.run.is_none()
-            && done.change == reconcile::Change::Adopted
+            && done.change == Change::Adopted
             && done.state == State::Running
     }
 
@@ -96,7 +97,7 @@ impl ServiceActor {
     pub(super) fn adopt_run(&mut self, container_id: String, ctx: &mut Context<Self>) {
         self.next_run += 1;
         let run = self.next_run;
-        info!(service = %self.service.name, container = %reconcile::short(&container_id), "adopted a run started before a restart; waiting for it");
+        info!(service = %self.service.name, container = %short(&container_id), "adopted a run started before a restart; waiting for it");
         self.run = Some(ActiveRun {
             id: run,
             container_id: container_id.clone(),
@@ -197,19 +198,14 @@ impl Handler<CronFired> for ServiceActor {
             self.record(self.instant_record(Outcome::Failed, Some(err.to_string())));
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
-        let runtime = self.runtime.clone();
-        let service = self.service.clone();
         let started_at = Utc::now();
-        let work = async move {
-            reconcile::replace_and_start(&runtime, &service, DeployTrigger::Cron).await
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+        AtomicResponse::new(Box::pin(self.pipeline(Job::Cron).map(
             move |outcome, actor, ctx| match outcome {
-                Ok(container_id) if is_job => {
+                Ok(done) if is_job => {
+                    let container_id = done.container_id;
                     actor.next_run += 1;
                     let run = actor.next_run;
-                    info!(service = %actor.service.name, container = %reconcile::short(&container_id), "scheduled run started");
-                    actor.container_id = Some(container_id.clone());
+                    info!(service = %actor.service.name, container = %short(&container_id), "scheduled run started");
                     actor.run = Some(ActiveRun {
                         id: run,
                         container_id: container_id.clone(),
@@ -219,17 +215,12 @@ impl Handler<CronFired> for ServiceActor {
                     actor.set_state(State::Running);
                     actor.watch(run, container_id, ctx);
                 }
-                Ok(container_id) => {
-                    info!(service = %actor.service.name, container = %reconcile::short(&container_id), "restarted on schedule");
-                    actor.container_id = Some(container_id);
+                Ok(done) => {
+                    info!(service = %actor.service.name, container = %short(&done.container_id), "restarted on schedule");
                     actor.set_state(State::Running);
                     actor.record(actor.instant_record(Outcome::Restarted, None));
                 }
                 Err(err) => {
-                    error!(service = %actor.service.name, error = %err, "scheduled run failed to start");
-                    actor.set_state(State::Failed {
-                        reason: err.to_string(),
-                    });
                     let mut record = actor.instant_record(Outcome::Failed, Some(err.to_string()));
                     record.started_at = started_at;
                     actor.record(record);

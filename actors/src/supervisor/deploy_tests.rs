@@ -13,7 +13,7 @@ use crate::engine::fake::FakeEngine;
 use crate::engine::{ContainerState, Image};
 use crate::plan::sample::{image_ref, plan, service};
 use crate::plan::{Initialize, Service};
-use crate::service::reconcile::registry_digest;
+use crate::service::container::registry_digest;
 use crate::service::state::State;
 
 const INSTANCE: &str = "unit";

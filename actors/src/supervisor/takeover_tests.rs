@@ -12,7 +12,7 @@ use super::*;
 use crate::engine::fake::FakeEngine;
 use crate::engine::{labels, Container, ContainerState};
 use crate::plan::sample::{plan, service};
-use crate::service::reconcile::owned_by;
+use crate::service::container::owned_by;
 use crate::service::state::State;
 
 const INSTANCE: &str = "unit";
@@ -160,7 +160,7 @@ async fn an_interrupted_takeover_is_put_back_at_the_next_start() {
     let unproven = container(
         "c0de",
         "db",
-        crate::service::reconcile::container_labels(INSTANCE, &service("db", "db:1"), "d".into()),
+        crate::service::container::container_labels(INSTANCE, &service("db", "db:1"), "d".into()),
     );
     engine.insert_container(unproven);
     let (_, report) = applied(&engine).await;

@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::plan::{sample, DeploySettings, Healthcheck, Route, TlsSource};
 use crate::proxy::router::ProxyRouter;
 use crate::proxy::table::{Lookup, SharedTable, Upstream};
+use crate::service::container::container_labels;
 use crate::service::StatusBoard;
 use crate::supervisor::PlanApplied;
 
@@ -84,6 +85,14 @@ async fn running(engine: &FakeEngine, runtime: &Runtime, service: &Service) -> C
     engine.inspect(&id).await.unwrap().unwrap()
 }
 
+/// The id of a replace that finished (no soak to watch).
+fn done(swapped: Result<Swapped, RolloutError>) -> String {
+    match swapped {
+        Ok(Swapped::Done(id)) => id,
+        other => panic!("not done: {other:?}"),
+    }
+}
+
 fn routed_to(table: &SharedTable) -> Option<String> {
     match table.load().lookup("app.test", "/") {
         Lookup::Found(entry) => match &entry.upstream {
@@ -107,9 +116,7 @@ async fn start_first_swaps_then_retires_the_old_container() {
     assert!(starts_first(&runtime, &service, Some(&old)));
     engine.clear_calls();
 
-    let id = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
-        .await
-        .unwrap();
+    let id = done(replace(&runtime, &service, Some(&old), "sha256:new".into(), true).await);
     assert_eq!(
         engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
         [
@@ -217,7 +224,57 @@ fn stop_once_running(engine: Arc<FakeEngine>, runtime: &Runtime, name: &'static 
 }
 
 #[actix_rt::test]
-async fn a_stop_during_the_soak_abandons_it_at_once_and_the_old_container_serves() {
+async fn a_soak_is_left_to_watch_and_a_revert_gives_the_old_container_the_traffic_back() {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    engine.healthy_when_running("web-next");
+    let service = routed();
+    let table = SharedTable::default();
+    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    runtime.deploy.soak = Duration::from_secs(600);
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    engine.clear_calls();
+
+    // The replace ends at the swap: the soak is the caller's to watch.
+    let began = std::time::Instant::now();
+    let swapped = replace(&runtime, &service, Some(&old), "sha256:new".into(), true).await;
+    let Ok(Swapped::Soaking(soak)) = swapped else {
+        panic!("no soak to watch: {swapped:?}");
+    };
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(soak.period, Duration::from_secs(600));
+    assert_ne!(
+        routed_to(&table),
+        Some(old_ip.clone()),
+        "the new one serves"
+    );
+    assert_eq!(judge(&runtime, &soak).await, Verdict::Holds);
+    // A restart Docker made is a failure of the soak.
+    engine.update_container("web-next", |c| c.started_at = "later".into());
+    assert!(
+        matches!(judge(&runtime, &soak).await, Verdict::Fails(why) if why.contains("restarted"))
+    );
+
+    revert(&runtime, &service, &soak).await.unwrap();
+    assert_eq!(
+        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
+        ["create web-next", "start web-next", "remove web-next"]
+    );
+    assert_eq!(routed_to(&table), Some(old_ip), "the old container serves");
+    let left = engine.containers();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, old.id);
+    assert_eq!(left[0].state, ContainerState::Running);
+}
+
+#[actix_rt::test]
+async fn a_stop_during_the_drain_does_not_wait_for_the_soak() {
     let engine = Arc::new(FakeEngine::new());
     engine.add_local_image(IMAGE, "sha256:i1");
     engine.healthy_when_running("web");
@@ -231,28 +288,22 @@ async fn a_stop_during_the_soak_abandons_it_at_once_and_the_old_container_serves
     engine.clear_calls();
     stop_once_running(engine.clone(), &runtime, "web-next");
 
-    let began = std::time::Instant::now();
     let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RolloutError::Abandoned { phase: "soak" }),
+        matches!(
+            err,
+            RolloutError::Abandoned {
+                phase: "soak" | "ready"
+            }
+        ),
         "{err:?}"
-    );
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        began.elapsed()
-    );
-    assert_eq!(
-        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
-        ["create web-next", "start web-next", "remove web-next"]
     );
     assert_eq!(routed_to(&table), Some(old_ip), "the old container serves");
     let left = engine.containers();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, old.id);
-    assert_eq!(left[0].state, ContainerState::Running);
 }
 
 #[actix_rt::test]
@@ -267,10 +318,9 @@ async fn a_stop_during_a_stop_first_gate_puts_the_previous_container_back() {
     let table = SharedTable::default();
     let mut runtime = runtime(engine.clone(), &service, &table).await;
     runtime.deploy.soak = Duration::from_secs(600);
-    engine.healthy_when_running("web");
     let old = running(&engine, &runtime, &service).await;
     engine.clear_calls();
-    // The new container is healthy at once; the stop lands in its soak.
+    // The new container never turns healthy; the stop lands in its gate.
     let stopping = runtime.stopping.clone();
     actix_rt::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -299,54 +349,6 @@ async fn a_stop_during_a_stop_first_gate_puts_the_previous_container_back() {
     let back = engine.container_named("web").unwrap();
     assert_eq!(back.id, old.id);
     assert_eq!(back.state, ContainerState::Running);
-}
-
-#[actix_rt::test]
-async fn a_newer_digest_during_the_soak_supersedes_it_and_the_old_container_serves() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.healthy_when_running("web-next");
-    let service = routed();
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
-    runtime.deploy.soak = Duration::from_secs(600);
-    let (newest, reading) = crate::service::NewestDigest::channel();
-    runtime.newest_digest = reading;
-    newest.send_replace(Some("sha256:new".into()));
-    let old = running(&engine, &runtime, &service).await;
-    let old_ip = old.addresses[&runtime.default_network.name].to_string();
-    engine.clear_calls();
-    // The registry moves on once the new container serves.
-    let watched = engine.clone();
-    actix_rt::spawn(async move {
-        while !watched
-            .container_named("web-next")
-            .is_some_and(|c| c.state == ContainerState::Running)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        newest.send_replace(Some("sha256:newer".into()));
-    });
-
-    let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RolloutError::Superseded { by } if by == "sha256:newer"),
-        "{err:?}"
-    );
-    assert_eq!(
-        engine.calls_of(&["create", "start", "stop", "remove", "rename"]),
-        ["create web-next", "start web-next", "remove web-next"]
-    );
-    assert_eq!(
-        routed_to(&table),
-        Some(old_ip),
-        "the proven container serves"
-    );
-    assert_eq!(engine.containers().len(), 1);
 }
 
 #[actix_rt::test]
@@ -446,9 +448,15 @@ async fn assert_retried_and_rolled_back(
     proven: &Container,
     before: &[&str],
 ) {
-    let err = crate::service::reconcile::reconcile(runtime, service, &Default::default())
-        .await
-        .unwrap_err();
+    let err = crate::service::pipeline::run(
+        runtime,
+        service,
+        &crate::service::Job::Reconcile {
+            quarantined: Default::default(),
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ServiceError::RolledBack { .. }), "{err}");
     assert_eq!(
         engine.calls_of(&["stop", "rename", "create", "start", "remove", "tag"]),
