@@ -19,6 +19,7 @@ use dispenser_actors::proxy::tls::{MAX_PEM_FILE_BYTES, MAX_PEM_FILE_SIZE_TEXT};
 
 use super::check::FileCheck;
 use super::file::{DeployTable, DispenserFile, ServiceFile};
+use super::files::{FileFacts, FileKind, Want};
 use super::hash::spec_hash;
 use super::paths::normalize;
 use super::values::{
@@ -71,11 +72,44 @@ pub struct NotifySettings {
     pub template: Option<String>,
 }
 
-/// Validates dispenser.toml. `config_dir` is absolute.
+/// The files dispenser.toml names, and what validation needs of each: for
+/// the I/O pre-pass. `config_dir` is absolute.
+pub fn global_files(file: &DispenserFile, config_dir: &Path) -> Vec<(PathBuf, Want)> {
+    let bundle = file.certbot.as_ref().and_then(|t| t.ca_bundle.as_ref());
+    let template = file.notify.as_ref().and_then(|t| t.template.as_ref());
+    let bundle = bundle.map(|bundle| (normalize(&config_dir.join(bundle)), Want::Metadata));
+    let template = template.map(|template| (normalize(&config_dir.join(template)), Want::Content));
+    bundle.into_iter().chain(template).collect()
+}
+
+/// The files one service.toml names, and what validation needs of each: for
+/// the I/O pre-pass. `folder` is the service folder, absolute.
+pub fn service_files(file: &ServiceFile, folder: &Path) -> Vec<(PathBuf, Want)> {
+    let mut wanted = Vec::new();
+    for volume in &file.volumes {
+        match source_rule(&volume.source, folder) {
+            SourceRule::Empty => {}
+            SourceRule::Bind(path) | SourceRule::Ambiguous(path) => {
+                wanted.push((path, Want::Digest));
+            }
+            SourceRule::Named(beside) => wanted.push((beside, Want::Metadata)),
+        }
+    }
+    if let Some(route) = &file.proxy {
+        for written in [&route.cert_file, &route.key_file].into_iter().flatten() {
+            wanted.push((normalize(&folder.join(written)), Want::Metadata));
+        }
+    }
+    wanted
+}
+
+/// Validates dispenser.toml. `config_dir` is absolute; `facts` holds what
+/// the pre-pass found at the files it names.
 pub fn global(
     check: &mut FileCheck<'_>,
     file: &DispenserFile,
     config_dir: &Path,
+    facts: &FileFacts,
 ) -> Option<Global> {
     let errors_before = check.error_count();
     let poll_delay = match file.delay {
@@ -314,7 +348,7 @@ pub fn global(
         }
         let ca_bundle = table.ca_bundle.as_ref().map(|bundle| {
             let path = normalize(&config_dir.join(bundle));
-            if !path.is_file() {
+            if !matches!(facts.get(&path).kind, FileKind::File { .. }) {
                 check
                     .error(
                         "certbot.ca_bundle",
@@ -355,7 +389,7 @@ pub fn global(
         }
     });
 
-    let operator = operator(check, file, config_dir);
+    let operator = operator(check, file, config_dir, facts);
     (check.error_count() == errors_before).then_some(Global {
         settings,
         networks,
@@ -370,6 +404,7 @@ fn operator(
     check: &mut FileCheck<'_>,
     file: &DispenserFile,
     config_dir: &Path,
+    facts: &FileFacts,
 ) -> OperatorSettings {
     let admin_listen = file
         .admin
@@ -411,7 +446,7 @@ fn operator(
         }
         let template = table.template.as_ref().and_then(|relative| {
             let path = normalize(&config_dir.join(relative));
-            match std::fs::read_to_string(&path) {
+            match facts.get(&path).text() {
                 Ok(text) => match handlebars::Template::compile(&text) {
                     Ok(_) => Some(text),
                     Err(err) => {
@@ -458,6 +493,7 @@ pub fn service(
     folder: &Path,
     declared_networks: &BTreeMap<String, Network>,
     default_zone: Zone,
+    facts: &FileFacts,
 ) -> Option<Service> {
     let table = &file.service;
     let name = table.name.clone();
@@ -597,7 +633,13 @@ pub fn service(
                 )
                 .help = Some("write the path inside the container, e.g. `/data`".into());
         }
-        let source = volume_source(check, &format!("{path}.source"), &volume.source, folder);
+        let source = volume_source(
+            check,
+            &format!("{path}.source"),
+            &volume.source,
+            folder,
+            facts,
+        );
         volumes.push(Mount {
             source,
             target: volume.target.clone(),
@@ -743,7 +785,7 @@ pub fn service(
     let route = file
         .proxy
         .as_ref()
-        .and_then(|table| route(check, table, folder));
+        .and_then(|table| route(check, table, folder, facts));
 
     let image = image?;
     let container = ContainerSpec {
@@ -767,7 +809,7 @@ pub fn service(
     };
     // A service with errors is still returned (unless its image is invalid)
     // so cross-service checks see it; the caller rejects the plan anyway.
-    let spec_hash = spec_hash(&container);
+    let spec_hash = spec_hash(&container, facts);
     Some(Service {
         name,
         folder: folder.to_path_buf(),
@@ -876,6 +918,7 @@ fn route(
     check: &mut FileCheck<'_>,
     table: &super::file::RouteTable,
     folder: &Path,
+    facts: &FileFacts,
 ) -> Option<Route> {
     let host = table.host.trim().to_ascii_lowercase();
     let host_ok = !host.is_empty()
@@ -942,8 +985,8 @@ fn route(
             TlsSource::Automatic
         }
         (Some(cert), Some(key)) => {
-            let cert_file = pem_file(check, "proxy.cert_file", cert, folder);
-            let key_file = pem_file(check, "proxy.key_file", key, folder);
+            let cert_file = pem_file(check, "proxy.cert_file", cert, folder, facts);
+            let key_file = pem_file(check, "proxy.key_file", key, folder, facts);
             TlsSource::Manual {
                 cert_file,
                 key_file,
@@ -961,32 +1004,38 @@ fn route(
 
 /// A `cert_file` or `key_file`: it must exist and, as the proxy reads it,
 /// be a regular file (a link is followed to its target) of at most
-/// [`MAX_PEM_FILE_BYTES`]. Only its metadata is read here.
-fn pem_file(check: &mut FileCheck<'_>, path: &str, value: &str, folder: &Path) -> PathBuf {
+/// [`MAX_PEM_FILE_BYTES`]. Only its metadata matters here.
+fn pem_file(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    value: &str,
+    folder: &Path,
+    facts: &FileFacts,
+) -> PathBuf {
     let full = normalize(&folder.join(value));
     let shown = check.shown(path, value);
-    let problem = match std::fs::metadata(&full) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some((
+    let problem = match &facts.get(&full).kind {
+        FileKind::Missing => Some((
             format!("file{shown} does not exist"),
             "no such file",
             "the path is relative to the service folder".to_string(),
         )),
-        Err(error) => Some((
+        FileKind::Unreadable(error) => Some((
             format!("cannot read file{shown}: {error}"),
             "unreadable",
             "the path is relative to the service folder".to_string(),
         )),
-        Ok(meta) if !meta.is_file() => Some((
+        FileKind::Folder | FileKind::Special => Some((
             format!("file{shown} is not a regular file"),
             "not a regular file",
             "name a PEM file; a symbolic link is followed, to a regular file only".to_string(),
         )),
-        Ok(meta) if meta.len() > MAX_PEM_FILE_BYTES => Some((
+        FileKind::File { size } if *size > MAX_PEM_FILE_BYTES => Some((
             format!("file{shown} is larger than {MAX_PEM_FILE_SIZE_TEXT}"),
             "too large",
             "a PEM certificate chain or key is a few KiB: check what was written there".to_string(),
         )),
-        Ok(_) => None,
+        FileKind::File { .. } => None,
     };
     if let Some((message, label, help)) = problem {
         check.error(path, message, label).help = Some(help);
@@ -1002,33 +1051,64 @@ fn volume_source(
     path: &str,
     source: &str,
     folder: &Path,
+    facts: &FileFacts,
 ) -> MountSource {
+    match source_rule(source, folder) {
+        SourceRule::Empty => {
+            check.error(path, "a volume `source` cannot be empty", "empty");
+            MountSource::Volume(String::new())
+        }
+        SourceRule::Bind(full) => MountSource::Bind(full),
+        SourceRule::Ambiguous(full) => {
+            let shown = check.masked(path, source);
+            check
+                .warning(
+                    path,
+                    format!("`{shown}` is read as a path relative to the service folder"),
+                    "ambiguous source",
+                )
+                .help = Some(format!("write `./{shown}` to say so"));
+            MountSource::Bind(full)
+        }
+        SourceRule::Named(beside) => {
+            if facts.get(&beside).kind == FileKind::Folder {
+                let shown = check.masked(path, source);
+                check.warning(path, format!("`{shown}` is a named volume, but the service folder has a folder with that name"), "named volume")
+                    .help = Some(format!("did you mean `./{shown}`?"));
+            }
+            MountSource::Volume(source.to_string())
+        }
+    }
+}
+
+/// How a volume `source` is read.
+enum SourceRule {
+    Empty,
+    /// A bind mount of this path: `/x`, or `./x`, `../x` in the service folder.
+    Bind(PathBuf),
+    /// A bind mount of a path with a slash that does not start with `./`.
+    Ambiguous(PathBuf),
+    /// A named volume; the path is the folder of that name beside service.toml.
+    Named(PathBuf),
+}
+
+/// The volume source rule, on the text alone (see [`volume_source`]).
+fn source_rule(source: &str, folder: &Path) -> SourceRule {
     if source.is_empty() {
-        check.error(path, "a volume `source` cannot be empty", "empty");
-        return MountSource::Volume(String::new());
+        SourceRule::Empty
+    } else if source.starts_with('/') {
+        SourceRule::Bind(normalize(Path::new(source)))
+    } else if source.starts_with("./")
+        || source.starts_with("../")
+        || source == "."
+        || source == ".."
+    {
+        SourceRule::Bind(normalize(&folder.join(source)))
+    } else if source.contains('/') {
+        SourceRule::Ambiguous(normalize(&folder.join(source)))
+    } else {
+        SourceRule::Named(folder.join(source))
     }
-    if source.starts_with('/') {
-        return MountSource::Bind(normalize(Path::new(source)));
-    }
-    if source.starts_with("./") || source.starts_with("../") || source == "." || source == ".." {
-        return MountSource::Bind(normalize(&folder.join(source)));
-    }
-    let shown = check.masked(path, source);
-    if source.contains('/') {
-        check
-            .warning(
-                path,
-                format!("`{shown}` is read as a path relative to the service folder"),
-                "ambiguous source",
-            )
-            .help = Some(format!("write `./{shown}` to say so"));
-        return MountSource::Bind(normalize(&folder.join(source)));
-    }
-    if folder.join(source).is_dir() {
-        check.warning(path, format!("`{shown}` is a named volume, but the service folder has a folder with that name"), "named volume")
-            .help = Some(format!("did you mean `./{shown}`?"));
-    }
-    MountSource::Volume(source.to_string())
 }
 
 fn command_line(check: &mut FileCheck<'_>, path: &str, value: &toml::Value) -> Option<Vec<String>> {
