@@ -197,6 +197,50 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
     finish(global, &checked, files, diagnostics)
 }
 
+/// The second stage alone, with no I/O: parses and validates a dispenser.toml
+/// and the service.toml of each given folder (absolute), already read and
+/// rendered, against `facts` for every file they name. The same checks in the
+/// same order as [`load`] runs after its reads; the folders are the ones given,
+/// not read from `[[service]]`, and [`Loaded::files`] is empty. For the fuzz
+/// targets and the tests.
+pub fn validate_rendered(
+    config: &SourceFile,
+    config_dir: &Path,
+    services: &[(PathBuf, SourceFile)],
+    facts: &FileFacts,
+) -> Result<Loaded, Diagnostics> {
+    let mut diagnostics = Diagnostics::default();
+    let Some((dispenser_file, spans)) = parse_file::<file::DispenserFile>(config, &mut diagnostics)
+    else {
+        return Err(diagnostics);
+    };
+    let global = check_global(
+        config,
+        &spans,
+        &dispenser_file,
+        config_dir,
+        facts,
+        &mut diagnostics,
+    );
+    let mut checked = Vec::new();
+    for (folder, source) in services {
+        let Some((service_file, spans)) = parse_file::<file::ServiceFile>(source, &mut diagnostics)
+        else {
+            continue;
+        };
+        checked.extend(check_service(
+            source.clone(),
+            spans,
+            &service_file,
+            folder,
+            global.as_ref(),
+            facts,
+            &mut diagnostics,
+        ));
+    }
+    finish(global, &checked, Vec::new(), diagnostics)
+}
+
 /// Validates dispenser.toml (pure).
 fn check_global(
     file: &SourceFile,
@@ -781,3 +825,6 @@ mod hostile_tests;
 
 #[cfg(test)]
 mod masking_tests;
+
+#[cfg(test)]
+mod facts_tests;
