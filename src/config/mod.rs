@@ -1,11 +1,13 @@
 //! The config front-end: files on disk -> rendered -> parsed -> validated
 //! [`Plan`]. Every problem of one run is collected, each pointing at its file,
 //! line and column. I/O (reading files, resolving secrets) happens here, at
-//! the edge; the modules below are pure.
+//! the edge: the config files are read here, the files they name are looked
+//! at by the pre-pass (`files.rs`) into [`FileFacts`], and validation is pure.
 
 mod check;
 mod diagnostic;
 mod file;
+mod files;
 mod hash;
 mod paths;
 mod provenance;
@@ -25,6 +27,7 @@ use dispenser_actors::plan::{Plan, Service, TlsSource};
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 pub use dispenser_actors::files::read_bounded;
+pub use files::{Content, FileFact, FileFacts, FileKind};
 use provenance::{Provenance, Shown};
 use render::Renderer;
 pub use secrets::{LocalSecrets, SecretResolver, Secrets};
@@ -105,23 +108,17 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
     else {
         return Err(diagnostics);
     };
-    let global = validate::global(
-        &mut FileCheck {
-            file: &config_file,
-            spans: &config_spans,
-            diagnostics: &mut diagnostics,
-        },
+    // The pre-pass: what validation needs of the files dispenser.toml names.
+    let mut facts = FileFacts::default();
+    facts.look_at(validate::global_files(&dispenser_file, &config_dir));
+    let global = check_global(
+        &config_file,
+        &config_spans,
         &dispenser_file,
         &config_dir,
+        &facts,
+        &mut diagnostics,
     );
-    let declared_networks = global
-        .as_ref()
-        .map(|g| g.networks.clone())
-        .unwrap_or_default();
-    let default_zone = global
-        .as_ref()
-        .map(|g| g.settings.timezone)
-        .unwrap_or_default();
 
     let mut checked = Vec::new();
     for (index, entry) in dispenser_file.services.iter().enumerate() {
@@ -184,32 +181,128 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
             continue;
         };
         let folder = paths::normalize(&config_dir.join(&entry.path));
-        let service = validate::service(
-            &mut FileCheck {
-                file: &source,
-                spans: &spans,
-                diagnostics: &mut diagnostics,
-            },
+        // The pre-pass: what validation needs of the files service.toml names.
+        facts.look_at(validate::service_files(&service_file, &folder));
+        let service = check_service(
+            source,
+            spans,
             &service_file,
             &folder,
-            &declared_networks,
-            default_zone,
+            global.as_ref(),
+            &facts,
+            &mut diagnostics,
         );
-        if let Some(service) = service {
-            let tls_files = service_file
-                .proxy
-                .as_ref()
-                .and_then(|route| Some((route.cert_file.clone()?, route.key_file.clone()?)));
-            checked.push(Checked {
-                service,
-                file: source,
-                spans,
-                tls_files,
-            });
-        }
+        checked.extend(service);
     }
-    let services = cross_check(&checked, &mut diagnostics);
+    finish(global, &checked, files, diagnostics)
+}
 
+/// The second stage alone, with no I/O: parses and validates a dispenser.toml
+/// and the service.toml of each given folder (absolute), already read and
+/// rendered, against `facts` for every file they name. The same checks in the
+/// same order as [`load`] runs after its reads; the folders are the ones given,
+/// not read from `[[service]]`, and [`Loaded::files`] is empty. For the fuzz
+/// targets and the tests.
+pub fn validate_rendered(
+    config: &SourceFile,
+    config_dir: &Path,
+    services: &[(PathBuf, SourceFile)],
+    facts: &FileFacts,
+) -> Result<Loaded, Diagnostics> {
+    let mut diagnostics = Diagnostics::default();
+    let Some((dispenser_file, spans)) = parse_file::<file::DispenserFile>(config, &mut diagnostics)
+    else {
+        return Err(diagnostics);
+    };
+    let global = check_global(
+        config,
+        &spans,
+        &dispenser_file,
+        config_dir,
+        facts,
+        &mut diagnostics,
+    );
+    let mut checked = Vec::new();
+    for (folder, source) in services {
+        let Some((service_file, spans)) = parse_file::<file::ServiceFile>(source, &mut diagnostics)
+        else {
+            continue;
+        };
+        checked.extend(check_service(
+            source.clone(),
+            spans,
+            &service_file,
+            folder,
+            global.as_ref(),
+            facts,
+            &mut diagnostics,
+        ));
+    }
+    finish(global, &checked, Vec::new(), diagnostics)
+}
+
+/// Validates dispenser.toml (pure).
+fn check_global(
+    file: &SourceFile,
+    spans: &SpanIndex,
+    dispenser_file: &file::DispenserFile,
+    config_dir: &Path,
+    facts: &FileFacts,
+    diagnostics: &mut Diagnostics,
+) -> Option<validate::Global> {
+    let mut check = FileCheck {
+        file,
+        spans,
+        diagnostics,
+    };
+    validate::global(&mut check, dispenser_file, config_dir, facts)
+}
+
+/// Validates one service.toml (pure), against the networks and time zone of
+/// dispenser.toml when it validated.
+fn check_service(
+    source: SourceFile,
+    spans: SpanIndex,
+    service_file: &file::ServiceFile,
+    folder: &Path,
+    global: Option<&validate::Global>,
+    facts: &FileFacts,
+    diagnostics: &mut Diagnostics,
+) -> Option<Checked> {
+    let declared_networks = global.map(|g| g.networks.clone()).unwrap_or_default();
+    let default_zone = global.map(|g| g.settings.timezone).unwrap_or_default();
+    let service = validate::service(
+        &mut FileCheck {
+            file: &source,
+            spans: &spans,
+            diagnostics,
+        },
+        service_file,
+        folder,
+        &declared_networks,
+        default_zone,
+        facts,
+    )?;
+    let tls_files = service_file
+        .proxy
+        .as_ref()
+        .and_then(|route| Some((route.cert_file.clone()?, route.key_file.clone()?)));
+    Some(Checked {
+        service,
+        file: source,
+        spans,
+        tls_files,
+    })
+}
+
+/// The cross-service checks, then the plan when nothing was an error (pure).
+fn finish(
+    global: Option<validate::Global>,
+    checked: &[Checked],
+    files: Vec<PathBuf>,
+    mut diagnostics: Diagnostics,
+) -> Result<Loaded, Diagnostics> {
+    let services = cross_check(checked, &mut diagnostics);
     match global {
         Some(global) if !diagnostics.has_errors() => Ok(Loaded {
             plan: Plan {
@@ -732,3 +825,6 @@ mod hostile_tests;
 
 #[cfg(test)]
 mod masking_tests;
+
+#[cfg(test)]
+mod facts_tests;
