@@ -401,3 +401,6 @@ fn log_report(phase: &str, report: &Result<ApplyReport, MailboxError>) {
         Err(err) => error!(phase, error = %err, "the supervisor did not answer"),
     }
 }
+
+#[cfg(test)]
+mod tests;
