@@ -14,9 +14,9 @@
 //!   operator requests, forwarded to the service's actor.
 //! - `TakeoverNow { service }` -> `Result<String, ControlError>`: `dispenser takeover`,
 //!   forwarded to the service's actor as `Takeover`.
-//! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
-//!   ticker and proxy router learn each applied plan this way, and only
-//!   send messages back.
+//! - `Subscribe(Recipient<PlanApplied>)` -> `()` (both messages are the
+//!   plan's, `plan/applied.rs`): the registry watcher, cron ticker and proxy
+//!   router learn each applied plan this way, and only send messages back.
 //! - `CronFired` -> `()`: forwarded to the service's actor (unknown services
 //!   are logged: the plan changed between the tick and its delivery).
 //! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
