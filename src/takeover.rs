@@ -8,14 +8,10 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use actix::prelude::*;
-use dispenser_actors::engine::docker::DockerEngine;
-use dispenser_actors::ledger::{Ledger, RecentDeploys};
+use dispenser_actors::control::{self, Options};
 use dispenser_actors::plan::Plan;
-use dispenser_actors::registry::DockerConfig;
-use dispenser_actors::supervisor::{Apply, Supervisor, TakeoverNow};
+use dispenser_actors::supervisor::TakeoverNow;
 
 use crate::admin::client::{Client, ClientError};
 use crate::load_plan;
@@ -101,26 +97,15 @@ fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<Strin
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let engine = match DockerEngine::connect().await {
-            Ok(engine) => Arc::new(engine),
+        let engine = match control::connect().await {
+            Ok(engine) => engine,
             Err(err) => return vec![Err(format!("cannot reach the Docker Engine: {err}"))],
         };
-        let mut supervisor = Supervisor::new(engine).with_credentials(DockerConfig::from_env());
-        let ledger = match Ledger::open(&plan.settings.state_dir) {
-            Ok(ledger) => {
-                let ledger = ledger.start();
-                supervisor = supervisor.with_history(&ledger);
-                Some(ledger)
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "no deploy history: the takeovers are logged only");
-                None
-            }
-        };
-        let supervisor = supervisor.start();
-        if let Err(err) = supervisor.send(Apply(plan)).await {
+        let mut control = control::start(engine, &plan, Options::command());
+        if let Err(err) = control.apply(plan).await {
             return vec![Err(format!("the plan was not applied: {err}"))];
         }
+        let supervisor = control.supervisor();
         let mut outcomes = Vec::new();
         for name in names {
             let outcome = match supervisor
@@ -135,16 +120,8 @@ fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<Strin
             };
             outcomes.push(outcome);
         }
-        // The ledger handles its messages in order: an answer to this one
-        // means every deploy above is written.
-        if let Some(ledger) = ledger {
-            let _ = ledger
-                .send(RecentDeploys {
-                    service: String::new(),
-                    limit: 1,
-                })
-                .await;
-        }
+        // Every deploy above is written before the process exits.
+        control.flush().await;
         outcomes
     })
 }

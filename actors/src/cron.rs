@@ -28,8 +28,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use crate::plan::{Plan, Schedule, Zone};
-use crate::supervisor::PlanApplied;
+use crate::plan::{Plan, PlanApplied, Schedule, Zone};
 
 /// The next fire time of every scheduled service, by name.
 #[derive(Debug, Clone, Copy, Message)]

@@ -1,6 +1,7 @@
 //! Dispenser's runtime: the actors that make the host match the plan.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod control;
 pub mod cron;
 pub mod docker_events;
 pub mod docker_watch;

@@ -28,9 +28,9 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use tracing::{debug, info, warn};
 
-use crate::plan::{ImageRef, Plan};
+use crate::plan::{ImageRef, Plan, PlanApplied};
 use crate::registry::{DigestSource, RegistryError, RemoteDigest};
-use crate::supervisor::{NewDigest, PlanApplied};
+use crate::supervisor::NewDigest;
 
 /// Registry requests in flight at once for one registry.
 pub const MAX_CONCURRENT_PER_REGISTRY: usize = 4;

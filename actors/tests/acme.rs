@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dispenser_actors::plan::{sample, AcmeSettings, Plan, Route, TlsSource};
+use dispenser_actors::plan::{sample, AcmeSettings, Plan, PlanApplied, Route, TlsSource};
 use dispenser_actors::proxy::acme::{AcmeManager, AcmeStatus, ForceRenewal, GetStatus, Timing};
 use dispenser_actors::proxy::certs::{CertMap, CertSource};
 use dispenser_actors::proxy::challenge::Challenges;
-use dispenser_actors::supervisor::PlanApplied;
 use pebble::{Pebble, Responder};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;

@@ -28,10 +28,10 @@ use dispenser_actors::cron::CronTicker;
 use dispenser_actors::engine::Engine;
 use dispenser_actors::events::{self, Event};
 use dispenser_actors::ledger::Ledger;
-use dispenser_actors::plan::Plan;
+use dispenser_actors::plan::{Plan, PlanApplied};
 use dispenser_actors::proxy::certs::CertMap;
 use dispenser_actors::proxy::table::SharedTable;
-use dispenser_actors::supervisor::{PlanApplied, Supervisor};
+use dispenser_actors::supervisor::Supervisor;
 
 pub use server::AdminServer;
 

@@ -2,6 +2,7 @@
 //! Dispenser runs. `src/config` produces it from the user's files; every actor
 //! consumes it. Nothing downstream of the plan reads a file or parses a string.
 
+mod applied;
 mod image;
 pub mod sample;
 mod schedule;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use applied::{PlanApplied, Subscribe};
 pub use image::{ImageRef, ImageRefError, DEFAULT_TAG, DOCKER_HUB};
 pub use schedule::{upstream_differences, Schedule, ScheduleError};
 pub use sensitive::Sensitive;

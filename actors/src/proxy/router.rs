@@ -17,8 +17,7 @@ use actix::prelude::*;
 use tracing::{debug, info};
 
 use super::table::{EndpointState, InFlightBoard, RouteInput, RouteTable, SharedTable};
-use crate::plan::Plan;
-use crate::supervisor::PlanApplied;
+use crate::plan::{Plan, PlanApplied};
 
 /// A service's container changed: its IP on the default network (when it has
 /// one) and whether it can take requests.

@@ -32,8 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{error, info};
 
 use super::certs::{CertMap, CertSource, HostCert};
-use crate::plan::Plan;
-use crate::supervisor::PlanApplied;
+use crate::plan::{Plan, PlanApplied};
 
 /// The name in the fallback certificate, served without SNI or for unknown hosts.
 pub const FALLBACK_NAME: &str = "dispenser.invalid";

@@ -14,9 +14,9 @@
 //!   operator requests, forwarded to the service's actor.
 //! - `TakeoverNow { service }` -> `Result<String, ControlError>`: `dispenser takeover`,
 //!   forwarded to the service's actor as `Takeover`.
-//! - `Subscribe(Recipient<PlanApplied>)` -> `()`: the registry watcher, cron
-//!   ticker and proxy router learn each applied plan this way, and only
-//!   send messages back.
+//! - `Subscribe(Recipient<PlanApplied>)` -> `()` (both messages are the
+//!   plan's, `plan/applied.rs`): the registry watcher, cron ticker and proxy
+//!   router learn each applied plan this way, and only send messages back.
 //! - `CronFired` -> `()`: forwarded to the service's actor (unknown services
 //!   are logged: the plan changed between the tick and its delivery).
 //! - `NewDigest { image, digest }` -> `()`: the registry watcher's report;
@@ -58,7 +58,7 @@ use crate::docker_watch::DockerBack;
 use crate::engine::reachability::Reachability;
 use crate::engine::{labels, Engine};
 use crate::ledger::{Ledger, RecentDeploys, RecordDeploy, RecordRun};
-use crate::plan::{ImageRef, Plan};
+use crate::plan::{ImageRef, Plan, PlanApplied, Subscribe};
 use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::InFlightBoard;
 use crate::registry::{DigestSource, DockerConfig};
@@ -122,16 +122,6 @@ pub enum ControlError {
     #[error("service actor unavailable: {0}")]
     Unavailable(String),
 }
-
-/// Registers an observer of applied plans; it receives the current plan at once.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe(pub Recipient<PlanApplied>);
-
-/// Sent to every subscriber after each `Apply`, with the plan now in force.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct PlanApplied(pub Arc<Plan>);
 
 /// The registry has `digest` for the tag of `image` (sent every poll round).
 #[derive(Debug, Clone, Message)]

@@ -33,10 +33,9 @@ pub use client::{AcmeError, RenewalWindow};
 pub use policy::Timing;
 pub use store::{IssuedCert, Store, StoreError};
 
-use crate::plan::{AcmeSettings, Plan, TlsSource};
+use crate::plan::{AcmeSettings, Plan, PlanApplied, TlsSource};
 use crate::proxy::certs::{CertMap, CertSource, HostCert};
 use crate::proxy::challenge::Challenges;
-use crate::supervisor::PlanApplied;
 use client::CaClient;
 use policy::{jitter, renew_by_lifetime, renew_in_window, ARI_REFRESH_MIN};
 

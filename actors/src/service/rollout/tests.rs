@@ -9,12 +9,11 @@ use actix::prelude::*;
 use super::*;
 use crate::engine::fake::FakeEngine;
 use crate::engine::Engine;
-use crate::plan::{sample, DeploySettings, Healthcheck, Route, TlsSource};
+use crate::plan::{sample, DeploySettings, Healthcheck, PlanApplied, Route, TlsSource};
 use crate::proxy::router::ProxyRouter;
 use crate::proxy::table::{Lookup, SharedTable, Upstream};
 use crate::service::container::container_labels;
 use crate::service::StatusBoard;
-use crate::supervisor::PlanApplied;
 
 const IMAGE: &str = "web:1";
 
