@@ -1,7 +1,8 @@
 //! Unit tests of continuous deployment over the fake engine: a new digest
 //! reaches the services that watch the image, is pulled by digest, tagged
 //! and deployed; the same digest does nothing; a failed deploy backs off;
-//! an on-trigger service is started by its first new digest.
+//! an on-trigger service is started by its first new digest; a soak holds no
+//! mailbox and ends by a newer digest or by a Docker event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,4 +210,131 @@ fn the_label_digest_is_the_one_of_the_images_own_repository() {
         repo_digests: vec![format!("nginx@{D1}")],
     };
     assert_eq!(registry_digest(&hub, &pulled), D1);
+}
+
+/// Applies `services` with a soak of `soak`.
+async fn started_soaking(
+    engine: &Arc<FakeEngine>,
+    services: Vec<Service>,
+    soak: Duration,
+) -> Addr<Supervisor> {
+    let supervisor = Supervisor::new(engine.clone()).start();
+    let mut plan = plan(INSTANCE, services);
+    plan.settings.deploy.soak = soak;
+    let report = supervisor.send(Apply(plan)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failures);
+    supervisor
+}
+
+/// Waits (up to 5 s) until the service's container runs `digest` and the
+/// service is `Running`, not busy; returns how long that took.
+async fn serving(supervisor: &Addr<Supervisor>, engine: &FakeEngine, digest: &str) -> Duration {
+    let began = Instant::now();
+    loop {
+        let statuses = supervisor.send(GetStatus).await.unwrap();
+        let state = statuses
+            .into_iter()
+            .find(|s| s.name == "web")
+            .unwrap()
+            .state;
+        let label = engine
+            .container_named("web")
+            .map(|c| c.labels["dispenser.image-digest"].clone());
+        if state == State::Running && label.as_deref() == Some(digest) {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{state:?} {label:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_soak_holds_no_mailbox_and_a_newer_digest_deploys_at_once_against_the_proven_one() {
+    let engine = engine();
+    let supervisor = started_soaking(
+        &engine,
+        vec![watching("web", "web:1")],
+        Duration::from_secs(600),
+    )
+    .await;
+    let proven = engine.container_named("web").unwrap();
+    report(&supervisor, &engine, "web:1", D1).await;
+    // D1 serves and soaks; the proven container waits as `web-prev`, and
+    // the service is not busy for the soak's 600 s.
+    serving(&supervisor, &engine, D1).await;
+    assert!(engine.container_named("web-prev").is_some());
+
+    // A newer digest, well inside the 600 s soak: D1 leaves, the proven
+    // one comes back, and D2 is deployed against it at once.
+    engine.clear_calls();
+    let began = Instant::now();
+    report(&supervisor, &engine, "web:1", D2).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    let calls = engine.calls_of(&["rename", "pull", "create"]);
+    assert_eq!(
+        calls,
+        [
+            "rename web-prev web".to_string(),
+            format!("pull docker.io/web@{D2}"),
+            "rename web web-prev".to_string(),
+            "create web".to_string(),
+        ]
+    );
+    let prev = engine.container_named("web-prev").unwrap();
+    assert_eq!(prev.id, proven.id, "D2's way back is the proven version");
+}
+
+#[actix_rt::test]
+async fn a_crash_during_the_soak_reported_by_docker_rolls_back_and_quarantines() {
+    let engine = engine();
+    let supervisor = started_soaking(
+        &engine,
+        vec![watching("web", "web:1")],
+        Duration::from_secs(600),
+    )
+    .await;
+    let proven = engine.container_named("web").unwrap();
+    report(&supervisor, &engine, "web:1", D1).await;
+    serving(&supervisor, &engine, D1).await;
+    let soaking = engine.container_named("web").unwrap();
+    assert_ne!(soaking.id, proven.id);
+
+    // Docker reports the new container's exit: no polling, the event ends the soak.
+    engine.update_container("web", |c| c.state = ContainerState::Exited { code: 3 });
+    supervisor
+        .send(crate::docker_events::DockerEvent(
+            crate::engine::ContainerEvent {
+                id: soaking.id.clone(),
+                name: "web".into(),
+                service: Some("web".into()),
+                kind: crate::engine::EventKind::Die { exit_code: Some(3) },
+            },
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.container_named("web").map(|c| c.id) != Some(proven.id.clone()) {
+        assert!(Instant::now() < deadline, "{:?}", engine.calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = engine.container_named("web").unwrap();
+    assert_eq!(back.state, ContainerState::Running);
+    assert!(engine.container_named("web-prev").is_none());
+    assert_eq!(engine.containers().len(), 1);
+
+    // D1 is quarantined: reported again, nothing is tried.
+    engine.clear_calls();
+    report(&supervisor, &engine, "web:1", D1).await;
+    assert!(
+        engine.calls_of(&["pull", "create"]).is_empty(),
+        "{:?}",
+        engine.calls()
+    );
 }
