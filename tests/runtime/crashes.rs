@@ -69,18 +69,24 @@ fn a_killed_container_is_down_at_once_or_restarted_in_place_by_docker() {
     assert_eq!(wait_until(port, "gone.test", "/", 200).status, 200);
     assert_eq!(wait_until(port, "back.test", "/", 200).status, 200);
 
-    let killed = Instant::now();
+    // `docker kill` returns once the signal is sent: the clock starts there,
+    // not before the CLI's own start-up.
     docker(&["kill", &gone]);
+    let killed = Instant::now();
     eventually("the exit is logged", Duration::from_secs(10), || {
         !log_lines(&daemon, &gone, "container exited").is_empty()
     });
     let noticed = killed.elapsed();
-    let asked = Instant::now();
     let reply = get(port, "gone.test", "/");
-    let took = asked.elapsed();
-    eprintln!("exit seen in the log {noticed:?} after docker kill; 502 answered in {took:?}");
+    // From the kill to the 502 in hand: the event, the route marked down
+    // and the answer, all within a bound that "at once" must keep.
+    let took = killed.elapsed();
+    eprintln!("exit seen in the log {noticed:?} after docker kill; 502 answered {took:?} after it");
     assert_eq!((reply.status, reply.body.as_str()), (502, "service down\n"));
-    assert!(took < Duration::from_secs(2), "502 took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "502 came {took:?} after the kill"
+    );
     let line = &log_lines(&daemon, &gone, "container exited")[0];
     assert!(
         line.contains("exit_code=137") && line.contains("stays down"),

@@ -37,16 +37,29 @@ fn identities(sb: &Sandbox, names: &[&str]) -> BTreeMap<String, (String, String)
 #[test]
 fn depends_on_orders_start_up_by_healthy_and_completed() {
     let mut sb = Sandbox::new();
+    // A folder both db and migrate see: db's healthcheck marks it as its
+    // last act, so the mark exists from just before db is first healthy.
+    // (Docker keeps only the last 5 entries of `Health.Log`: the first
+    // healthy check cannot be read from there once a few ran.)
+    let shared = sb.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let mount = format!(
+        "\n[[volume]]\nsource = \"{}\"\ntarget = \"/shared\"\n",
+        shared.display()
+    );
     sb.service(
         "db",
         BUSYBOX,
-        "[healthcheck]\ntest = [\"CMD\", \"true\"]\ninterval = \"1s\"\nretries = 3\n",
+        &format!(
+            "command = [\"sleep\", \"3600\"]\n\n[healthcheck]\ntest = [\"CMD\", \"sh\", \"-c\", \": > /shared/db-checked\"]\ninterval = \"1s\"\nretries = 3\n{mount}"
+        ),
     );
     let db = sb.name("db");
+    // Started before db's first check, migrate finds no mark and fails.
     sb.service(
         "migrate",
         BUSYBOX,
-        &format!("command = [\"sh\", \"-c\", \"sleep 1; echo migrated\"]\nrestart = \"no\"\n\n[depends_on]\n\"{db}\" = \"healthy\"\n"),
+        &format!("command = [\"sh\", \"-c\", \"[ -f /shared/db-checked ] || exit 7; sleep 1; echo migrated\"]\nrestart = \"no\"\n{mount}\n[depends_on]\n\"{db}\" = \"healthy\"\n"),
     );
     let migrate = sb.name("migrate");
     sb.service(
@@ -60,20 +73,17 @@ fn depends_on_orders_start_up_by_healthy_and_completed() {
     let migrate_state = inspect(&migrate)["State"].clone();
     let app_state = inspect(&sb.name("app"))["State"].clone();
     assert_eq!(db_state["Health"]["Status"], "healthy");
-    assert_eq!(migrate_state["ExitCode"], 0);
+    let checks = db_state["Health"]["Log"].as_array().expect("health log");
+    let last = checks.last().expect("a health check ran");
+    assert_eq!(last["ExitCode"], 0, "{last}");
+    assert_eq!(
+        migrate_state["ExitCode"], 0,
+        "migrate ran before db was checked: {migrate_state}"
+    );
     assert_eq!(app_state["Running"], true);
     // RFC 3339 timestamps of one clock compare as strings.
-    let first_healthy = db_state["Health"]["Log"][0]["End"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let migrate_started = migrate_state["StartedAt"].as_str().unwrap();
     let migrate_finished = migrate_state["FinishedAt"].as_str().unwrap();
     let app_started = app_state["StartedAt"].as_str().unwrap();
-    assert!(
-        first_healthy.as_str() <= migrate_started,
-        "{first_healthy} > {migrate_started}"
-    );
     assert!(
         migrate_finished <= app_started,
         "{migrate_finished} > {app_started}"
@@ -367,6 +377,10 @@ fn kill_nine_during_a_reconcile_then_restart_converges() {
     nix_kill(&sb, "HUP");
     first.wait_for("created", log_before + 1);
     first.kill9();
+    // The kill landed while the reconcile still had services to recreate.
+    sb.assert_killed_mid_reconcile(&shorts, |container| {
+        container["Config"]["Env"].to_string().contains("VERSION=2")
+    });
 
     let second = sb.start();
     let containers = sb.managed_containers();

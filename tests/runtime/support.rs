@@ -14,8 +14,10 @@ use serde_json::Value;
 
 /// The prefix of every instance id, container, network and volume a test creates.
 pub const PREFIX: &str = "dtest";
-/// Longest wait for the daemon to be ready or to finish a reload.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest wait for the daemon to be ready or to finish a reload (or for a
+/// log line): ample for a sandbox of a few services on 2 cores shared by
+/// parallel tests, and short enough that a daemon that hangs fails fast.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static IMAGES: OnceLock<()> = OnceLock::new();
@@ -346,6 +348,28 @@ impl Sandbox {
                 "leftover container {name}"
             );
         }
+    }
+}
+
+impl Sandbox {
+    /// Fails unless the kill that just landed cut a reconcile short: of the
+    /// listed services, each of which that reconcile gives a new version, at
+    /// least one is not on it yet (`replaced` judges a container's `docker
+    /// inspect`; a service without a container under its name is not
+    /// replaced). A kill that came after the reconcile ended tests nothing.
+    pub fn assert_killed_mid_reconcile(&self, shorts: &[&str], replaced: impl Fn(&Value) -> bool) {
+        let done: Vec<&str> = shorts
+            .iter()
+            .copied()
+            .filter(|short| {
+                let name = self.name(short);
+                exists(&name) && replaced(&inspect(&name))
+            })
+            .collect();
+        assert!(
+            done.len() < shorts.len(),
+            "the kill came too late to test anything: {done:?} were all replaced already"
+        );
     }
 }
 

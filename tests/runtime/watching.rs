@@ -4,8 +4,8 @@
 //! away), an update pushed under the same tag is deployed, idle
 //! rounds cost one HEAD per image and nothing else, credentials come from a
 //! Docker config with a credential helper (for the polls and the engine's
-//! pull), a registry outage is one warning
-//! and updates resume, an image that cannot start is not retried every poll,
+//! pull), a registry outage is one warning however many checks fail (the
+//! port closes each connection and counts the retries) and updates resume, an image that cannot start is not retried every poll,
 //! and bearer tokens from a challenge's realm are fetched once and reused.
 
 use std::fs;
@@ -19,7 +19,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::proxy::{connect, read_reply, Reply};
-use crate::support::{docker, inspect, text, Sandbox};
+use crate::support::{docker, eventually, inspect, text, Sandbox};
 
 const V1: &str = "dispenser-test/web:v1";
 const V2: &str = "dispenser-test/web:v2";
@@ -287,6 +287,32 @@ fn label(container: &str, key: &str) -> String {
 
 const WATCH: &str = "[dispenser]\nwatch = true\n";
 
+/// Waits for `count` more HEADs of `repository:latest` (each one watcher
+/// round), at most `DEPLOY_TIMEOUT`.
+fn wait_heads(registry: &Registry, repository: &str, count: usize, log: impl Fn() -> String) {
+    let request = format!("HEAD /v2/{repository}/manifests/latest");
+    let target = registry.count(&request) + count;
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while registry.count(&request) < target {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} watcher rounds: {}\n{}",
+            registry.log(),
+            log()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long the next `rounds` watcher rounds take, counted from a HEAD:
+/// with `delay = 1` about a second each, half that if two loops polled.
+fn time_rounds(registry: &Registry, repository: &str, rounds: usize) -> Duration {
+    wait_heads(registry, repository, 1, String::new);
+    let started = Instant::now();
+    wait_heads(registry, repository, rounds, String::new);
+    started.elapsed()
+}
+
 #[test]
 fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
     let mut registry = Registry::start(Auth::None);
@@ -305,17 +331,14 @@ fn a_pushed_update_is_deployed_and_idle_rounds_are_one_head_each() {
     assert_eq!(inspect(&web)["Config"]["Image"], pinned(&v1));
 
     // Idle: every round is one HEAD for the image, no manifest GET, no blob.
-    let heads = || registry.count("HEAD /v2/web/manifests/latest");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while heads() < 1 {
-        assert!(Instant::now() < deadline, "no HEAD: {}", registry.log());
-        sleep(Duration::from_millis(100));
-    }
+    wait_heads(&registry, "web", 1, || daemon.log());
     let gets_before = registry.count("GET /v2/web/manifests/");
-    let heads_before = heads();
-    sleep(Duration::from_millis(4500));
-    let idle_heads = heads() - heads_before;
-    assert!((3..=6).contains(&idle_heads), "{idle_heads} HEADs in 4.5 s");
+    // One HEAD per round: three rounds take three delays (1 s each).
+    let took = time_rounds(&registry, "web", 3);
+    assert!(
+        took >= Duration::from_millis(2500),
+        "3 HEADs in {took:?}: more than one per round"
+    );
     assert_eq!(registry.count("GET /v2/web/manifests/"), gets_before);
     assert_eq!(registry.count("GET /v2/web/blobs/"), 0);
 
@@ -418,8 +441,18 @@ fn registry_outage_is_one_warning_and_updates_resume() {
     let id_before = inspect(&web)["Id"].clone();
 
     registry.pause();
+    // The port answers meanwhile by closing each connection at once, and
+    // counts them: the daemon's retries, waited for instead of slept.
+    let refuser = Refuser::bind(registry.port);
     daemon.wait_for("registry check failed", 1);
-    sleep(Duration::from_secs(5));
+    let retries = refuser.count();
+    eventually(
+        "two more failed checks after the warning",
+        DEPLOY_TIMEOUT,
+        || refuser.count() >= retries + 2,
+        || daemon.log(),
+    );
+    drop(refuser);
     let log = daemon.log();
     assert_eq!(
         log.matches("registry check failed; backing off").count(),
@@ -449,15 +482,14 @@ fn an_image_that_cannot_start_is_not_retried_every_poll() {
     // later polls that see the same digest try nothing (docs/deploys.md).
     registry.push(BROKEN, "app", Some(V1));
     daemon.wait_for("new version rolled back", 1);
-    sleep(Duration::from_secs(5));
+    // The watcher keeps polling, and sees the same digest each round.
+    wait_heads(&registry, "app", 4, || daemon.log());
     let log = daemon.log();
     assert_eq!(log.matches("new version rolled back").count(), 1, "{log}");
     assert!(
         log.contains("does-not-exist"),
         "the reason is logged: {log}"
     );
-    // The watcher keeps polling meanwhile.
-    assert!(registry.count("HEAD /v2/app/manifests/latest") >= 4);
     daemon.stop();
 }
 
@@ -539,7 +571,8 @@ fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
     // The deploy moved the local tag to what it deployed: a restart adopts it.
     let id = inspect(&web)["Id"].clone();
     let daemon = sb.start();
-    sleep(Duration::from_secs(3));
+    // Two rounds of the new daemon's watcher saw the deployed digest.
+    wait_heads(&registry, "web", 2, || daemon.log());
     assert_eq!(inspect(&web)["Id"], id, "{}", daemon.log());
     assert_eq!(label(&web, "dispenser.image-digest"), v2);
     assert!(!daemon.log().contains("new image in the registry"));
@@ -548,15 +581,59 @@ fn a_deployed_update_is_adopted_after_a_restart_and_reloads_keep_one_loop() {
     for _ in 0..3 {
         daemon.reload();
     }
-    let heads = || registry.count("HEAD /v2/web/manifests/latest");
-    let before = heads();
-    sleep(Duration::from_millis(4500));
-    let during = heads() - before;
+    let took = time_rounds(&registry, "web", 3);
     assert!(
-        (3..=6).contains(&during),
-        "{during} HEADs in 4.5 s after reloads"
+        took >= Duration::from_millis(2500),
+        "3 HEADs in {took:?} after reloads: more than one loop polls"
     );
     daemon.stop();
+}
+
+/// A listener on a stopped registry's port that closes every connection at
+/// once and counts them (the watcher's attempts).
+struct Refuser {
+    accepted: Arc<Mutex<usize>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Refuser {
+    fn bind(port: u16) -> Refuser {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the registry's port");
+        listener.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopped) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        drop(stream);
+                        *count.lock().unwrap() += 1;
+                    }
+                    Err(_) => sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Refuser {
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+impl Drop for Refuser {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A token service of the test's own: answers every request with a token
