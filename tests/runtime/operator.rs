@@ -297,7 +297,7 @@ fn completions_and_man_page_are_generated() {
 }
 
 /// Removes the development instance's containers at the end of a test.
-struct InstanceCleanup(String);
+pub(crate) struct InstanceCleanup(pub(crate) String);
 
 impl Drop for InstanceCleanup {
     fn drop(&mut self) {
