@@ -10,6 +10,10 @@
 //! two files' structs in that order); the reference's tables are its
 //! `` ### `[table]` `` headings under `## dispenser.toml` and
 //! `## service.toml`.
+//!
+//! And docs/testing.md's list of what proves each claim of the README: one
+//! item per item of README's "What it does", and every test it names
+//! (`path::name`) is a test of that file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -155,6 +159,41 @@ fn reference(doc: &str) -> BTreeMap<TableKey, Section> {
     sections
 }
 
+/// The lines of the section of `doc` under `heading`, up to the next `## `.
+fn section<'a>(doc: &'a str, heading: &str) -> Vec<&'a str> {
+    doc.lines()
+        .skip_while(|line| *line != heading)
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .collect()
+}
+
+/// The `path::name` spans in backticks of `lines`.
+fn cited_tests(lines: &[&str]) -> Vec<(String, String)> {
+    let text = lines.join("\n");
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|span| span.split_once(".rs::"))
+        .map(|(path, name)| (format!("{path}.rs"), name.to_string()))
+        .collect()
+}
+
+/// True when `source` has `fn name(` under a `#[test]` attribute (other
+/// attributes, such as `#[ignore]`, may sit between them).
+fn is_test(source: &str, name: &str) -> bool {
+    let lines: Vec<&str> = source.lines().collect();
+    let signature = format!("fn {name}(");
+    lines.iter().enumerate().any(|(at, line)| {
+        line.trim_start().starts_with(&signature)
+            && lines[..at]
+                .iter()
+                .rev()
+                .take_while(|above| above.trim_start().starts_with("#["))
+                .any(|above| above.trim() == "#[test]")
+    })
+}
+
 #[test]
 fn the_reference_names_exactly_the_keys_the_loader_accepts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -191,4 +230,51 @@ fn the_reference_names_exactly_the_keys_the_loader_accepts() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn testing_md_names_existing_tests_for_every_claim_of_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let testing = std::fs::read_to_string(root.join("docs/testing.md")).expect("testing.md");
+    let claims = section(&readme, "## What it does");
+    let proofs = section(&testing, "## What proves each claim of the README");
+    let items = |lines: &[&str]| lines.iter().filter(|line| line.starts_with("- ")).count();
+    assert!(
+        items(&claims) >= 5,
+        "README's claims read wrongly: {claims:?}"
+    );
+    assert_eq!(
+        items(&proofs),
+        items(&claims),
+        "docs/testing.md needs one item per claim of README's \"What it does\""
+    );
+    // Each item names at least one test.
+    let mut item: Vec<&str> = Vec::new();
+    let mut items_without_test = Vec::new();
+    for line in proofs.iter().chain(std::iter::once(&"- end")) {
+        if line.starts_with("- ") {
+            if !item.is_empty() && cited_tests(&item).is_empty() {
+                items_without_test.push(item.join(" "));
+            }
+            item.clear();
+        }
+        if !item.is_empty() || line.starts_with("- ") {
+            item.push(line);
+        }
+    }
+    assert!(items_without_test.is_empty(), "{items_without_test:#?}");
+    let cited = cited_tests(&proofs);
+    let missing: Vec<String> = cited
+        .iter()
+        .filter(|(path, name)| {
+            let source = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+            !is_test(&source, name)
+        })
+        .map(|(path, name)| format!("{path}::{name}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/testing.md names tests that do not exist: {missing:#?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! daemon's own proxy HTTP listener. Two hosts get certificates, checked by
 //! an HTTPS request with SNI against pebble's root; the files land under
 //! `.dispenser/certs/` with owner-only keys; a restart does not re-issue;
-//! with pebble stopped the proxy keeps serving. Everything on 127.0.0.1.
+//! with pebble stopped the proxy keeps serving. And `dispenser dev` serves
+//! HTTPS that verifies against its development CA. Everything on 127.0.0.1.
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -334,4 +335,72 @@ fn certificates_come_from_pebble_through_the_proxy_and_survive_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
     daemon.stop();
+}
+
+#[test]
+fn dispenser_dev_serves_https_verified_by_its_development_ca() {
+    let mut sb = Sandbox::new();
+    // The ports of `[proxy]` are production's; dev listens on its own.
+    sb.proxy_settings("http_listen = \"127.0.0.1:80\"\nhttps_listen = \"127.0.0.1:443\"\n");
+    upstream_service(&mut sb, "web", "dev-v1", "host = \"app.dev.test\"");
+    let (http, https) = (free_port(), free_port());
+    let _cleanup = crate::operator::InstanceCleanup(format!("{}-dev", sb.id));
+    let log = sb.path("dev.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .arg("-c")
+        .arg(sb.config())
+        .args(["dev", "--http-port", &http.to_string()])
+        .args(["--https-port", &https.to_string()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn dispenser dev");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ca = sb.path(".dispenser/dev/dev-ca.crt");
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    let body = loop {
+        if ca.exists() {
+            if let Some(body) = https_get(https, "app.dev.test", &ca) {
+                break body;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no verified HTTPS answer from dev:\n{}", read_log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(body.trim(), "dev-v1");
+    assert!(
+        read_log().contains(&format!("https://app.dev.test:{https}/")),
+        "dev prints the URL it serves:\n{}",
+        read_log()
+    );
+    // The certificate verifies against the dev CA only: not against the
+    // system's roots, and not for another name.
+    let untrusted = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--resolve"])
+        .arg(format!("app.dev.test:{https}:127.0.0.1"))
+        .arg(format!("https://app.dev.test:{https}/"))
+        .output()
+        .expect("curl");
+    assert!(!untrusted.status.success(), "verified without the dev CA");
+    assert_eq!(https_get(https, "other.dev.test", &ca), None);
+    assert_eq!(mode(&sb.path(".dispenser/dev/dev-ca.key")) & 0o777, 0o600);
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = crate::support::wait_exit(
+        &mut child,
+        crate::support::EXIT_TIMEOUT,
+        "dispenser dev after SIGTERM",
+        read_log,
+    );
+    assert!(status.success(), "{}", read_log());
 }

@@ -3,7 +3,8 @@
 //! restarted in place by Docker (never by Dispenser); a healthcheck that is
 //! still starting holds the route (503) until healthy (200); a crash loop is
 //! left to Docker's policy and logged once per streak; an OOM kill is logged
-//! as "out of memory" naming the service.
+//! as "out of memory" naming the service, and OOM kills in a crash loop once
+//! per streak.
 
 use std::process::Command;
 use std::thread::sleep;
@@ -248,4 +249,63 @@ fn an_oom_kill_is_logged_as_out_of_memory_naming_the_service() {
         format!("dispenser_container_exits_total{{service=\"{hungry}\",reason=\"oom\"}} 1");
     assert!(metrics.contains(&series), "{metrics}");
     daemon.stop();
+}
+
+#[test]
+#[ignore = "reason: service/events.rs warns once per OOM kill until the streak counts as a crash loop (4 warnings before the first crash-loop line), not once per streak as README says"]
+fn oom_kills_in_a_crash_loop_are_logged_once_per_streak() {
+    let mut sb = Sandbox::new();
+    // Hits its 8 MiB limit a moment after each start; Docker restarts it.
+    sb.service(
+        "hog",
+        BUSYBOX,
+        "command = [\"sh\", \"-c\", \"sleep 0.3; x=a; while :; do x=\\\"$x$x\\\"; done\"]\nmemory = \"8m\"\nrestart = \"always\"\n",
+    );
+    let daemon = sb.start();
+    let hog = sb.name("hog");
+    let oom_lines = || log_lines(&daemon, &hog, "out of memory");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while oom_lines().is_empty() {
+        if Instant::now() > deadline && restart_count(&hog) >= 1 {
+            // The container exits but no kill was an OOM kill: this host
+            // does not OOM-kill (see the test above).
+            assert!(
+                std::env::var_os(NO_OOM_KILL).is_some(),
+                "this host did not OOM-kill the container; on a host without a memory \
+                 cgroup, set {NO_OOM_KILL}=1 to skip this test:\n{}",
+                daemon.log()
+            );
+            eprintln!("SKIPPED: {NO_OOM_KILL} is set and this host did not OOM-kill the container");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "no exit at all:\n{}",
+            daemon.log()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    // Into the crash loop, then two more OOM kills of the same streak.
+    eventually("the crash loop is logged", Duration::from_secs(40), || {
+        !log_lines(&daemon, &hog, "crash loop:").is_empty()
+    });
+    let seen = restart_count(&hog);
+    eventually("two more restarts", Duration::from_secs(40), || {
+        restart_count(&hog) >= seen + 2
+    });
+    let restarts = restart_count(&hog);
+    let lines = oom_lines();
+    let log = daemon.stop();
+    assert!(restarts >= 6, "{restarts} restarts:\n{log}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{restarts} OOM kills in one streak, {} warnings: {lines:#?}",
+        lines.len()
+    );
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("oom=true"),
+        "{}",
+        lines[0]
+    );
 }

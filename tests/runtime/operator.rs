@@ -32,10 +32,33 @@ fn chatty_service(sb: &mut Sandbox, short: &str) {
     );
 }
 
+/// A chatty service that is healthy once it made `/tmp/ok`, which it does
+/// at its start unless the host's `<sandbox>/shared/broken` exists: from
+/// then on, every new container of it fails its healthcheck.
+fn breakable_service(sb: &mut Sandbox, short: &str) {
+    let shared = sb.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    sb.service(
+        short,
+        BUSYBOX,
+        &format!(
+            "command = [\"sh\", \"-c\", \"echo hello-from-the-container; [ -f /shared/broken ] || : > /tmp/ok; sleep 3600\"]\n\n\
+             [healthcheck]\ntest = [\"CMD\", \"sh\", \"-c\", \"[ -f /tmp/ok ]\"]\ninterval = \"1s\"\nretries = 2\n\n\
+             [[volume]]\nsource = \"{}\"\ntarget = \"/shared\"\n",
+            shared.display()
+        ),
+    );
+}
+
+/// Makes every new container of a `breakable_service` fail its healthcheck.
+fn break_service(sb: &Sandbox) {
+    std::fs::write(sb.path("shared/broken"), "").unwrap();
+}
+
 #[test]
 fn status_logs_metrics_and_page_through_the_admin_socket() {
     let mut sb = Sandbox::new();
-    chatty_service(&mut sb, "app");
+    breakable_service(&mut sb, "app");
     let app = sb.name("app");
     let daemon = sb.start();
 
@@ -91,16 +114,29 @@ fn status_logs_metrics_and_page_through_the_admin_socket() {
         text(&unknown.stderr)
     );
 
-    // A deploy of an image that only exists locally fails, and says why.
+    // A deploy whose new container never becomes healthy fails, and says
+    // why, with a failing exit code; the proven container keeps serving.
+    let serving = docker(&["inspect", "-f", "{{.Id}}", &app]);
+    break_service(&sb);
     let deploy = sb.cli(&["deploy", &app]);
-    let deploy_out = format!("{}{}", text(&deploy.stdout), text(&deploy.stderr));
-    assert!(!deploy_out.is_empty());
+    let (stdout, stderr) = (text(&deploy.stdout), text(&deploy.stderr));
+    assert_eq!(deploy.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("the new version was rolled back")
+            && stderr.contains("failed its healthcheck"),
+        "the failure and its reason: {stderr}"
+    );
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &app]), serving);
     // ... and the status shows it as the last deploy.
     let json = sb.cli(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     let last = &json["services"][0]["last_deploy"];
+    assert_eq!(last["outcome"], "deploy_failed", "{json}");
     assert!(
-        last["outcome"] == "deployed" || last["outcome"] == "deploy_failed",
+        last["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("failed its healthcheck")),
         "{json}"
     );
 
@@ -261,7 +297,7 @@ fn completions_and_man_page_are_generated() {
 }
 
 /// Removes the development instance's containers at the end of a test.
-struct InstanceCleanup(String);
+pub(crate) struct InstanceCleanup(pub(crate) String);
 
 impl Drop for InstanceCleanup {
     fn drop(&mut self) {

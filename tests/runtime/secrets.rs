@@ -467,3 +467,168 @@ fn a_reload_refused_for_a_secret_used_as_a_name_never_logs_the_value() {
     assert_eq!(inspect(&sb.name("app"))["Id"].as_str().unwrap(), first_id);
     daemon.stop();
 }
+
+/// Webhook calls received on 127.0.0.1: (request head, body) each.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver of the test's own: answers every request 204 and
+/// keeps it, for `lifetime` at most (then its thread ends).
+fn webhook_receiver(lifetime: Duration) -> (u16, Calls) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let calls: Calls = Default::default();
+    let kept = calls.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + lifetime;
+        while std::time::Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                request.extend_from_slice(&buf[..n]);
+                let seen = text(&request);
+                if let Some((head, body)) = seen.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|value| value.trim().parse::<usize>().ok())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                        kept.lock()
+                            .unwrap()
+                            .push((head.to_string(), body.to_string()));
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (port, calls)
+}
+
+/// A GET over the daemon's admin socket.
+fn admin_get(sb: &Sandbox, path: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--unix-socket"])
+        .arg(sb.path("dispenser.sock"))
+        .arg(format!("http://dispenser{path}"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "GET {path}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn no_secret_reaches_status_the_page_metrics_webhooks_or_the_log() {
+    const HOOK_TOKEN: &str = "env-Hook-Token-3e9f";
+    let (port, calls) = webhook_receiver(Duration::from_secs(90));
+    let mut sb = Sandbox::new();
+    sb.set_env("DTEST_ENV_SECRET", ENV_VALUE);
+    sb.set_env("DTEST_HOOK_TOKEN", HOOK_TOKEN);
+    sb.write("secrets/token", &format!("{FILE_VALUE}\n"));
+    sb.write(
+        "dispenser.vars",
+        "from_env = { source = \"env\", name = \"DTEST_ENV_SECRET\" }\n\
+         from_file = { source = \"file\", path = \"secrets/token\" }\n\
+         hook_token = { source = \"env\", name = \"DTEST_HOOK_TOKEN\" }\n",
+    );
+    let env = "[env]\nFROM_ENV = \"${ from_env }\"\nFROM_FILE = \"${ from_file }\"\n";
+    sb.service(
+        "app",
+        BUSYBOX,
+        &format!("command = [\"sleep\", \"3600\"]\n\n{env}"),
+    );
+    // A job that fails on schedule: its failure is announced to the webhook.
+    sb.service(
+        "job",
+        BUSYBOX,
+        &format!(
+            "command = [\"sh\", \"-c\", \"echo failing; exit 3\"]\nrestart = \"no\"\n\n\
+             [dispenser]\ninitialize = \"on-trigger\"\ncron = \"*/2 * * * * *\"\n\n{env}"
+        ),
+    );
+    let main = std::fs::read_to_string(sb.config()).unwrap();
+    sb.write(
+        "dispenser.toml",
+        &format!(
+            "{main}\n[notify]\nwebhook = \"http://127.0.0.1:{port}/hook/${{ hook_token }}\"\n"
+        ),
+    );
+    let daemon = sb.start();
+    let (app, job) = (sb.name("app"), sb.name("job"));
+    // The values did reach the containers: the searches below are for
+    // something that exists.
+    let env = container_env(&app);
+    assert!(
+        env.lines().any(|l| l == format!("FROM_ENV={ENV_VALUE}"))
+            && env.lines().any(|l| l == format!("FROM_FILE={FILE_VALUE}")),
+        "{env}"
+    );
+    crate::support::eventually(
+        "the job's failure reaches the webhook",
+        Duration::from_secs(30),
+        || {
+            calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, body)| body.contains(&job))
+        },
+        || daemon.log(),
+    );
+    let values = [ENV_VALUE, FILE_VALUE, HOOK_TOKEN];
+    let (head, body) = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, body)| body.contains(&job))
+        .cloned()
+        .unwrap();
+    // The token was used where it belongs, the URL, and nowhere else.
+    assert!(
+        head.starts_with(&format!("POST /hook/{HOOK_TOKEN} ")),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(json["event"], "cron_run_failed", "{body}");
+    assert_never_printed(&body, &values);
+
+    let table = sb.cli(&["status"]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    assert!(table.contains(&app) && table.contains(&job), "{table}");
+    assert_never_printed(&table, &values);
+    let json = sb.cli(&["status", "--json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let json = text(&json.stdout);
+    assert!(json.contains(&app), "{json}");
+    assert_never_printed(&json, &values);
+
+    let page = admin_get(&sb, "/");
+    assert!(page.contains(&app), "{page}");
+    assert_never_printed(&page, &values);
+    let metrics = admin_get(&sb, "/metrics");
+    assert!(metrics.contains(&job), "{metrics}");
+    assert_never_printed(&metrics, &values);
+
+    let log = daemon.stop();
+    assert!(log.contains("run failed"), "{log}");
+    assert_never_printed(&log, &values);
+}
