@@ -788,6 +788,11 @@ fn announcement(deploy: &DeployRecord) -> (&'static str, Option<Event>) {
                 message: format!("{} deployed {digest}", deploy.service),
             }),
         ),
+        // An operator's deploy that was rolled back is a deploy that failed:
+        // the operator asked for it and the previous version serves.
+        DeployOutcomeKind::RolledBack if deploy.trigger == DeployTrigger::Manual => {
+            ("failed", Some(Event::DeployFailed { service, reason }))
+        }
         DeployOutcomeKind::RolledBack => (
             "rolled_back",
             Some(Event::RolledBack {
