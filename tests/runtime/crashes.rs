@@ -252,7 +252,6 @@ fn an_oom_kill_is_logged_as_out_of_memory_naming_the_service() {
 }
 
 #[test]
-#[ignore = "reason: service/events.rs warns once per OOM kill until the streak counts as a crash loop (4 warnings before the first crash-loop line), not once per streak as README says"]
 fn oom_kills_in_a_crash_loop_are_logged_once_per_streak() {
     let mut sb = Sandbox::new();
     // Hits its 8 MiB limit a moment after each start; Docker restarts it.

@@ -51,6 +51,9 @@ pub(super) struct CrashWatch {
     streak: VecDeque<Instant>,
     /// The streak's warning was logged.
     looping: bool,
+    /// An out-of-memory kill of this streak was logged as a warning; the
+    /// streak's later ones log at debug level.
+    oom_warned: bool,
     /// A container the kernel killed for lack of memory, whose exit is yet to be logged.
     oom: Option<String>,
 }
@@ -85,6 +88,7 @@ impl CrashWatch {
         {
             self.streak.clear();
             self.looping = false;
+            self.oom_warned = false;
         }
         for _ in 0..new {
             self.streak.push_back(now);
@@ -106,6 +110,13 @@ impl CrashWatch {
         }
         self.looping = true;
         true
+    }
+
+    /// True for the streak's first out-of-memory kill: the one that is
+    /// logged as a warning. A restart more than `CRASH_LOOP_WINDOW` after the
+    /// last one starts a new streak, which warns again.
+    fn oom_is_news(&mut self) -> bool {
+        !self.looping && !std::mem::replace(&mut self.oom_warned, true)
     }
 
     /// The last restart of the streak, when the streak is a crash loop.
@@ -215,16 +226,17 @@ impl ServiceActor {
         }
         let name = &self.service.name;
         crate::metrics::global().container_exit(name, "oom");
-        if self.crashes.looping {
-            debug!(service = %name, "container killed: out of memory (crash loop)");
-        } else {
+        if self.crashes.oom_is_news() {
             warn!(service = %name, container = %short(&id), oom = true, "container killed: out of memory (its memory limit)");
+        } else {
+            debug!(service = %name, container = %short(&id), "container killed again: out of memory (same streak)");
         }
     }
 
-    /// One line per exit, until the streak is a crash loop.
+    /// One line per exit, until the streak is a crash loop; of its
+    /// out-of-memory kills, only the first is a warning.
     fn log_exit(
-        &self,
+        &mut self,
         exit_code: Option<i64>,
         oom: bool,
         observed: Observed,
@@ -242,6 +254,8 @@ impl ServiceActor {
         };
         if self.crashes.looping {
             debug!(service = %name, container = %id, exit_code = %code, oom, "container exited (crash loop)");
+        } else if oom && !self.crashes.oom_is_news() {
+            debug!(service = %name, container = %id, exit_code = %code, oom, "container killed again: out of memory (same streak); {then}");
         } else if oom {
             warn!(service = %name, container = %id, exit_code = %code, oom, "container killed: out of memory (its memory limit); {then}");
         } else if exit_code == Some(0) && self.service.is_job() {
