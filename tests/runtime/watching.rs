@@ -111,6 +111,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(crate) fn image(&self, repository: &str) -> String {
         format!("{}/{repository}:latest", self.host())
     }
