@@ -142,6 +142,7 @@ pub struct ServiceFile {
     pub depends_on: BTreeMap<String, String>,
     pub proxy: Option<RouteTable>,
     pub healthcheck: Option<HealthcheckTable>,
+    pub logging: Option<LoggingTable>,
 }
 
 /// `[service]`.
@@ -222,6 +223,16 @@ pub struct RouteTable {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub health_path: Option<String>,
+}
+
+/// `[logging]`: Compose's `logging`, the container's log driver and its
+/// options. Unset: `json-file` with rotation (see the plan's `LogConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingTable {
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
 }
 
 /// `[healthcheck]`.

@@ -190,12 +190,57 @@ pub struct ContainerSpec {
     /// `None`: `STOP_GRACE` (10 s, Docker's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// The service's `[logging]`; `None`: `LogConfig::rotated`. Left out of
+    /// the spec hash's input when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LogConfig>,
 }
 
 impl ContainerSpec {
     /// The wait between the stop signal and a kill.
     pub fn stop_grace(&self) -> Duration {
         self.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE)
+    }
+
+    /// The log driver the container is created with.
+    pub fn log_config(&self) -> LogConfig {
+        self.logging.clone().unwrap_or_else(LogConfig::rotated)
+    }
+}
+
+/// A container's log driver and its options (Docker's `HostConfig.LogConfig`).
+/// Option values may come from secrets (a driver's token): `Debug` shows
+/// the keys only.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// The driver of a service whose `[logging]` names none, as Docker's own default.
+pub const DEFAULT_LOG_DRIVER: &str = "json-file";
+
+impl LogConfig {
+    /// What a container gets when its service sets no `[logging]`:
+    /// Docker's `json-file` driver, a new file every 10 MB, three kept, so
+    /// a chatty container never fills the disk.
+    pub fn rotated() -> LogConfig {
+        LogConfig {
+            driver: DEFAULT_LOG_DRIVER.to_string(),
+            options: BTreeMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ]),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("driver", &self.driver)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 

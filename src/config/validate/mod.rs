@@ -147,6 +147,10 @@ pub fn service(
         .healthcheck
         .as_ref()
         .and_then(|table| container::healthcheck(check, table));
+    let logging = file
+        .logging
+        .as_ref()
+        .and_then(|table| container::logging(check, table));
     let lifecycle = lifecycle::lifecycle(check, file.dispenser.as_ref(), default_zone);
     let depends_on = lifecycle::depends_on(check, &file.depends_on);
     let route = file
@@ -160,6 +164,7 @@ pub fn service(
         networks,
         extra_hosts,
         healthcheck,
+        logging,
         ..container?
     };
     // A service with errors is still returned (unless its image is invalid)
