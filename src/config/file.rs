@@ -99,6 +99,7 @@ pub struct DaemonTable {
     pub dependency_timeout: Option<u64>,
     /// Seconds between two checks that the Docker Engine answers.
     pub docker_check_interval: Option<u64>,
+    pub keep_images: Option<u64>,
     /// IANA zone of schedules whose service sets none; default: local time.
     pub timezone: Option<String>,
     pub network: Option<DaemonNetworkTable>,

@@ -89,6 +89,9 @@ pub struct DeploySettings {
     /// After the swap, the new container must stay up this long or the
     /// deploy is rolled back.
     pub soak: Duration,
+    /// `[daemon] keep_images`: how many of a service's versions keep their
+    /// image on the host after a deploy is proven (older ones are removed).
+    pub keep_images: usize,
 }
 
 /// Default of `[deploy] ready_timeout`.
@@ -97,6 +100,8 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of `[deploy] soak`.
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(60);
+/// Default of `[daemon] keep_images`.
+pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
 impl Default for DeploySettings {
     fn default() -> Self {
@@ -104,6 +109,7 @@ impl Default for DeploySettings {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             soak: DEFAULT_SOAK,
+            keep_images: DEFAULT_KEEP_IMAGES,
         }
     }
 }

@@ -198,17 +198,20 @@ fn the_label_digest_is_the_one_of_the_images_own_repository() {
             format!("ghcr.io/team/app@{D1}"),
             format!("127.0.0.1:5000/team/app@{D2}"),
         ],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&reference, &image), D2);
     let local = Image {
         id: "sha256:id".into(),
         repo_digests: vec![format!("ghcr.io/team/app@{D1}")],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&reference, &local), "sha256:id");
     let hub = crate::plan::ImageRef::parse("nginx").unwrap();
     let pulled = Image {
         id: "sha256:id".into(),
         repo_digests: vec![format!("nginx@{D1}")],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&hub, &pulled), D1);
 }

@@ -103,6 +103,9 @@ pub fn global(
     global::telemetry(check, file);
     let mut settings = global::daemon(check, file.daemon.as_ref(), config_dir, poll_delay);
     settings.deploy = global::deploy(check, file.deploy.as_ref());
+    if let Some(keep) = global::keep_images(check, file.daemon.as_ref()) {
+        settings.deploy.keep_images = keep;
+    }
     let networks = global::networks(check, &file.networks);
     let proxy = global::proxy(check, file.proxy.as_ref());
     let acme = file
