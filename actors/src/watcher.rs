@@ -8,13 +8,19 @@
 //! Protocol:
 //! - `PlanApplied(plan)` -> `()` (it subscribes to the supervisor): the
 //!   watched images are the services with `watch = true` whose image is not
-//!   pinned by digest; the delay is `settings.poll_delay`. What it has seen
+//!   pinned by digest, each once per `track` range; the delay is
+//!   `settings.poll_delay`. What it has seen
 //!   and the registries' back-offs survive a reload, and there is only ever
 //!   one timer (a reload reschedules it, never adds a second loop).
 //! - `GetWatched` -> `Vec<String>`: the canonical references being polled.
 //!
-//! It sends `NewDigest { image, digest }` to a `Recipient<NewDigest>` (the
-//! supervisor in production) for every image that answered, every round.
+//! It sends `NewDigest { image, digest, track, tag }` to a
+//! `Recipient<NewDigest>` (the supervisor in production) for every image
+//! that answered, every round. A plain watch asks for the digest of the
+//! image's own tag (one HEAD). A `track` range first reads the repository's
+//! tag list (all pages) and picks the newest tag in the range
+//! (`registry::newest_in`),
+//! then asks for that tag's digest, reported with the tag.
 //!
 //! Registry failures never stop anything: the failing registry (or image)
 //! backs off exponentially, `429` and `Retry-After` are honoured, and one
@@ -29,7 +35,7 @@ use futures_util::stream::{self, StreamExt};
 use tracing::{debug, info, warn};
 
 use crate::plan::{ImageRef, Plan, PlanApplied};
-use crate::registry::{DigestSource, RegistryError, RemoteDigest};
+use crate::registry::{resolve, DigestSource, RegistryError, RemoteDigest};
 use crate::supervisor::NewDigest;
 
 /// Registry requests in flight at once for one registry.
@@ -41,6 +47,13 @@ const JITTER_DIVISOR: u32 = 10;
 /// ...and at most this long.
 const JITTER_MAX: Duration = Duration::from_secs(5);
 
+/// One watched image: its reference and the semver range it tracks, if any.
+#[derive(Debug, Clone)]
+struct Watched {
+    image: ImageRef,
+    track: Option<String>,
+}
+
 /// The canonical references of the images being watched, sorted.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<String>")]
@@ -50,8 +63,8 @@ pub struct GetWatched;
 pub struct RegistryWatcher {
     source: Arc<dyn DigestSource>,
     report: Recipient<NewDigest>,
-    /// Watched images, by canonical reference.
-    images: BTreeMap<String, ImageRef>,
+    /// Watched images, by canonical reference (and ` track <range>`).
+    images: BTreeMap<String, Watched>,
     poll_delay: Duration,
     /// The last digest seen per image; kept across reloads.
     seen: HashMap<String, String>,
@@ -72,8 +85,13 @@ struct Backoff {
     until: Instant,
 }
 
-/// One image's answer in a round.
-type Answer = (ImageRef, Result<RemoteDigest, RegistryError>);
+/// One image's answer in a round: the digest, and the tag it is of when
+/// the image tracks a range.
+type Answer = (
+    String,
+    Watched,
+    Result<(RemoteDigest, Option<String>), RegistryError>,
+);
 
 impl RegistryWatcher {
     pub fn new(source: Arc<dyn DigestSource>, report: Recipient<NewDigest>) -> Self {
@@ -114,8 +132,9 @@ impl RegistryWatcher {
             return;
         }
         let now = Instant::now();
-        let mut by_registry: BTreeMap<String, Vec<ImageRef>> = BTreeMap::new();
-        for (key, image) in &self.images {
+        let mut by_registry: BTreeMap<String, Vec<(String, Watched)>> = BTreeMap::new();
+        for (key, watched) in &self.images {
+            let image = &watched.image;
             let waiting = |streak: &str| {
                 self.backoffs
                     .get(streak)
@@ -127,7 +146,7 @@ impl RegistryWatcher {
             by_registry
                 .entry(image.registry_host().to_string())
                 .or_default()
-                .push(image.clone());
+                .push((key.clone(), watched.clone()));
         }
         self.in_flight = true;
         let source = self.source.clone();
@@ -135,11 +154,13 @@ impl RegistryWatcher {
             let per_registry = by_registry.into_values().map(|images| {
                 let source = source.clone();
                 stream::iter(images)
-                    .map(move |image| {
+                    .map(move |(key, watched)| {
                         let source = source.clone();
                         async move {
-                            let answer = source.digest(&image).await;
-                            (image, answer)
+                            let answer =
+                                resolve(source.as_ref(), &watched.image, watched.track.as_deref())
+                                    .await;
+                            (key, watched, answer)
                         }
                     })
                     .buffer_unordered(MAX_CONCURRENT_PER_REGISTRY)
@@ -160,26 +181,29 @@ impl RegistryWatcher {
         let now = Instant::now();
         // Each streak counts at most one failure per round.
         let mut failed: BTreeMap<String, (ImageRef, RegistryError)> = BTreeMap::new();
-        for (image, answer) in answers {
-            let key = image.canonical();
+        for (key, watched, answer) in answers {
+            let Watched { image, track } = watched;
             match answer {
-                Ok(remote) => {
+                Ok((remote, tag)) => {
                     crate::metrics::global().registry_check("ok");
                     self.recovered(&registry_key(&image), &image);
                     self.recovered(&image_key(&key), &image);
                     self.note_ratelimit(&image, remote.ratelimit_remaining.as_deref());
+                    let shown_tag = tag.as_deref().unwrap_or("");
                     match self.seen.insert(key.clone(), remote.digest.clone()) {
                         Some(previous) if previous != remote.digest => {
-                            info!(image = %image, digest = %remote.digest, previous = %previous, "new digest in the registry");
+                            info!(image = %image, tag = %shown_tag, digest = %remote.digest, previous = %previous, "new digest in the registry");
                         }
                         None => {
-                            debug!(image = %image, digest = %remote.digest, "watching");
+                            debug!(image = %image, tag = %shown_tag, digest = %remote.digest, "watching");
                         }
                         Some(_) => {}
                     }
                     self.report.do_send(NewDigest {
                         image,
                         digest: remote.digest,
+                        track,
+                        tag,
                     });
                 }
                 Err(err) => {
@@ -281,14 +305,20 @@ impl Handler<GetWatched> for RegistryWatcher {
     }
 }
 
-/// The distinct images of services that watch and are not pinned by digest.
-fn watched_images(plan: &Plan) -> BTreeMap<String, ImageRef> {
+/// The distinct images of services that watch and are not pinned by
+/// digest, once per tracked range.
+fn watched_images(plan: &Plan) -> BTreeMap<String, Watched> {
     plan.services
         .values()
         .filter(|service| service.lifecycle.watch && service.container.image.digest.is_none())
         .map(|service| {
             let image = service.container.image.clone();
-            (image.canonical(), image)
+            let track = service.lifecycle.track.clone();
+            let key = match &track {
+                Some(range) => format!("{} track {range}", image.canonical()),
+                None => image.canonical(),
+            };
+            (key, Watched { image, track })
         })
         .collect()
 }

@@ -212,6 +212,7 @@ pub struct DispenserTable {
     pub overlap: Option<String>,
     /// A duration such as "10m" or a number of seconds.
     pub max_runtime: Option<toml::Value>,
+    pub track: Option<String>,
 }
 
 /// `[proxy]` in a service.toml.

@@ -50,6 +50,10 @@ impl DigestSource for Silent {
             reason: "not in this test".into(),
         })
     }
+
+    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        self.digest(image).await.map(|_| Vec::new())
+    }
 }
 
 fn engine() -> Arc<FakeEngine> {

@@ -41,6 +41,9 @@ pub struct DeployRecord {
     pub old_digest: Option<String>,
     /// The digest the deploy tried to put in place.
     pub new_digest: Option<String>,
+    /// The registry tag of `new_digest`, for a service that tracks a semver
+    /// range (`[dispenser] track`).
+    pub tag: Option<String>,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
     pub outcome: DeployOutcomeKind,
@@ -89,8 +92,8 @@ impl Ledger {
         let query = |err: rusqlite::Error| LedgerError::Query(err.to_string());
         connection
             .execute(
-                "INSERT INTO deploys (service, trigger, old_digest, new_digest, started_at, ended_at, outcome, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO deploys (service, trigger, old_digest, new_digest, started_at, ended_at, outcome, reason, tag)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     deploy.service,
                     deploy.trigger.to_string(),
@@ -100,6 +103,7 @@ impl Ledger {
                     timestamp(deploy.ended_at),
                     deploy.outcome.to_string(),
                     deploy.reason,
+                    deploy.tag,
                 ],
             )
             .map_err(query)?;
@@ -122,7 +126,7 @@ impl Ledger {
         let query = |err: rusqlite::Error| LedgerError::Query(err.to_string());
         let mut statement = connection
             .prepare(
-                "SELECT service, trigger, old_digest, new_digest, started_at, ended_at, outcome, reason
+                "SELECT service, trigger, old_digest, new_digest, started_at, ended_at, outcome, reason, tag
                  FROM deploys WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .map_err(query)?;
@@ -137,12 +141,13 @@ impl Ledger {
                     row.get::<_, String>(5)?,
                     row.get::<_, String>(6)?,
                     row.get::<_, Option<String>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
                 ))
             })
             .map_err(query)?;
         let mut deploys = Vec::new();
         for row in rows {
-            let (service, trigger, old_digest, new_digest, started, ended, outcome, reason) =
+            let (service, trigger, old_digest, new_digest, started, ended, outcome, reason, tag) =
                 row.map_err(query)?;
             deploys.push(DeployRecord {
                 service,
@@ -150,6 +155,7 @@ impl Ledger {
                     .ok_or_else(|| LedgerError::Query(format!("unknown trigger `{trigger}`")))?,
                 old_digest,
                 new_digest,
+                tag,
                 started_at: parse_timestamp(&started)?,
                 ended_at: parse_timestamp(&ended)?,
                 outcome: DeployOutcomeKind::parse(&outcome)

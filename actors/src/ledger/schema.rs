@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT
     );
     CREATE INDEX deploys_by_service ON deploys (service, id);",
+    // 3: the registry tag of a tracked service's deploy (`[dispenser] track`).
+    "ALTER TABLE deploys ADD COLUMN tag TEXT;",
 ];
 
 /// Applies the migrations the file has not seen yet, each in a transaction.

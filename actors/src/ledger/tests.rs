@@ -97,6 +97,7 @@ fn deploy(service: &str, second: u32, outcome: DeployOutcomeKind) -> DeployRecor
         trigger: DeployTrigger::NewDigest,
         old_digest: Some("sha256:old".into()),
         new_digest: Some(format!("sha256:new{second}")),
+        tag: None,
         started_at: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, second).unwrap(),
         ended_at: Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, second + 1).unwrap(),
         outcome,

@@ -321,6 +321,10 @@ pub struct Lifecycle {
     pub overlap: Overlap,
     /// A run going longer than this is stopped and recorded as failed.
     pub max_runtime: Option<Duration>,
+    /// `track`: follow the newest registry tag in this semver range (a
+    /// valid `semver::VersionReq`, checked by the config front-end) instead
+    /// of the digest of the image's own tag. Implies watching.
+    pub track: Option<String>,
 }
 
 /// What a scheduled run does when the previous run of the same job still goes.

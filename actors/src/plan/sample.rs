@@ -40,6 +40,7 @@ pub fn service(name: &str, image: &str) -> Service {
             timezone: Zone::Local,
             overlap: DEFAULT_OVERLAP,
             max_runtime: None,
+            track: None,
         },
         depends_on: BTreeMap::new(),
         route: None,

@@ -16,6 +16,7 @@
 
 mod challenge;
 pub mod credentials;
+mod track;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ use tracing::{debug, info};
 
 pub use challenge::Challenge;
 pub use credentials::{Credential, CredentialError, DockerConfig};
+pub use track::{newest_in, resolve};
 
 use crate::plan::{ImageRef, Sensitive, DEFAULT_TAG};
 
@@ -51,6 +53,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TOKEN_BYTES: usize = 1024 * 1024;
 /// Largest manifest read (GET fallback only).
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest page of a tag list read.
+const MAX_TAG_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Tags asked for per page of a tag list.
+const TAG_PAGE_SIZE: usize = 1000;
+/// Pages of a tag list followed at most (`Link: rel="next"`).
+const MAX_TAG_PAGES: usize = 100;
 /// Token lifetime when the realm does not say (the token protocol's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// A token is renewed this long before it expires.
@@ -67,6 +75,8 @@ const USER_AGENT: &str = concat!("dispenser/", env!("CARGO_PKG_VERSION"));
 #[async_trait]
 pub trait DigestSource: Send + Sync + 'static {
     async fn digest(&self, image: &ImageRef) -> Result<RemoteDigest, RegistryError>;
+    /// Every tag of the image's repository (all pages of the tag list).
+    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError>;
 }
 
 /// What a registry answered for a tag.
@@ -457,21 +467,74 @@ impl DigestSource for RegistryClient {
             fetched_with_get: true,
         })
     }
+
+    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let mut url = registry_url(image, &format!("tags/list?n={TAG_PAGE_SIZE}"))?;
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let page = self.manifest_with_auth(Method::GET, image, &url).await?;
+            let next = next_page(page.headers(), &url);
+            let body = read_limited(page, MAX_TAG_PAGE_BYTES)
+                .await
+                .map_err(|reason| RegistryError::Unreachable {
+                    registry: image.registry.clone(),
+                    reason,
+                })?;
+            let page: TagPage =
+                serde_json::from_slice(&body).map_err(|_| RegistryError::Status {
+                    registry: image.registry.clone(),
+                    status: 200,
+                    what: format!("the tag list of {image} (not a tag list)"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(next) => url = next,
+                None => return Ok(tags),
+            }
+        }
+        debug!(image = %image, pages = MAX_TAG_PAGES, "tag list cut at its page limit");
+        Ok(tags)
+    }
 }
 
 /// `<scheme>://<host>/v2/<repository>/manifests/<tag>`.
 fn manifest_url(image: &ImageRef, tag: &str) -> Result<Url, RegistryError> {
+    registry_url(image, &format!("manifests/{tag}"))
+}
+
+/// `<scheme>://<host>/v2/<repository>/<rest>`: plain HTTP for a loopback
+/// registry only.
+fn registry_url(image: &ImageRef, rest: &str) -> Result<Url, RegistryError> {
     let host = image.registry_host();
     let scheme = if is_loopback_host(host_without_port(host)) {
         "http"
     } else {
         "https"
     };
-    Url::parse(&format!(
-        "{scheme}://{host}/v2/{}/manifests/{tag}",
-        image.repository
-    ))
-    .map_err(|err| RegistryError::Setup(format!("bad registry url for {image}: {err}")))
+    Url::parse(&format!("{scheme}://{host}/v2/{}/{rest}", image.repository))
+        .map_err(|err| RegistryError::Setup(format!("bad registry url for {image}: {err}")))
+}
+
+/// One page of a tag list.
+#[derive(Deserialize)]
+struct TagPage {
+    tags: Option<Vec<String>>,
+}
+
+/// The next page of a tag list, from `Link: <...>; rel="next"` (RFC 5988),
+/// resolved against `current`. A link to another host or scheme is refused:
+/// the registry's credentials are never sent elsewhere.
+fn next_page(headers: &HeaderMap, current: &Url) -> Option<Url> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let target = link.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let next = params
+            .split(';')
+            .any(|param| matches!(param.trim(), "rel=\"next\"" | "rel=next"));
+        next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>'))
+    })?;
+    let url = current.join(target).ok()?;
+    (url.origin() == current.origin()).then_some(url)
 }
 
 /// Turns a manifest answer's status into an error where it is one.

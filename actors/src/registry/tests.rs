@@ -418,3 +418,68 @@ fn retry_after_as_a_date() {
         "{wait:?}"
     );
 }
+
+#[tokio::test]
+async fn the_tag_list_follows_its_pages_behind_a_token_and_never_to_another_host() {
+    let registry = StandIn::start(|request: &Seen, port| {
+        if request.path.starts_with("/token") {
+            return Answer(200, vec![], r#"{"token":"good-token"}"#.into());
+        }
+        if request.headers.get("authorization").map(String::as_str) != Some("Bearer good-token") {
+            return Answer(
+                401,
+                vec![(
+                    "www-authenticate",
+                    format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="stand-in""#),
+                )],
+                String::new(),
+            );
+        }
+        if request.path == "/v2/team/app/manifests/1.3.0" {
+            return Answer(
+                200,
+                vec![("docker-content-digest", DIGEST.into())],
+                String::new(),
+            );
+        }
+        let (tags, link) = if request.path.contains("last=1.2.0") {
+            (
+                r#"["1.3.0","2.0.0"]"#,
+                // A hostile next page elsewhere: never followed.
+                Some(
+                    "<http://127.0.0.2:9/v2/team/app/tags/list?last=2.0.0>; rel=\"next\""
+                        .to_string(),
+                ),
+            )
+        } else {
+            (
+                r#"["1.1.0","1.2.0"]"#,
+                Some("</v2/team/app/tags/list?n=2&last=1.2.0>; rel=\"next\"".to_string()),
+            )
+        };
+        Answer(
+            200,
+            link.map(|link| ("link", link)).into_iter().collect(),
+            format!(r#"{{"name":"team/app","tags":{tags}}}"#),
+        )
+    })
+    .await;
+    let client = RegistryClient::new(None).unwrap();
+    let tags = client.tags(&registry.image()).await.unwrap();
+    assert_eq!(tags, ["1.1.0", "1.2.0", "1.3.0", "2.0.0"]);
+    assert_eq!(
+        registry.lines(),
+        [
+            "GET /v2/team/app/tags/list",
+            "GET /token",
+            "GET /v2/team/app/tags/list",
+            "GET /v2/team/app/tags/list",
+        ]
+    );
+    // And the newest in `^1.2` resolves to that tag's digest.
+    let (remote, tag) = resolve(&client, &registry.image(), Some("^1.2"))
+        .await
+        .unwrap();
+    assert_eq!(tag.as_deref(), Some("1.3.0"));
+    assert_eq!(remote.digest, DIGEST.to_string());
+}

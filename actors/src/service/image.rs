@@ -81,8 +81,9 @@ pub async fn current(
     if reference.digest.is_some() {
         return local;
     }
-    let remote = match registry.digest(reference).await {
-        Ok(remote) => remote.digest,
+    let track = service.lifecycle.track.as_deref();
+    let remote = match crate::registry::resolve(registry.as_ref(), reference, track).await {
+        Ok((remote, _)) => remote.digest,
         Err(err) => {
             warn!(service = %service.name, image = %reference, error = %err, "cannot ask the registry for the current digest; starting from the image on this host");
             return local;

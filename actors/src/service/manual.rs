@@ -182,6 +182,7 @@ mod tests {
             trigger: DeployTrigger::NewDigest,
             old_digest: Some(old.into()),
             new_digest: Some(new.into()),
+            tag: None,
             started_at: Utc::now(),
             ended_at: Utc::now(),
             outcome,

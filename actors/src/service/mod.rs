@@ -98,6 +98,8 @@ pub struct Shutdown {
 #[rtype(result = "Result<DeployOutcome, ServiceError>")]
 pub struct ImageUpdated {
     pub digest: String,
+    /// The tag `digest` is of, for a service that tracks a semver range.
+    pub tag: Option<String>,
 }
 
 /// What an `ImageUpdated` did.
@@ -732,7 +734,7 @@ impl Handler<ImageUpdated> for ServiceActor {
     type Result = AtomicResponse<Self, Result<DeployOutcome, ServiceError>>;
 
     fn handle(&mut self, msg: ImageUpdated, _ctx: &mut Self::Context) -> Self::Result {
-        let ImageUpdated { digest } = msg;
+        let ImageUpdated { digest, tag } = msg;
         let watched = self.service.lifecycle.watch && self.service.container.image.digest.is_none();
         if !watched || self.digest.as_deref() == Some(digest.as_str()) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(DeployOutcome::Current))));
@@ -758,9 +760,9 @@ impl Handler<ImageUpdated> for ServiceActor {
         if let Err(err) = self.begin(Action::Deploy) {
             return AtomicResponse::new(Box::pin(fut::ready(Err(err))));
         }
-        info!(service = %self.service.name, image = %self.service.container.image, digest = %digest, "new image in the registry");
+        info!(service = %self.service.name, image = %self.service.container.image, tag = %tag.as_deref().unwrap_or(""), digest = %digest, "new image in the registry");
         AtomicResponse::new(Box::pin(
-            self.pipeline(Job::NewDigest(digest))
+            self.pipeline(Job::NewDigest { digest, tag })
                 .map(|outcome, _, _| outcome.map(DeployOutcome::Deployed)),
         ))
     }

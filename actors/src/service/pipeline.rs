@@ -37,8 +37,9 @@ pub enum Job {
     /// watched service without a container starts on the registry's
     /// current digest unless it is in `quarantined`.
     Reconcile { quarantined: BTreeSet<String> },
-    /// The registry has this digest for the service's tag.
-    NewDigest(String),
+    /// The registry has this digest for the service's tag (or, for a
+    /// service that tracks a range, for the newest `tag` in it).
+    NewDigest { digest: String, tag: Option<String> },
     /// `dispenser deploy`: pull the tag whatever the pull policy, replace now.
     Manual,
     /// `dispenser rollback`: the version `current` replaced, from the ledger.
@@ -100,6 +101,8 @@ pub struct Deploying {
     pub trigger: DeployTrigger,
     pub old_digest: Option<String>,
     pub new_digest: Option<String>,
+    /// The registry tag of `new_digest`, for a service that tracks a range.
+    pub tag: Option<String>,
     pub started_at: DateTime<Utc>,
     /// The image the local tag named before this deploy moved it: a deploy
     /// that does not succeed points the tag back at it.
@@ -128,7 +131,7 @@ impl Job {
     pub fn trigger(&self) -> DeployTrigger {
         match self {
             Job::Reconcile { .. } => DeployTrigger::Reload,
-            Job::NewDigest(_) => DeployTrigger::NewDigest,
+            Job::NewDigest { .. } => DeployTrigger::NewDigest,
             Job::Manual => DeployTrigger::Manual,
             Job::Rollback { .. } => DeployTrigger::Rollback,
             Job::Cron => DeployTrigger::Cron,
@@ -138,13 +141,13 @@ impl Job {
 
     /// New code is watched for the soak period; a known version is not.
     pub fn soaks(&self) -> bool {
-        matches!(self, Job::NewDigest(_) | Job::Manual)
+        matches!(self, Job::NewDigest { .. } | Job::Manual)
     }
 
     /// Only a new digest from the registry is superseded by a newer one: a
     /// reload, a rollback or an operator's deploy is carried through.
     fn supersedable(&self) -> bool {
-        matches!(self, Job::NewDigest(_))
+        matches!(self, Job::NewDigest { .. })
     }
 
     /// A deploy an operator or the registry asked for is recorded even when
@@ -152,7 +155,7 @@ impl Job {
     fn always_recorded(&self) -> bool {
         matches!(
             self,
-            Job::NewDigest(_) | Job::Manual | Job::Rollback { .. } | Job::Takeover
+            Job::NewDigest { .. } | Job::Manual | Job::Rollback { .. } | Job::Takeover
         )
     }
 
@@ -173,7 +176,7 @@ impl fmt::Display for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Job::Reconcile { .. } => f.write_str("a reload"),
-            Job::NewDigest(digest) => write!(f, "{digest}"),
+            Job::NewDigest { digest, .. } => write!(f, "{digest}"),
             Job::Manual => f.write_str("an operator's deploy"),
             Job::Rollback { .. } => f.write_str("an operator's rollback"),
             Job::Cron => f.write_str("a scheduled run"),
@@ -210,6 +213,10 @@ impl Deploying {
             trigger: job.trigger(),
             old_digest: old.and_then(digest_of),
             new_digest: None,
+            tag: match job {
+                Job::NewDigest { tag, .. } => tag.clone(),
+                _ => None,
+            },
             started_at: Utc::now(),
             restore_tag: None,
         }
@@ -241,6 +248,7 @@ impl Deploying {
             trigger: self.trigger,
             old_digest: self.old_digest.clone(),
             new_digest: self.new_digest.clone(),
+            tag: self.tag.clone(),
             started_at: self.started_at,
             ended_at: Utc::now(),
             outcome,
@@ -366,7 +374,7 @@ async fn acquire(
 ) -> Result<Acquired, ServiceError> {
     let reference = &service.container.image;
     let (digest, restore_tag) = match job {
-        Job::NewDigest(digest) => {
+        Job::NewDigest { digest, .. } => {
             let before = image::pull_digest(runtime, service, digest).await?;
             (digest.clone(), before)
         }
@@ -824,6 +832,7 @@ mod tests {
             trigger,
             old_digest: Some("sha256:a".into()),
             new_digest: Some("sha256:b".into()),
+            tag: None,
             started_at: Utc::now(),
             ended_at: Utc::now(),
             outcome,
@@ -905,7 +914,10 @@ mod tests {
             Job::Reconcile {
                 quarantined: BTreeSet::new(),
             },
-            Job::NewDigest("sha256:b".into()),
+            Job::NewDigest {
+                digest: "sha256:b".into(),
+                tag: None,
+            },
             Job::Manual,
             Job::Rollback { current: None },
             Job::Cron,

@@ -144,6 +144,7 @@ mod tests {
             trigger,
             old_digest: Some(old.into()),
             new_digest: Some(new.into()),
+            tag: None,
             started_at: Utc::now(),
             ended_at: Utc::now(),
             outcome,

@@ -24,7 +24,7 @@ impl Job {
     fn failure(&self) -> &'static str {
         match self {
             Job::Reconcile { .. } => "reconcile failed",
-            Job::NewDigest(_) => "deploy failed",
+            Job::NewDigest { .. } => "deploy failed",
             Job::Manual | Job::Rollback { .. } => "operator deploy failed",
             Job::Cron => "scheduled run failed to start",
             Job::Takeover => "takeover failed",
@@ -44,7 +44,7 @@ impl ServiceActor {
         let passing = job.clone();
         let work = async move {
             if let Some(prior) = prior {
-                let newer = matches!(passing, Job::NewDigest(_));
+                let newer = matches!(passing, Job::NewDigest { .. });
                 soak::supersede(&runtime, &service, prior, &passing.to_string(), newer).await?;
                 if matches!(passing, Job::Rollback { .. }) {
                     return put_back(&runtime, &service).await;
@@ -97,7 +97,7 @@ impl ServiceActor {
             self.container_id = Some(reconciled.container_id.clone());
             self.digest = Some(reconciled.digest.clone());
         }
-        if matches!(job, Job::NewDigest(_)) {
+        if matches!(job, Job::NewDigest { .. }) {
             self.failed_deploy = None;
         }
         self.set_state(reconciled.state.clone());
@@ -119,7 +119,7 @@ impl ServiceActor {
     ) -> ServiceError {
         let name = self.service.name.clone();
         let digest = match job {
-            Job::NewDigest(digest) => Some(digest.clone()),
+            Job::NewDigest { digest, .. } => Some(digest.clone()),
             _ => None,
         };
         let blameless = matches!(err, ServiceError::Superseded(_) | ServiceError::Stopping(_));

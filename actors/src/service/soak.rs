@@ -200,7 +200,7 @@ impl ServiceActor {
                     Ok(Checked::Promoted(active, Ok(id))) => {
                         actor.container_id = Some(id);
                         actor.digest = Some(active.digest().to_string());
-                        if matches!(active.job, Job::NewDigest(_)) {
+                        if matches!(active.job, Job::NewDigest { .. }) {
                             actor.failed_deploy = None;
                         }
                         actor.set_state(State::Running);

@@ -44,6 +44,8 @@ async fn report(supervisor: &Addr<Supervisor>, engine: &FakeEngine, image: &str,
         .send(NewDigest {
             image: image_ref(image),
             digest: digest.into(),
+            track: None,
+            tag: None,
         })
         .await
         .unwrap();
@@ -360,6 +362,8 @@ async fn digests_reported_during_a_deploy_coalesce_and_only_the_newest_is_deploy
             .send(NewDigest {
                 image: image_ref("web:1"),
                 digest: digest.into(),
+                track: None,
+                tag: None,
             })
             .await
             .unwrap();

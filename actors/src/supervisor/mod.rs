@@ -129,6 +129,11 @@ pub enum ControlError {
 pub struct NewDigest {
     pub image: ImageRef,
     pub digest: String,
+    /// The semver range the digest answers (`[dispenser] track`); `None`
+    /// for the digest of the image's own tag.
+    pub track: Option<String>,
+    /// The tag `digest` is of, when `track` is set.
+    pub tag: Option<String>,
 }
 
 /// What one `Apply` did, service by service.
@@ -176,8 +181,9 @@ pub struct Supervisor {
 /// in turn. `newest` is also what its soak watches (`NewestDigest`).
 struct DigestDelivery {
     newest: tokio::sync::watch::Sender<Option<String>>,
-    /// The digest waiting to be sent, reported while one was on its way.
-    waiting: Option<String>,
+    /// The digest waiting to be sent (with its tracked tag), reported while
+    /// one was on its way.
+    waiting: Option<(String, Option<String>)>,
     on_its_way: bool,
 }
 
@@ -532,14 +538,17 @@ impl Handler<NewDigest> for Supervisor {
             .iter()
             .filter(|(_, service)| {
                 let image = &service.container.image;
-                service.lifecycle.watch && image.digest.is_none() && image.canonical() == wanted
+                service.lifecycle.watch
+                    && image.digest.is_none()
+                    && image.canonical() == wanted
+                    && service.lifecycle.track == msg.track
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in watching {
             if let Some(delivery) = self.digests.get_mut(&name) {
                 delivery.newest.send_replace(Some(msg.digest.clone()));
-                delivery.waiting = Some(msg.digest.clone());
+                delivery.waiting = Some((msg.digest.clone(), msg.tag.clone()));
             }
             self.deliver_digest(name, ctx);
         }
@@ -557,12 +566,12 @@ impl Supervisor {
         if delivery.on_its_way {
             return;
         }
-        let Some(digest) = delivery.waiting.take() else {
+        let Some((digest, tag)) = delivery.waiting.take() else {
             return;
         };
         delivery.on_its_way = true;
         // The actor logs what it does with it; the answer is not needed here.
-        let sent = addr.send(ImageUpdated { digest });
+        let sent = addr.send(ImageUpdated { digest, tag });
         ctx.spawn(sent.into_actor(self).map(move |_, actor, ctx| {
             if let Some(delivery) = actor.digests.get_mut(&name) {
                 delivery.on_its_way = false;

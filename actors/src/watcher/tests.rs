@@ -34,6 +34,17 @@ impl DigestSource for Scripted {
             fetched_with_get: false,
         })
     }
+
+    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let key = format!("tags {}/{}", image.registry, image.repository);
+        self.calls.lock().unwrap().push(key.clone());
+        if let Some(err) = self.failures.lock().unwrap().get(&key) {
+            return Err(err.clone());
+        }
+        Ok(["1.2.0", "v1.2.5", "1.3.0-rc.1", "2.0.0", "latest"]
+            .map(String::from)
+            .to_vec())
+    }
 }
 
 impl Scripted {
@@ -213,4 +224,33 @@ async fn retry_after_is_honoured() {
         .unwrap();
     sleep_ms(700).await;
     assert_eq!(source.count("docker.io/x:1"), 1);
+}
+
+#[actix_rt::test]
+async fn a_tracked_range_reads_the_tag_list_and_reports_the_newest_tag_in_it() {
+    let source = Arc::new(Scripted::default());
+    let (watcher, reports) = start(source.clone());
+    let mut tracking = watching("t", "x:1.2.0");
+    tracking.lifecycle.track = Some("^1.2".into());
+    // The same image watched plainly is a second, separate check.
+    let services = vec![tracking, watching("p", "x:1.2.0")];
+    watcher.send(applied(services, 100)).await.unwrap();
+    sleep_ms(250).await;
+    assert_eq!(
+        watcher.send(GetWatched).await.unwrap(),
+        vec!["docker.io/x:1.2.0", "docker.io/x:1.2.0 track ^1.2"]
+    );
+    // The newest in ^1.2 of 1.2.0, v1.2.5, 1.3.0-rc.1 and 2.0.0 is v1.2.5.
+    assert!(source.count("tags docker.io/x") >= 1);
+    assert!(source.count("docker.io/x:v1.2.5") >= 1);
+    assert_eq!(source.count("docker.io/x:2.0.0"), 0);
+    let reports = reports.lock().unwrap();
+    let tracked = reports
+        .iter()
+        .find(|r| r.track.is_some())
+        .expect("a tracked report");
+    assert_eq!(tracked.track.as_deref(), Some("^1.2"));
+    assert_eq!(tracked.tag.as_deref(), Some("v1.2.5"));
+    assert_eq!(tracked.image, image_ref("x:1.2.0"));
+    assert!(reports.iter().any(|r| r.track.is_none() && r.tag.is_none()));
 }

@@ -1,5 +1,6 @@
 //! The tables of service.toml that decide when the container runs:
-//! `[dispenser]` (watching, initialize, cron, pull, overlap) and `[depends_on]`.
+//! `[dispenser]` (watching, tag tracking, initialize, cron, pull, overlap)
+//! and `[depends_on]`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,14 +59,50 @@ pub(super) fn lifecycle(
             "zero",
         );
     }
+    let track = table
+        .and_then(|t| t.track.as_deref())
+        .and_then(|range| track(check, range));
+    let watch = table.and_then(|t| t.watch);
+    if track.is_some() && watch == Some(false) {
+        check.error(
+            "dispenser.watch",
+            "`track` follows the registry's tags, so the service is watched: `watch = false` contradicts it",
+            "contradicts `track`",
+        ).help = Some("remove `watch = false`, or `track`".into());
+    }
     Lifecycle {
-        watch: table.and_then(|t| t.watch).unwrap_or(false),
+        watch: watch.unwrap_or(false) || track.is_some(),
         initialize,
         schedule,
         pull,
         timezone,
         overlap,
         max_runtime,
+        track,
+    }
+}
+
+/// `[dispenser] track`: a semver range, as Cargo writes them (`^1.2`,
+/// `~1.4.2`, `>=2, <3`, `1.*`).
+fn track(check: &mut FileCheck<'_>, range: &str) -> Option<String> {
+    match semver::VersionReq::parse(range) {
+        Ok(_) => Some(range.to_string()),
+        Err(err) => {
+            let shown = check.shown("dispenser.track", range);
+            // The parser's reason quotes the value: not when it is a secret.
+            let reason = match check.masked("dispenser.track", range).masked {
+                true => String::new(),
+                false => format!(": {err}"),
+            };
+            check
+                .error(
+                    "dispenser.track",
+                    format!("`track`{shown} is not a semver range{reason}"),
+                    "invalid range",
+                )
+                .help = Some("a range such as `\"^1.2\"` (1.2 and later 1.x), `\"~1.4\"` (1.4.x) or `\">=2, <3\"`".into());
+            None
+        }
     }
 }
 

@@ -155,6 +155,16 @@ pub fn service(
         .as_ref()
         .and_then(|table| container::logging(check, table));
     let lifecycle = lifecycle::lifecycle(check, file.dispenser.as_ref(), default_zone);
+    let pinned = container
+        .as_ref()
+        .is_some_and(|container| container.image.digest.is_some());
+    if lifecycle.track.is_some() && pinned {
+        check.error(
+            "dispenser.track",
+            "`track` follows the registry's tags, but the image is pinned by digest",
+            "pinned image",
+        );
+    }
     let depends_on = lifecycle::depends_on(check, &file.depends_on);
     let route = file
         .proxy

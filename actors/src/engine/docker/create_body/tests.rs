@@ -77,6 +77,7 @@ fn service(container: ContainerSpec) -> Service {
             timezone: crate::plan::Zone::Local,
             overlap: crate::plan::Overlap::Skip,
             max_runtime: None,
+            track: None,
         },
         depends_on: BTreeMap::new(),
         route: None,
