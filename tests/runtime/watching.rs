@@ -787,3 +787,66 @@ fn old_images_are_removed_after_a_proven_deploy_and_the_rollback_target_stays() 
     assert!(log.contains("removed old images"), "{log}");
     assert!(log.contains("freed_bytes="), "{log}");
 }
+
+#[test]
+fn a_tracked_range_follows_the_newest_tag_in_it_and_never_a_higher_major() {
+    let mut images = crate::deploys::Images(Vec::new());
+    let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
+    let mut push = |tag: &str| {
+        let build = images.version(&format!("track-{tag}"));
+        registry.push_tagged(&build, "web", tag)
+    };
+    let _first = push("1.2.0");
+    let newest = push("1.2.5");
+    let major = push("2.0.0");
+    push("latest");
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.deploy_settings("soak = \"0s\"\n");
+    let image = format!("{}/web:1.2.0", registry.host());
+    sb.service("web", &image, "[dispenser]\ntrack = \"^1.2\"\n");
+    let web = sb.name("web");
+    let daemon = sb.start();
+    // The first start is already on the newest tag in the range.
+    eventually(
+        "the service runs 1.2.5",
+        DEPLOY_TIMEOUT,
+        || crate::support::exists(&web) && label(&web, "dispenser.image-digest") == newest,
+        || daemon.log(),
+    );
+    // A new minor inside the range is deployed; 2.0.0 never is.
+    let minor = {
+        let build = images.version("track-1.3.0");
+        registry.push_tagged(&build, "web", "1.3.0")
+    };
+    eventually(
+        "the service runs 1.3.0",
+        DEPLOY_TIMEOUT,
+        || crate::support::exists(&web) && label(&web, "dispenser.image-digest") == minor,
+        || daemon.log(),
+    );
+    eventually(
+        "the deploy of 1.3.0 recorded",
+        DEPLOY_TIMEOUT,
+        || {
+            crate::deploys::deploys(&sb, &web)
+                .iter()
+                .any(|(trigger, outcome, _)| trigger == "new-digest" && outcome == "succeeded")
+        },
+        || daemon.log(),
+    );
+    let log = daemon.stop();
+    assert!(!log.contains(&major), "2.0.0 was looked at:\n{log}");
+    let rows = crate::deploys::deploys(&sb, &web);
+    let ledger = sb.ledger();
+    let (tag, digest): (Option<String>, Option<String>) = ledger
+        .query_row(
+            "SELECT tag, new_digest FROM deploys WHERE service = ?1 AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1",
+            [&web],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap_or_else(|err| panic!("{err}: {rows:?}\n{log}"));
+    assert_eq!(tag.as_deref(), Some("1.3.0"));
+    assert_eq!(digest.as_deref(), Some(minor.as_str()));
+}
