@@ -163,10 +163,12 @@ impl Proxy {
                 service_port: upstream.port,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                rules: Default::default(),
             })
             .collect();
         let table = SharedTable::default();
         table.store(RouteTable::build(routes.iter().map(|route| RouteInput {
+            maintenance: None,
             service: "raw",
             route,
             ip: Some(Ipv4Addr::LOCALHOST.into()),

@@ -328,6 +328,7 @@ mod tests {
             service_port: 8080,
             health_path: None,
             tls: dispenser_actors::plan::TlsSource::Automatic,
+            rules: Default::default(),
         };
         let mut proxy = ProxySettings::with_listeners(
             ProxyStrategy::HttpsOnly,

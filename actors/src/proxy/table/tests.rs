@@ -10,6 +10,7 @@ fn route(host: &str, path: &str, port: u16) -> Route {
         service_port: port,
         health_path: None,
         tls: TlsSource::Automatic,
+        rules: Default::default(),
     }
 }
 
@@ -25,6 +26,7 @@ fn table(routes: &[(&str, Route, Endpoint)]) -> RouteTable {
         routes
             .iter()
             .map(|(service, route, (ip, state))| RouteInput {
+                maintenance: None,
                 service,
                 route,
                 ip: *ip,
