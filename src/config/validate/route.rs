@@ -53,13 +53,8 @@ pub(super) fn route(
     }
     let tls = tls(check, table, folder, facts);
     let redirect_from = redirect_from(check, table.redirect_from.as_deref(), &names);
-    let host = if names.is_empty() {
-        String::new()
-    } else {
-        names.remove(0)
-    };
-    let rules = RouteRules {
-        aliases: names,
+    let mut rules = RouteRules {
+        aliases: Vec::new(),
         redirect_from,
         strip_prefix: table.strip_prefix.unwrap_or(false),
         basic_auth: table
@@ -73,6 +68,12 @@ pub(super) fn route(
             .map(|written| error_pages(check, written, folder, facts))
             .unwrap_or_default(),
     };
+    // No valid name (reported): no route for the cross-service checks.
+    if names.is_empty() {
+        return None;
+    }
+    let host = names.remove(0);
+    rules.aliases = names;
     Some(Route {
         host,
         path,
