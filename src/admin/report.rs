@@ -61,6 +61,17 @@ pub struct ServiceReport {
     /// True while the container keeps exiting and Docker keeps restarting it.
     #[serde(default)]
     pub crash_loop: bool,
+    /// Set while an operator holds the service in maintenance.
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceReport>,
+}
+
+/// A service in maintenance: its routes answer 503 with a page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MaintenanceReport {
+    /// RFC 3339.
+    pub since: String,
+    pub message: Option<String>,
 }
 
 /// One deploy or rollback and how it ended.
@@ -105,10 +116,14 @@ impl ServiceReport {
     /// `running (crash loop, 7 restarts)`.
     pub fn state_text(&self) -> String {
         let plural = if self.restarts == 1 { "" } else { "s" };
-        match (self.crash_loop, self.restarts) {
+        let state = match (self.crash_loop, self.restarts) {
             (true, restarts) => format!("{} (crash loop, {restarts} restart{plural})", self.state),
             (false, 0) => self.state.clone(),
             (false, restarts) => format!("{} ({restarts} restart{plural})", self.state),
+        };
+        match &self.maintenance {
+            Some(_) => format!("{state}, in maintenance"),
+            None => state,
         }
     }
 
@@ -179,6 +194,7 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             last_deploy: state.deploys.last(&status.name),
             restarts: status.restarts,
             crash_loop: status.in_crash_loop(),
+            maintenance: maintenance(state, &status.name),
             name: status.name,
             state: status.state.to_string(),
             image: status.image,
@@ -196,6 +212,15 @@ pub async fn gather(state: &AdminState) -> StatusReport {
         certificates,
         recent_runs,
     }
+}
+
+/// Whether the proxy holds `service` in maintenance.
+fn maintenance(state: &AdminState, service: &str) -> Option<MaintenanceReport> {
+    let table = state.routes.as_ref()?.load();
+    table.maintenance(service).map(|entry| MaintenanceReport {
+        since: entry.since.clone(),
+        message: entry.message.clone(),
+    })
 }
 
 /// The proxy table's view of a service's route.
