@@ -161,7 +161,7 @@ mod tests {
         let user = HtpasswdUser::parse(&format!("alice:{HASH}")).unwrap();
         assert_eq!(user.user, "alice");
         assert_eq!(user.hash.expose(), HASH);
-        assert_eq!(format!("{user:?}").contains(HASH), false, "hash masked");
+        assert!(!format!("{user:?}").contains(HASH), "hash masked");
         assert_eq!(HtpasswdUser::parse("alice"), Err(HtpasswdError::NoColon));
         assert_eq!(
             HtpasswdUser::parse(&format!(":{HASH}")),
