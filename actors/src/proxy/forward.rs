@@ -390,12 +390,13 @@ impl Forwarder {
                 }
             };
             if let Some((service, guard)) = to_check {
+                let checked_at = std::time::Instant::now();
                 // Boxed: only guarded routes pay for its future.
                 if let Some(answer) = Box::pin(self.check(&guard, parts, conn)).await {
                     crate::metrics::global().proxy_request(
                         &service,
                         answer.status().as_u16(),
-                        std::time::Duration::ZERO,
+                        checked_at.elapsed(),
                     );
                     return answer;
                 }
