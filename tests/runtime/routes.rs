@@ -311,3 +311,81 @@ fn get_with(port: u16, host: &str, path: &str, extra: &str) -> crate::proxy::Rep
         &format!("{extra}Connection: close\r\n"),
     )
 }
+
+#[test]
+fn under_https_only_every_name_has_a_certificate_and_redirects_stay_https() {
+    let mut sb = Sandbox::new();
+    let (http, https) = (free_port(), free_port());
+    sb.proxy_settings(&format!(
+        "http_listen = \"127.0.0.1:{http}\"\nhttps_listen = \"127.0.0.1:{https}\"\n"
+    ));
+    upstream_service(
+        &mut sb,
+        "site",
+        "site",
+        "host = [\"site.test\", \"alias.test\"]\nredirect_from = [\"www.site.test\"]",
+    );
+    let daemon = sb.start();
+    let resolve = |name: &str| format!("{name}:{https}:127.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = String::new();
+    while Instant::now() < deadline {
+        // Each name's handshake names it (SNI); the self-signed
+        // certificate it gets must be that name's.
+        answer = curl_out(&[
+            "-k",
+            "--resolve",
+            &resolve("www.site.test"),
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-o",
+            "/dev/null",
+            &format!("https://www.site.test:{https}/a?b=1"),
+        ]);
+        if answer.starts_with("308") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        answer,
+        format!("308 https://site.test:{https}/a?b=1"),
+        "the redirect stays on HTTPS, with the listener's port"
+    );
+    for name in ["site.test", "alias.test", "www.site.test"] {
+        let script = format!(
+            "echo | openssl s_client -connect 127.0.0.1:{https} -servername {name} 2>/dev/null | openssl x509 -noout -ext subjectAltName"
+        );
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(
+            text(&out.stdout).contains(&format!("DNS:{name}")),
+            "{name}: {}",
+            text(&out.stdout)
+        );
+    }
+    let alias = curl_out(&[
+        "-k",
+        "--resolve",
+        &resolve("alias.test"),
+        &format!("https://alias.test:{https}/"),
+    ]);
+    assert_eq!(alias, "site\n");
+    // Plain HTTP goes to HTTPS on the same name first, as for every route.
+    let first = get(http, "www.site.test", "/a");
+    assert_eq!(first.status, 301, "{first:?}");
+    assert_eq!(
+        first.header("location"),
+        Some(format!("https://www.site.test:{https}/a").as_str())
+    );
+    daemon.stop();
+}
+
+/// curl's output, whatever its exit status.
+fn curl_out(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    text(&out.stdout)
+}
