@@ -45,7 +45,8 @@ pub struct ServiceReport {
     pub uptime_seconds: Option<i64>,
     /// The next scheduled run (RFC 3339), for services with `cron`.
     pub next_run: Option<String>,
-    /// The URL that serves each route of the service: `https://host/path`,
+    /// The URL that serves each route of the service: `https://host/path`
+    /// (then one per alias of the route's `host` list),
     /// `http://` under `strategy = "http-only"`, with the listener's port
     /// unless it is the scheme's default.
     pub routes: Vec<String>,
@@ -169,13 +170,20 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             .and_then(|plan| plan.services.get(&status.name))
             .and_then(|service| service.route.clone());
         let (routes, certificate_expires) = match &route {
-            Some(route) => (
-                vec![route_url(
-                    route,
-                    plan.as_ref().and_then(|plan| plan.proxy.as_ref()),
-                )],
-                expiry_of(&route.host),
-            ),
+            Some(route) => {
+                let proxy = plan.as_ref().and_then(|plan| plan.proxy.as_ref());
+                let aliases = route
+                    .rules
+                    .aliases
+                    .iter()
+                    .map(|alias| host_url(alias, &route.path, proxy));
+                (
+                    std::iter::once(route_url(route, proxy))
+                        .chain(aliases)
+                        .collect(),
+                    expiry_of(&route.host),
+                )
+            }
             None => (Vec::new(), None),
         };
         services.push(ServiceReport {
@@ -308,6 +316,11 @@ pub fn short_digest(digest: &str) -> String {
 /// The URL that serves `route` through the proxy's listeners: HTTPS unless
 /// only the HTTP listener serves routes; the port when it is not the default.
 pub fn route_url(route: &Route, proxy: Option<&ProxySettings>) -> String {
+    host_url(&route.host, &route.path, proxy)
+}
+
+/// The URL of `host` + `path` through the proxy's listeners, as [`route_url`].
+fn host_url(host: &str, path: &str, proxy: Option<&ProxySettings>) -> String {
     let (scheme, port, default_port) = match proxy {
         Some(proxy) if proxy.strategy == ProxyStrategy::HttpOnly => {
             ("http", proxy.http_listen.port(), 80)
@@ -316,8 +329,8 @@ pub fn route_url(route: &Route, proxy: Option<&ProxySettings>) -> String {
         None => ("https", 443, 443),
     };
     match port == default_port {
-        true => format!("{scheme}://{}{}", route.host, route.path),
-        false => format!("{scheme}://{}:{port}{}", route.host, route.path),
+        true => format!("{scheme}://{host}{path}"),
+        false => format!("{scheme}://{host}:{port}{path}"),
     }
 }
 

@@ -377,6 +377,16 @@ fn under_https_only_every_name_has_a_certificate_and_redirects_stay_https() {
         first.header("location"),
         Some(format!("https://www.site.test:{https}/a").as_str())
     );
+    // `status` lists the route's own URL, then its aliases'.
+    let status = sb.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["services"][0]["routes"],
+        serde_json::json!([
+            format!("https://site.test:{https}/"),
+            format!("https://alias.test:{https}/")
+        ])
+    );
     daemon.stop();
 }
 
