@@ -13,7 +13,9 @@
 # "32 128"), ROUNDS (default 3), THREADS (wrk threads, default 2),
 # NGINX_WORKERS (default auto), OUT (default docs/BENCHMARKS.md),
 # DISPENSER (a binary to measure instead of building target/release/dispenser),
-# TARGETS (which rows, default "direct nginx caddy dispenser").
+# TARGETS (which rows, default "direct nginx caddy dispenser dispenser-auth";
+# dispenser-auth is Dispenser's proxy on a route with `basic_auth`, a bcrypt
+# line from `htpasswd -B`, every request carrying the right credentials).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,9 +26,12 @@ readonly ROUNDS="${ROUNDS:-3}"
 readonly NGINX_WORKERS="${NGINX_WORKERS:-auto}"
 readonly OUT="${OUT:-docs/BENCHMARKS.md}"
 readonly DISPENSER="${DISPENSER:-}"
-readonly TARGETS="${TARGETS:-direct nginx caddy dispenser}"
+readonly TARGETS="${TARGETS:-direct nginx caddy dispenser dispenser-auth}"
 readonly INSTANCE=bench
 readonly HOST=bench.test
+readonly AUTH_HOST=auth.bench.test
+readonly AUTH_USER=bench
+readonly AUTH_PASSWORD=bench-password
 readonly DIRECT_PORT=18080
 readonly NGINX_PORT=18081
 readonly CADDY_PORT=18082
@@ -34,7 +39,7 @@ readonly DISPENSER_PORT=18083
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-require_tools wrk nginx caddy docker
+require_tools wrk nginx caddy docker htpasswd base64
 
 work="$(mktemp -d)"
 pids=()
@@ -67,6 +72,9 @@ subnet = "10.251.0.0/24"
 
 [[service]]
 path = "upstream"
+
+[[service]]
+path = "auth"
 EOF
 cat > "$work/upstream/service.toml" <<EOF
 [service]
@@ -80,6 +88,20 @@ container = 8080
 [proxy]
 host = "$HOST"
 service_port = 8080
+EOF
+# The same upstream behind a route with basic auth (bcrypt, htpasswd's default cost).
+mkdir -p "$work/auth"
+auth_line="$(htpasswd -nbB "$AUTH_USER" "$AUTH_PASSWORD")"
+auth_header="Authorization: Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASSWORD" | base64 -w0)"
+cat > "$work/auth/service.toml" <<EOF
+[service]
+name = "$INSTANCE-auth"
+image = "dispenser-test/upstream:latest"
+
+[proxy]
+host = "$AUTH_HOST"
+service_port = 8080
+basic_auth = ["$auth_line"]
 EOF
 "${DISPENSER:-target/release/dispenser}" -c "$work/dispenser.toml" -p "$work/dispenser.pid" >"$work/dispenser.log" 2>&1 &
 dispenser_pid=$!
@@ -149,17 +171,21 @@ to_ms() {
 for round in $(seq "$ROUNDS"); do
   for connections in $CONNECTIONS; do
     for target in $TARGETS; do
+      host=$HOST
+      extra=()
       case "$target" in
         direct) port=$DIRECT_PORT; procs=() ;;
         nginx) port=$NGINX_PORT; mapfile -t procs < <(pgrep -f "nginx.*$work" || true)
           mapfile -t -O "${#procs[@]}" procs < <(pgrep -P "${procs[0]:-0}" || true) ;;
         caddy) port=$CADDY_PORT; procs=("$caddy_pid") ;;
         dispenser) port=$DISPENSER_PORT; procs=("$dispenser_pid") ;;
+        dispenser-auth) port=$DISPENSER_PORT; procs=("$dispenser_pid"); host=$AUTH_HOST
+          extra=(-H "$auth_header") ;;
       esac
       # A short warm-up fills the pools, then the measured run.
-      wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+      wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $host" "${extra[@]}" "http://127.0.0.1:$port/" >/dev/null
       before="$(cpu_ticks "${procs[@]}")"
-      report="$(wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")"
+      report="$(wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -H "Host: $host" "${extra[@]}" "http://127.0.0.1:$port/")"
       after="$(cpu_ticks "${procs[@]}")"
       requests="$(awk '/requests in/ {print $1}' <<<"$report")"
       rps="$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report")"
@@ -238,6 +264,9 @@ section="$(
   echo "divided by the requests served."
   echo
   echo "Command: \`make bench\` (= \`bash bench/proxy.sh\`; each run: \`wrk -t$THREADS -cN -d${DURATION}s --latency -H 'Host: $HOST'\` after a 2 s warm-up)."
+  echo "The \`dispenser-auth\` row is the same upstream behind a route with \`basic_auth\` (a"
+  echo "bcrypt line from \`htpasswd -B\`), every request carrying the right \`Authorization\`: the"
+  echo "cost of the cached check (bcrypt runs once per worker and minute, not per request)."
   echo
   echo "| path | connections | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | CPU µs/req | RSS | errors |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

@@ -84,6 +84,17 @@ pub enum Command {
         /// The service.
         service: String,
     },
+    /// Take a service's routes out of traffic (they answer 503 with a page
+    /// and Retry-After) or put them back; kept across daemon restarts.
+    Maintenance {
+        /// `on` or `off`.
+        state: MaintenanceState,
+        /// The service.
+        service: String,
+        /// What the page tells visitors (with `on`).
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Replace containers that hold services' names but that Dispenser did
     /// not create (an ixpantia/dispenser host's) with managed ones, through
     /// the health gate; through the running daemon, or in this process when
@@ -119,6 +130,13 @@ pub enum Import {
         #[arg(long)]
         allow_lossy: bool,
     },
+}
+
+/// `dispenser maintenance on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MaintenanceState {
+    On,
+    Off,
 }
 
 /// Signals `--signal` can send.

@@ -60,6 +60,16 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             println!("{message}");
             Ok(())
         }),
+        Command::Maintenance {
+            state,
+            service,
+            message,
+        } => ask(config, |client| async move {
+            let on = state == crate::cli::MaintenanceState::On;
+            let message = client.maintenance(&service, on, message.as_deref()).await?;
+            println!("{message}");
+            Ok(())
+        }),
         Command::Import(crate::cli::Import::Compose {
             file,
             output,

@@ -276,6 +276,7 @@ fn start_admin(
         engine: control.engine(),
         plan,
         deploys: DeployLog::default(),
+        maintenance: proxy.map(|proxy| proxy.maintenance()),
     };
     state.deploys.follow();
     match AdminServer::start(socket, tcp, state) {

@@ -32,6 +32,8 @@ mod operator;
 mod outages;
 #[path = "runtime/proxy.rs"]
 mod proxy;
+#[path = "runtime/routes.rs"]
+mod routes;
 #[path = "runtime/secrets.rs"]
 mod secrets;
 #[path = "runtime/stopping.rs"]

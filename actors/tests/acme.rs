@@ -42,6 +42,7 @@ fn plan(state_dir: &Path, pebble: &Pebble, hosts: &[&str]) -> Plan {
                 service_port: 80,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                rules: Default::default(),
             });
             service
         })

@@ -123,8 +123,14 @@ fn serve_connection(stream: TcpStream, connection: usize, log: &Mutex<Vec<Seen>>
             seen.body = body;
         }
         log.lock().unwrap().push(seen);
+        // `/status/502`: the container's own failure, with its own body.
+        let status = if line.contains(" /status/502 ") {
+            "502 Bad Gateway"
+        } else {
+            "200 OK"
+        };
         let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: raw\r\n\r\n{line}",
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-upstream: raw\r\n\r\n{line}",
             line.len()
         );
         if writer.write_all(answer.as_bytes()).is_err() {
@@ -163,10 +169,12 @@ impl Proxy {
                 service_port: upstream.port,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                rules: Default::default(),
             })
             .collect();
         let table = SharedTable::default();
         table.store(RouteTable::build(routes.iter().map(|route| RouteInput {
+            maintenance: None,
             service: "raw",
             route,
             ip: Some(Ipv4Addr::LOCALHOST.into()),
@@ -490,4 +498,74 @@ fn a_tls_connection_serves_only_the_host_its_handshake_named() {
     assert!(same.ends_with("GET /y HTTP/1.1"), "{same}");
     let lines: Vec<String> = upstream.seen().into_iter().map(|s| s.line).collect();
     assert_eq!(lines, ["GET /y HTTP/1.1"]);
+}
+
+#[test]
+fn a_route_page_replaces_the_proxy_own_502_never_the_container_one() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream = RawUpstream::start();
+    let closed_port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut settings = ProxySettings::with_listeners(ProxyStrategy::HttpOnly, any, any);
+    settings.workers = Some(1);
+    let paged = |host: &str, port: u16| {
+        let mut route = Route {
+            host: host.to_string(),
+            path: "/".to_string(),
+            service_port: port,
+            health_path: None,
+            tls: TlsSource::Automatic,
+            rules: Default::default(),
+        };
+        route
+            .rules
+            .error_pages
+            .set(502, "<p>our own page</p>".to_string());
+        route
+    };
+    // The listener above is dropped: nothing answers on `closed_port`.
+    let routes = [
+        paged("live.test", upstream.port),
+        paged("dead.test", closed_port),
+    ];
+    let table = SharedTable::default();
+    table.store(RouteTable::build(routes.iter().map(|route| RouteInput {
+        maintenance: None,
+        service: "raw",
+        route,
+        ip: Some(Ipv4Addr::LOCALHOST.into()),
+        state: EndpointState::Ready,
+    })));
+    let server = ProxyServer::start(&settings, table, CertMap::default(), Challenges::default())
+        .expect("start the proxy");
+    let port = server.http.expect("an HTTP listener").port();
+
+    // POST: not replayed, so the refused connection is answered at once.
+    let dead = raw(
+        port,
+        b"POST / HTTP/1.1\r\nHost: dead.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ANSWER_WAIT,
+    );
+    assert!(dead.starts_with("HTTP/1.1 502"), "{dead}");
+    assert!(dead.ends_with("<p>our own page</p>"), "{dead}");
+    assert!(
+        dead.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{dead}"
+    );
+
+    let container = raw(
+        port,
+        b"GET /status/502 HTTP/1.1\r\nHost: live.test\r\nConnection: close\r\n\r\n",
+        ANSWER_WAIT,
+    );
+    assert!(container.starts_with("HTTP/1.1 502"), "{container}");
+    assert!(
+        container.ends_with("GET /status/502 HTTP/1.1"),
+        "the container's own body: {container}"
+    );
 }

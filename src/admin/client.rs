@@ -66,6 +66,26 @@ impl Client {
         Ok(answer["message"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// `POST /v1/services/{service}/maintenance`: on or off, with an
+    /// optional message for the page; the daemon's message.
+    pub async fn maintenance(
+        &self,
+        service: &str,
+        on: bool,
+        message: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let mut path = format!("/v1/services/{}/maintenance?on={on}", encode(service));
+        if let Some(message) = message {
+            path.push_str("&message=");
+            path.push_str(&encode(message));
+        }
+        let body = self.request(Method::POST, &path).await?;
+        let bytes = collect(body).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode(err.to_string()))?;
+        Ok(answer["message"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// `GET /v1/logs/{service}`: copies the output to stdout as it comes.
     pub async fn logs(&self, service: &str, tail: usize, follow: bool) -> Result<(), ClientError> {
         let path = format!(

@@ -5,7 +5,10 @@
 //! Routes:
 //! - `GET /v1/status` -> `StatusReport` (JSON)
 //! - `GET /v1/logs/{service}?tail=N&follow=1` -> the container's output, streamed
-//! - `POST /v1/services/{name}/deploy`, `POST /v1/services/{name}/rollback`
+//! - `POST /v1/services/{name}/deploy`, `POST /v1/services/{name}/rollback`,
+//!   `POST /v1/services/{name}/takeover`
+//!   -> `{"ok": bool, "message": "..."}`
+//! - `POST /v1/services/{name}/maintenance?on=true&message=...` (`on=false` to end it)
 //!   -> `{"ok": bool, "message": "..."}`
 //! - `GET /metrics` -> Prometheus text format
 //! - `GET /` -> the status page (HTML)
@@ -30,6 +33,7 @@ use dispenser_actors::events::{self, Event};
 use dispenser_actors::ledger::Ledger;
 use dispenser_actors::plan::{Plan, PlanApplied};
 use dispenser_actors::proxy::certs::CertMap;
+use dispenser_actors::proxy::router::SetMaintenance;
 use dispenser_actors::proxy::table::SharedTable;
 use dispenser_actors::supervisor::Supervisor;
 
@@ -52,6 +56,8 @@ pub struct AdminState {
     pub engine: Arc<dyn Engine>,
     pub plan: PlanCache,
     pub deploys: DeployLog,
+    /// Where maintenance is turned on and off (the proxy's router).
+    pub maintenance: Option<Recipient<SetMaintenance>>,
 }
 
 /// The last deploy or rollback of each service since the daemon started,

@@ -33,6 +33,8 @@ struct ServiceRow<'a> {
     routes: &'a [String],
     route_state: &'a str,
     certificate_expires: &'a str,
+    /// Empty unless in maintenance: since when, and the message.
+    maintenance: String,
 }
 
 /// Renders the report as the HTML page.
@@ -57,6 +59,14 @@ pub fn render(report: &StatusReport) -> Result<String, handlebars::RenderError> 
                 routes: &service.routes,
                 route_state: service.route_state.as_deref().unwrap_or(""),
                 certificate_expires: service.certificate_expires.as_deref().unwrap_or("-"),
+                maintenance: service
+                    .maintenance
+                    .as_ref()
+                    .map(|entry| match &entry.message {
+                        Some(message) => format!("since {}: {message}", entry.since),
+                        None => format!("since {}", entry.since),
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
         certificates: &report.certificates,
@@ -91,6 +101,7 @@ mod tests {
                 last_deploy: None,
                 restarts: 0,
                 crash_loop: false,
+                maintenance: None,
             }],
             certificates: Vec::new(),
             recent_runs: Vec::new(),

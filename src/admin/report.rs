@@ -45,7 +45,8 @@ pub struct ServiceReport {
     pub uptime_seconds: Option<i64>,
     /// The next scheduled run (RFC 3339), for services with `cron`.
     pub next_run: Option<String>,
-    /// The URL that serves each route of the service: `https://host/path`,
+    /// The URL that serves each route of the service: `https://host/path`
+    /// (then one per alias of the route's `host` list),
     /// `http://` under `strategy = "http-only"`, with the listener's port
     /// unless it is the scheme's default.
     pub routes: Vec<String>,
@@ -61,6 +62,17 @@ pub struct ServiceReport {
     /// True while the container keeps exiting and Docker keeps restarting it.
     #[serde(default)]
     pub crash_loop: bool,
+    /// Set while an operator holds the service in maintenance.
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceReport>,
+}
+
+/// A service in maintenance: its routes answer 503 with a page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MaintenanceReport {
+    /// RFC 3339.
+    pub since: String,
+    pub message: Option<String>,
 }
 
 /// One deploy or rollback and how it ended.
@@ -105,10 +117,14 @@ impl ServiceReport {
     /// `running (crash loop, 7 restarts)`.
     pub fn state_text(&self) -> String {
         let plural = if self.restarts == 1 { "" } else { "s" };
-        match (self.crash_loop, self.restarts) {
+        let state = match (self.crash_loop, self.restarts) {
             (true, restarts) => format!("{} (crash loop, {restarts} restart{plural})", self.state),
             (false, 0) => self.state.clone(),
             (false, restarts) => format!("{} ({restarts} restart{plural})", self.state),
+        };
+        match &self.maintenance {
+            Some(_) => format!("{state}, in maintenance"),
+            None => state,
         }
     }
 
@@ -154,13 +170,20 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             .and_then(|plan| plan.services.get(&status.name))
             .and_then(|service| service.route.clone());
         let (routes, certificate_expires) = match &route {
-            Some(route) => (
-                vec![route_url(
-                    route,
-                    plan.as_ref().and_then(|plan| plan.proxy.as_ref()),
-                )],
-                expiry_of(&route.host),
-            ),
+            Some(route) => {
+                let proxy = plan.as_ref().and_then(|plan| plan.proxy.as_ref());
+                let aliases = route
+                    .rules
+                    .aliases
+                    .iter()
+                    .map(|alias| host_url(alias, &route.path, proxy));
+                (
+                    std::iter::once(route_url(route, proxy))
+                        .chain(aliases)
+                        .collect(),
+                    expiry_of(&route.host),
+                )
+            }
             None => (Vec::new(), None),
         };
         services.push(ServiceReport {
@@ -179,6 +202,7 @@ pub async fn gather(state: &AdminState) -> StatusReport {
             last_deploy: state.deploys.last(&status.name),
             restarts: status.restarts,
             crash_loop: status.in_crash_loop(),
+            maintenance: maintenance(state, &status.name),
             name: status.name,
             state: status.state.to_string(),
             image: status.image,
@@ -196,6 +220,15 @@ pub async fn gather(state: &AdminState) -> StatusReport {
         certificates,
         recent_runs,
     }
+}
+
+/// Whether the proxy holds `service` in maintenance.
+fn maintenance(state: &AdminState, service: &str) -> Option<MaintenanceReport> {
+    let table = state.routes.as_ref()?.load();
+    table.maintenance(service).map(|entry| MaintenanceReport {
+        since: entry.since.clone(),
+        message: entry.message.clone(),
+    })
 }
 
 /// The proxy table's view of a service's route.
@@ -283,6 +316,11 @@ pub fn short_digest(digest: &str) -> String {
 /// The URL that serves `route` through the proxy's listeners: HTTPS unless
 /// only the HTTP listener serves routes; the port when it is not the default.
 pub fn route_url(route: &Route, proxy: Option<&ProxySettings>) -> String {
+    host_url(&route.host, &route.path, proxy)
+}
+
+/// The URL of `host` + `path` through the proxy's listeners, as [`route_url`].
+fn host_url(host: &str, path: &str, proxy: Option<&ProxySettings>) -> String {
     let (scheme, port, default_port) = match proxy {
         Some(proxy) if proxy.strategy == ProxyStrategy::HttpOnly => {
             ("http", proxy.http_listen.port(), 80)
@@ -291,8 +329,8 @@ pub fn route_url(route: &Route, proxy: Option<&ProxySettings>) -> String {
         None => ("https", 443, 443),
     };
     match port == default_port {
-        true => format!("{scheme}://{}{}", route.host, route.path),
-        false => format!("{scheme}://{}:{port}{}", route.host, route.path),
+        true => format!("{scheme}://{host}{path}"),
+        false => format!("{scheme}://{host}:{port}{path}"),
     }
 }
 
@@ -328,6 +366,7 @@ mod tests {
             service_port: 8080,
             health_path: None,
             tls: dispenser_actors::plan::TlsSource::Automatic,
+            rules: Default::default(),
         };
         let mut proxy = ProxySettings::with_listeners(
             ProxyStrategy::HttpsOnly,

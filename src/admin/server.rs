@@ -13,6 +13,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dispenser_actors::metrics;
+use dispenser_actors::proxy::maintenance::{Maintenance, MAX_MESSAGE_CHARS};
+use dispenser_actors::proxy::router::{MaintenanceError, SetMaintenance};
 use dispenser_actors::service::ServiceError;
 use dispenser_actors::supervisor::{ControlError, DeployNow, RollbackNow, TakeoverNow};
 use futures_util::TryStreamExt;
@@ -168,7 +170,7 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
     if access == Access::ReadOnly && socket_only {
         return error(
             StatusCode::FORBIDDEN,
-            "logs, deploy, rollback and takeover are only served on the unix socket",
+            "logs, deploy, rollback, takeover and maintenance are only served on the unix socket",
         );
     }
     match (req.method(), segments.as_slice()) {
@@ -195,6 +197,9 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
             operator_action(state, service, action).await
         }
         (&Method::POST, ["v1", "services", service, "takeover"]) => takeover(state, service).await,
+        (&Method::POST, ["v1", "services", service, "maintenance"]) => {
+            maintenance(state, service, req.query_string()).await
+        }
         (_, ["v1", ..] | ["metrics"] | [""]) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -346,6 +351,84 @@ async fn takeover(state: &AdminState, service: &str) -> HttpResponse {
         Err(err) => supervisor_away(&err),
     };
     json(status, &answer)
+}
+
+/// The query of `POST /v1/services/NAME/maintenance`.
+#[derive(Debug, serde::Deserialize)]
+struct MaintenanceQuery {
+    on: bool,
+    message: Option<String>,
+}
+
+/// `dispenser maintenance on|off SERVICE`: the proxy's router saves it and
+/// the service's routes answer 503 (or serve again).
+async fn maintenance(state: &AdminState, service: &str, query: &str) -> HttpResponse {
+    let query = match web::Query::<MaintenanceQuery>::from_query(query) {
+        Ok(query) => query.into_inner(),
+        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad query: {err}")),
+    };
+    let Some(router) = &state.maintenance else {
+        return error(
+            StatusCode::CONFLICT,
+            "the proxy is disabled: maintenance changes what routes answer",
+        );
+    };
+    let message = query
+        .message
+        .map(|message| message.trim().to_owned())
+        .filter(|message| !message.is_empty());
+    if let Some(message) = &message {
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the message is longer than {MAX_MESSAGE_CHARS} characters"),
+            );
+        }
+    }
+    let asked = router
+        .send(SetMaintenance {
+            service: service.to_owned(),
+            maintenance: query.on.then(|| Maintenance::now(message)),
+        })
+        .await;
+    let (status, answer) = match asked {
+        Ok(Ok(changed)) => {
+            let message = match (query.on, changed) {
+                (true, true) => format!("service `{service}` is in maintenance"),
+                (true, false) => format!("service `{service}` was already in maintenance"),
+                (false, true) => format!("service `{service}` is out of maintenance"),
+                (false, false) => format!("service `{service}` was not in maintenance"),
+            };
+            info!(service = %service, on = query.on, "operator request done");
+            (StatusCode::OK, ActionAnswer { ok: true, message })
+        }
+        Ok(Err(err)) => {
+            let message = err.to_string();
+            warn!(service = %service, action = "maintenance", error = %message, "operator request failed");
+            (
+                maintenance_status(&err),
+                ActionAnswer { ok: false, message },
+            )
+        }
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ActionAnswer {
+                ok: false,
+                message: format!("the proxy did not answer: {err}"),
+            },
+        ),
+    };
+    json(status, &answer)
+}
+
+/// The HTTP status of a refused maintenance request, from its type alone.
+fn maintenance_status(err: &MaintenanceError) -> StatusCode {
+    match err {
+        MaintenanceError::UnknownService(_) => StatusCode::NOT_FOUND,
+        MaintenanceError::NoRoute(_) => StatusCode::CONFLICT,
+        MaintenanceError::NotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+        MaintenanceError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// The answer when the supervisor's mailbox did not take the request.

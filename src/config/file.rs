@@ -219,12 +219,22 @@ pub struct DispenserTable {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
-    pub host: String,
+    /// A name, or a list of names all served by the route (the first is its own).
+    pub host: toml::Value,
     pub path: Option<String>,
     pub service_port: u16,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub health_path: Option<String>,
+    /// Names answered with a redirect to the first host.
+    pub redirect_from: Option<Vec<String>>,
+    pub strip_prefix: Option<bool>,
+    /// htpasswd lines (bcrypt).
+    pub basic_auth: Option<Vec<String>>,
+    /// Addresses and networks (CIDR) let in; everyone else gets 403.
+    pub allow: Option<Vec<String>>,
+    /// A folder with `502.html`, `503.html` and `504.html`, any of them.
+    pub error_pages: Option<String>,
 }
 
 /// `[logging]`: Compose's `logging`, the container's log driver and its

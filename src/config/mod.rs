@@ -62,6 +62,9 @@ struct Checked {
     spans: SpanIndex,
     /// `cert_file` and `key_file` of `[proxy]` as written.
     tls_files: Option<(String, String)>,
+    /// Each name of `[proxy]` (`host`, `redirect_from`) as validation
+    /// lower-cased it, with its key path, for diagnostics.
+    route_names: Vec<(String, String)>,
 }
 
 /// Loads and validates the configuration rooted at `config_path`.
@@ -287,11 +290,17 @@ fn check_service(
         .proxy
         .as_ref()
         .and_then(|route| Some((route.cert_file.clone()?, route.key_file.clone()?)));
+    let route_names = service_file
+        .proxy
+        .as_ref()
+        .map(validate::route_name_paths)
+        .unwrap_or_default();
     Some(Checked {
         service,
         file: source,
         spans,
         tls_files,
+        route_names,
     })
 }
 
@@ -527,7 +536,7 @@ fn cross_check(checked: &[Checked], diagnostics: &mut Diagnostics) -> BTreeMap<S
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     let mut owners: BTreeMap<&str, &Checked> = BTreeMap::new();
     let mut host_ports: BTreeMap<u16, &Checked> = BTreeMap::new();
-    let mut routes: BTreeMap<(&str, &str), &Checked> = BTreeMap::new();
+    let mut routes: BTreeMap<(&str, &str), (&Checked, String)> = BTreeMap::new();
     let mut certificates: BTreeMap<&str, &Checked> = BTreeMap::new();
     for item in checked {
         let name = item.service.name.as_str();
@@ -572,42 +581,49 @@ fn cross_check(checked: &[Checked], diagnostics: &mut Diagnostics) -> BTreeMap<S
             }
         }
         if let Some(route) = &item.service.route {
-            if let Some(other) = routes.insert((&route.host, &route.path), item) {
-                let host = either(
-                    other.value_shown("proxy.host", &route.host),
-                    item.value_shown("proxy.host", &route.host),
-                );
-                let path = either(
-                    other.value_shown("proxy.path", &route.path),
-                    item.value_shown("proxy.path", &route.path),
-                );
-                diagnostics.push(
-                    item.file
-                        .error_at(
-                            item.spans.value("proxy.host"),
-                            format!(
-                                "proxy host `{host}` with path `{path}` is already claimed by service `{}`",
-                                other.name_shown()
-                            ),
-                            "duplicate route",
-                        )
-                        .with_help("give each service its own host, or a different `path`"),
-                );
+            for host in route.names() {
+                let host_path = item.name_path(host);
+                if let Some((other, other_path)) =
+                    routes.insert((host, &route.path), (item, host_path.clone()))
+                {
+                    let host = either(
+                        other.value_shown(&other_path, host),
+                        item.value_shown(&host_path, host),
+                    );
+                    let path = either(
+                        other.value_shown("proxy.path", &route.path),
+                        item.value_shown("proxy.path", &route.path),
+                    );
+                    diagnostics.push(
+                        item.file
+                            .error_at(
+                                item.spans.value(&host_path),
+                                format!(
+                                    "proxy host `{host}` with path `{path}` is already claimed by service `{}`",
+                                    other.name_shown()
+                                ),
+                                "duplicate route",
+                            )
+                            .with_help("give each service its own host, or a different `path`"),
+                    );
+                }
             }
             if let TlsSource::Manual {
                 cert_file,
                 key_file,
             } = &route.tls
             {
-                match certificates.get(route.host.as_str()) {
-                    None => {
-                        certificates.insert(&route.host, item);
-                    }
-                    Some(first) => {
-                        if let Some(diagnostic) =
-                            certificate_conflict(first, item, &route.host, cert_file, key_file)
-                        {
-                            diagnostics.push(diagnostic);
+                for host in route.names() {
+                    match certificates.get(host) {
+                        None => {
+                            certificates.insert(host, item);
+                        }
+                        Some(first) => {
+                            if let Some(diagnostic) =
+                                certificate_conflict(first, item, host, cert_file, key_file)
+                            {
+                                diagnostics.push(diagnostic);
+                            }
                         }
                     }
                 }
@@ -691,6 +707,14 @@ impl Checked {
     /// The service's name as diagnostics may print it.
     fn name_shown(&self) -> Shown {
         self.value_shown("service.name", &self.service.name)
+    }
+
+    /// The key path of the route's name `host` (`proxy.host` when not found).
+    fn name_path(&self, host: &str) -> String {
+        self.route_names
+            .iter()
+            .find(|(name, _)| name == host)
+            .map_or_else(|| "proxy.host".to_string(), |(_, path)| path.clone())
     }
 
     /// The value at `path` of this file as diagnostics may print it.

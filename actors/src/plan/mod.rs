@@ -4,6 +4,7 @@
 
 mod applied;
 mod image;
+mod rules;
 pub mod sample;
 mod schedule;
 mod sensitive;
@@ -18,6 +19,9 @@ use serde::Serialize;
 
 pub use applied::{PlanApplied, Subscribe};
 pub use image::{ImageRef, ImageRefError, DEFAULT_TAG, DOCKER_HUB};
+pub use rules::{
+    AllowList, BasicAuth, ErrorPages, HtpasswdError, HtpasswdUser, RouteRules, ERROR_PAGE_FILES,
+};
 pub use schedule::{upstream_differences, Schedule, ScheduleError};
 pub use sensitive::Sensitive;
 pub use zone::Zone;
@@ -380,6 +384,8 @@ pub struct Route {
     /// Optional HTTP path probed to decide readiness.
     pub health_path: Option<String>,
     pub tls: TlsSource,
+    /// Aliases, redirects, guards and pages; the default is a plain route.
+    pub rules: RouteRules,
 }
 
 /// Where the certificate for a route's host comes from.
@@ -456,6 +462,16 @@ pub const DEFAULT_ACME_RETRY: Duration = crate::proxy::acme::policy::DEFAULT_BAC
 /// The Let's Encrypt production directory, used when none is configured.
 pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
+impl Route {
+    /// Every name the route answers: `host`, its aliases, then the names it
+    /// redirects from. Each needs a certificate.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.host.as_str())
+            .chain(self.rules.aliases.iter().map(String::as_str))
+            .chain(self.rules.redirect_from.iter().map(String::as_str))
+    }
+}
+
 impl Service {
     /// True for a job: a container that runs to completion (`initialize =
     /// "on-trigger"` or `restart = "no"`), as opposed to a long-running service.
@@ -490,13 +506,15 @@ impl Plan {
                 key_file,
             } = &route.tls
             {
-                certificates
-                    .entry(route.host.to_ascii_lowercase())
-                    .or_insert(ManualCertificate {
-                        service: &service.name,
-                        cert_file,
-                        key_file,
-                    });
+                for name in route.names() {
+                    certificates
+                        .entry(name.to_ascii_lowercase())
+                        .or_insert(ManualCertificate {
+                            service: &service.name,
+                            cert_file,
+                            key_file,
+                        });
+                }
             }
         }
         certificates

@@ -131,8 +131,7 @@ impl DevCa {
         // A host with a manual certificate keeps it on all its routes.
         let manual_hosts = plan.manual_certificates();
         let routes = plan.services.values().filter_map(|s| s.route.as_ref());
-        for route in routes {
-            let host = route.host.to_ascii_lowercase();
+        for host in routes.flat_map(|route| route.names().map(str::to_ascii_lowercase)) {
             let manual = manual_hosts.contains_key(&host)
                 || matches!(certs.get(&host), Some(c) if c.source == CertSource::Manual);
             if manual || filled.contains(&host) {

@@ -12,11 +12,17 @@
 //! go back through `ProxyBody::Tunnel`.
 //! Hop-by-hop headers are removed; `X-Forwarded-For`, `-Proto`, `-Host` and
 //! `X-Real-IP` are set. Error answers are short plain text with no detail
-//! about the inside.
+//! about the inside, or a route's own pages for 502, 503 and 504.
+//!
+//! A route with rules (`Entry::guard`) is checked once before its upstream
+//! state is looked at (`Forwarder::check`: redirect, allow-list,
+//! maintenance, basic auth; `guard.rs`); a plain route skips all of it on
+//! one `Option` test.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,12 +31,14 @@ use bytes::BytesMut;
 use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http02::request::Parts;
 use http02::uri::{PathAndQuery, Scheme};
-use http02::{Method, Response, StatusCode, Version};
+use http02::{Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
+use super::guard::{self, AuthCache, RouteGuard};
+use super::maintenance::MAINTENANCE_RETRY_AFTER;
 use super::table::{same_host, Lookup, SharedTable, Upstream};
 use super::upstream::{list_items, BodyReader, Conn, UpstreamBody, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
@@ -130,7 +138,16 @@ pub struct Forwarder {
     hold_timeout: Duration,
     /// The port of the HTTPS listener, for redirects (omitted when 443).
     https_port: u16,
+    /// The port of the HTTP listener, for `redirect_from` (omitted when 80).
+    http_port: u16,
+    /// Basic-auth successes of this worker's clients.
+    auth_cache: AuthCache,
 }
+
+/// Marks an answer of the proxy's own (a failed upstream), which a route's
+/// error page may replace; the container's answers never carry it.
+#[derive(Debug, Clone, Copy)]
+struct OwnFailure;
 
 /// Headers that describe one connection and never cross a proxy.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -276,6 +293,8 @@ impl Forwarder {
             idle_timeout: settings.idle_timeout,
             hold_timeout: settings.hold_timeout,
             https_port: settings.https_listen.port(),
+            http_port: settings.http_listen.port(),
+            auth_cache: AuthCache::default(),
         }
     }
 
@@ -324,16 +343,19 @@ impl Forwarder {
         }
         // Read from the clock only when a request has to wait.
         let mut held_until = None;
+        // The guard the request passed, once it did (its pages answer the
+        // proxy's own failures); a table swap brings a new one to pass.
+        let mut passed: Option<Arc<RouteGuard>> = None;
         let (route, address, in_flight) = loop {
             // Armed before the table is read, so no swap in between is missed.
             let changed = self.table.changed();
             // Before the first table (the daemon starting, for example after
             // a crash) no host is unknown yet: held like a starting route.
             let loaded = self.table.loaded();
-            {
+            let to_check = {
                 let table = self.table.load();
                 match table.lookup(host, parts.uri.path()) {
-                    Lookup::UnknownHost | Lookup::NoPath if !loaded => {}
+                    Lookup::UnknownHost | Lookup::NoPath if !loaded => None,
                     Lookup::UnknownHost => {
                         return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
                     }
@@ -343,19 +365,43 @@ impl Forwarder {
                             Bytes::from_static(b"no route for this path\n"),
                         )
                     }
-                    Lookup::Found(entry) => match &entry.upstream {
-                        Upstream::Ready {
-                            address, in_flight, ..
-                        } => break (entry.service.clone(), *address, in_flight.enter()),
-                        Upstream::Starting => {}
-                        Upstream::Down => {
-                            return plain(
-                                StatusCode::BAD_GATEWAY,
-                                Bytes::from_static(b"service down\n"),
-                            )
+                    Lookup::Found(entry) => match &entry.guard {
+                        Some(guard)
+                            if passed
+                                .as_ref()
+                                .is_none_or(|passed| !Arc::ptr_eq(passed, guard)) =>
+                        {
+                            Some((entry.service.clone(), guard.clone()))
                         }
+                        _ => match &entry.upstream {
+                            Upstream::Ready {
+                                address, in_flight, ..
+                            } => break (entry.service.clone(), *address, in_flight.enter()),
+                            Upstream::Starting => None,
+                            Upstream::Down => {
+                                return own_failure(
+                                    passed.as_deref(),
+                                    StatusCode::BAD_GATEWAY,
+                                    b"service down\n",
+                                )
+                            }
+                        },
                     },
                 }
+            };
+            if let Some((service, guard)) = to_check {
+                let checked_at = std::time::Instant::now();
+                // Boxed: only guarded routes pay for its future.
+                if let Some(answer) = Box::pin(self.check(&guard, parts, conn)).await {
+                    crate::metrics::global().proxy_request(
+                        &service,
+                        answer.status().as_u16(),
+                        checked_at.elapsed(),
+                    );
+                    return answer;
+                }
+                passed = Some(guard);
+                continue;
             }
             // Starting (or replaced stop-first, or no table yet): hold the
             // request until the router publishes a change, up to the hold
@@ -363,20 +409,43 @@ impl Forwarder {
             let deadline =
                 *held_until.get_or_insert_with(|| tokio::time::Instant::now() + self.hold_timeout);
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return plain(
+                return own_failure(
+                    passed.as_deref(),
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Bytes::from_static(b"service starting\n"),
+                    b"service starting\n",
                 );
             }
+        };
+        // `strip_prefix`: the container sees the path below the route's; a
+        // replay looks the route up again by the path as it came.
+        let original_path = match passed
+            .as_deref()
+            .and_then(|guard| guard.strip_prefix.as_deref())
+        {
+            Some(prefix) => {
+                let original = parts.uri.path().to_owned();
+                if let Some(stripped) = strip_prefix(&parts.uri, prefix) {
+                    parts.uri = stripped;
+                }
+                Some(original)
+            }
+            None => None,
         };
         let started = std::time::Instant::now();
         let outcome = self.forward(parts, body, address, conn).await;
         drop(in_flight);
-        let response = match outcome {
+        let mut response = match outcome {
             Ok(response) => response,
             // Boxed: rare, and kept out of every request's future.
-            Err(replay) => Box::pin(self.replay(parts, replay)).await,
+            Err(replay) => Box::pin(self.replay(parts, replay, original_path.as_deref())).await,
         };
+        if let Some(guard) = &passed {
+            if response.extensions().get::<OwnFailure>().is_some() {
+                if let Some(page) = guard.error_page(response.status().as_u16()) {
+                    response = page_response(response.status(), page.clone());
+                }
+            }
+        }
         crate::metrics::global().proxy_request(
             &route,
             response.status().as_u16(),
@@ -385,17 +454,97 @@ impl Forwarder {
         response
     }
 
+    /// A guarded route's checks, in order: a `redirect_from` name's 308, the
+    /// allow-list's 403, maintenance's 503, basic auth's 401. `None`: the
+    /// request goes on.
+    async fn check(
+        &self,
+        guard: &RouteGuard,
+        parts: &Parts,
+        conn: &ClientConn,
+    ) -> Option<Response<ProxyBody>> {
+        if let Some(target) = &guard.redirect_to {
+            return Some(self.moved(target, parts, conn));
+        }
+        if let Some(allow) = &guard.allow {
+            let client =
+                guard::client_ip(&parts.headers, conn.peer.ip(), self.trust_forwarded_headers);
+            if !allow.admits(client) {
+                return Some(plain(
+                    StatusCode::FORBIDDEN,
+                    Bytes::from_static(b"forbidden\n"),
+                ));
+            }
+        }
+        if let Some(page) = &guard.maintenance {
+            let mut response = page_response(StatusCode::SERVICE_UNAVAILABLE, page.clone());
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(MAINTENANCE_RETRY_AFTER),
+            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Some(response);
+        }
+        if let Some(credentials) = &guard.basic_auth {
+            if !credentials.admit(&parts.headers, &self.auth_cache).await {
+                let mut response = plain(
+                    StatusCode::UNAUTHORIZED,
+                    Bytes::from_static(b"authentication required\n"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, credentials.challenge.clone());
+                return Some(response);
+            }
+        }
+        None
+    }
+
+    /// A `redirect_from` name's answer: 308 to `target`, path and query
+    /// kept, in the scheme of the strategy (under `both`, the listener's).
+    fn moved(&self, target: &str, parts: &Parts, conn: &ClientConn) -> Response<ProxyBody> {
+        let (scheme, port, default_port) = match (self.strategy, conn.listener) {
+            (ProxyStrategy::HttpsOnly, _) | (ProxyStrategy::Both, Listener::Https) => {
+                ("https", self.https_port, 443)
+            }
+            (ProxyStrategy::HttpOnly, _) | (ProxyStrategy::Both, Listener::Http) => {
+                ("http", self.http_port, 80)
+            }
+        };
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let location = if port == default_port {
+            format!("{scheme}://{target}{path}")
+        } else {
+            format!("{scheme}://{target}:{port}{path}")
+        };
+        let Ok(location) = HeaderValue::try_from(location) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"bad request\n"),
+            );
+        };
+        let mut response = plain(
+            StatusCode::PERMANENT_REDIRECT,
+            Bytes::from_static(b"moved permanently\n"),
+        );
+        response.headers_mut().insert(header::LOCATION, location);
+        response
+    }
+
     /// Sends a failed bodiless request once more, when the route's upstream
     /// changes within `REPLAY_WAIT` (a deploy moved traffic away from a
     /// container that died); otherwise answers 502.
-    async fn replay(&self, parts: &Parts, replay: Replay) -> Response<ProxyBody> {
+    async fn replay(
+        &self,
+        parts: &Parts,
+        replay: Replay,
+        lookup_path: Option<&str>,
+    ) -> Response<ProxyBody> {
         let Replay { failed } = replay;
-        let down = || {
-            plain(
-                StatusCode::BAD_GATEWAY,
-                Bytes::from_static(b"service down\n"),
-            )
-        };
+        let down = || own_failure(None, StatusCode::BAD_GATEWAY, b"service down\n");
+        let path = lookup_path.unwrap_or(parts.uri.path());
         let Some(host) = parts
             .headers
             .get(header::HOST)
@@ -409,7 +558,7 @@ impl Forwarder {
             let changed = self.table.changed();
             {
                 let table = self.table.load();
-                match table.lookup(&host, parts.uri.path()) {
+                match table.lookup(&host, path) {
                     Lookup::Found(entry) => match &entry.upstream {
                         Upstream::Ready {
                             address, in_flight, ..
@@ -437,10 +586,7 @@ impl Forwarder {
                 response.map(proxy_body)
             }
             Ok(Err(_)) => down(),
-            Err(_) => plain(
-                StatusCode::GATEWAY_TIMEOUT,
-                Bytes::from_static(b"service timed out\n"),
-            ),
+            Err(_) => own_failure(None, StatusCode::GATEWAY_TIMEOUT, b"service timed out\n"),
         }
     }
 
@@ -520,12 +666,13 @@ impl Forwarder {
                 } else {
                     b"bad gateway\n"
                 };
-                return Ok(plain(StatusCode::BAD_GATEWAY, Bytes::from_static(body)));
+                return Ok(own_failure(None, StatusCode::BAD_GATEWAY, body));
             }
             Err(_) => {
-                return Ok(plain(
+                return Ok(own_failure(
+                    None,
                     StatusCode::GATEWAY_TIMEOUT,
-                    Bytes::from_static(b"service timed out\n"),
+                    b"service timed out\n",
                 ))
             }
         };
@@ -796,6 +943,47 @@ async fn tunnel(
         }
     };
     debug!(reason = %reason, "tunnel closed");
+}
+
+/// The proxy's own failure `status`: the route's page for it when `guard`
+/// has one, else `body` as plain text, marked `OwnFailure` so the page can
+/// still replace it once the route is known.
+fn own_failure(
+    guard: Option<&RouteGuard>,
+    status: StatusCode,
+    body: &'static [u8],
+) -> Response<ProxyBody> {
+    if let Some(page) = guard.and_then(|guard| guard.error_page(status.as_u16())) {
+        return page_response(status, page.clone());
+    }
+    let mut response = plain(status, Bytes::from_static(body));
+    response.extensions_mut().insert(OwnFailure);
+    response
+}
+
+/// An HTML page of the proxy's own (an error page, maintenance).
+fn page_response(status: StatusCode, page: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Own(page));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// `uri` with `prefix` (a route's path, matched on a segment boundary)
+/// removed from its path: `/api/v1?x` under `/api` is `/v1?x`, `/api` is `/`.
+fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
+    let rest = uri.path().strip_prefix(prefix)?;
+    let path = if rest.is_empty() { "/" } else { rest };
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut uri_parts = uri.clone().into_parts();
+    uri_parts.path_and_query = Some(PathAndQuery::try_from(target).ok()?);
+    Uri::from_parts(uri_parts).ok()
 }
 
 /// A short plain-text response of the proxy's own.

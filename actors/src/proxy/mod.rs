@@ -15,6 +15,9 @@
 //! - `tls`: the SNI certificate resolver and the `CertLoader` actor (manual
 //!   and self-signed certificates).
 //! - `certs`, `challenge`: the two maps shared with the ACME manager.
+//! - `guard`: a route's redirect, allow-list, basic auth, prefix and pages,
+//!   compiled once per table; `maintenance`: the services an operator took
+//!   out of traffic, saved under the state dir.
 //!
 //! The request path (`server`, `forward`, `upstream`, `table`) imports no
 //! actor: it reads the table and the two maps, and the actors write them.
@@ -24,6 +27,8 @@ pub mod certs;
 pub mod challenge;
 pub mod dev_ca;
 pub mod forward;
+pub mod guard;
+pub mod maintenance;
 #[cfg(test)]
 mod request_path_tests;
 pub mod router;
@@ -137,6 +142,11 @@ impl Proxy {
 
     /// Where the service actors report their containers' endpoints.
     pub fn endpoints(&self) -> Recipient<EndpointChanged> {
+        self.router.clone().recipient()
+    }
+
+    /// Where the admin API puts services in maintenance and out of it.
+    pub fn maintenance(&self) -> Recipient<router::SetMaintenance> {
         self.router.clone().recipient()
     }
 

@@ -1,16 +1,18 @@
 //! The request path imports no actor: `server.rs`, `forward.rs`,
-//! `upstream.rs` and `table.rs` name no actor module, no actor type and not
+//! `upstream.rs`, `table.rs`, `guard.rs` and `maintenance.rs` name no actor module, no actor type and not
 //! the actor framework, in a `use` or in a `crate::`/`super::` path. They
 //! read the table and the certificate and challenge maps; actors write them.
 
 use std::collections::BTreeSet;
 
 /// The files a request goes through, with their text.
-const REQUEST_PATH: [(&str, &str); 4] = [
+const REQUEST_PATH: [(&str, &str); 6] = [
     ("server.rs", include_str!("server.rs")),
     ("forward.rs", include_str!("forward.rs")),
     ("upstream.rs", include_str!("upstream.rs")),
     ("table.rs", include_str!("table.rs")),
+    ("guard.rs", include_str!("guard.rs")),
+    ("maintenance.rs", include_str!("maintenance.rs")),
 ];
 
 /// Modules that hold actors (or talk to Docker), the actor types the request

@@ -8,14 +8,21 @@
 //! Protocol:
 //! - `PlanApplied(plan)` -> `()`: the routes now in force.
 //! - `EndpointChanged { service, ip, state }` -> `()`: a container's address or state changed.
+//! - `SetMaintenance { service, maintenance }` -> `Result<bool, MaintenanceError>`: puts a
+//!   routed service in maintenance or takes it out (true when that changed), saved under the
+//!   state dir before the table changes.
+//!
+//! The services in maintenance are read from `<state_dir>/maintenance.json` with the first
+//! plan, before its first table, so a restart serves no request that maintenance refuses.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::{debug, info};
+use tracing::{debug, error, info, warn};
 
+use super::maintenance::{self, Maintenance, MaintenanceFileError, MaintenanceMap};
 use super::table::{EndpointState, InFlightBoard, RouteInput, RouteTable, SharedTable};
 use crate::plan::{Plan, PlanApplied};
 
@@ -29,12 +36,36 @@ pub struct EndpointChanged {
     pub state: EndpointState,
 }
 
+/// Puts a service in maintenance (`Some`) or takes it out (`None`).
+/// Answers whether anything changed.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "Result<bool, MaintenanceError>")]
+pub struct SetMaintenance {
+    pub service: String,
+    pub maintenance: Option<Maintenance>,
+}
+
+/// Why maintenance could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    #[error("service `{0}` has no route: maintenance changes what its routes answer")]
+    NoRoute(String),
+    #[error("no plan has been applied yet")]
+    NotLoaded,
+    #[error(transparent)]
+    File(#[from] MaintenanceFileError),
+}
+
 /// The actor that owns the route table.
 pub struct ProxyRouter {
     table: SharedTable,
     in_flight: InFlightBoard,
     plan: Option<Arc<Plan>>,
     endpoints: BTreeMap<String, (Option<IpAddr>, EndpointState)>,
+    /// The services in maintenance; read with the first plan.
+    maintenance: MaintenanceMap,
 }
 
 impl ProxyRouter {
@@ -45,6 +76,7 @@ impl ProxyRouter {
             in_flight: InFlightBoard::default(),
             plan: None,
             endpoints: BTreeMap::new(),
+            maintenance: MaintenanceMap::new(),
         }
     }
 
@@ -72,9 +104,11 @@ impl ProxyRouter {
                 route,
                 ip,
                 state,
+                maintenance: self.maintenance.get(&service.name),
             })
         });
-        let table = RouteTable::build_counted(inputs, &self.in_flight);
+        let table = RouteTable::build_counted(inputs, &self.in_flight)
+            .with_maintenance(self.maintenance.clone());
         let live: Vec<IpAddr> = self.endpoints.values().filter_map(|(ip, _)| *ip).collect();
         self.in_flight.retain(&live);
         debug!(hosts = table.hosts().len(), "route table published");
@@ -91,6 +125,17 @@ impl Handler<PlanApplied> for ProxyRouter {
 
     fn handle(&mut self, msg: PlanApplied, _ctx: &mut Self::Context) -> Self::Result {
         let PlanApplied(plan) = msg;
+        if self.plan.is_none() {
+            match maintenance::load(&plan.settings.state_dir) {
+                Ok(services) => {
+                    for (service, entry) in &services {
+                        warn!(service = %service, since = %entry.since, "service is in maintenance");
+                    }
+                    self.maintenance = services;
+                }
+                Err(err) => error!(error = %err, "cannot read the services in maintenance"),
+            }
+        }
         self.endpoints
             .retain(|service, _| plan.services.contains_key(service));
         let routes = plan
@@ -122,6 +167,47 @@ impl Handler<EndpointChanged> for ProxyRouter {
     }
 }
 
+impl Handler<SetMaintenance> for ProxyRouter {
+    type Result = Result<bool, MaintenanceError>;
+
+    fn handle(&mut self, msg: SetMaintenance, _ctx: &mut Self::Context) -> Self::Result {
+        let SetMaintenance {
+            service,
+            maintenance,
+        } = msg;
+        let plan = self.plan.as_ref().ok_or(MaintenanceError::NotLoaded)?;
+        // Turning off is always possible for a service in maintenance, even
+        // one no longer declared; turning on needs a declared, routed one.
+        let held = self.maintenance.contains_key(&service);
+        if maintenance.is_some() || !held {
+            let declared = plan
+                .services
+                .get(&service)
+                .ok_or_else(|| MaintenanceError::UnknownService(service.clone()))?;
+            if declared.route.is_none() && maintenance.is_some() {
+                return Err(MaintenanceError::NoRoute(service));
+            }
+        }
+        let mut next = self.maintenance.clone();
+        let changed = match &maintenance {
+            Some(entry) => next.insert(service.clone(), entry.clone()).as_ref() != Some(entry),
+            None => next.remove(&service).is_some(),
+        };
+        if !changed {
+            return Ok(false);
+        }
+        // Saved first: what the proxy answers never runs ahead of the file.
+        maintenance::save(&plan.settings.state_dir, &next)?;
+        self.maintenance = next;
+        match maintenance {
+            Some(_) => warn!(service = %service, "service put in maintenance"),
+            None => info!(service = %service, "service out of maintenance"),
+        }
+        self.publish();
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +223,7 @@ mod tests {
             service_port: 8080,
             health_path: None,
             tls: crate::plan::TlsSource::Automatic,
+            rules: Default::default(),
         });
         plan
     }

@@ -5,6 +5,10 @@
 //! Matching: the host ignores case, a port and a trailing dot; among the
 //! routes of a host the longest path prefix wins, on segment boundaries
 //! (`/api` matches `/api`, `/api/` and `/api/v1`, never `/api-v2`).
+//!
+//! A route's aliases are entries like its host; each `redirect_from` name
+//! is an entry whose guard redirects. A route with rules, or of a service
+//! in maintenance, has a `RouteGuard` shared by its entries; a plain one none.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +19,8 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use tokio::sync::Notify;
 
+use super::guard::RouteGuard;
+use super::maintenance::{Maintenance, MaintenanceMap};
 use crate::plan::Route;
 
 /// Where a service's container stands, as the proxy routes to it.
@@ -51,6 +57,9 @@ pub struct Entry {
     /// Starts with `/`, no trailing slash unless it is `/`.
     pub path: String,
     pub upstream: Upstream,
+    /// Redirect, guards and pages; `None` for a plain route (the request
+    /// path then does nothing more than forward).
+    pub guard: Option<Arc<RouteGuard>>,
 }
 
 /// What the table says about a request.
@@ -67,6 +76,8 @@ pub enum Lookup<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     hosts: HashMap<String, Vec<Entry>>,
+    /// The services in maintenance, as the table was built.
+    maintenance: MaintenanceMap,
 }
 
 /// The table the workers read; the router swaps in a new one atomically
@@ -103,6 +114,8 @@ pub struct RouteInput<'a> {
     /// The container's IP on the default network, when known.
     pub ip: Option<IpAddr>,
     pub state: EndpointState,
+    /// Set while the service is in maintenance.
+    pub maintenance: Option<&'a Maintenance>,
 }
 
 impl RouteTable {
@@ -134,14 +147,29 @@ impl RouteTable {
                 (EndpointState::Starting, _) => Upstream::Starting,
                 _ => Upstream::Down,
             };
-            hosts
-                .entry(normalize_host(&input.route.host))
-                .or_default()
-                .push(Entry {
-                    service: Arc::from(input.service),
-                    path: normalize_path(&input.route.path),
-                    upstream,
+            let service: Arc<str> = Arc::from(input.service);
+            let path = normalize_path(&input.route.path);
+            let guard = RouteGuard::for_route(input.route, input.maintenance).map(Arc::new);
+            let rules = &input.route.rules;
+            for name in std::iter::once(&input.route.host).chain(&rules.aliases) {
+                hosts.entry(normalize_host(name)).or_default().push(Entry {
+                    service: service.clone(),
+                    path: path.clone(),
+                    upstream: upstream.clone(),
+                    guard: guard.clone(),
                 });
+            }
+            if !rules.redirect_from.is_empty() {
+                let redirect = Arc::new(RouteGuard::redirect(&normalize_host(&input.route.host)));
+                for name in &rules.redirect_from {
+                    hosts.entry(normalize_host(name)).or_default().push(Entry {
+                        service: service.clone(),
+                        path: path.clone(),
+                        upstream: upstream.clone(),
+                        guard: Some(redirect.clone()),
+                    });
+                }
+            }
         }
         for entries in hosts.values_mut() {
             entries.sort_by(|a, b| {
@@ -151,7 +179,22 @@ impl RouteTable {
                     .then_with(|| a.path.cmp(&b.path))
             });
         }
-        RouteTable { hosts }
+        RouteTable {
+            hosts,
+            maintenance: MaintenanceMap::new(),
+        }
+    }
+
+    /// The same table, saying which services are in maintenance (for the
+    /// status report; the guards were built from the inputs).
+    pub fn with_maintenance(mut self, maintenance: MaintenanceMap) -> RouteTable {
+        self.maintenance = maintenance;
+        self
+    }
+
+    /// Whether `service` is in maintenance, and since when.
+    pub fn maintenance(&self, service: &str) -> Option<&Maintenance> {
+        self.maintenance.get(service)
     }
 
     /// The route for a request's `Host` (or `:authority`) and path.

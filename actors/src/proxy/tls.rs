@@ -109,7 +109,7 @@ impl CertLoader {
             .services
             .values()
             .filter_map(|service| service.route.as_ref())
-            .map(|route| route.host.to_ascii_lowercase())
+            .flat_map(|route| route.names().map(str::to_ascii_lowercase))
             .collect();
         // One certificate per host: a manual one covers every route of its
         // host, those that name no files too.

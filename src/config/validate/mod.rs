@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use dispenser_actors::plan::{
     AcmeSettings, ContainerSpec, Network, ProxySettings, Sensitive, Service, Settings, Zone,
+    ERROR_PAGE_FILES,
 };
 
 use super::check::FileCheck;
@@ -29,6 +30,7 @@ use super::files::{FileFacts, Want};
 use super::hash::spec_hash;
 use container::SourceRule;
 use field::resolve;
+pub(crate) use route::route_name_paths;
 
 /// What dispenser.toml says, validated.
 #[derive(Debug, Clone)]
@@ -85,6 +87,13 @@ pub fn service_files(file: &ServiceFile, folder: &Path) -> Vec<(PathBuf, Want)> 
     if let Some(route) = &file.proxy {
         for written in [&route.cert_file, &route.key_file].into_iter().flatten() {
             wanted.push((resolve(folder, written), Want::Metadata));
+        }
+        if let Some(written) = &route.error_pages {
+            let pages = resolve(folder, written);
+            for (name, _) in ERROR_PAGE_FILES {
+                wanted.push((pages.join(name), Want::Content));
+            }
+            wanted.push((pages, Want::Metadata));
         }
     }
     wanted

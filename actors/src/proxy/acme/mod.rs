@@ -182,7 +182,7 @@ impl AcmeManager {
             .values()
             .filter_map(|service| service.route.as_ref())
             .filter(|route| route.tls == TlsSource::Automatic)
-            .map(|route| route.host.to_ascii_lowercase())
+            .flat_map(|route| route.names().map(str::to_ascii_lowercase))
             .filter(|host| !manual.contains_key(host))
             .collect()
     }
@@ -503,7 +503,7 @@ impl Handler<PlanApplied> for AcmeManager {
             .services
             .values()
             .filter_map(|service| service.route.as_ref())
-            .map(|route| route.host.to_ascii_lowercase())
+            .flat_map(|route| route.names().map(str::to_ascii_lowercase))
             .collect();
         let gone: Vec<String> = self
             .hosts

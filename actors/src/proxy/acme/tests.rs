@@ -21,6 +21,7 @@ fn plan(state_dir: &std::path::Path, hosts: &[&str], acme: bool) -> Arc<Plan> {
                 service_port: 80,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                rules: Default::default(),
             });
             service
         })
@@ -180,6 +181,7 @@ fn a_host_with_a_manual_certificate_is_not_ordered() {
             cert_file: "/c.pem".into(),
             key_file: "/k.pem".into(),
         },
+        rules: Default::default(),
     });
     plan.services.insert("m".to_string(), manual);
     assert_eq!(

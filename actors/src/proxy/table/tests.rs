@@ -10,6 +10,7 @@ fn route(host: &str, path: &str, port: u16) -> Route {
         service_port: port,
         health_path: None,
         tls: TlsSource::Automatic,
+        rules: Default::default(),
     }
 }
 
@@ -25,6 +26,7 @@ fn table(routes: &[(&str, Route, Endpoint)]) -> RouteTable {
         routes
             .iter()
             .map(|(service, route, (ip, state))| RouteInput {
+                maintenance: None,
                 service,
                 route,
                 ip: *ip,
@@ -166,4 +168,74 @@ fn shared_table_swaps_atomically() {
     assert_eq!(shared.load().hosts(), vec!["a.test"]);
     assert!(shared.loaded());
     assert!(shared.clone().loaded(), "clones share the slot");
+}
+
+#[test]
+fn plain_routes_have_no_guard_and_rules_share_one_per_route() {
+    let mut guarded = route("app.test", "/api", 80);
+    guarded.rules.aliases = vec!["alias.test".into()];
+    guarded.rules.redirect_from = vec!["www.app.test".into()];
+    guarded.rules.strip_prefix = true;
+    let t = table(&[
+        ("plain", route("plain.test", "/", 80), ready([10, 0, 0, 2])),
+        ("api", guarded, ready([10, 0, 0, 3])),
+    ]);
+    let entry = |host: &str, path: &str| match t.lookup(host, path) {
+        Lookup::Found(entry) => entry.clone(),
+        other => panic!("{host}{path}: {other:?}"),
+    };
+    assert!(
+        entry("plain.test", "/").guard.is_none(),
+        "a plain route costs nothing"
+    );
+    let own = entry("app.test", "/api/x");
+    let alias = entry("ALIAS.test", "/api");
+    let own_guard = own.guard.as_ref().expect("strip_prefix needs a guard");
+    assert_eq!(own_guard.strip_prefix.as_deref(), Some("/api"));
+    assert!(own_guard.redirect_to.is_none());
+    assert!(
+        Arc::ptr_eq(own_guard, alias.guard.as_ref().unwrap()),
+        "one guard for the host and its aliases"
+    );
+    assert_eq!(alias.service.as_ref(), "api");
+    let redirect = entry("www.app.test", "/api/y");
+    assert_eq!(
+        redirect
+            .guard
+            .as_ref()
+            .and_then(|guard| guard.redirect_to.as_deref()),
+        Some("app.test")
+    );
+    assert_eq!(
+        t.lookup("www.app.test", "/"),
+        Lookup::NoPath,
+        "the route's path only"
+    );
+}
+
+#[test]
+fn maintenance_guards_a_plain_route_and_is_reported() {
+    let plain = route("plain.test", "/", 80);
+    let maintenance = crate::proxy::maintenance::Maintenance::now(Some("soon".into()));
+    let mut services = MaintenanceMap::new();
+    services.insert("plain".to_string(), maintenance.clone());
+    let t = RouteTable::build([RouteInput {
+        service: "plain",
+        route: &plain,
+        ip: Some(IpAddr::from([10, 0, 0, 2])),
+        state: EndpointState::Ready,
+        maintenance: Some(&maintenance),
+    }])
+    .with_maintenance(services);
+    let Lookup::Found(entry) = t.lookup("plain.test", "/") else {
+        panic!("no route");
+    };
+    let page = entry
+        .guard
+        .as_ref()
+        .and_then(|guard| guard.maintenance.clone())
+        .expect("maintenance page");
+    assert!(String::from_utf8_lossy(&page).contains("soon"));
+    assert_eq!(t.maintenance("plain"), Some(&maintenance));
+    assert_eq!(t.maintenance("other"), None);
 }
