@@ -102,6 +102,23 @@ pub enum Command {
     /// Write Dispenser's files from another tool's configuration.
     #[command(subcommand)]
     Import(Import),
+    /// Write the plan as another engine's files (Kubernetes manifests, a
+    /// Docker Swarm stack, Nomad jobs), from the same load and checks as
+    /// --test; what cannot be carried over stops the export.
+    Export {
+        /// The engine to write for.
+        #[arg(value_enum)]
+        target: crate::export::Target,
+        /// The folder to write into (created if missing; files of the same name are replaced).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Export what cannot be carried over exactly (each such mapping is still listed).
+        #[arg(long)]
+        allow_lossy: bool,
+        /// Export mounts of absolute host paths (each is still listed).
+        #[arg(long)]
+        allow_host_paths: bool,
+    },
 }
 
 /// What `dispenser import` reads.

@@ -100,6 +100,15 @@ impl Origins {
         origins
     }
 
+    /// `text` with the value of every secret of the load replaced by its
+    /// mask (`<secret NAME>`), and whether one was found.
+    pub fn mask_secrets(&self, text: &str) -> (String, bool) {
+        match &self.config {
+            Some(located) => located.file.mask_secrets(text),
+            None => (text.to_string(), false),
+        }
+    }
+
     /// The record of one service.
     pub fn service(&self, name: &str) -> Option<&ServiceOrigin> {
         self.services.get(name)
