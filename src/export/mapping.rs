@@ -137,6 +137,17 @@ pub fn five_fields(expression: &str) -> Result<String, CronProblem> {
     }
 }
 
+/// True when the day-of-week field of a 5-, 6- or 7-field expression uses 7.
+pub fn has_sunday_seven(expression: &str) -> bool {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let index = match fields.len() {
+        5 => 4,
+        6 | 7 => 5,
+        _ => return false,
+    };
+    fields[index].split([',', '-', '/']).any(|part| part == "7")
+}
+
 /// A day-of-week field with 7 written as 0 (a range ending at 7 ends at 6
 /// and adds 0).
 fn sunday_as_zero(field: &str) -> String {

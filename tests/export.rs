@@ -1,0 +1,248 @@
+//! `dispenser export` through the real binary. The stack under
+//! tests/export/stack exports to Kubernetes manifests that pass
+//! `kubernetes-validate --strict` for 1.33 and 1.37 and hold no secret value;
+//! every case under tests/export/invalid prints exactly its `expected.txt`
+//! (stderr, then the exit code): its `args` file holds the target and flags.
+//! `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The environment secret of the fixtures.
+const ENVIRONMENT: &[(&str, &str)] = &[("EXPORT_API_TOKEN", "env-secret-value-3")];
+/// Secret values, from the environment and the fixtures' files, that no
+/// output and no message may hold.
+const SECRET_VALUES: &[&str] = &["env-secret-value-3", "file-secret-value-7"];
+/// Where .ci/run installs kubernetes-validate (a venv under target/).
+const KUBERNETES_VALIDATE: &str = "target/ci-tools/kubernetes-validate/bin/kubernetes-validate";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dispenser(current_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .current_dir(current_dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(ENVIRONMENT.iter().copied())
+        .output()
+        .expect("the dispenser binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exports `tree` for `target` into `out`.
+fn export(tree: &Path, target: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "export",
+        target,
+        "-c",
+        "dispenser.toml",
+        "-o",
+        out.to_str().expect("a UTF-8 temp path"),
+    ];
+    args.extend_from_slice(extra);
+    dispenser(tree, &args)
+}
+
+/// Every file in `out`, with its text, by name.
+fn written(out: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(out)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| {
+                    (
+                        entry.file_name().to_string_lossy().into_owned(),
+                        std::fs::read_to_string(entry.path()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn assert_no_secret_value(what: &str, texts: &[&str]) {
+    for text in texts {
+        for secret in SECRET_VALUES {
+            assert!(!text.contains(secret), "{what} holds a secret value:\n{text}");
+        }
+    }
+}
+
+/// The kubernetes-validate executable: `KUBERNETES_VALIDATE`, the venv .ci/run
+/// makes, or one on PATH.
+fn kubernetes_validate() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE") {
+        return PathBuf::from(path);
+    }
+    let venv = repo().join(KUBERNETES_VALIDATE);
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("kubernetes-validate").arg("--version").output();
+    if on_path.is_ok_and(|output| output.status.success()) {
+        return PathBuf::from("kubernetes-validate");
+    }
+    panic!(
+        "kubernetes-validate is not installed: .ci/run installs it with \
+         `python3 -m venv target/ci-tools/kubernetes-validate && \
+         target/ci-tools/kubernetes-validate/bin/pip install kubernetes-validate`"
+    );
+}
+
+#[test]
+fn kubernetes_manifests_of_the_stack_pass_kubernetes_validate_strict_for_1_33_and_1_37() {
+    let tree = repo().join("tests/export/stack");
+    let out = tempfile::tempdir().unwrap();
+    let output = export(&tree, "kubernetes", out.path(), &["--allow-lossy"]);
+    let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{printed}");
+    let files = written(out.path());
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["api.yaml", "cluster.yaml", "db.yaml", "report.yaml", "web.yaml"]
+    );
+    let paths: Vec<PathBuf> = names.iter().map(|name| out.path().join(name)).collect();
+    let validate = kubernetes_validate();
+    for version in ["1.33.0", "1.37.0"] {
+        let result = Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .args(&paths)
+            .output()
+            .expect("kubernetes-validate runs");
+        let report = format!("{}{}", text(&result.stdout), text(&result.stderr));
+        assert!(result.status.success(), "{version}:\n{report}");
+        // Every built-in kind was checked against the schema, not skipped.
+        for resource in [
+            "deployment/web",
+            "service/web",
+            "ingress/web",
+            "configmap/web-conf-site-conf",
+            "deployment/api",
+            "cronjob/report",
+            "persistentvolumeclaim/export-db-data",
+            "networkpolicy/backend",
+        ] {
+            assert!(
+                report.contains(&format!("passed for resource {resource} ")),
+                "{version}: {resource} not validated:\n{report}"
+            );
+        }
+    }
+    let texts: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
+    assert_no_secret_value("the manifests", &texts);
+    assert_no_secret_value("the output", &[&printed]);
+}
+
+#[test]
+fn kubernetes_manifests_keep_dispensers_deploy_rules_and_reference_secrets() {
+    let tree = repo().join("tests/export/stack");
+    let out = tempfile::tempdir().unwrap();
+    let output = export(&tree, "kubernetes", out.path(), &["--allow-lossy"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(out.path().join(name)).unwrap();
+        yaml_rust2::YamlLoader::load_from_str(&text).unwrap()
+    };
+    let web = read("web.yaml");
+    let deployment = web.iter().find(|doc| doc["kind"].as_str() == Some("Deployment")).unwrap();
+    let spec = &deployment["spec"];
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"].as_i64(), Some(1));
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(), Some(0));
+    assert_eq!(spec["minReadySeconds"].as_i64(), Some(5), "the soak");
+    let container = &spec["template"]["spec"]["containers"][0];
+    assert!(container["livenessProbe"].is_badvalue(), "never a liveness probe");
+    let probe = &container["readinessProbe"];
+    assert_eq!(probe["exec"]["command"][0].as_str(), Some("wget"));
+    assert_eq!(probe["periodSeconds"].as_i64(), Some(5));
+    assert_eq!(probe["failureThreshold"].as_i64(), Some(3));
+    assert_eq!(
+        deployment["metadata"]["annotations"]["keel.sh/policy"].as_str(),
+        Some("force"),
+        "watch = true becomes Keel's annotations"
+    );
+    assert!(
+        spec["template"]["metadata"]["annotations"]["dispenser.io/config-hash"]
+            .as_str()
+            .is_some_and(|hash| hash.len() == 64),
+        "the pod rolls when the ConfigMap's content changes"
+    );
+    let ingress = web.iter().find(|doc| doc["kind"].as_str() == Some("Ingress")).unwrap();
+    assert_eq!(ingress["spec"]["rules"][0]["host"].as_str(), Some("app.example.test"));
+    assert_eq!(
+        ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"].as_str(),
+        Some("dispenser-acme")
+    );
+    let api = read("api.yaml");
+    let env = &api[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let token = env.as_vec().unwrap().iter().find(|item| item["name"].as_str() == Some("API_TOKEN")).unwrap();
+    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("api-token"));
+    assert!(token["value"].is_badvalue());
+    let service = api.iter().find(|doc| doc["kind"].as_str() == Some("Service")).unwrap();
+    // db:5432 in api's env gives db its Service; api:8000 in web's gives api its own.
+    assert_eq!(service["spec"]["ports"][0]["port"].as_i64(), Some(8000));
+    let db = read("db.yaml");
+    assert!(db.iter().any(|doc| doc["kind"].as_str() == Some("Service") && doc["spec"]["ports"][0]["port"].as_i64() == Some(5432)));
+    let report = read("report.yaml");
+    let cron = &report[0]["spec"];
+    assert_eq!(cron["schedule"].as_str(), Some("30 2 * * 1-5"));
+    assert_eq!(cron["timeZone"].as_str(), Some("Europe/Zurich"));
+    assert_eq!(cron["concurrencyPolicy"].as_str(), Some("Replace"));
+    assert_eq!(cron["jobTemplate"]["spec"]["activeDeadlineSeconds"].as_i64(), Some(600));
+    // The summary says what to install and what is not done.
+    let stdout = text(&output.stdout);
+    for expected in ["cert-manager", "Keel", "kubectl create secret generic api-token", "not rolled back"] {
+        assert!(stdout.contains(expected), "{expected} not in:\n{stdout}");
+    }
+    // The lossy mapping is listed even when allowed.
+    assert!(text(&output.stderr).contains("warning: `api` waits for `db` (healthy)"));
+}
+
+/// Sub-folders of `tests/export/invalid`, sorted.
+fn invalid_cases() -> Vec<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/export/invalid"))
+        .expect("the refusal fixtures exist")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    folders.sort();
+    folders
+}
+
+#[test]
+fn every_refusal_matches_its_snapshot_and_writes_nothing() {
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let cases = invalid_cases();
+    assert!(cases.len() >= 10, "{} cases", cases.len());
+    for case in cases {
+        let args = std::fs::read_to_string(case.join("args"))
+            .unwrap_or_else(|_| panic!("{} has no args file", case.display()));
+        let mut words = args.split_whitespace();
+        let target = words.next().expect("args names the target");
+        let extra: Vec<&str> = words.collect();
+        let out = tempfile::tempdir().unwrap();
+        let target_dir = out.path().join("out");
+        let output = export(&case, target, &target_dir, &extra);
+        let stderr = text(&output.stderr);
+        let got = format!("{stderr}exit: {}\n", output.status.code().unwrap_or(-1));
+        let snapshot = case.join("expected.txt");
+        if update {
+            std::fs::write(&snapshot, &got).unwrap();
+        }
+        let expected = std::fs::read_to_string(&snapshot)
+            .unwrap_or_else(|_| panic!("{} has no expected.txt", case.display()));
+        assert_eq!(got, expected, "{}: stderr differs", case.display());
+        assert_no_secret_value(&case.display().to_string(), &[&stderr, &text(&output.stdout)]);
+        if !output.status.success() {
+            assert!(!target_dir.exists(), "{}: a refused export wrote files", case.display());
+        }
+    }
+}
