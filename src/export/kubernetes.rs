@@ -16,7 +16,7 @@ use dispenser::config::SecretRef;
 use dispenser_actors::plan::{Overlap, PullPolicy, RestartPolicy, Service, TlsSource, Zone};
 
 use super::findings::{At, Findings};
-use super::mapping::{self, CronProblem, EnvValue, LocalContent, Source, MAX_DNS_LABEL};
+use super::mapping::{self, EnvValue, LocalContent, Source, MAX_DNS_LABEL};
 use super::{Content, Input, OutputFile};
 
 /// Longest CronJob name: the controller appends 11 characters to its Jobs.
@@ -585,7 +585,7 @@ fn workload(
             });
         };
         let mut spec = json!({
-            "schedule": cron(service, &schedule.expression, findings),
+            "schedule": mapping::schedule(service, &schedule.expression, findings),
             "concurrencyPolicy": match lifecycle.overlap { Overlap::Skip => "Forbid", Overlap::Replace => "Replace" },
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
@@ -644,30 +644,6 @@ fn workload(
             "template": pod,
         },
     })
-}
-
-/// The 5-field schedule, or the finding and its lossy form.
-fn cron(service: &Service, expression: &str, findings: &mut Findings<'_>) -> String {
-    match mapping::five_fields(expression) {
-        Ok(fields) => fields,
-        Err(problem) => {
-            let help = match &problem {
-                CronProblem::SundaySeven { .. } => "write 0 for Sunday".to_string(),
-                _ => "write the standard 5 fields: minute hour day-of-month month day-of-week"
-                    .to_string(),
-            };
-            findings.lossy(
-                At::value(&service.name, "dispenser.cron"),
-                problem.describe(expression),
-                "not 5 standard fields",
-                &format!(
-                    "{help} (an export with --allow-lossy writes `{}`)",
-                    problem.lossy()
-                ),
-            );
-            problem.lossy().to_string()
-        }
-    }
 }
 
 fn kube_service(input: &Input<'_>, service: &Service, name: &str, ports: &[u16]) -> Value {

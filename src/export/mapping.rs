@@ -9,6 +9,8 @@ use std::time::Duration;
 use dispenser::config::{EnvOrigin, Origins, SecretRef};
 use dispenser_actors::plan::{Mount, MountSource, Plan, Service};
 
+use super::findings::{At, Findings};
+
 /// Longest DNS-1123 label.
 pub const MAX_DNS_LABEL: usize = 63;
 
@@ -135,6 +137,37 @@ pub fn five_fields(expression: &str) -> Result<String, CronProblem> {
         true => Err(CronProblem::SundaySeven { lossy }),
         false => Ok(lossy),
     }
+}
+
+/// The 5-field form of a service's schedule; each problem is a lossy
+/// finding at `dispenser.cron`, and the lossy form is returned.
+pub fn schedule(service: &Service, expression: &str, findings: &mut Findings<'_>) -> String {
+    let problem = match five_fields(expression) {
+        Ok(fields) => return fields,
+        Err(problem) => problem,
+    };
+    let at = At::value(&service.name, "dispenser.cron");
+    let lossy = problem.lossy().to_string();
+    let seven = CronProblem::SundaySeven {
+        lossy: lossy.clone(),
+    };
+    if problem != seven {
+        findings.lossy(
+            at,
+            problem.describe(expression),
+            "not 5 standard fields",
+            &format!("write the standard 5 fields: minute hour day-of-month month day-of-week (an export with --allow-lossy writes `{lossy}`)"),
+        );
+    }
+    if has_sunday_seven(expression) {
+        findings.lossy(
+            at,
+            seven.describe(expression),
+            "Sunday as 7",
+            &format!("write 0 for Sunday (an export with --allow-lossy writes `{lossy}`)"),
+        );
+    }
+    lossy
 }
 
 /// True when the day-of-week field of a 5-, 6- or 7-field expression uses 7.
