@@ -70,7 +70,10 @@ fn written(out: &Path) -> Vec<(String, String)> {
 fn assert_no_secret_value(what: &str, texts: &[&str]) {
     for text in texts {
         for secret in SECRET_VALUES {
-            assert!(!text.contains(secret), "{what} holds a secret value:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{what} holds a secret value:\n{text}"
+            );
         }
     }
 }
@@ -85,7 +88,9 @@ fn kubernetes_validate() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let on_path = Command::new("kubernetes-validate").arg("--version").output();
+    let on_path = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output();
     if on_path.is_ok_and(|output| output.status.success()) {
         return PathBuf::from("kubernetes-validate");
     }
@@ -107,7 +112,13 @@ fn kubernetes_manifests_of_the_stack_pass_kubernetes_validate_strict_for_1_33_an
     let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,
-        ["api.yaml", "cluster.yaml", "db.yaml", "report.yaml", "web.yaml"]
+        [
+            "api.yaml",
+            "cluster.yaml",
+            "db.yaml",
+            "report.yaml",
+            "web.yaml"
+        ]
     );
     let paths: Vec<PathBuf> = names.iter().map(|name| out.path().join(name)).collect();
     let validate = kubernetes_validate();
@@ -152,13 +163,25 @@ fn kubernetes_manifests_keep_dispensers_deploy_rules_and_reference_secrets() {
         yaml_rust2::YamlLoader::load_from_str(&text).unwrap()
     };
     let web = read("web.yaml");
-    let deployment = web.iter().find(|doc| doc["kind"].as_str() == Some("Deployment")).unwrap();
+    let deployment = web
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("Deployment"))
+        .unwrap();
     let spec = &deployment["spec"];
-    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"].as_i64(), Some(1));
-    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(), Some(0));
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxSurge"].as_i64(),
+        Some(1)
+    );
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(),
+        Some(0)
+    );
     assert_eq!(spec["minReadySeconds"].as_i64(), Some(5), "the soak");
     let container = &spec["template"]["spec"]["containers"][0];
-    assert!(container["livenessProbe"].is_badvalue(), "never a liveness probe");
+    assert!(
+        container["livenessProbe"].is_badvalue(),
+        "never a liveness probe"
+    );
     let probe = &container["readinessProbe"];
     assert_eq!(probe["exec"]["command"][0].as_str(), Some("wget"));
     assert_eq!(probe["periodSeconds"].as_i64(), Some(5));
@@ -174,31 +197,57 @@ fn kubernetes_manifests_keep_dispensers_deploy_rules_and_reference_secrets() {
             .is_some_and(|hash| hash.len() == 64),
         "the pod rolls when the ConfigMap's content changes"
     );
-    let ingress = web.iter().find(|doc| doc["kind"].as_str() == Some("Ingress")).unwrap();
-    assert_eq!(ingress["spec"]["rules"][0]["host"].as_str(), Some("app.example.test"));
+    let ingress = web
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("Ingress"))
+        .unwrap();
+    assert_eq!(
+        ingress["spec"]["rules"][0]["host"].as_str(),
+        Some("app.example.test")
+    );
     assert_eq!(
         ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"].as_str(),
         Some("dispenser-acme")
     );
     let api = read("api.yaml");
     let env = &api[0]["spec"]["template"]["spec"]["containers"][0]["env"];
-    let token = env.as_vec().unwrap().iter().find(|item| item["name"].as_str() == Some("API_TOKEN")).unwrap();
-    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("api-token"));
+    let token = env
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"].as_str() == Some("API_TOKEN"))
+        .unwrap();
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("api-token")
+    );
     assert!(token["value"].is_badvalue());
-    let service = api.iter().find(|doc| doc["kind"].as_str() == Some("Service")).unwrap();
+    let service = api
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("Service"))
+        .unwrap();
     // db:5432 in api's env gives db its Service; api:8000 in web's gives api its own.
     assert_eq!(service["spec"]["ports"][0]["port"].as_i64(), Some(8000));
     let db = read("db.yaml");
-    assert!(db.iter().any(|doc| doc["kind"].as_str() == Some("Service") && doc["spec"]["ports"][0]["port"].as_i64() == Some(5432)));
+    assert!(db.iter().any(|doc| doc["kind"].as_str() == Some("Service")
+        && doc["spec"]["ports"][0]["port"].as_i64() == Some(5432)));
     let report = read("report.yaml");
     let cron = &report[0]["spec"];
     assert_eq!(cron["schedule"].as_str(), Some("30 2 * * 1-5"));
     assert_eq!(cron["timeZone"].as_str(), Some("Europe/Zurich"));
     assert_eq!(cron["concurrencyPolicy"].as_str(), Some("Replace"));
-    assert_eq!(cron["jobTemplate"]["spec"]["activeDeadlineSeconds"].as_i64(), Some(600));
+    assert_eq!(
+        cron["jobTemplate"]["spec"]["activeDeadlineSeconds"].as_i64(),
+        Some(600)
+    );
     // The summary says what to install and what is not done.
     let stdout = text(&output.stdout);
-    for expected in ["cert-manager", "Keel", "kubectl create secret generic api-token", "not rolled back"] {
+    for expected in [
+        "cert-manager",
+        "Keel",
+        "kubectl create secret generic api-token",
+        "not rolled back",
+    ] {
         assert!(stdout.contains(expected), "{expected} not in:\n{stdout}");
     }
     // The lossy mapping is listed even when allowed.
@@ -240,9 +289,16 @@ fn every_refusal_matches_its_snapshot_and_writes_nothing() {
         let expected = std::fs::read_to_string(&snapshot)
             .unwrap_or_else(|_| panic!("{} has no expected.txt", case.display()));
         assert_eq!(got, expected, "{}: stderr differs", case.display());
-        assert_no_secret_value(&case.display().to_string(), &[&stderr, &text(&output.stdout)]);
+        assert_no_secret_value(
+            &case.display().to_string(),
+            &[&stderr, &text(&output.stdout)],
+        );
         if !output.status.success() {
-            assert!(!target_dir.exists(), "{}: a refused export wrote files", case.display());
+            assert!(
+                !target_dir.exists(),
+                "{}: a refused export wrote files",
+                case.display()
+            );
         }
     }
 }

@@ -52,15 +52,6 @@ impl<'a> At<'a> {
             value: true,
         }
     }
-
-    /// The key `path` of dispenser.toml.
-    pub fn config(path: &'a str) -> Self {
-        At {
-            place: Place::Config,
-            path,
-            value: false,
-        }
-    }
 }
 
 impl<'a> Findings<'a> {

@@ -1,4 +1,4 @@
-//! `dispenser export swarm|kubernetes|nomad`: writes another engine's files
+//! `dispenser export swarm|kubernetes`: writes another engine's files
 //! from the validated plan (the same load, variables and checks as `--test`).
 //! `mapping.rs` holds what every target shares, `findings.rs` the refusals
 //! and the summary, one file per target maps the plan, `kubernetes_checks.rs`
@@ -12,7 +12,6 @@ mod findings;
 mod kubernetes;
 pub mod kubernetes_checks;
 mod mapping;
-mod nomad;
 mod swarm;
 mod yaml;
 
@@ -40,8 +39,6 @@ pub enum Target {
     Swarm,
     /// Manifests for `kubectl apply`.
     Kubernetes,
-    /// Nomad job files (untested against a real Nomad).
-    Nomad,
 }
 
 /// What a target maps: the plan, where its keys were written, and the
@@ -50,6 +47,8 @@ pub struct Input<'a> {
     pub plan: &'a Plan,
     pub origins: &'a Origins,
     pub local: &'a BTreeMap<PathBuf, LocalContent>,
+    /// The folder of dispenser.toml, absolute: `file` secrets are relative to it.
+    pub config_dir: PathBuf,
 }
 
 /// One file an export writes, by name inside the output folder.
@@ -62,8 +61,6 @@ pub struct OutputFile {
 pub enum Content {
     /// YAML documents.
     Yaml(Vec<serde_json::Value>),
-    /// Text as it is (HCL).
-    Text(String),
 }
 
 /// `dispenser export TARGET [-c dispenser.toml] -o PATH`.
@@ -90,6 +87,7 @@ pub fn run(config_path: &Path, target: Target, output: &Path, allow: Allow) -> E
         plan: &loaded.plan,
         origins: &loaded.origins,
         local: &local,
+        config_dir: absolute(config_path.parent().unwrap_or(Path::new("."))),
     };
     let mut findings = Findings::new(&loaded.origins, allow);
     let files = match export(&input, target, &mut findings) {
@@ -151,8 +149,7 @@ pub fn export(
             let documents: Vec<&serde_json::Value> = files
                 .iter()
                 .flat_map(|file| match &file.content {
-                    Content::Yaml(documents) => documents.iter().collect(),
-                    Content::Text(_) => Vec::new(),
+                    Content::Yaml(documents) => documents.iter(),
                 })
                 .collect();
             // The mapping must pass the checks the schema cannot make: a
@@ -166,14 +163,12 @@ pub fn export(
             Ok(files)
         }
         Target::Swarm => Ok(swarm::export(input, findings)),
-        Target::Nomad => Ok(nomad::export(input, findings)),
     }
 }
 
 fn render(file: &OutputFile) -> String {
     match &file.content {
         Content::Yaml(documents) => yaml::documents(documents),
-        Content::Text(text) => text.clone(),
     }
 }
 
@@ -183,7 +178,6 @@ fn summary(target: Target, findings: &Findings<'_>) -> String {
     let name = match target {
         Target::Swarm => "Docker Swarm",
         Target::Kubernetes => "Kubernetes",
-        Target::Nomad => "Nomad",
     };
     let lossy = findings.items.len();
     if lossy > 0 {
@@ -207,6 +201,15 @@ fn summary(target: Target, findings: &Findings<'_>) -> String {
         }
     }
     out
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The content of every bind-mounted source inside a service folder.
