@@ -302,3 +302,272 @@ fn every_refusal_matches_its_snapshot_and_writes_nothing() {
         }
     }
 }
+
+/// A single-node swarm on this engine for one test: `docker swarm init`
+/// on 127.0.0.1, left (`--force`) in `Drop`, so a failing test leaves it too.
+/// Swarm mode is global to the engine: the `swarm` test group runs these
+/// tests one at a time (.config/nextest.toml).
+struct Swarm {
+    stack: String,
+}
+
+impl Swarm {
+    fn init(stack: &str) -> Swarm {
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        assert_eq!(
+            state.trim(),
+            "inactive",
+            "this engine is already in a swarm: the test does not touch a swarm it did not create"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            &listen,
+        ]);
+        Swarm {
+            stack: stack.to_string(),
+        }
+    }
+
+    fn deploy(&self, stack_file: &Path) {
+        docker(&[
+            "stack",
+            "deploy",
+            "-c",
+            stack_file.to_str().unwrap(),
+            "--resolve-image",
+            "never",
+            &self.stack,
+        ]);
+    }
+
+    fn service(&self, name: &str) -> String {
+        format!("{}_{name}", self.stack)
+    }
+
+    /// Ids of the running containers of a service.
+    fn containers(&self, name: &str) -> Vec<String> {
+        let filter = format!("label=com.docker.swarm.service.name={}", self.service(name));
+        docker(&["ps", "-q", "--filter", &filter])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &self.stack])
+            .output();
+        let _ = Command::new("docker")
+            .args(["swarm", "leave", "--force"])
+            .output();
+    }
+}
+
+/// Runs docker; panics with its stderr when it fails.
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Waits up to `seconds` for `ready` to give a value.
+fn wait_for<T>(seconds: u64, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn build_test_images() {
+    let script = repo().join("tests/images/build.sh");
+    let output = Command::new("sh")
+        .arg(script)
+        .output()
+        .expect("build.sh runs");
+    assert!(
+        output.status.success(),
+        "build.sh: {}",
+        text(&output.stderr)
+    );
+}
+
+fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (name, content) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+const SWARM_CONFIG: &str = "[daemon]\ninstance = \"swarm-export\"\n\n[deploy]\nsoak = \"4s\"\n\n[[service]]\npath = \"web\"\n\n[[service]]\npath = \"job\"\n";
+const SWARM_JOB: &str = "[service]\nname = \"job\"\nimage = \"dispenser-test/web:v1\"\nrestart = \"no\"\ncommand = [\"/bin/sh\", \"-c\", \"echo job ran\"]\n\n[dispenser]\ncron = \"*/5 * * * *\"\ninitialize = \"on-trigger\"\n";
+
+fn swarm_web(image: &str, check: &str) -> String {
+    format!(
+        "[service]\nname = \"web\"\nimage = \"{image}\"\nrestart = \"always\"\n\n[env]\nTOKEN = \"${{ token }}\"\n\n[healthcheck]\ntest = {check}\ninterval = \"1s\"\ntimeout = \"1s\"\nretries = 2\n"
+    )
+}
+
+#[test]
+fn swarm_stack_runs_updates_start_first_rolls_back_a_failing_healthcheck_and_reads_its_secret() {
+    build_test_images();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let healthy = "[\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1/\"]";
+    write_tree(
+        root,
+        &[
+            ("dispenser.toml", SWARM_CONFIG),
+            (
+                "dispenser.vars",
+                "token = { source = \"file\", path = \"token.txt\" }\n",
+            ),
+            ("token.txt", "file-secret-value-7\n"),
+            (
+                "web/service.toml",
+                &swarm_web("dispenser-test/web:v1", healthy),
+            ),
+            ("job/service.toml", SWARM_JOB),
+        ],
+    );
+    let out = root.join("out");
+    let exported = export(root, "swarm", &out, &[]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let stack_file = out.join("stack.yml");
+    let stack_text = std::fs::read_to_string(&stack_file).unwrap();
+    assert_no_secret_value("the stack file", &[&stack_text, &text(&exported.stdout)]);
+    assert!(stack_text.contains("order: start-first"), "{stack_text}");
+
+    let swarm = Swarm::init(&format!("dxexport{}", std::process::id()));
+    swarm.deploy(&stack_file);
+    let web = wait_for(90, "a healthy web task", || {
+        let filter = format!(
+            "label=com.docker.swarm.service.name={}",
+            swarm.service("web")
+        );
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &filter,
+            "--filter",
+            "health=healthy",
+        ]);
+        ids.split_whitespace().next().map(str::to_string)
+    });
+    // The secret is a file; the env names it.
+    let secret = docker(&["exec", &web, "sh", "-c", "cat \"$TOKEN_FILE\""]);
+    assert_eq!(secret.trim(), "file-secret-value-7");
+    let page = docker(&["exec", &web, "wget", "-qO-", "http://127.0.0.1/"]);
+    assert_eq!(page.trim(), "v1");
+    // The job ran to completion once deployed; swarm-cronjob's labels schedule it.
+    wait_for(60, "the job to complete", || {
+        let states = docker(&[
+            "service",
+            "ps",
+            &swarm.service("job"),
+            "--format",
+            "{{.CurrentState}}",
+        ]);
+        states.contains("Complete").then_some(())
+    });
+    let labels = docker(&[
+        "service",
+        "inspect",
+        &swarm.service("job"),
+        "--format",
+        "{{json .Spec.Labels}}",
+    ]);
+    assert!(
+        labels.contains("\"swarm.cronjob.schedule\":\"*/5 * * * *\""),
+        "{labels}"
+    );
+
+    // v2: the new task runs beside the old one before the old one stops.
+    write_tree(
+        root,
+        &[(
+            "web/service.toml",
+            &swarm_web("dispenser-test/web:v2", healthy),
+        )],
+    );
+    assert!(export(root, "swarm", &out, &[]).status.success());
+    swarm.deploy(&stack_file);
+    let mut overlap = false;
+    let updated = wait_for(120, "the update to v2", || {
+        let running = swarm.containers("web");
+        overlap |= running.len() >= 2;
+        let state = docker(&[
+            "service",
+            "inspect",
+            &swarm.service("web"),
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+        ]);
+        (state.trim() == "completed" && running.len() == 1).then(|| running[0].clone())
+    });
+    assert!(
+        overlap,
+        "no moment with the old and the new task running: not start-first"
+    );
+    let page = docker(&["exec", &updated, "wget", "-qO-", "http://127.0.0.1/"]);
+    assert_eq!(page.trim(), "v2");
+
+    // A version whose healthcheck fails is rolled back: v2 keeps serving.
+    write_tree(
+        root,
+        &[(
+            "web/service.toml",
+            &swarm_web("dispenser-test/web:v1", "[\"CMD\", \"false\"]"),
+        )],
+    );
+    assert!(export(root, "swarm", &out, &[]).status.success());
+    swarm.deploy(&stack_file);
+    wait_for(180, "the rollback", || {
+        let state = docker(&[
+            "service",
+            "inspect",
+            &swarm.service("web"),
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+        ]);
+        (state.trim() == "rollback_completed").then_some(())
+    });
+    let running = wait_for(60, "one web task after the rollback", || {
+        let running = swarm.containers("web");
+        (running.len() == 1).then(|| running[0].clone())
+    });
+    let page = docker(&["exec", &running, "wget", "-qO-", "http://127.0.0.1/"]);
+    assert_eq!(
+        page.trim(),
+        "v2",
+        "the rolled-back service serves the proven version"
+    );
+}
