@@ -782,7 +782,7 @@ fn numeric_user(user: &str) -> Option<(u32, Option<u32>)> {
 /// Bytes as a Kubernetes quantity (`64Mi` when exact).
 fn quantity(bytes: u64) -> String {
     for (unit, size) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes % size == 0 {
+        if bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

@@ -187,7 +187,7 @@ fn sunday_as_zero(field: &str) -> String {
     let parts: Vec<String> = field
         .split(',')
         .map(|part| match part.split_once('-') {
-            Some((start, "7")) if start == "0" => "*".to_string(),
+            Some(("0", "7")) => "*".to_string(),
             Some((start, "7")) => format!("0,{start}-6"),
             _ if part == "7" => "0".to_string(),
             _ => part.to_string(),
@@ -321,11 +321,7 @@ pub fn used_ports(plan: &Plan, origins: &Origins) -> BTreeMap<String, BTreeSet<u
 
 /// The first plain env key or command of `user` that names service `target`
 /// as a host (`db`, `http://db/`, `user@db`), when it names no port.
-pub fn named_without_port<'a>(
-    user: &'a Service,
-    target: &str,
-    origins: &Origins,
-) -> Option<String> {
+pub fn named_without_port(user: &Service, target: &str, origins: &Origins) -> Option<String> {
     let env = env(user, origins);
     env.iter().find_map(|(key, value)| match value {
         EnvValue::Plain(text) if names_host(text, target) => Some(format!("env.{key}")),

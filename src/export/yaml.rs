@@ -56,7 +56,7 @@ mod tests {
             "g": "a: b", "h": "- x", "i": "#x", "j": "line 1\nline 2\n", "k": 7,
             "l": "*", "m": "yes", "n": "@every 60s", "o": "{x}", "p": "0 3 * * *",
         });
-        let text = documents(&[value.clone()]);
+        let text = documents(std::slice::from_ref(&value));
         let docs = YamlLoader::load_from_str(&text).unwrap();
         assert_eq!(docs.len(), 1);
         for (key, expected) in value.as_object().unwrap() {
