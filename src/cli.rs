@@ -102,8 +102,8 @@ pub enum Command {
     /// Write Dispenser's files from another tool's configuration.
     #[command(subcommand)]
     Import(Import),
-    /// Write the plan as another engine's files (Kubernetes manifests or a
-    /// Docker Swarm stack), from the same load and checks as
+    /// Write the plan as another engine's files (Kubernetes manifests, a
+    /// Docker Swarm stack, Nomad jobs), from the same load and checks as
     /// --test; what cannot be carried over stops the export.
     Export {
         /// The engine to write for.

@@ -1,4 +1,4 @@
-//! `dispenser export swarm|kubernetes`: writes another engine's files
+//! `dispenser export swarm|kubernetes|nomad`: writes another engine's files
 //! from the validated plan (the same load, variables and checks as `--test`).
 //! `mapping.rs` holds what every target shares, `findings.rs` the refusals
 //! and the summary, one file per target maps the plan, `kubernetes_checks.rs`
@@ -12,6 +12,7 @@ mod findings;
 mod kubernetes;
 pub mod kubernetes_checks;
 mod mapping;
+mod nomad;
 mod swarm;
 mod yaml;
 
@@ -39,6 +40,8 @@ pub enum Target {
     Swarm,
     /// Manifests for `kubectl apply`.
     Kubernetes,
+    /// Nomad job files (untested against a real Nomad: checked by golden files).
+    Nomad,
 }
 
 /// What a target maps: the plan, where its keys were written, and the
@@ -61,6 +64,8 @@ pub struct OutputFile {
 pub enum Content {
     /// YAML documents.
     Yaml(Vec<serde_json::Value>),
+    /// Text as it is (HCL).
+    Text(String),
 }
 
 /// `dispenser export TARGET [-c dispenser.toml] -o PATH`.
@@ -149,7 +154,8 @@ pub fn export(
             let documents: Vec<&serde_json::Value> = files
                 .iter()
                 .flat_map(|file| match &file.content {
-                    Content::Yaml(documents) => documents.iter(),
+                    Content::Yaml(documents) => documents.iter().collect(),
+                    Content::Text(_) => Vec::new(),
                 })
                 .collect();
             // The mapping must pass the checks the schema cannot make: a
@@ -163,12 +169,14 @@ pub fn export(
             Ok(files)
         }
         Target::Swarm => Ok(swarm::export(input, findings)),
+        Target::Nomad => Ok(nomad::export(input, findings)),
     }
 }
 
 fn render(file: &OutputFile) -> String {
     match &file.content {
         Content::Yaml(documents) => yaml::documents(documents),
+        Content::Text(text) => text.clone(),
     }
 }
 
@@ -178,6 +186,7 @@ fn summary(target: Target, findings: &Findings<'_>) -> String {
     let name = match target {
         Target::Swarm => "Docker Swarm",
         Target::Kubernetes => "Kubernetes",
+        Target::Nomad => "Nomad",
     };
     let lossy = findings.items.len();
     if lossy > 0 {

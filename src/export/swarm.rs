@@ -71,6 +71,7 @@ pub fn export(input: &Input<'_>, findings: &mut Findings<'_>) -> Vec<OutputFile>
     if !secrets.is_empty() {
         stack["secrets"] = Value::Object(secrets);
     }
+    escape_dollars(&mut stack);
     findings.not_done("a new digest of a tag is not deployed on its own: run `docker stack deploy` again (or a tool such as Shepherd)");
     findings.not_done("after `monitor` (the soak) nothing watches the new version: a crash later restarts it, it is never rolled back nor quarantined");
     vec![OutputFile {
@@ -373,6 +374,17 @@ fn secret(
             findings.install(format!("the Swarm secret `{variable}` (Google secret `{name}`, version `{version}`): gcloud secrets versions access {version} --secret={} | docker secret create {variable} -", name.rsplit('/').next().unwrap_or(name)));
             json!({"external": true, "name": variable})
         }
+    }
+}
+
+/// `docker stack deploy` interpolates `$NAME` and `${NAME}` in every string
+/// of the file: each `$` of a value is written `$$`, which it reads as `$`.
+fn escape_dollars(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('$') => *text = text.replace('$', "$$"),
+        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Object(map) => map.values_mut().for_each(escape_dollars),
+        _ => {}
     }
 }
 
