@@ -571,3 +571,80 @@ fn swarm_stack_runs_updates_start_first_rolls_back_a_failing_healthcheck_and_rea
         "the rolled-back service serves the proven version"
     );
 }
+
+/// Compares every file in `out` with the golden files in `golden`
+/// (`UPDATE_SNAPSHOTS=1` rewrites them).
+fn assert_golden(out: &Path, golden: &Path) {
+    let files = written(out);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        let _ = std::fs::remove_dir_all(golden);
+        std::fs::create_dir_all(golden).unwrap();
+        for (name, content) in &files {
+            std::fs::write(golden.join(name), content).unwrap();
+        }
+    }
+    let expected = written(golden);
+    let names = |files: &[(String, String)]| files.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&files), names(&expected), "{}: other files", golden.display());
+    for ((name, got), (_, want)) in files.iter().zip(&expected) {
+        assert_eq!(got, want, "{name} differs from {}", golden.display());
+    }
+}
+
+#[test]
+fn nomad_jobs_match_their_golden_files_and_read_back_as_written() {
+    for (tree, golden) in [
+        ("tests/export/stack", "tests/export/golden/nomad-stack"),
+        ("example", "tests/export/golden/nomad-example"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let output = export(&repo().join(tree), "nomad", out.path(), &["--allow-lossy"]);
+        assert!(output.status.success(), "{tree}: {}", text(&output.stderr));
+        assert_golden(out.path(), &repo().join(golden));
+        for (name, content) in written(out.path()) {
+            // The round trip: what parses formats to the same text, so the
+            // file holds exactly the structure that was built.
+            let body = hcl::parse(&content).unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(hcl::format::to_string(&body).unwrap(), content, "{name}");
+            assert_no_secret_value(&name, &[&content]);
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let tree = repo().join("tests/export/stack");
+    assert!(export(&tree, "nomad", out.path(), &["--allow-lossy"]).status.success());
+    let read = |name: &str| -> serde_json::Value {
+        hcl::from_str(&std::fs::read_to_string(out.path().join(name)).unwrap()).unwrap()
+    };
+    let web = read("web.nomad.hcl");
+    let task = &web["job"]["web"]["group"]["web"]["task"]["web"];
+    assert_eq!(task["config"]["image"], serde_json::json!("registry.example.test/web:1"));
+    assert_eq!(task["env"]["PATTERN"], serde_json::json!("${HOME}"), "a literal stays literal");
+    let update = &web["job"]["web"]["group"]["web"]["update"];
+    assert_eq!(update["canary"], serde_json::json!(1));
+    assert_eq!(update["auto_revert"], serde_json::json!(true));
+    assert_eq!(update["min_healthy_time"], serde_json::json!("5s"), "the soak");
+    let report = read("report.nomad.hcl");
+    let periodic = &report["job"]["report"]["periodic"];
+    assert_eq!(periodic["crons"][0], serde_json::json!("30 2 * * 1-5"));
+    assert_eq!(periodic["time_zone"], serde_json::json!("Europe/Zurich"));
+    let api = read("api.nomad.hcl");
+    let template = &api["job"]["api"]["group"]["api"]["task"]["api"]["template"];
+    let data = template["data"].as_str().unwrap();
+    assert!(data.contains("API_TOKEN={{ .api_token }}"), "{data}");
+}
+
+#[test]
+fn swarm_stack_file_passes_docker_stack_config_and_keeps_literal_dollars() {
+    let out = tempfile::tempdir().unwrap();
+    let tree = repo().join("tests/export/stack");
+    let output = export(&tree, "swarm", out.path(), &["--allow-lossy"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stack = out.path().join("stack.yml");
+    let resolved = docker(&["stack", "config", "-c", stack.to_str().unwrap()]);
+    assert!(resolved.contains("PATTERN: ${HOME}"), "{resolved}");
+    assert!(resolved.contains("API_TOKEN_FILE: /run/secrets/api_token"), "{resolved}");
+    assert!(resolved.contains("endpoint_mode: dnsrr"), "{resolved}");
+    assert!(resolved.contains("internal: true"), "{resolved}");
+    let content = std::fs::read_to_string(&stack).unwrap();
+    assert_no_secret_value("the stack file", &[&content, &resolved]);
+}
