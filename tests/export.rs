@@ -5,6 +5,10 @@
 //! (stderr, then the exit code): its `args` file holds the target and flags.
 //! `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
 
+#[path = "runtime/google_standin.rs"]
+#[allow(dead_code)] // reason: the stand-in serves the runtime tests too; this file uses part of it
+mod google_standin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -584,8 +588,18 @@ fn assert_golden(out: &Path, golden: &Path) {
         }
     }
     let expected = written(golden);
-    let names = |files: &[(String, String)]| files.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&files), names(&expected), "{}: other files", golden.display());
+    let names = |files: &[(String, String)]| {
+        files
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&files),
+        names(&expected),
+        "{}: other files",
+        golden.display()
+    );
     for ((name, got), (_, want)) in files.iter().zip(&expected) {
         assert_eq!(got, want, "{name} differs from {}", golden.display());
     }
@@ -611,18 +625,31 @@ fn nomad_jobs_match_their_golden_files_and_read_back_as_written() {
     }
     let out = tempfile::tempdir().unwrap();
     let tree = repo().join("tests/export/stack");
-    assert!(export(&tree, "nomad", out.path(), &["--allow-lossy"]).status.success());
+    assert!(export(&tree, "nomad", out.path(), &["--allow-lossy"])
+        .status
+        .success());
     let read = |name: &str| -> serde_json::Value {
         hcl::from_str(&std::fs::read_to_string(out.path().join(name)).unwrap()).unwrap()
     };
     let web = read("web.nomad.hcl");
     let task = &web["job"]["web"]["group"]["web"]["task"]["web"];
-    assert_eq!(task["config"]["image"], serde_json::json!("registry.example.test/web:1"));
-    assert_eq!(task["env"]["PATTERN"], serde_json::json!("${HOME}"), "a literal stays literal");
+    assert_eq!(
+        task["config"]["image"],
+        serde_json::json!("registry.example.test/web:1")
+    );
+    assert_eq!(
+        task["env"]["PATTERN"],
+        serde_json::json!("${HOME}"),
+        "a literal stays literal"
+    );
     let update = &web["job"]["web"]["group"]["web"]["update"];
     assert_eq!(update["canary"], serde_json::json!(1));
     assert_eq!(update["auto_revert"], serde_json::json!(true));
-    assert_eq!(update["min_healthy_time"], serde_json::json!("5s"), "the soak");
+    assert_eq!(
+        update["min_healthy_time"],
+        serde_json::json!("5s"),
+        "the soak"
+    );
     let report = read("report.nomad.hcl");
     let periodic = &report["job"]["report"]["periodic"];
     assert_eq!(periodic["crons"][0], serde_json::json!("30 2 * * 1-5"));
@@ -642,9 +669,122 @@ fn swarm_stack_file_passes_docker_stack_config_and_keeps_literal_dollars() {
     let stack = out.path().join("stack.yml");
     let resolved = docker(&["stack", "config", "-c", stack.to_str().unwrap()]);
     assert!(resolved.contains("PATTERN: ${HOME}"), "{resolved}");
-    assert!(resolved.contains("API_TOKEN_FILE: /run/secrets/api_token"), "{resolved}");
+    assert!(
+        resolved.contains("API_TOKEN_FILE: /run/secrets/api_token"),
+        "{resolved}"
+    );
     assert!(resolved.contains("endpoint_mode: dnsrr"), "{resolved}");
     assert!(resolved.contains("internal: true"), "{resolved}");
     let content = std::fs::read_to_string(&stack).unwrap();
     assert_no_secret_value("the stack file", &[&content, &resolved]);
+}
+
+#[test]
+fn kubernetes_reads_google_secrets_through_an_external_secret_and_never_writes_them() {
+    let standin = google_standin::StandIn::start();
+    let name = "projects/dtest-project/secrets/db-password";
+    standin.set(
+        name,
+        "3",
+        google_standin::Answer::Value(b"google-secret-value-5".to_vec()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = root.join("sa-key.json");
+    standin.write_service_account(&key);
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    write_tree(
+        root,
+        &[
+            ("dispenser.toml", "[[service]]\npath = \"app\"\n"),
+            ("dispenser.vars", &format!("db_password = {{ source = \"google\", name = \"{name}\", version = \"3\" }}\n")),
+            ("app/service.toml", "[service]\nname = \"app\"\nimage = \"busybox:1\"\nrestart = \"always\"\n\n[env]\nDB_PASSWORD = \"${ db_password }\"\n"),
+        ],
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = root.join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        .current_dir(root)
+        .args([
+            "export",
+            "kubernetes",
+            "-c",
+            "dispenser.toml",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("RUST_LOG")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+        .env("HOME", root.join("home"))
+        .env("GCE_METADATA_HOST", format!("127.0.0.1:{closed}"))
+        .env("DISPENSER_SECRETMANAGER_ENDPOINT", standin.url())
+        .output()
+        .unwrap();
+    let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{printed}");
+    // The load fetched the secret, as --test does: the export proves access.
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .any(|request| request.contains("db-password")),
+        "{:?}",
+        standin.requests()
+    );
+    let files = written(&out);
+    let all: String = files.iter().map(|(_, text)| text.as_str()).collect();
+    assert!(!all.contains("google-secret-value-5") && !printed.contains("google-secret-value-5"));
+    let cluster = yaml_rust2::YamlLoader::load_from_str(
+        &std::fs::read_to_string(out.join("cluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    let store = cluster
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("ClusterSecretStore"))
+        .unwrap();
+    assert_eq!(
+        store["spec"]["provider"]["gcpsm"]["projectID"].as_str(),
+        Some("dtest-project")
+    );
+    let external = cluster
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("ExternalSecret"))
+        .unwrap();
+    assert_eq!(
+        external["spec"]["target"]["name"].as_str(),
+        Some("db-password")
+    );
+    assert_eq!(
+        external["spec"]["secretStoreRef"]["name"].as_str(),
+        store["metadata"]["name"].as_str()
+    );
+    let remote = &external["spec"]["data"][0]["remoteRef"];
+    assert_eq!(remote["key"].as_str(), Some("db-password"));
+    assert_eq!(remote["version"].as_str(), Some("3"));
+    let app = yaml_rust2::YamlLoader::load_from_str(
+        &std::fs::read_to_string(out.join("app.yaml")).unwrap(),
+    )
+    .unwrap();
+    let env = &app[0]["spec"]["template"]["spec"]["containers"][0]["env"][0];
+    assert_eq!(
+        env["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("db-password")
+    );
+    assert!(text(&output.stdout).contains("external-secrets"));
+    let paths: Vec<PathBuf> = files.iter().map(|(name, _)| out.join(name)).collect();
+    let result = Command::new(kubernetes_validate())
+        .args(["--strict", "-k", "1.37.0"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}{}",
+        text(&result.stdout),
+        text(&result.stderr)
+    );
 }
