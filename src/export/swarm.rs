@@ -194,25 +194,30 @@ fn stack_service(
                 relative,
                 content: LocalContent::File(bytes),
             } if mount.readonly => {
-                // A config is immutable: its name carries its content's hash,
-                // so a changed file is a new config and rolls the service.
-                let digest = hex::encode(Sha256::digest(bytes));
-                let name = format!(
-                    "{}-{}-{}",
-                    service.name,
-                    config_part(relative),
-                    &digest[..12]
-                );
-                let path = service.folder.join(relative);
-                configs.insert(name.clone(), json!({"file": path.display().to_string()}));
+                let name = config(configs, service, relative, bytes);
                 service_configs.push(json!({"source": name, "target": mount.target}));
+            }
+            Source::Local {
+                relative,
+                content:
+                    LocalContent::Folder {
+                        files,
+                        nested: false,
+                    },
+            } if mount.readonly => {
+                // A read-only folder: one config per file, under its target.
+                for (file, bytes) in files {
+                    let name = config(configs, service, &format!("{relative}/{file}"), bytes);
+                    let target = format!("{}/{file}", mount.target.trim_end_matches('/'));
+                    service_configs.push(json!({"source": name, "target": target}));
+                }
             }
             Source::Local { relative, .. } => {
                 findings.lossy(
                     At::value(&service.name, &key),
                     format!("`{relative}` of the service folder is bind-mounted from this path on whichever node runs the task: it must exist on every node"),
                     "bind mount",
-                    "mount single files read-only (they become configs), keep data in a named volume, or build the content into the image",
+                    "mount files and flat folders read-only (their files become configs), keep data in a named volume, or build the content into the image",
                 );
                 let path = service.folder.join(relative);
                 mounts.push(json!({"type": "bind", "source": path.display().to_string(), "target": mount.target, "read_only": mount.readonly}));
@@ -386,6 +391,27 @@ fn escape_dollars(value: &mut Value) {
         Value::Object(map) => map.values_mut().for_each(escape_dollars),
         _ => {}
     }
+}
+
+/// Adds the config of one file of the service folder; returns its name. A
+/// config is immutable: its name carries its content's hash, so a changed
+/// file is a new config and rolls the service.
+fn config(
+    configs: &mut Map<String, Value>,
+    service: &Service,
+    relative: &str,
+    bytes: &[u8],
+) -> String {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let name = format!(
+        "{}-{}-{}",
+        service.name,
+        config_part(relative),
+        &digest[..12]
+    );
+    let path = service.folder.join(relative);
+    configs.insert(name.clone(), json!({"file": path.display().to_string()}));
+    name
 }
 
 /// A config name's part for a file: letters, digits, `-`, `_` and `.`.
