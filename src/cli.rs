@@ -118,6 +118,9 @@ pub enum Command {
         /// Export mounts of absolute host paths (each is still listed).
         #[arg(long)]
         allow_host_paths: bool,
+        /// Kubernetes: also write an HTTPRoute per route, attached to this Gateway.
+        #[arg(long, value_name = "NAME")]
+        gateway: Option<String>,
     },
 }
 

@@ -70,12 +70,16 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             output,
             allow_lossy,
             allow_host_paths,
+            gateway,
         } => {
-            let allow = crate::export::Allow {
-                lossy: allow_lossy,
-                host_paths: allow_host_paths,
+            let options = crate::export::Options {
+                allow: crate::export::Allow {
+                    lossy: allow_lossy,
+                    host_paths: allow_host_paths,
+                },
+                gateway,
             };
-            crate::export::run(config, target, &output, allow)
+            crate::export::run(config, target, &output, options)
         }
         Command::Dev { .. } | Command::Takeover { .. } => {
             eprintln!("error: `dev` and `takeover` are run by main");

@@ -109,7 +109,12 @@ fn kubernetes_validate() -> PathBuf {
 fn kubernetes_manifests_of_the_stack_pass_kubernetes_validate_strict_for_1_33_and_1_37() {
     let tree = repo().join("tests/export/stack");
     let out = tempfile::tempdir().unwrap();
-    let output = export(&tree, "kubernetes", out.path(), &["--allow-lossy"]);
+    let output = export(
+        &tree,
+        "kubernetes",
+        out.path(),
+        &["--allow-lossy", "--gateway", "public"],
+    );
     let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{printed}");
     let files = written(out.path());
@@ -151,6 +156,26 @@ fn kubernetes_manifests_of_the_stack_pass_kubernetes_validate_strict_for_1_33_an
             );
         }
     }
+    let web = yaml_rust2::YamlLoader::load_from_str(
+        &files.iter().find(|(name, _)| name == "web.yaml").unwrap().1,
+    )
+    .unwrap();
+    let route = web
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("HTTPRoute"))
+        .expect("--gateway writes an HTTPRoute");
+    assert_eq!(
+        route["spec"]["parentRefs"][0]["name"].as_str(),
+        Some("public")
+    );
+    assert_eq!(
+        route["spec"]["hostnames"][0].as_str(),
+        Some("app.example.test")
+    );
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["port"].as_i64(),
+        Some(80)
+    );
     let texts: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
     assert_no_secret_value("the manifests", &texts);
     assert_no_secret_value("the output", &[&printed]);

@@ -58,10 +58,16 @@ pub fn export(input: &Input<'_>, findings: &mut Findings<'_>) -> Vec<OutputFile>
         );
         documents.push(workload(input, service, name, pod, findings));
         if !service_ports.is_empty() && !service.is_job() {
-            documents.push(kube_service(input, service, name, &service_ports));
+            documents.push(kube_service(input, name, &service_ports));
         }
         if let Some(route) = &service.route {
-            documents.push(ingress(input, service, name, route, findings));
+            documents.push(ingress(input, name, route, findings));
+            if let Some(gateway) = &input.gateway {
+                documents.push(http_route(input, name, route, gateway));
+                findings.install(format!(
+                    "the Gateway API's CRDs and the Gateway `{gateway}` the HTTPRoutes attach to"
+                ));
+            }
         }
         depends_on(service, findings);
         named_without_ports(input, service, &ports, findings);
@@ -646,8 +652,7 @@ fn workload(
     })
 }
 
-fn kube_service(input: &Input<'_>, service: &Service, name: &str, ports: &[u16]) -> Value {
-    let _ = service;
+fn kube_service(input: &Input<'_>, name: &str, ports: &[u16]) -> Value {
     let ports: Vec<Value> = ports
         .iter()
         .map(|port| json!({"name": format!("tcp-{port}"), "port": port, "targetPort": port, "protocol": "TCP"}))
@@ -662,7 +667,6 @@ fn kube_service(input: &Input<'_>, service: &Service, name: &str, ports: &[u16])
 
 fn ingress(
     input: &Input<'_>,
-    service: &Service,
     name: &str,
     route: &dispenser_actors::plan::Route,
     findings: &mut Findings<'_>,
@@ -682,6 +686,7 @@ fn ingress(
         .proxy
         .as_ref()
         .is_some_and(|proxy| proxy.strategy == dispenser_actors::plan::ProxyStrategy::HttpOnly);
+    findings.install("an ingress controller (ingress-nginx, Traefik, ...) for the Ingresses");
     if http_only {
         return ingress;
     }
@@ -702,9 +707,29 @@ fn ingress(
             key_file.display()
         )),
     }
-    let _ = service;
-    findings.install("an ingress controller (ingress-nginx, Traefik, ...) for the Ingresses");
     ingress
+}
+
+/// An HTTPRoute for the route, attached to `gateway` (`--gateway`).
+fn http_route(
+    input: &Input<'_>,
+    name: &str,
+    route: &dispenser_actors::plan::Route,
+    gateway: &str,
+) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "labels": labels(input, name)},
+        "spec": {
+            "parentRefs": [{"name": gateway}],
+            "hostnames": [route.host],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
+                "backendRefs": [{"name": name, "port": route.service_port}],
+            }],
+        },
+    })
 }
 
 /// One NetworkPolicy per internal network: its members admit traffic from

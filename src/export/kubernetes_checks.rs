@@ -1,7 +1,7 @@
 //! Checks of Kubernetes manifests that their schema cannot make (and that
 //! `kubernetes-validate` therefore misses): names are DNS labels (CronJobs at
 //! most 52 characters), selectors match the labels of their pods, every
-//! Service and Ingress reaches pods or a Service port that exist, volumes name
+//! Service, Ingress and HTTPRoute reaches pods or a Service port that exist, volumes name
 //! ConfigMaps and claims that exist, and schedules have 5 fields.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +89,23 @@ pub fn check(documents: &[&Value]) -> Result<(), Vec<String>> {
                 {
                     problems.push(format!(
                         "Ingress `{name}`: backend `{service}:{port}` is no port of a Service"
+                    ));
+                }
+            }
+        }
+        if kind == "HTTPRoute" {
+            let refs = document["spec"]["rules"].as_array().into_iter().flatten();
+            for backend in
+                refs.flat_map(|rule| rule["backendRefs"].as_array().into_iter().flatten())
+            {
+                let service = backend["name"].as_str().unwrap_or_default();
+                let port = backend["port"].as_i64().unwrap_or_default();
+                if !service_ports
+                    .get(service)
+                    .is_some_and(|ports| ports.contains(&port))
+                {
+                    problems.push(format!(
+                        "HTTPRoute `{name}`: backend `{service}:{port}` is no port of a Service"
                     ));
                 }
             }

@@ -52,6 +52,16 @@ pub struct Input<'a> {
     pub local: &'a BTreeMap<PathBuf, LocalContent>,
     /// The folder of dispenser.toml, absolute: `file` secrets are relative to it.
     pub config_dir: PathBuf,
+    /// Kubernetes: the Gateway that an HTTPRoute per route attaches to.
+    pub gateway: Option<String>,
+}
+
+/// What the command line asks of an export besides its target.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub allow: Allow,
+    /// `--gateway NAME`.
+    pub gateway: Option<String>,
 }
 
 /// One file an export writes, by name inside the output folder.
@@ -69,7 +79,7 @@ pub enum Content {
 }
 
 /// `dispenser export TARGET [-c dispenser.toml] -o PATH`.
-pub fn run(config_path: &Path, target: Target, output: &Path, allow: Allow) -> ExitCode {
+pub fn run(config_path: &Path, target: Target, output: &Path, options: Options) -> ExitCode {
     let secrets = Secrets::from_env(config_path.parent().unwrap_or(Path::new(".")));
     let loaded = match config::load(config_path, &secrets) {
         Ok(loaded) => loaded,
@@ -93,8 +103,9 @@ pub fn run(config_path: &Path, target: Target, output: &Path, allow: Allow) -> E
         origins: &loaded.origins,
         local: &local,
         config_dir: absolute(config_path.parent().unwrap_or(Path::new("."))),
+        gateway: options.gateway,
     };
-    let mut findings = Findings::new(&loaded.origins, allow);
+    let mut findings = Findings::new(&loaded.origins, options.allow);
     let files = match export(&input, target, &mut findings) {
         Ok(files) => files,
         Err(message) => {

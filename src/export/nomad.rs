@@ -195,10 +195,10 @@ fn group(
             findings.install(format!("the host volume `{name}` in the client configuration of each Nomad client that may run it"));
         }
     }
-    for (index, _) in spec.networks.iter().enumerate() {
+    for (index, network) in spec.networks.iter().enumerate() {
         findings.lossy(
             At::value(&service.name, &format!("network[{index}].name")),
-            "a declared network: Nomad groups share no Docker network; each group has its own bridge".into(),
+            format!("network `{network}`: Nomad groups share no Docker network; each group has its own bridge"),
             "network",
             "reach other services through their published ports and service discovery",
         );
