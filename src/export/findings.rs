@@ -91,6 +91,11 @@ impl<'a> Findings<'a> {
         self.push(severity, at, message, "host path", help);
     }
 
+    /// What no flag allows: always an error.
+    pub fn refuse(&mut self, at: At<'_>, message: String, label: &str, help: &str) {
+        self.push(Severity::Error, at, message, label, help.to_string());
+    }
+
     /// A line of the summary: something the target will not do.
     pub fn not_done(&mut self, line: impl Into<String>) {
         self.not_done.insert(line.into());

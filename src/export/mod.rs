@@ -106,6 +106,7 @@ pub fn run(config_path: &Path, target: Target, output: &Path, options: Options) 
         gateway: options.gateway,
     };
     let mut findings = Findings::new(&loaded.origins, options.allow);
+    secrets_outside_env(&input, &mut findings);
     let files = match export(&input, target, &mut findings) {
         Ok(files) => files,
         Err(message) => {
@@ -181,6 +182,75 @@ pub fn export(
         }
         Target::Swarm => Ok(swarm::export(input, findings)),
         Target::Nomad => Ok(nomad::export(input, findings)),
+    }
+}
+
+/// A secret's value anywhere but a whole `[env]` value would be written as
+/// it is: refused, at the key that holds it (the output is searched again
+/// before it is written).
+fn secrets_outside_env(input: &Input<'_>, findings: &mut Findings<'_>) {
+    for service in input.plan.services.values() {
+        let spec = &service.container;
+        let mut fields: Vec<(String, String)> = vec![
+            ("service.image".into(), spec.image.original.clone()),
+            (
+                "service.command".into(),
+                spec.command
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            (
+                "service.entrypoint".into(),
+                spec.entrypoint
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ];
+        for (key, value) in [
+            ("working_dir", &spec.working_dir),
+            ("user", &spec.user),
+            ("hostname", &spec.hostname),
+        ] {
+            fields.push((format!("service.{key}"), value.clone().unwrap_or_default()));
+        }
+        if let Some(check) = &spec.healthcheck {
+            fields.push(("healthcheck.test".into(), check.test.join(" ")));
+        }
+        for (index, mount) in spec.volumes.iter().enumerate() {
+            let source = match &mount.source {
+                MountSource::Bind(path) => path.display().to_string(),
+                MountSource::Volume(name) => name.clone(),
+            };
+            fields.push((format!("volume[{index}].source"), source));
+            fields.push((format!("volume[{index}].target"), mount.target.clone()));
+        }
+        for (index, host) in spec.extra_hosts.iter().enumerate() {
+            fields.push((
+                format!("extra_host[{index}].hostname"),
+                host.hostname.clone(),
+            ));
+        }
+        if let Some(route) = &service.route {
+            fields.push(("proxy.host".into(), route.host.clone()));
+            fields.push(("proxy.path".into(), route.path.clone()));
+        }
+        for (path, value) in fields {
+            let (masked, found) = input.origins.mask_secrets(&value);
+            if found {
+                findings.refuse(
+                    findings::At::value(&service.name, &path),
+                    format!("`{path}` holds a secret's value ({masked}): an export writes it as it is"),
+                    "secret value",
+                    "only a whole [env] value can reference a secret: pass it to the program through the environment",
+                );
+            }
+        }
     }
 }
 
