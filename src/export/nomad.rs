@@ -239,10 +239,7 @@ fn nomad_service(
                         check.test.iter().skip(2).cloned().collect(),
                     ),
                 };
-            let args: Vec<Expression> = args
-                .into_iter()
-                .map(|arg| Expression::String(arg))
-                .collect();
+            let args: Vec<Expression> = args.into_iter().map(Expression::String).collect();
             Some(
                 Block::builder("check")
                     .add_attribute(("type", "script"))
