@@ -112,6 +112,10 @@ impl<'a> Findings<'a> {
     }
 
     fn push(&mut self, severity: Severity, at: At<'_>, message: String, label: &str, help: String) {
+        // A message quotes values (a schedule, a user, a path): one that
+        // came from a secret is shown masked, as every diagnostic does.
+        let (message, _) = self.origins.mask_secrets(&message);
+        let (help, _) = self.origins.mask_secrets(&help);
         let diagnostic = self
             .origins
             .diagnostic(severity, at.place, at.path, at.value, message, label)
