@@ -206,6 +206,40 @@ mod tests {
     }
 
     #[test]
+    fn export_takes_a_target_an_output_and_its_flags() {
+        let cli = Cli::parse_from([
+            "dispenser",
+            "export",
+            "kubernetes",
+            "-o",
+            "k8s",
+            "--allow-lossy",
+            "--gateway",
+            "public",
+        ]);
+        match cli.command {
+            Some(Command::Export {
+                target,
+                output,
+                allow_lossy,
+                allow_host_paths,
+                gateway,
+            }) => {
+                assert_eq!(target, crate::export::Target::Kubernetes);
+                assert_eq!(output, PathBuf::from("k8s"));
+                assert!(allow_lossy && !allow_host_paths);
+                assert_eq!(gateway.as_deref(), Some("public"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["dispenser", "export", "kubernetes"]).is_err(),
+            "-o is required"
+        );
+        assert!(Cli::try_parse_from(["dispenser", "export", "compose", "-o", "x"]).is_err());
+    }
+
+    #[test]
     fn logs_defaults() {
         let cli = Cli::parse_from(["dispenser", "logs", "api", "-f"]);
         match cli.command {

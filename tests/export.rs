@@ -332,6 +332,9 @@ fn every_refusal_matches_its_snapshot_and_writes_nothing() {
     }
 }
 
+/// The node label of a swarm a test created.
+const SWARM_LABEL: &str = "dispenser.test.export";
+
 /// A single-node swarm on this engine for one test: `docker swarm init`
 /// on 127.0.0.1, left (`--force`) in `Drop`, so a failing test leaves it too.
 /// Swarm mode is global to the engine: the `swarm` test group runs these
@@ -342,7 +345,26 @@ struct Swarm {
 
 impl Swarm {
     fn init(stack: &str) -> Swarm {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        let mut state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        // A swarm an earlier run of this test left (killed before its Drop)
+        // carries the test's node label: that one is left, no other.
+        if state.trim() == "active" {
+            let labels = Command::new("docker")
+                .args([
+                    "node",
+                    "inspect",
+                    "self",
+                    "--format",
+                    "{{json .Spec.Labels}}",
+                ])
+                .output()
+                .map(|output| text(&output.stdout))
+                .unwrap_or_default();
+            if labels.contains(&format!("\"{SWARM_LABEL}\"")) {
+                docker(&["swarm", "leave", "--force"]);
+                state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+            }
+        }
         assert_eq!(
             state.trim(),
             "inactive",
@@ -362,9 +384,14 @@ impl Swarm {
             "--listen-addr",
             &listen,
         ]);
-        Swarm {
+        // The guard first: whatever fails from here on, Drop leaves the swarm.
+        let swarm = Swarm {
             stack: stack.to_string(),
-        }
+        };
+        let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        let label = format!("{SWARM_LABEL}=1");
+        docker(&["node", "update", "--label-add", &label, node.trim()]);
+        swarm
     }
 
     fn deploy(&self, stack_file: &Path) {
