@@ -179,6 +179,32 @@ fn kubernetes_manifests_of_the_stack_pass_kubernetes_validate_strict_for_1_33_an
     let texts: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
     assert_no_secret_value("the manifests", &texts);
     assert_no_secret_value("the output", &[&printed]);
+    // The worked example of docs/scaling-out.md stays valid too.
+    let example = tempfile::tempdir().unwrap();
+    let output = export(
+        &repo().join("example"),
+        "kubernetes",
+        example.path(),
+        &["--allow-lossy"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let paths: Vec<PathBuf> = written(example.path())
+        .iter()
+        .map(|(name, _)| example.path().join(name))
+        .collect();
+    for version in ["1.33.0", "1.37.0"] {
+        let result = Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .args(&paths)
+            .output()
+            .expect("kubernetes-validate runs");
+        assert!(
+            result.status.success(),
+            "example, {version}:\n{}{}",
+            text(&result.stdout),
+            text(&result.stderr)
+        );
+    }
 }
 
 #[test]

@@ -320,11 +320,22 @@ fn pod(
                                 "flatten the folder, or build its content into the image",
                             );
                         }
+                        let mut kept = Vec::new();
                         for (file, bytes) in files {
+                            if file_key(file) != *file {
+                                findings.lossy(
+                                    At::value(&service.name, &key),
+                                    format!("`{relative}/{file}` has a name no ConfigMap key can hold (letters, digits, `-`, `_` and `.` only): it is left out"),
+                                    "file name",
+                                    "rename the file",
+                                );
+                                continue;
+                            }
                             hash.update(file.as_bytes());
                             hash.update(bytes);
+                            kept.push((file.clone(), bytes.clone()));
                         }
-                        documents.push(config_map(input, &map_name, files));
+                        documents.push(config_map(input, &map_name, &kept));
                         volume_mount["readOnly"] = json!(true);
                         pod_volumes
                             .push(json!({"name": volume_name, "configMap": {"name": map_name}}));
