@@ -591,6 +591,24 @@ fn swarm_stack_runs_updates_start_first_rolls_back_a_failing_healthcheck_and_rea
         labels.contains("\"swarm.cronjob.schedule\":\"*/5 * * * *\""),
         "{labels}"
     );
+    // swarm-cronjob starts a run by forcing an update of the job: a second run completes.
+    docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--force",
+        &swarm.service("job"),
+    ]);
+    wait_for(60, "a second run of the job", || {
+        let states = docker(&[
+            "service",
+            "ps",
+            &swarm.service("job"),
+            "--format",
+            "{{.CurrentState}}",
+        ]);
+        (states.matches("Complete").count() >= 2).then_some(())
+    });
 
     // v2: the new task runs beside the old one before the old one stops.
     write_tree(
