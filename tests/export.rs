@@ -776,7 +776,7 @@ fn swarm_stack_file_passes_docker_stack_config_and_keeps_literal_dollars() {
 }
 
 #[test]
-fn kubernetes_reads_google_secrets_through_an_external_secret_and_never_writes_them() {
+fn google_secrets_become_external_secrets_or_copy_commands_and_are_never_written() {
     let standin = google_standin::StandIn::start();
     let name = "projects/dtest-project/secrets/db-password";
     standin.set(
@@ -802,24 +802,44 @@ fn kubernetes_reads_google_secrets_through_an_external_secret_and_never_writes_t
         .local_addr()
         .unwrap()
         .port();
+    let run = |target: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .current_dir(root)
+            .args([
+                "export",
+                target,
+                "-c",
+                "dispenser.toml",
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .env_remove("RUST_LOG")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("HOME", root.join("home"))
+            .env("GCE_METADATA_HOST", format!("127.0.0.1:{closed}"))
+            .env("DISPENSER_SECRETMANAGER_ENDPOINT", standin.url())
+            .output()
+            .unwrap()
+    };
+    // Swarm and Nomad have no external-secrets: the summary says how to copy it.
+    for target in ["swarm", "nomad"] {
+        let out = root.join(target);
+        let output = run(target, &out);
+        let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
+        assert!(output.status.success(), "{target}: {printed}");
+        assert!(
+            printed.contains(
+                "gcloud secrets versions access 3 --secret=db-password --project=dtest-project"
+            ),
+            "{target}: {printed}"
+        );
+        let all: String = written(&out).into_iter().map(|(_, text)| text).collect();
+        assert!(
+            !all.contains("google-secret-value-5") && !printed.contains("google-secret-value-5")
+        );
+    }
     let out = root.join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_dispenser"))
-        .current_dir(root)
-        .args([
-            "export",
-            "kubernetes",
-            "-c",
-            "dispenser.toml",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .env_remove("RUST_LOG")
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
-        .env("HOME", root.join("home"))
-        .env("GCE_METADATA_HOST", format!("127.0.0.1:{closed}"))
-        .env("DISPENSER_SECRETMANAGER_ENDPOINT", standin.url())
-        .output()
-        .unwrap();
+    let output = run("kubernetes", &out);
     let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{printed}");
     // The load fetched the secret, as --test does: the export proves access.

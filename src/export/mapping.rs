@@ -329,6 +329,16 @@ pub fn named_without_port(user: &Service, target: &str, origins: &Origins) -> Op
     })
 }
 
+/// The `gcloud` command that prints a Google secret (`projects/P/secrets/S`).
+pub fn gcloud_access(name: &str, version: &str) -> String {
+    let parts: Vec<&str> = name.split('/').collect();
+    let (project, secret) = match parts.as_slice() {
+        [_, project, _, secret] => (*project, *secret),
+        _ => ("", name),
+    };
+    format!("gcloud secrets versions access {version} --secret={secret} --project={project}")
+}
+
 /// Seconds of a duration, rounded up, at least `min`.
 pub fn seconds(duration: Duration, min: u64) -> u64 {
     let whole = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);

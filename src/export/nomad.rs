@@ -432,7 +432,7 @@ fn task(input: &Input<'_>, service: &Service, ports: &[u16], findings: &mut Find
                 let how = match source {
                     SecretRef::Env { name } => format!("{variable}=\"${name}\""),
                     SecretRef::File { path } => format!("{variable}=@{}", input.config_dir.join(path).display()),
-                    SecretRef::Google { name, version } => format!("{variable}=\"$(gcloud secrets versions access {version} --secret={})\"", name.rsplit('/').next().unwrap_or(name)),
+                    SecretRef::Google { name, version } => format!("{variable}=\"$({})\"", mapping::gcloud_access(name, version)),
                 };
                 findings.install(format!("the Nomad Variable `{variable}` of job `{}`: nomad var put -force nomad/jobs/{} {how}", service.name, service.name));
             }

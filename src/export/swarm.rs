@@ -376,7 +376,7 @@ fn secret(
             json!({"external": true, "name": variable})
         }
         SecretRef::Google { name, version } => {
-            findings.install(format!("the Swarm secret `{variable}` (Google secret `{name}`, version `{version}`): gcloud secrets versions access {version} --secret={} | docker secret create {variable} -", name.rsplit('/').next().unwrap_or(name)));
+            findings.install(format!("the Swarm secret `{variable}` (Google secret `{name}`, version `{version}`): {} | docker secret create {variable} -", mapping::gcloud_access(name, version)));
             json!({"external": true, "name": variable})
         }
     }
