@@ -34,6 +34,8 @@ mod outages;
 mod proxy;
 #[path = "runtime/secrets.rs"]
 mod secrets;
+#[path = "runtime/stopping.rs"]
+mod stopping;
 #[path = "runtime/takeover.rs"]
 mod takeover;
 #[path = "runtime/watching.rs"]

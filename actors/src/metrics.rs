@@ -12,6 +12,8 @@
 //! - `container_restarts_total{service}`: restarts by Docker's restart policy.
 //! - `container_exits_total{service,reason}`: exits Dispenser did not ask
 //!   for, `reason` `oom` (killed for lack of memory) or `exited`.
+//! - `images_removed_total{service}` and `image_bytes_freed_total{service}`:
+//!   old images the clean-up after a proven deploy removed, and their size.
 //! - `certificate_expiry_timestamp_seconds{host}`: written by the renderer
 //!   from the certificate map, not kept here.
 
@@ -36,6 +38,8 @@ pub struct Metrics {
     cron_runs: Counters,
     container_restarts: Counters,
     container_exits: Counters,
+    images_removed: Counters,
+    image_bytes_freed: Counters,
     routes: RwLock<HashMap<Arc<str>, Arc<RouteStats>>>,
 }
 
@@ -86,6 +90,13 @@ impl Metrics {
         self.container_exits.bump(&[service, reason]);
     }
 
+    /// The clean-up after a deploy of `service` removed `images` images of
+    /// `bytes` in all.
+    pub fn images_removed(&self, service: &str, images: u64, bytes: u64) {
+        self.images_removed.add(&[service], images);
+        self.image_bytes_freed.add(&[service], bytes);
+    }
+
     /// The proxy answered a request on `route` with `status` after `elapsed`.
     pub fn proxy_request(&self, route: &Arc<str>, status: u16, elapsed: Duration) {
         let stats = self.route(route);
@@ -132,6 +143,18 @@ impl Metrics {
             "dispenser_container_exits_total",
             "Exits of service containers that Dispenser did not ask for, by reason (oom, exited).",
             &["service", "reason"],
+        );
+        self.images_removed.render(
+            out,
+            "dispenser_images_removed_total",
+            "Old images of a service removed after a proven deploy.",
+            &["service"],
+        );
+        self.image_bytes_freed.render(
+            out,
+            "dispenser_image_bytes_freed_total",
+            "Bytes of the old images removed after a proven deploy.",
+            &["service"],
         );
         self.render_routes(out);
     }

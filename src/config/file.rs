@@ -99,6 +99,7 @@ pub struct DaemonTable {
     pub dependency_timeout: Option<u64>,
     /// Seconds between two checks that the Docker Engine answers.
     pub docker_check_interval: Option<u64>,
+    pub keep_images: Option<u64>,
     /// IANA zone of schedules whose service sets none; default: local time.
     pub timezone: Option<String>,
     pub network: Option<DaemonNetworkTable>,
@@ -142,6 +143,7 @@ pub struct ServiceFile {
     pub depends_on: BTreeMap<String, String>,
     pub proxy: Option<RouteTable>,
     pub healthcheck: Option<HealthcheckTable>,
+    pub logging: Option<LoggingTable>,
 }
 
 /// `[service]`.
@@ -222,6 +224,16 @@ pub struct RouteTable {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub health_path: Option<String>,
+}
+
+/// `[logging]`: Compose's `logging`, the container's log driver and its
+/// options. Unset: `json-file` with rotation (see the plan's `LogConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingTable {
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
 }
 
 /// `[healthcheck]`.

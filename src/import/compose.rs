@@ -76,6 +76,7 @@ const SERVICE_KEYS: &[&str] = &[
     "extra_hosts",
     "stop_grace_period",
     "stop_signal",
+    "logging",
 ];
 
 /// Why a well-known key cannot be mapped; other keys get a generic reason.
@@ -83,7 +84,6 @@ fn reason_for(key: &str) -> &'static str {
     match key {
         "build" => "dispenser runs images and does not build them; build and push the image, then set `image`",
         "profiles" => "dispenser has no profiles: every declared service runs",
-        "logging" => "dispenser has no logging options: containers use the Docker daemon's log driver",
         "container_name" => "the container is named after the service",
         "labels" => "dispenser sets its own container labels",
         "secrets" | "configs" => "mount the file with a volume instead",
@@ -478,6 +478,9 @@ impl State<'_> {
         }
         if let Some(value) = node.get("healthcheck") {
             self.healthcheck(&format!("{base}.healthcheck"), value, &mut out);
+        }
+        if let Some(value) = node.get("logging") {
+            self.logging(&format!("{base}.logging"), value, &mut out);
         }
         Ok(out)
     }
@@ -1053,6 +1056,44 @@ impl State<'_> {
         if !lines.is_empty() {
             out.push_str("\n[healthcheck]\n");
             for line in lines {
+                out.push_str(&line);
+            }
+        }
+    }
+
+    /// `logging`: its `driver` and `options` become `[logging]`, the same keys.
+    fn logging(&mut self, path: &str, node: &Node, out: &mut String) {
+        let mut driver = None;
+        let mut options = Vec::new();
+        for (key, key_node, value) in node.entries().unwrap_or_default() {
+            let key_path = format!("{path}.{key}");
+            match key {
+                "driver" => driver = self.templ(&key_path, value).map(|templ| templ.to_toml()),
+                "options" => {
+                    for (option, _, option_value) in value.entries().unwrap_or_default() {
+                        let option_path = format!("{key_path}.{option}");
+                        if let Some(templ) = self.templ(&option_path, option_value) {
+                            options.push(format!(
+                                "{} = {}\n",
+                                toml_string(option),
+                                templ.to_toml()
+                            ));
+                        }
+                    }
+                }
+                _ => self.drop(&key_path, key_node, "no equivalent"),
+            }
+        }
+        if driver.is_none() && options.is_empty() {
+            return;
+        }
+        out.push_str("\n[logging]\n");
+        if let Some(driver) = driver {
+            out.push_str(&format!("driver = {driver}\n"));
+        }
+        if !options.is_empty() {
+            out.push_str("\n[logging.options]\n");
+            for line in options {
                 out.push_str(&line);
             }
         }

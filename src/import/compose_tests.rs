@@ -139,7 +139,7 @@ fn depends_on_healthcheck_and_resources() {
 
 #[test]
 fn networks_and_lossy_keys() {
-    let imported = run("networks:\n  back:\n    internal: true\n  default:\nservices:\n  web:\n    image: nginx\n    build: .\n    logging:\n      driver: json-file\n    networks: [back, default]\n    extra_hosts:\n      - \"db.local:10.0.0.2\"\n");
+    let imported = run("networks:\n  back:\n    internal: true\n  default:\nservices:\n  web:\n    image: nginx\n    build: .\n    container_name: web1\n    networks: [back, default]\n    extra_hosts:\n      - \"db.local:10.0.0.2\"\n");
     assert!(
         imported
             .dispenser_toml
@@ -160,8 +160,23 @@ fn networks_and_lossy_keys() {
         .collect();
     assert_eq!(
         found,
-        [(8, "services.web.build"), (9, "services.web.logging")]
+        [
+            (8, "services.web.build"),
+            (9, "services.web.container_name")
+        ]
     );
+}
+
+#[test]
+fn logging_becomes_the_logging_table() {
+    let imported = run("services:\n  web:\n    image: nginx\n    logging:\n      driver: local\n      options:\n        max-size: 20m\n        max-file: \"5\"\n");
+    let web = service(&imported, "web");
+    assert!(
+        web.contains("[logging]\ndriver = \"local\"\n\n[logging.options]\n\"max-file\" = \"5\"\n\"max-size\" = \"20m\"\n")
+            || web.contains("[logging]\ndriver = \"local\"\n\n[logging.options]\n\"max-size\" = \"20m\"\n\"max-file\" = \"5\"\n"),
+        "{web}"
+    );
+    assert!(imported.dropped.is_empty(), "{:?}", imported.dropped);
 }
 
 #[test]

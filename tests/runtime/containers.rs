@@ -214,3 +214,35 @@ fn stop_signal_and_stop_grace_period_reach_the_container_and_its_stop() {
         "stop took {took:?}"
     );
 }
+
+#[test]
+fn logs_are_rotated_by_default_and_a_service_may_choose_its_driver() {
+    let mut sb = Sandbox::new();
+    let chatty = "command = [\"sh\", \"-c\", \"echo hello-from-the-log; sleep 3600\"]\n";
+    sb.service("plain", BUSYBOX, chatty);
+    sb.service(
+        "local",
+        BUSYBOX,
+        &format!("{chatty}\n[logging]\ndriver = \"local\"\n\n[logging.options]\nmax-size = \"1m\"\nmax-file = 2\n"),
+    );
+    let daemon = sb.start();
+    let log_config = |short: &str| inspect(&sb.name(short))["HostConfig"]["LogConfig"].clone();
+    assert_eq!(
+        log_config("plain"),
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
+    );
+    assert_eq!(
+        log_config("local"),
+        serde_json::json!({"Type": "local", "Config": {"max-size": "1m", "max-file": "2"}})
+    );
+    // Both drivers keep what `docker logs` (and `dispenser logs`) read.
+    for short in ["plain", "local"] {
+        crate::support::eventually(
+            "the container's first line in its log",
+            std::time::Duration::from_secs(20),
+            || docker(&["logs", &sb.name(short)]).contains("hello-from-the-log"),
+            || daemon.log(),
+        );
+    }
+    daemon.stop();
+}

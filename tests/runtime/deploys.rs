@@ -347,14 +347,14 @@ pub(crate) fn deploys(sb: &Sandbox, service: &str) -> Vec<(String, String, Optio
         .collect()
 }
 
-fn routed(sb: &mut Sandbox, http: u16, deploy: &str) {
+pub(crate) fn routed(sb: &mut Sandbox, http: u16, deploy: &str) {
     sb.proxy_settings(&format!(
         "strategy = \"http-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n"
     ));
     sb.deploy_settings(deploy);
 }
 
-fn wait_logged(daemon: &Daemon, needle: &str, count: usize) {
+pub(crate) fn wait_logged(daemon: &Daemon, needle: &str, count: usize) {
     daemon.wait_for(needle, count);
 }
 
@@ -565,51 +565,13 @@ fn sigterm_during_a_soak_exits_at_once_and_the_restart_deploys_the_new_version()
     let v2 = registry.push(&versions[1], "web", Some(&versions[1]));
     load.wait_for("v2", || daemon.log());
     wait_logged(&daemon, "traffic moved to the new container", 1);
-    load.down();
-    let (took, log) = daemon.terminate();
-    assert!(took < Duration::from_secs(5), "exit took {took:?}:\n{log}");
-    assert!(log.contains("deploy abandoned"), "{log}");
-    let stopping_at = log.find("stopping").expect("stopping logged");
-    assert!(
-        !log[stopping_at..].contains("new image in the registry"),
-        "a deploy started after stopping began:\n{log}"
-    );
-    // The unproven container is gone; the previous version serves on.
-    sb.assert_converged(&["web"]);
-    let web = sb.name("web");
-    let label = |key: &str| {
-        docker(&[
-            "inspect",
-            "-f",
-            &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
-            &web,
-        ])
-    };
-    assert_eq!(label("dispenser.image-digest").trim(), v1);
-    let history = deploys(&sb, &web);
-    assert_eq!(
-        history.last().map(|(t, o, _)| (t.as_str(), o.as_str())),
-        Some(("new-digest", "abandoned")),
-        "{history:?}"
-    );
-    sb.assert_ledger_sound();
-
-    // The next start deploys the abandoned version, once, through the gate.
-    sb.deploy_settings("ready_timeout = \"20s\"\nsoak = \"1s\"\n");
-    let daemon = sb.start();
-    load.up();
-    wait_logged(&daemon, "removed the previous container", 1);
-    sb.assert_converged(&["web"]);
-    assert_eq!(label("dispenser.image-digest").trim(), v2);
-    let tally = load.finish();
-    report("sigterm during a soak", &tally);
-    assert_eq!(tally.non_2xx, 0, "{tally:?}");
-    assert_eq!(tally.failed, 0, "{tally:?}");
-    let log = daemon.stop();
-    assert_eq!(
-        log.matches("created the next container").count(),
-        1,
-        "{log}"
+    crate::stopping::stop_mid_deploy_then_resume(
+        &mut sb,
+        daemon,
+        load,
+        (&v1, &v2),
+        "ready_timeout = \"20s\"\nsoak = \"1s\"\n",
+        || {},
     );
 }
 

@@ -73,7 +73,7 @@ fn deploy_rows(sb: &Sandbox, service: &str) -> Vec<(String, String)> {
 /// The upstream answering `version` with a healthcheck whose first probe
 /// comes `interval` after the start: ready only then (or never, when the
 /// probe is `false`).
-fn slow_upstream(
+pub(crate) fn slow_upstream(
     images: &mut Images,
     name: &str,
     version: &str,
@@ -91,7 +91,8 @@ fn slow_upstream(
     )
 }
 
-const WGET_PROBE: &str = "[\"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]";
+pub(crate) const WGET_PROBE: &str =
+    "[\"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]";
 
 fn proxied(sb: &mut Sandbox, http: u16, deploy: &str) {
     sb.proxy_settings(&format!(

@@ -111,6 +111,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(crate) fn image(&self, repository: &str) -> String {
         format!("{}/{repository}:latest", self.host())
     }
@@ -721,4 +725,65 @@ fn bearer_challenge_tokens_are_fetched_once_and_reused() {
     }
     assert_eq!(tokens.asked_by_dispenser(), 1, "{}", daemon.log());
     daemon.stop();
+}
+
+#[test]
+fn old_images_are_removed_after_a_proven_deploy_and_the_rollback_target_stays() {
+    let mut images = crate::deploys::Images(Vec::new());
+    let mut registry = Registry::start(Auth::None);
+    images.0.push(format!("{}/web", registry.host()));
+    let mut sb = Sandbox::new();
+    sb.poll_delay(1);
+    sb.daemon_settings("keep_images = 2\n");
+    sb.deploy_settings("soak = \"0s\"\n");
+    sb.service("web", &registry.image("web"), WATCH);
+    let web = sb.name("web");
+    let host = registry.host();
+    // Each version's image is known to this host by its registry digest
+    // only, as on a server that pulls what CI pushed.
+    let mut pushed = Vec::new();
+    let mut daemon = None;
+    for n in 1..=4 {
+        let build = images.version(&format!("prune-v{n}"));
+        let id = docker(&["image", "inspect", "-f", "{{.Id}}", &build])
+            .trim()
+            .to_string();
+        let digest = registry.push(&build, "web", None);
+        docker(&["rmi", &build]);
+        pushed.push((digest.clone(), id));
+        let daemon = daemon.get_or_insert_with(|| sb.start());
+        eventually(
+            "the pushed version serves",
+            DEPLOY_TIMEOUT,
+            || crate::support::exists(&web) && label(&web, "dispenser.image-digest") == digest,
+            || daemon.log(),
+        );
+    }
+    let daemon = daemon.unwrap();
+    let present = |reference: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", reference])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    eventually(
+        "the second version's image removed",
+        DEPLOY_TIMEOUT,
+        || !present(&format!("{host}/web@{}", pushed[1].0)),
+        || daemon.log(),
+    );
+    // v1 and v2 are gone, the images with them; v4 serves and v3, the
+    // version a rollback goes back to, stays.
+    for (digest, id) in &pushed[..2] {
+        assert!(!present(&format!("{host}/web@{digest}")), "{digest} kept");
+        assert!(!present(id), "image {id} kept");
+    }
+    for (digest, _) in &pushed[2..] {
+        assert!(present(&format!("{host}/web@{digest}")), "{digest} removed");
+    }
+    let log = daemon.stop();
+    assert!(log.contains("removed old images"), "{log}");
+    assert!(log.contains("freed_bytes="), "{log}");
 }

@@ -18,8 +18,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
-    ListNetworksOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
-    StopContainerOptions, TagImageOptions, WaitContainerOptions,
+    ListNetworksOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RenameContainerOptions, StopContainerOptions, TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use crate::engine::labels;
 use crate::engine::{
     Container, ContainerEvent, ContainerState, CreateRequest, Engine, EngineError, EventKind,
-    EventStream, Health, Image,
+    EventStream, Health, Image, ImageRemoval,
 };
 use crate::plan::{DefaultNetwork, ImageRef, Network, NetworkDriver};
 use crate::registry::Credential;
@@ -188,6 +188,10 @@ impl Engine for DockerEngine {
             Ok(inspect) => Ok(Some(Image {
                 id: inspect.id.unwrap_or_default(),
                 repo_digests: inspect.repo_digests.unwrap_or_default(),
+                size: inspect
+                    .size
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0),
             })),
             Err(err) if status_of(&err) == Some(404) => Ok(None),
             Err(err) => Err(docker_error("inspect", format!("image {image}"), err)),
@@ -264,6 +268,28 @@ impl Engine for DockerEngine {
             })?;
         debug!(image = %source, tag = %target, "image tagged");
         Ok(())
+    }
+
+    async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, EngineError> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            platforms: None,
+        };
+        match self
+            .docker
+            .remove_image(&image.original, Some(options), None)
+            .await
+        {
+            Ok(items) if items.iter().any(|item| item.deleted.is_some()) => {
+                debug!(image = %image, "image removed");
+                Ok(ImageRemoval::Deleted)
+            }
+            Ok(_) => Ok(ImageRemoval::Untagged),
+            Err(err) if status_of(&err) == Some(404) => Ok(ImageRemoval::Absent),
+            Err(err) if status_of(&err) == Some(409) => Ok(ImageRemoval::InUse),
+            Err(err) => Err(docker_error("remove", format!("image {image}"), err)),
+        }
     }
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError> {

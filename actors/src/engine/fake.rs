@@ -11,10 +11,13 @@ use async_trait::async_trait;
 
 use super::{
     Container, ContainerEvent, ContainerState, CreateRequest, Engine, EngineError, EventStream,
-    Health, Image,
+    Health, Image, ImageRemoval,
 };
 use crate::engine::labels;
 use crate::plan::{DefaultNetwork, ImageRef, Network};
+
+/// The size every fake image reports, so clean-up can count bytes freed.
+pub const FAKE_IMAGE_SIZE: u64 = 1_000_000;
 
 /// An in-memory Docker. Cloning is not supported: share it in an `Arc`.
 #[derive(Debug, Default)]
@@ -270,6 +273,7 @@ impl Engine for FakeEngine {
         Ok(inner.image_id(image).map(|id| Image {
             id: id.clone(),
             repo_digests: inner.repo_digests.get(&id).cloned().unwrap_or_default(),
+            size: FAKE_IMAGE_SIZE,
         }))
     }
 
@@ -313,6 +317,28 @@ impl Engine for FakeEngine {
                 })?;
         inner.images.insert(target.original.clone(), id);
         Ok(())
+    }
+
+    async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, EngineError> {
+        let mut inner = self.lock();
+        inner.record("rmi", &image.original)?;
+        let Some(id) = inner.image_id(image) else {
+            return Ok(ImageRemoval::Absent);
+        };
+        if inner.containers.values().any(|c| c.image_id == id) {
+            return Ok(ImageRemoval::InUse);
+        }
+        inner.images.remove(&image.original);
+        if let Some(digests) = inner.repo_digests.get_mut(&id) {
+            digests.retain(|entry| *entry != image.original);
+        }
+        let referenced = inner.images.values().any(|other| *other == id)
+            || inner.repo_digests.get(&id).is_some_and(|d| !d.is_empty());
+        if referenced {
+            return Ok(ImageRemoval::Untagged);
+        }
+        inner.repo_digests.remove(&id);
+        Ok(ImageRemoval::Deleted)
     }
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError> {

@@ -63,12 +63,27 @@ pub enum Health {
 }
 
 /// A local image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Image {
     /// `sha256:...`
     pub id: String,
     /// `repo@sha256:...` entries, empty for images never pushed or pulled.
     pub repo_digests: Vec<String>,
+    /// Bytes on disk (Docker's `Size`), 0 when unknown.
+    pub size: u64,
+}
+
+/// What removing one image reference did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRemoval {
+    /// The reference was the image's last: the image is gone.
+    Deleted,
+    /// Only the reference went; another tag or digest keeps the image.
+    Untagged,
+    /// A container (running or stopped) uses the image: nothing was removed.
+    InUse,
+    /// No such image.
+    Absent,
 }
 
 /// What to create: the service's container under a given name, with labels.
@@ -183,6 +198,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Points the local reference `target` (its repository and tag) at the
     /// local image `source`, as `docker tag` does.
     async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<(), EngineError>;
+    /// Removes the image reference `image` (`repository@digest`), as
+    /// `docker rmi` without `--force`: the image goes with its last
+    /// reference, and an image a container uses is left alone.
+    async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, EngineError>;
     /// Creates a container attached to the default network (alias: the
     /// service name) and to the service's declared networks. Returns its id.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, EngineError>;

@@ -89,6 +89,9 @@ pub struct DeploySettings {
     /// After the swap, the new container must stay up this long or the
     /// deploy is rolled back.
     pub soak: Duration,
+    /// `[daemon] keep_images`: how many of a service's versions keep their
+    /// image on the host after a deploy is proven (older ones are removed).
+    pub keep_images: usize,
 }
 
 /// Default of `[deploy] ready_timeout`.
@@ -97,6 +100,8 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of `[deploy] soak`.
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(60);
+/// Default of `[daemon] keep_images`.
+pub const DEFAULT_KEEP_IMAGES: usize = 3;
 
 impl Default for DeploySettings {
     fn default() -> Self {
@@ -104,6 +109,7 @@ impl Default for DeploySettings {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             soak: DEFAULT_SOAK,
+            keep_images: DEFAULT_KEEP_IMAGES,
         }
     }
 }
@@ -190,12 +196,57 @@ pub struct ContainerSpec {
     /// `None`: `STOP_GRACE` (10 s, Docker's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// The service's `[logging]`; `None`: `LogConfig::rotated`. Left out of
+    /// the spec hash's input when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LogConfig>,
 }
 
 impl ContainerSpec {
     /// The wait between the stop signal and a kill.
     pub fn stop_grace(&self) -> Duration {
         self.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE)
+    }
+
+    /// The log driver the container is created with.
+    pub fn log_config(&self) -> LogConfig {
+        self.logging.clone().unwrap_or_else(LogConfig::rotated)
+    }
+}
+
+/// A container's log driver and its options (Docker's `HostConfig.LogConfig`).
+/// Option values may come from secrets (a driver's token): `Debug` shows
+/// the keys only.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// The driver of a service whose `[logging]` names none, as Docker's own default.
+pub const DEFAULT_LOG_DRIVER: &str = "json-file";
+
+impl LogConfig {
+    /// What a container gets when its service sets no `[logging]`:
+    /// Docker's `json-file` driver, a new file every 10 MB, three kept, so
+    /// a chatty container never fills the disk.
+    pub fn rotated() -> LogConfig {
+        LogConfig {
+            driver: DEFAULT_LOG_DRIVER.to_string(),
+            options: BTreeMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ]),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("driver", &self.driver)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 

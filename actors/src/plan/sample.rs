@@ -30,6 +30,7 @@ pub fn service(name: &str, image: &str) -> Service {
             healthcheck: None,
             stop_signal: None,
             stop_grace_period: None,
+            logging: None,
         },
         lifecycle: Lifecycle {
             watch: false,

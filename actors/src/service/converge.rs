@@ -92,6 +92,6 @@ pub fn proven_image(interrupted: bool, service: &Service, container: &Container)
         container.labels.get(labels::SPEC_HASH).map(String::as_str) == Some(&service.spec_hash);
     (interrupted && same_spec).then(|| Image {
         id: container.image_id.clone(),
-        repo_digests: Vec::new(),
+        ..Image::default()
     })
 }

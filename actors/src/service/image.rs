@@ -149,7 +149,8 @@ pub async fn pull_digest(
 }
 
 /// Puts the service's earlier version `digest` under its tag (a rollback):
-/// the image is used from the host when it is there (it is never pruned),
+/// the image is used from the host when it is there (the clean-up keeps the
+/// newest versions and the rollback target, see `prune.rs`),
 /// pulled by digest otherwise. Returns the image the tag named before.
 pub async fn earlier(
     runtime: &Runtime,

@@ -39,6 +39,7 @@ mod events;
 mod image;
 mod manual;
 pub mod pipeline;
+mod prune;
 pub mod rollout;
 mod run;
 mod settle;

@@ -236,19 +236,21 @@ impl Deploying {
                 "deployed"
             );
         }
-        record(
-            runtime,
-            DeployRecord {
-                service: self.service.clone(),
-                trigger: self.trigger,
-                old_digest: self.old_digest.clone(),
-                new_digest: self.new_digest.clone(),
-                started_at: self.started_at,
-                ended_at: Utc::now(),
-                outcome,
-                reason,
-            },
-        );
+        let deploy = DeployRecord {
+            service: self.service.clone(),
+            trigger: self.trigger,
+            old_digest: self.old_digest.clone(),
+            new_digest: self.new_digest.clone(),
+            started_at: self.started_at,
+            ended_at: Utc::now(),
+            outcome,
+            reason,
+        };
+        let proven = (outcome == DeployOutcomeKind::Succeeded).then(|| deploy.clone());
+        record(runtime, deploy);
+        if let Some(proven) = proven {
+            super::prune::after_proven(runtime, service, proven).await;
+        }
     }
 }
 

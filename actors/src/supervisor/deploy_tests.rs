@@ -2,7 +2,8 @@
 //! reaches the services that watch the image, is pulled by digest, tagged
 //! and deployed; the same digest does nothing; a failed deploy backs off;
 //! an on-trigger service is started by its first new digest; a soak holds no
-//! mailbox and ends by a newer digest or by a Docker event.
+//! mailbox and ends by a newer digest or by a Docker event; digests reported
+//! during a deploy coalesce, so only the newest is deployed next.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,17 +198,20 @@ fn the_label_digest_is_the_one_of_the_images_own_repository() {
             format!("ghcr.io/team/app@{D1}"),
             format!("127.0.0.1:5000/team/app@{D2}"),
         ],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&reference, &image), D2);
     let local = Image {
         id: "sha256:id".into(),
         repo_digests: vec![format!("ghcr.io/team/app@{D1}")],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&reference, &local), "sha256:id");
     let hub = crate::plan::ImageRef::parse("nginx").unwrap();
     let pulled = Image {
         id: "sha256:id".into(),
         repo_digests: vec![format!("nginx@{D1}")],
+        ..Image::default()
     };
     assert_eq!(registry_digest(&hub, &pulled), D1);
 }
@@ -336,5 +340,39 @@ async fn a_crash_during_the_soak_reported_by_docker_rolls_back_and_quarantines()
         engine.calls_of(&["pull", "create"]).is_empty(),
         "{:?}",
         engine.calls()
+    );
+}
+
+#[actix_rt::test]
+async fn digests_reported_during_a_deploy_coalesce_and_only_the_newest_is_deployed_next() {
+    const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    const D4: &str = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+    let engine = engine();
+    engine.add_registry_image(&format!("docker.io/web@{D3}"), "sha256:img-d3");
+    engine.add_registry_image(&format!("docker.io/web@{D4}"), "sha256:img-d4");
+    let supervisor = started(&engine, vec![watching("web", "web:1")]).await;
+    // Each deploy takes a while (its stop), so D2, D3 and D4 are all
+    // reported while D1's deploy is still running.
+    engine.slow_stops(Duration::from_millis(800));
+    engine.clear_calls();
+    for digest in [D1, D2, D3, D4] {
+        supervisor
+            .send(NewDigest {
+                image: image_ref("web:1"),
+                digest: digest.into(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serving(&supervisor, &engine, D4).await;
+    let pulls = engine.calls_of(&["pull"]);
+    assert_eq!(
+        pulls,
+        [
+            format!("pull docker.io/web@{D1}"),
+            format!("pull docker.io/web@{D4}"),
+        ],
+        "D2 and D3 were superseded while D1 deployed"
     );
 }

@@ -45,6 +45,7 @@ fn spec(folder: &Path) -> ContainerSpec {
         healthcheck: None,
         stop_signal: None,
         stop_grace_period: None,
+        logging: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The tables of service.toml that shape the container besides `[service]`,
 //! one function each: `[[port]]`, `[[volume]]`, `[env]`, `[[network]]`,
-//! `[[extra_host]]` and `[healthcheck]`. Pure: whether a folder stands
+//! `[[extra_host]]`, `[healthcheck]` and `[logging]`. Pure: whether a folder stands
 //! beside a named volume comes from [`FileFacts`].
 
 use std::collections::BTreeMap;
@@ -8,12 +8,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use dispenser_actors::plan::{
-    ExtraHost, Healthcheck, Mount, MountSource, Network, PortBinding, Sensitive,
+    ExtraHost, Healthcheck, LogConfig, Mount, MountSource, Network, PortBinding, Sensitive,
+    DEFAULT_LOG_DRIVER,
 };
 
 use super::field::duration;
 use crate::config::check::FileCheck;
-use crate::config::file::{ExtraHostEntry, HealthcheckTable, NetworkRef, PortEntry, VolumeEntry};
+use crate::config::file::{
+    ExtraHostEntry, HealthcheckTable, LoggingTable, NetworkRef, PortEntry, VolumeEntry,
+};
 use crate::config::files::{FileFacts, FileKind};
 use crate::config::paths::normalize;
 use crate::config::values::did_you_mean;
@@ -271,6 +274,120 @@ pub(super) fn healthcheck(
         retries: table.retries,
         start_period,
     })
+}
+
+/// `[logging]`: Compose's `driver` and `options`. The driver defaults to
+/// Docker's `json-file`; `json-file` and `local` get their `max-size` and
+/// `max-file` checked here, since Docker's refusal would come only at the
+/// deploy. Other drivers' options are Docker's to check.
+pub(super) fn logging(check: &mut FileCheck<'_>, table: &LoggingTable) -> Option<LogConfig> {
+    let driver = table
+        .driver
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LOG_DRIVER.to_string());
+    let mut valid = true;
+    if !is_driver_name(&driver) {
+        valid = false;
+        let shown = check.shown("logging.driver", &driver);
+        check
+            .error(
+                "logging.driver",
+                format!("log driver{shown} is not a driver name"),
+                "invalid driver",
+            )
+            .help = Some(
+            "name a Docker log driver, such as `json-file`, `local`, `journald`, `syslog` or `none`"
+                .into(),
+        );
+    }
+    let mut options = BTreeMap::new();
+    for (key, value) in &table.options {
+        let path = format!("logging.options.{key}");
+        let text = match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            _ => {
+                valid = false;
+                check.error(
+                    &path,
+                    format!("log option `{key}` must be a string"),
+                    "not a string",
+                );
+                continue;
+            }
+        };
+        options.insert(key.clone(), text);
+    }
+    if driver == "none" && !options.is_empty() {
+        valid = false;
+        check.error(
+            "logging.options",
+            "the `none` log driver keeps no logs and takes no options",
+            "options for `none`",
+        );
+    }
+    if matches!(driver.as_str(), "json-file" | "local") {
+        valid &= rotation_options(check, &options);
+    }
+    valid.then_some(LogConfig { driver, options })
+}
+
+/// A Docker log driver's name (plugins included, as `vendor/name:tag`).
+fn is_driver_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+}
+
+/// `max-size` (a number with `k`, `m` or `g`) and `max-file` (at least 1)
+/// of the `json-file` and `local` drivers; a warning when `json-file` logs
+/// would grow without bound.
+fn rotation_options(check: &mut FileCheck<'_>, options: &BTreeMap<String, String>) -> bool {
+    let mut valid = true;
+    if let Some(size) = options.get("max-size") {
+        let digits = size.trim_end_matches(['k', 'm', 'g']);
+        let ok = !digits.is_empty()
+            && digits.len() + 1 >= size.len()
+            && digits.parse::<u64>().is_ok_and(|n| n > 0);
+        if !ok {
+            valid = false;
+            let shown = check.shown("logging.options.max-size", size);
+            check
+                .error(
+                    "logging.options.max-size",
+                    format!("log option `max-size` is not a size:{shown}"),
+                    "invalid size",
+                )
+                .help = Some("a whole number with `k`, `m` or `g`, such as `\"10m\"`".into());
+        }
+    }
+    if let Some(files) = options.get("max-file") {
+        if !files.parse::<u32>().is_ok_and(|n| n >= 1) {
+            valid = false;
+            let shown = check.shown("logging.options.max-file", files);
+            check.error(
+                "logging.options.max-file",
+                format!("log option `max-file` must be a whole number of at least 1:{shown}"),
+                "invalid count",
+            );
+        }
+    }
+    if valid && !options.contains_key("max-size") && !options.is_empty() {
+        check
+            .warning(
+                "logging.options",
+                "these options set no `max-size`: the container's log file grows without bound",
+                "no max-size",
+            )
+            .help = Some(
+            "add `max-size = \"10m\"` (Dispenser's default when `[logging]` is absent)".into(),
+        );
+    }
+    valid
 }
 
 /// `[healthcheck] test` as Docker takes it: a string runs in a shell

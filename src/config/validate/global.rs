@@ -175,6 +175,21 @@ fn gateway(check: &mut FileCheck<'_>, text: &str, subnet: Option<(Ipv4Addr, u8)>
     }
 }
 
+/// `[daemon] keep_images`: 1 to 100 versions per service; `None` when unset
+/// (the default) or out of range (an error).
+pub(super) fn keep_images(
+    check: &mut FileCheck<'_>,
+    daemon: Option<&DaemonTable>,
+) -> Option<usize> {
+    let keep = in_range(
+        check,
+        "daemon.keep_images",
+        daemon.and_then(|d| d.keep_images),
+        1..=100,
+    )?;
+    usize::try_from(keep).ok()
+}
+
 /// `[deploy]`: each timeout at its default unless set; `ready_timeout` and
 /// `drain_timeout` must be above zero (`soak = 0` turns the soak off).
 pub(super) fn deploy(check: &mut FileCheck<'_>, table: Option<&DeployTable>) -> DeploySettings {

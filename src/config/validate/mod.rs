@@ -103,6 +103,9 @@ pub fn global(
     global::telemetry(check, file);
     let mut settings = global::daemon(check, file.daemon.as_ref(), config_dir, poll_delay);
     settings.deploy = global::deploy(check, file.deploy.as_ref());
+    if let Some(keep) = global::keep_images(check, file.daemon.as_ref()) {
+        settings.deploy.keep_images = keep;
+    }
     let networks = global::networks(check, &file.networks);
     let proxy = global::proxy(check, file.proxy.as_ref());
     let acme = file
@@ -147,6 +150,10 @@ pub fn service(
         .healthcheck
         .as_ref()
         .and_then(|table| container::healthcheck(check, table));
+    let logging = file
+        .logging
+        .as_ref()
+        .and_then(|table| container::logging(check, table));
     let lifecycle = lifecycle::lifecycle(check, file.dispenser.as_ref(), default_zone);
     let depends_on = lifecycle::depends_on(check, &file.depends_on);
     let route = file
@@ -160,6 +167,7 @@ pub fn service(
         networks,
         extra_hosts,
         healthcheck,
+        logging,
         ..container?
     };
     // A service with errors is still returned (unless its image is invalid)

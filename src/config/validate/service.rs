@@ -87,6 +87,7 @@ pub(super) fn service_table(
         healthcheck: None,
         stop_signal,
         stop_grace_period,
+        logging: None,
     });
     (name, container)
 }

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as DockerMount,
-    MountType, MountVolumeOptions, NetworkingConfig, PortBinding as DockerPortBinding,
-    RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig,
+    Mount as DockerMount, MountType, MountVolumeOptions, NetworkingConfig,
+    PortBinding as DockerPortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
 };
 
 use crate::engine::{labels, CreateRequest, EngineError};
@@ -164,8 +164,18 @@ fn host_config(
         }),
         port_bindings: Some(port_bindings),
         extra_hosts: Some(extra_hosts),
+        log_config: Some(log_config(spec)),
         ..Default::default()
     })
+}
+
+/// The service's `[logging]`, or rotated `json-file` logs when it has none.
+fn log_config(spec: &ContainerSpec) -> HostConfigLogConfig {
+    let config = spec.log_config();
+    HostConfigLogConfig {
+        typ: Some(config.driver),
+        config: Some(config.options.into_iter().collect()),
+    }
 }
 
 fn health_config(check: &Healthcheck) -> HealthConfig {

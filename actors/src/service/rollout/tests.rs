@@ -62,6 +62,7 @@ async fn runtime(engine: Arc<FakeEngine>, service: &Service, table: &SharedTable
             ready_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(1),
             soak: Duration::ZERO,
+            ..DeploySettings::default()
         },
         docker: Default::default(),
     }

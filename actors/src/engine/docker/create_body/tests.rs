@@ -60,6 +60,7 @@ fn spec() -> ContainerSpec {
         }),
         stop_signal: Some("SIGQUIT".into()),
         stop_grace_period: Some(Duration::from_millis(2500)),
+        logging: None,
     }
 }
 
@@ -230,4 +231,31 @@ fn a_bind_source_with_a_colon_is_refused() {
         container_body(&request),
         Err(EngineError::Refused { .. })
     ));
+}
+
+#[test]
+fn logs_are_rotated_unless_the_service_sets_its_own_driver() {
+    let rotated = body_for(&service(spec()))
+        .host_config
+        .and_then(|host| host.log_config)
+        .expect("log config");
+    assert_eq!(rotated.typ.as_deref(), Some("json-file"));
+    let options = rotated.config.expect("options");
+    assert_eq!(options.get("max-size").map(String::as_str), Some("10m"));
+    assert_eq!(options.get("max-file").map(String::as_str), Some("3"));
+
+    let mut container = spec();
+    container.logging = Some(crate::plan::LogConfig {
+        driver: "local".into(),
+        options: [("max-size".to_string(), "1m".to_string())].into(),
+    });
+    let own = body_for(&service(container))
+        .host_config
+        .and_then(|host| host.log_config)
+        .expect("log config");
+    assert_eq!(own.typ.as_deref(), Some("local"));
+    assert_eq!(
+        own.config,
+        Some([("max-size".to_string(), "1m".to_string())].into())
+    );
 }
