@@ -246,6 +246,12 @@ fn pod(
             "expose it with a Service of type LoadBalancer or NodePort, or route it through [proxy]",
         );
     }
+    if spec.logging.is_some() {
+        findings.not_done(format!(
+            "`{}`'s [logging] is not exported: the cluster's logging takes the container's output",
+            service.name
+        ));
+    }
     if spec.stop_signal.is_some() {
         findings.lossy(
             At::value(&service.name, "service.stop_signal"),

@@ -236,6 +236,12 @@ fn secrets_outside_env(input: &Input<'_>, findings: &mut Findings<'_>) {
                 host.hostname.clone(),
             ));
         }
+        if let Some(logging) = &spec.logging {
+            fields.push(("logging.driver".into(), logging.driver.clone()));
+            for (key, value) in &logging.options {
+                fields.push((format!("logging.options.{key}"), value.clone()));
+            }
+        }
         if let Some(route) = &service.route {
             fields.push(("proxy.host".into(), route.host.clone()));
             fields.push(("proxy.path".into(), route.path.clone()));

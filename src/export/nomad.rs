@@ -329,6 +329,27 @@ fn task(input: &Input<'_>, service: &Service, ports: &[u16], findings: &mut Find
             .collect();
         config = config.add_attribute(("extra_hosts", Expression::Array(hosts)));
     }
+    let logging = spec.log_config();
+    let mut options = Block::builder("config");
+    for (key, value) in &logging.options {
+        match hcl::Identifier::new(key.as_str()) {
+            Ok(identifier) => options = options.add_attribute((identifier, value.as_str())),
+            Err(_) => findings.lossy(
+                At::key(&service.name, &format!("logging.options.{key}")),
+                format!(
+                    "log option `{key}` is no HCL identifier: Nomad's logging block cannot hold it"
+                ),
+                "log option",
+                "set it in the Nomad client's Docker plugin configuration",
+            ),
+        }
+    }
+    config = config.add_block(
+        Block::builder("logging")
+            .add_attribute(("type", logging.driver.as_str()))
+            .add_block(options.build())
+            .build(),
+    );
     let mut task = Block::builder("task")
         .add_label(service.name.as_str())
         .add_attribute(("driver", "docker"));

@@ -238,6 +238,11 @@ fn stack_service(
     if !service_configs.is_empty() {
         entry.insert("configs".into(), Value::Array(service_configs));
     }
+    let logging = spec.log_config();
+    entry.insert(
+        "logging".into(),
+        json!({"driver": logging.driver, "options": logging.options}),
+    );
     entry.insert("deploy".into(), deploy(input, service, findings));
     if let Some(route) = &service.route {
         findings.lossy(

@@ -36,6 +36,15 @@ job "api" {
         ]
         work_dir = "/srv/api"
 
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
+
         mount {
           type = "bind"
           source = "local/public"

@@ -31,6 +31,15 @@ job "backup" {
           "date -u +%Y-%m-%dT%H:%M:%SZ >> /backups/backup.log"
         ]
 
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
+
         mount {
           type = "bind"
           source = "local/backups"

@@ -40,6 +40,15 @@ job "db" {
           "-c",
           "date >> /data/starts.log && touch /tmp/ready; trap 'exit 0' TERM INT; while :; do sleep 1; done"
         ]
+
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
       }
 
       volume_mount {

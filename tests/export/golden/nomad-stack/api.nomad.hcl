@@ -52,6 +52,15 @@ job "api" {
         ports = [
           "p8000"
         ]
+
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
       }
 
       env {

@@ -64,6 +64,15 @@ job "db" {
         ports = [
           "p5432"
         ]
+
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
       }
 
       template {

@@ -26,6 +26,15 @@ job "report" {
 
       config {
         image = "registry.example.test/report:1"
+
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
       }
     }
   }

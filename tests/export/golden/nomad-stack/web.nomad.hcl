@@ -66,6 +66,15 @@ job "web" {
           "p80"
         ]
 
+        logging {
+          type = "json-file"
+
+          config {
+            max-file = "3"
+            max-size = "10m"
+          }
+        }
+
         mount {
           type = "bind"
           source = "local/conf/site.conf"
