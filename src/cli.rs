@@ -113,6 +113,26 @@ pub enum Command {
     /// Write Dispenser's files from another tool's configuration.
     #[command(subcommand)]
     Import(Import),
+    /// Write the plan as another engine's files (Kubernetes manifests, a
+    /// Docker Swarm stack, Nomad jobs), from the same load and checks as
+    /// --test; what cannot be carried over stops the export.
+    Export {
+        /// The engine to write for.
+        #[arg(value_enum)]
+        target: crate::export::Target,
+        /// The folder to write into (created if missing; files of the same name are replaced).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Export what cannot be carried over exactly (each such mapping is still listed).
+        #[arg(long)]
+        allow_lossy: bool,
+        /// Export mounts of absolute host paths (each is still listed).
+        #[arg(long)]
+        allow_host_paths: bool,
+        /// Kubernetes: also write an HTTPRoute per route, attached to this Gateway.
+        #[arg(long, value_name = "NAME")]
+        gateway: Option<String>,
+    },
 }
 
 /// What `dispenser import` reads.
@@ -201,6 +221,40 @@ mod tests {
             cli.command,
             Some(Command::Import(Import::Compose { allow_lossy: true, ref output, .. })) if output == &PathBuf::from("out")
         ));
+    }
+
+    #[test]
+    fn export_takes_a_target_an_output_and_its_flags() {
+        let cli = Cli::parse_from([
+            "dispenser",
+            "export",
+            "kubernetes",
+            "-o",
+            "k8s",
+            "--allow-lossy",
+            "--gateway",
+            "public",
+        ]);
+        match cli.command {
+            Some(Command::Export {
+                target,
+                output,
+                allow_lossy,
+                allow_host_paths,
+                gateway,
+            }) => {
+                assert_eq!(target, crate::export::Target::Kubernetes);
+                assert_eq!(output, PathBuf::from("k8s"));
+                assert!(allow_lossy && !allow_host_paths);
+                assert_eq!(gateway.as_deref(), Some("public"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["dispenser", "export", "kubernetes"]).is_err(),
+            "-o is required"
+        );
+        assert!(Cli::try_parse_from(["dispenser", "export", "compose", "-o", "x"]).is_err());
     }
 
     #[test]

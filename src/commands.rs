@@ -1,6 +1,6 @@
 //! The subcommands: the ones that ask the running daemon (status, logs,
 //! deploy, rollback), the generated files (completions, man page), `import`
-//! (`crate::import`), and `dev`, which runs the daemon on a development plan.
+//! (`crate::import`), `export` (`crate::export`), and `dev`, which runs the daemon on a development plan.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +75,22 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             output,
             allow_lossy,
         }) => crate::import::compose(&file, &output, allow_lossy),
+        Command::Export {
+            target,
+            output,
+            allow_lossy,
+            allow_host_paths,
+            gateway,
+        } => {
+            let options = crate::export::Options {
+                allow: crate::export::Allow {
+                    lossy: allow_lossy,
+                    host_paths: allow_host_paths,
+                },
+                gateway,
+            };
+            crate::export::run(config, target, &output, options)
+        }
         Command::Dev { .. } | Command::Takeover { .. } => {
             eprintln!("error: `dev` and `takeover` are run by main");
             ExitCode::FAILURE

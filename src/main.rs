@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod dev;
+mod export;
 mod import;
 mod logging;
 mod notify;

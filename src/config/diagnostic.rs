@@ -151,6 +151,12 @@ impl SourceFile {
         self.provenance.show(value, &self.template_lines(span))
     }
 
+    /// `text` with every secret value of the load replaced by its mask
+    /// (`<secret NAME>`), and whether one was found.
+    pub fn mask_secrets(&self, text: &str) -> (String, bool) {
+        self.provenance.replace_values(text)
+    }
+
     /// The source lines of the rendered lines `span` covers that the
     /// template changed (none when the span is written literally).
     pub fn template_lines(&self, span: &Range<usize>) -> Vec<&str> {

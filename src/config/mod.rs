@@ -9,6 +9,7 @@ mod diagnostic;
 mod file;
 mod files;
 mod hash;
+mod origin;
 mod paths;
 mod provenance;
 pub mod render;
@@ -25,12 +26,13 @@ use std::sync::Arc;
 use dispenser_actors::plan::{Plan, Service, TlsSource};
 
 use check::{parse_file, FileCheck};
-pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile};
 pub use dispenser_actors::files::read_bounded;
 pub use files::{Content, FileFact, FileFacts, FileKind};
+pub use origin::{EnvOrigin, Origins, Place, ServiceOrigin};
 use provenance::{Provenance, Shown};
 use render::Renderer;
-pub use secrets::{LocalSecrets, SecretResolver, Secrets};
+pub use secrets::{LocalSecrets, SecretRef, SecretResolver, Secrets};
 use spans::SpanIndex;
 pub use validate::{NotifySettings, OperatorSettings};
 use values::did_you_mean;
@@ -53,6 +55,9 @@ pub struct Loaded {
     /// Every file read, absolute (to watch them for changes).
     pub files: Vec<PathBuf>,
     pub warnings: Diagnostics,
+    /// Where each service's keys were written and where its `[env]` values
+    /// came from (no secret value), for `dispenser export`.
+    pub origins: Origins,
 }
 
 /// A service.toml that validated, kept with its file for cross-service checks.
@@ -197,7 +202,8 @@ pub fn load(config_path: &Path, secrets: &dyn SecretResolver) -> Result<Loaded, 
         );
         checked.extend(service);
     }
-    finish(global, &checked, files, diagnostics)
+    let config = (&config_file, &config_spans);
+    finish(global, &checked, files, diagnostics, config, &variables)
 }
 
 /// The second stage alone, with no I/O: parses and validates a dispenser.toml
@@ -241,7 +247,15 @@ pub fn validate_rendered(
             &mut diagnostics,
         ));
     }
-    finish(global, &checked, Vec::new(), diagnostics)
+    let variables = Variables::default();
+    finish(
+        global,
+        &checked,
+        Vec::new(),
+        diagnostics,
+        (config, &spans),
+        &variables,
+    )
 }
 
 /// Validates dispenser.toml (pure).
@@ -310,10 +324,19 @@ fn finish(
     checked: &[Checked],
     files: Vec<PathBuf>,
     mut diagnostics: Diagnostics,
+    config: (&SourceFile, &SpanIndex),
+    variables: &Variables,
 ) -> Result<Loaded, Diagnostics> {
     let services = cross_check(checked, &mut diagnostics);
     match global {
         Some(global) if !diagnostics.has_errors() => Ok(Loaded {
+            origins: Origins::new(
+                Some(config),
+                checked
+                    .iter()
+                    .map(|item| (&item.service, &item.file, &item.spans)),
+                variables,
+            ),
             plan: Plan {
                 settings: global.settings,
                 networks: global.networks,

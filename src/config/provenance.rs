@@ -184,7 +184,7 @@ impl fmt::Display for Shown {
 
 /// The variable names the `${ }` and `{% %}` tags of one line read, or
 /// `None` when the line has no tag. A tag left open runs to the end of the line.
-fn tag_names(line: &str) -> Option<Vec<String>> {
+pub(super) fn tag_names(line: &str) -> Option<Vec<String>> {
     let mut names = Vec::new();
     let mut found = false;
     let mut rest = line;

@@ -211,3 +211,81 @@ fn the_valid_stack_resolves_every_field() {
     assert_eq!(plan.start_order().first(), Some(&"db"));
     assert!(loaded.warnings.items.is_empty());
 }
+
+/// Answers every reference with a fixed value per name, Google's included.
+struct FixedSecrets;
+
+impl SecretResolver for FixedSecrets {
+    fn resolve_all(
+        &self,
+        secrets: &[SecretRef],
+    ) -> Vec<Result<dispenser_actors::plan::Sensitive, secrets::SecretError>> {
+        secrets
+            .iter()
+            .map(|secret| {
+                let value = match secret {
+                    SecretRef::Google { name, .. } => format!("g-{}", name.len()),
+                    SecretRef::Env { name } => format!("e-{name}"),
+                    SecretRef::File { path } => format!("f-{}", path.display()),
+                };
+                Ok(dispenser_actors::plan::Sensitive::new(value))
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn env_origins_name_the_secret_source_and_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "dispenser.toml", "[[service]]\npath = \"web\"\n");
+    write(
+        root,
+        "dispenser.vars",
+        "mode = \"prod\"\ndb = { source = \"google\", name = \"projects/p/secrets/db\" }\ntoken = { source = \"env\", name = \"TOKEN\" }\nkey = { source = \"file\", path = \"key.txt\" }\n",
+    );
+    write(
+        root,
+        "web/service.toml",
+        "[service]\nname = \"web\"\nimage = \"nginx:1.27\"\n\n[env]\nLITERAL = \"x\"\nMODE = \"${ mode }\"\nDB = \"${ db }\"\nTOKEN = \"${ token }\"\nKEY = \"${ key }\"\nURL = \"postgres://u:${ db }@h/x\"\nUPPER = \"${ token | upper }\"\nCOPY = \"e-TOKEN\"\n",
+    );
+    let loaded = load(&root.join("dispenser.toml"), &FixedSecrets).unwrap();
+    let env = &loaded.origins.service("web").unwrap().env;
+    assert_eq!(env["LITERAL"], EnvOrigin::Plain);
+    assert_eq!(env["MODE"], EnvOrigin::Plain);
+    assert_eq!(
+        env["DB"],
+        EnvOrigin::Secret {
+            variable: "db".into(),
+            source: SecretRef::Google {
+                name: "projects/p/secrets/db".into(),
+                version: "latest".into()
+            }
+        }
+    );
+    assert_eq!(
+        env["TOKEN"],
+        EnvOrigin::Secret {
+            variable: "token".into(),
+            source: SecretRef::Env {
+                name: "TOKEN".into()
+            }
+        }
+    );
+    assert!(matches!(
+        &env["KEY"],
+        EnvOrigin::Secret { source: SecretRef::File { path }, .. } if path == Path::new("key.txt")
+    ));
+    for mixed in ["URL", "UPPER", "COPY"] {
+        assert!(
+            matches!(&env[mixed], EnvOrigin::Mixed { variables } if !variables.is_empty()),
+            "{mixed}: {:?}",
+            env[mixed]
+        );
+    }
+    let shown = format!("{:?}", loaded.origins.service("web").unwrap());
+    assert!(
+        !shown.contains("e-TOKEN") && !shown.contains("g-"),
+        "{shown}"
+    );
+}

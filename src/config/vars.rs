@@ -42,8 +42,9 @@ pub struct Variables {
     /// secret that could not be resolved, or a declaration in a variables
     /// file that was refused.
     unresolved: BTreeSet<String>,
-    /// Variables whose value came from a secret source (masked in diagnostics).
-    secrets: BTreeSet<String>,
+    /// Variables whose value came from a secret source (masked in
+    /// diagnostics), with that source.
+    secrets: BTreeMap<String, SecretRef>,
     /// A variables file was unreadable or not TOML: any variable may have
     /// been meant there.
     incomplete: bool,
@@ -88,7 +89,25 @@ impl Variables {
 
     /// True when `name`'s value came from a secret source.
     pub fn is_secret(&self, name: &str) -> bool {
-        self.secrets.contains(name)
+        self.secrets.contains_key(name)
+    }
+
+    /// Where the secret variable `name` came from; `None` for a plain one.
+    pub fn secret_source(&self, name: &str) -> Option<&SecretRef> {
+        self.secrets.get(name)
+    }
+
+    /// True when `name` is a variable with a value that came from no secret source.
+    pub fn is_plain(&self, name: &str) -> bool {
+        self.values.contains_key(name) && !self.is_secret(name)
+    }
+
+    /// Every secret variable with its value. Never log this.
+    pub fn secret_values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .filter(|(name, _)| self.is_secret(name))
+            .map(|(name, (value, _))| (name.as_str(), value.expose()))
     }
 
     /// Exposed values, to render templates with. Never log this map.
@@ -175,7 +194,10 @@ pub fn resolve_into(
     let mut resolved = secrets.resolve_all(&wanted).into_iter();
     for (file, entries) in parsed {
         for entry in entries {
-            let from_secret = matches!(entry.value, VarValue::Secret(_));
+            let source = match &entry.value {
+                VarValue::Secret(secret) => Some(secret.clone()),
+                VarValue::Text(_) => None,
+            };
             let value = match entry.value {
                 VarValue::Text(text) => Sensitive::new(text),
                 VarValue::Secret(_) => match resolved.next() {
@@ -202,8 +224,8 @@ pub fn resolve_into(
                     }
                 },
             };
-            if from_secret {
-                variables.secrets.insert(entry.name.clone());
+            if let Some(source) = source {
+                variables.secrets.insert(entry.name.clone(), source);
             } else {
                 variables.secrets.remove(&entry.name);
             }
