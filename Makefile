@@ -12,7 +12,10 @@ CARGO_FLAGS ?=
 TEST_JOBS ?= 2
 # Debian packages the test suite needs: the only list of them.
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
-	curl ca-certificates openssl shellcheck
+	curl ca-certificates openssl shellcheck python3-venv
+# kubernetes-validate (PyPI) checks the exported Kubernetes manifests
+# (tests/export.rs): `make deps` puts it in this venv, where the test looks.
+KUBERNETES_VALIDATE_VENV := target/ci-tools/kubernetes-validate
 # `make soak`: how long the soak test runs, in seconds (`make test` runs it with
 # the default; `make soak SOAK_SECONDS=1800` soaks for half an hour).
 SOAK_SECONDS ?= 60
@@ -64,8 +67,13 @@ define install-missing
 	fi
 endef
 
-deps: ## install the Debian packages the tests need (apt; sudo if not root)
+deps: ## install the Debian packages the tests need (apt; sudo if not root), and kubernetes-validate (pip, in a venv under target/)
 	@$(call install-missing,$(TEST_PACKAGES))
+	@if ! $(KUBERNETES_VALIDATE_VENV)/bin/kubernetes-validate --version >/dev/null 2>&1; then \
+	  echo "installing kubernetes-validate into $(KUBERNETES_VALIDATE_VENV) (pip)"; \
+	  python3 -m venv $(KUBERNETES_VALIDATE_VENV); \
+	  $(KUBERNETES_VALIDATE_VENV)/bin/pip install -q kubernetes-validate; \
+	fi
 
 deps-example: ## install the Debian packages the example needs
 	@$(call install-missing,$(EXAMPLE_PACKAGES))

@@ -99,7 +99,7 @@ fn kubernetes_validate() -> PathBuf {
         return PathBuf::from("kubernetes-validate");
     }
     panic!(
-        "kubernetes-validate is not installed: .ci/run installs it with \
+        "kubernetes-validate is not installed: `make deps` installs it with \
          `python3 -m venv target/ci-tools/kubernetes-validate && \
          target/ci-tools/kubernetes-validate/bin/pip install kubernetes-validate`"
     );

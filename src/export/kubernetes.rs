@@ -57,7 +57,7 @@ pub fn export(input: &Input<'_>, findings: &mut Findings<'_>) -> Vec<OutputFile>
             findings,
         );
         documents.push(workload(input, service, name, pod, findings));
-        if !service_ports.is_empty() && !service.is_job() {
+        if !service_ports.is_empty() && !mapping::is_job(service) {
             documents.push(kube_service(input, name, &service_ports));
         }
         if let Some(route) = &service.route {
@@ -117,7 +117,7 @@ pub fn export(input: &Input<'_>, findings: &mut Findings<'_>) -> Vec<OutputFile>
 fn names(input: &Input<'_>, findings: &mut Findings<'_>) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     for service in input.plan.services.values() {
-        let max = match service.lifecycle.schedule.is_some() && service.is_job() {
+        let max = match service.lifecycle.schedule.is_some() && mapping::is_job(service) {
             true => MAX_CRONJOB_NAME,
             false => MAX_DNS_LABEL,
         };
@@ -585,7 +585,7 @@ fn workload(
 ) -> Value {
     let deploy = &input.plan.settings.deploy;
     let lifecycle = &service.lifecycle;
-    if service.is_job() {
+    if mapping::is_job(service) {
         let mut pod = pod;
         let restart = match service.container.restart {
             RestartPolicy::OnFailure => "OnFailure",

@@ -95,6 +95,14 @@ impl CronProblem {
     }
 }
 
+/// True when the export writes the service as a job (a run to completion):
+/// Dispenser's jobs (`initialize = "on-trigger"` or `restart = "no"`), but
+/// never a service behind the proxy, which serves until it is replaced
+/// (`restart` defaults to `"no"`, so most routed services would count).
+pub fn is_job(service: &Service) -> bool {
+    service.is_job() && service.route.is_none()
+}
+
 /// The 5-field standard form of a schedule Dispenser accepted, or the
 /// problem with its lossy form.
 pub fn five_fields(expression: &str) -> Result<String, CronProblem> {

@@ -107,6 +107,7 @@ pub fn run(config_path: &Path, target: Target, output: &Path, options: Options) 
     };
     let mut findings = Findings::new(&loaded.origins, options.allow);
     secrets_outside_env(&input, &mut findings);
+    dispenser_only(&input, &mut findings);
     let files = match export(&input, target, &mut findings) {
         Ok(files) => files,
         Err(message) => {
@@ -188,6 +189,63 @@ pub fn export(
 /// A secret's value anywhere but a whole `[env]` value would be written as
 /// it is: refused, at the key that holds it (the output is searched again
 /// before it is written).
+/// What Dispenser's own proxy and watcher do that no exported file says:
+/// a route's aliases, redirects, prefix stripping, guards and error pages,
+/// and a `track` range. Each is lossy, at its key.
+fn dispenser_only(input: &Input<'_>, findings: &mut Findings<'_>) {
+    const PROXY: &str = "configure it in the target's ingress, gateway or proxy";
+    for service in input.plan.services.values() {
+        let name = &service.name;
+        if let Some(route) = &service.route {
+            let rules = &route.rules;
+            let used = [
+                (
+                    "proxy.host",
+                    !rules.aliases.is_empty(),
+                    "more than one host name",
+                ),
+                (
+                    "proxy.redirect_from",
+                    !rules.redirect_from.is_empty(),
+                    "redirects from other names",
+                ),
+                ("proxy.strip_prefix", rules.strip_prefix, "prefix stripping"),
+                (
+                    "proxy.basic_auth",
+                    rules.basic_auth.is_some(),
+                    "basic authentication",
+                ),
+                (
+                    "proxy.allow",
+                    rules.allow.is_some(),
+                    "an allow-list of client networks",
+                ),
+                (
+                    "proxy.error_pages",
+                    rules.error_pages != Default::default(),
+                    "error pages",
+                ),
+            ];
+            for (path, _, what) in used.into_iter().filter(|(_, set, _)| *set) {
+                findings.lossy(
+                    findings::At::key(name, path),
+                    format!("the route of `{name}` has {what}, which Dispenser's proxy applies: the exported route does not"),
+                    "not exported",
+                    PROXY,
+                );
+            }
+        }
+        if service.lifecycle.track.is_some() {
+            findings.lossy(
+                findings::At::key(name, "dispenser.track"),
+                format!("`{name}` follows a semver range of tags: the export follows the image's own tag only"),
+                "not exported",
+                "use the registry-watch tool's semver policy (Keel: `keel.sh/policy: minor`)",
+            );
+        }
+    }
+}
+
 fn secrets_outside_env(input: &Input<'_>, findings: &mut Findings<'_>) {
     for service in input.plan.services.values() {
         let spec = &service.container;

@@ -54,13 +54,20 @@ fn job(input: &Input<'_>, service: &Service, ports: &[u16], findings: &mut Findi
     let lifecycle = &service.lifecycle;
     let mut job = Block::builder("job")
         .add_label(service.name.as_str())
-        .add_attribute(("type", if service.is_job() { "batch" } else { "service" }))
+        .add_attribute((
+            "type",
+            if mapping::is_job(service) {
+                "batch"
+            } else {
+                "service"
+            },
+        ))
         .add_block(
             Block::builder("meta")
                 .add_attribute(("dispenser_instance", input.plan.settings.instance.as_str()))
                 .build(),
         );
-    if service.is_job() {
+    if mapping::is_job(service) {
         if let Some(schedule) = &lifecycle.schedule {
             let fields = mapping::schedule(service, &schedule.expression, findings);
             let mut periodic = Block::builder("periodic")
@@ -135,7 +142,7 @@ fn group(
     let mut group = Block::builder("group")
         .add_label(service.name.as_str())
         .add_attribute(("count", 1));
-    if !service.is_job() {
+    if !mapping::is_job(service) {
         let soak = mapping::seconds(deploy.soak, 0);
         let healthy = soak + mapping::seconds(deploy.ready_timeout, 1);
         let health_check = match ports.is_empty() {

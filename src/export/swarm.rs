@@ -300,7 +300,7 @@ fn deploy(input: &Input<'_>, service: &Service, findings: &mut Findings<'_>) -> 
     if !limits.is_empty() {
         deploy["resources"] = json!({"limits": limits});
     }
-    if service.is_job() {
+    if mapping::is_job(service) {
         deploy["mode"] = json!("replicated-job");
         if let Some(schedule) = &service.lifecycle.schedule {
             let fields = mapping::schedule(service, &schedule.expression, findings);
