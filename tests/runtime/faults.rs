@@ -249,8 +249,17 @@ fn kill_during_a_reload_of_several_services_converges_on_the_new_files() {
     for short in shorts {
         wait_answer(http, &format!("{short}.test"), "old", || first.log());
     }
+    // The new `b` and `c` are ready only 4 s after they start, so the kill
+    // that follows `a`'s replacement lands while theirs are still going.
+    let mut images = Images(Vec::new());
+    let slow = slow_upstream(&mut images, "several-slow", "new", 4, WGET_PROBE);
     for short in shorts {
-        sb.service(short, UPSTREAM, &body(short, "new"));
+        let image = if short == "a" {
+            UPSTREAM
+        } else {
+            slow.as_str()
+        };
+        sb.service(short, image, &body(short, "new"));
     }
     sb.signal("HUP");
     first.wait_for("removed the previous container", 1);
