@@ -165,6 +165,7 @@ impl RegistryWatcher {
             match answer {
                 Ok(remote) => {
                     crate::metrics::global().registry_check("ok");
+                    reached(&image, true);
                     self.recovered(&registry_key(&image), &image);
                     self.recovered(&image_key(&key), &image);
                     self.note_ratelimit(&image, remote.ratelimit_remaining.as_deref());
@@ -184,6 +185,7 @@ impl RegistryWatcher {
                 }
                 Err(err) => {
                     crate::metrics::global().registry_check("error");
+                    reached(&image, err.registry_answered());
                     let streak = if err.is_registry_wide() {
                         registry_key(&image)
                     } else {
@@ -291,6 +293,12 @@ fn watched_images(plan: &Plan) -> BTreeMap<String, ImageRef> {
             (image.canonical(), image)
         })
         .collect()
+}
+
+/// Writes a check's outcome on the dependencies board, by registry host.
+fn reached(image: &ImageRef, reachable: bool) {
+    let name = crate::dependencies::registry(image.registry_host());
+    crate::dependencies::global().observe(&name, reachable, chrono::Utc::now());
 }
 
 fn registry_key(image: &ImageRef) -> String {
