@@ -34,6 +34,8 @@ mod outages;
 mod proxy;
 #[path = "runtime/secrets.rs"]
 mod secrets;
+#[path = "runtime/status_page.rs"]
+mod status_page;
 #[path = "runtime/takeover.rs"]
 mod takeover;
 #[path = "runtime/watching.rs"]
