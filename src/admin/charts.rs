@@ -109,7 +109,7 @@ pub fn timelines(services: &[&str], history: &[DeployHistoryReport], now: i64) -
                 };
                 bars.push(Bar {
                     x: units(x),
-                    width: units((end - x).max(1.0)),
+                    width: units((end - x).max(4.0)),
                     colour: colour_of(&mut colours, deploy.digest.as_deref()),
                     class: if deploy.trigger == "rollback" {
                         "version rollback"
