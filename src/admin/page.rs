@@ -230,4 +230,72 @@ mod tests {
         assert!(html.contains("1m 15s"));
         assert!(html.contains("No runs recorded."));
     }
+
+    #[test]
+    fn fifty_services_get_labelled_charts_with_unique_ids() {
+        use crate::admin::report::{CertificateReport, RouteTrafficReport};
+        let now = 1_767_225_600;
+        let service = |index: usize| ServiceReport {
+            name: format!("service-{index:02}"),
+            state: "running".into(),
+            image: "web:latest".into(),
+            digest: None,
+            short_digest: None,
+            container: None,
+            started_at: None,
+            uptime_seconds: None,
+            next_run: None,
+            routes: Vec::new(),
+            route_state: None,
+            certificate_expires: None,
+            last_deploy: None,
+            restarts: 0,
+            crash_loop: false,
+        };
+        let report = StatusReport {
+            instance: "scale".into(),
+            generated_at: "2026-01-01T00:00:00Z".into(),
+            services: (0..50).map(service).collect(),
+            certificates: vec![CertificateReport {
+                host: "soon.example.test".into(),
+                source: "acme".into(),
+                expires: None,
+                expires_unix: Some(now + 3 * 86_400 + 60),
+            }],
+            recent_runs: Vec::new(),
+            generated_unix: now,
+            deploy_history: Vec::new(),
+            traffic: (0..50)
+                .map(|index| RouteTrafficReport {
+                    route: format!("service-{index:02}"),
+                    first_minute_unix: now - 59 * 60,
+                    requests: vec![3; 60],
+                    client_errors: vec![1; 60],
+                    server_errors: vec![0; 60],
+                })
+                .collect(),
+            dependencies: Vec::new(),
+        };
+        let html = render(&report).expect("renders");
+        let page = scraper::Html::parse_document(&html);
+        let select = |css: &str| {
+            let selector = scraper::Selector::parse(css).unwrap();
+            page.select(&selector).collect::<Vec<_>>()
+        };
+        for kind in ["svg.timeline", "svg.traffic"] {
+            let charts = select(kind);
+            assert_eq!(charts.len(), 50, "{kind}");
+            let mut ids: Vec<&str> = charts.iter().filter_map(|svg| svg.value().id()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 50, "unique ids of {kind}");
+            for svg in charts {
+                let label = svg.value().attr("aria-labelledby").expect("labelled");
+                assert_eq!(select(&format!("title#{label}")).len(), 1, "{label}");
+            }
+        }
+        assert_eq!(select("svg.traffic g.minute").len(), 50 * 60);
+        let days: Vec<_> = select("td.days-left.certificate-danger");
+        assert_eq!(days[0].text().collect::<String>(), "3 days");
+    }
 }
