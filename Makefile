@@ -47,7 +47,7 @@ define no-nextest-in-ci
 	@exit 1
 endef
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean bench bench-scale deb rpm build-deb build-rpm man completions package-docs fuzz
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean status-screenshot bench bench-scale deb rpm build-deb build-rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -209,6 +209,10 @@ example-clean: ## remove what the example left in Docker (containers, networks, 
 	docker ps -aq --filter label=dispenser.instance=example | xargs -r docker rm -f
 	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
 	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
+
+status-screenshot: ## regenerate docs/status-page.png (the status page test's screenshot in headless Chromium)
+	$(CARGO) nextest run -p dispenser --test runtime -E 'test(status_page_draws_deploys_rollbacks_runs_and_dependencies_in_chromium)'
+	cp target/tmp/status-page.png docs/status-page.png
 
 bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; scale; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh

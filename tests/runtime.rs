@@ -36,6 +36,8 @@ mod proxy;
 mod routes;
 #[path = "runtime/secrets.rs"]
 mod secrets;
+#[path = "runtime/status_page.rs"]
+mod status_page;
 #[path = "runtime/stopping.rs"]
 mod stopping;
 #[path = "runtime/takeover.rs"]

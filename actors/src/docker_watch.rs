@@ -87,6 +87,11 @@ impl DockerWatch {
     /// Records one check's outcome, logs a change, and returns the wait
     /// before the next check.
     fn observe(&mut self, outcome: Result<(), EngineError>) -> Duration {
+        crate::dependencies::global().observe(
+            crate::dependencies::DOCKER,
+            outcome.is_ok(),
+            chrono::Utc::now(),
+        );
         match outcome {
             Ok(()) => {
                 self.back_off.reset();
@@ -120,6 +125,12 @@ impl Actor for DockerWatch {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The daemon reached the engine before it started the watch.
+        crate::dependencies::global().observe(
+            crate::dependencies::DOCKER,
+            self.reachability.is_up(),
+            chrono::Utc::now(),
+        );
         let first = self.interval;
         self.schedule(ctx, first);
     }

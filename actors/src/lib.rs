@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod cron;
+pub mod dependencies;
 pub mod docker_events;
 pub mod docker_watch;
 pub mod engine;

@@ -16,6 +16,11 @@
 //!   old images the clean-up after a proven deploy removed, and their size.
 //! - `certificate_expiry_timestamp_seconds{host}`: written by the renderer
 //!   from the certificate map, not kept here.
+//!
+//! Beside the counters, each route keeps its last hour minute by minute
+//! (`traffic::TrafficRing`) for the status page's charts.
+
+pub mod traffic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -55,6 +60,8 @@ struct RouteStats {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Sum of latencies in microseconds.
     sum_micros: AtomicU64,
+    /// Requests and errors per minute over the last hour.
+    traffic: traffic::TrafficRing,
 }
 
 /// The process's metrics.
@@ -110,6 +117,16 @@ impl Metrics {
         stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         stats.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        stats.traffic.record(status);
+    }
+
+    /// Each route's last hour, minute by minute up to `now` (minutes since
+    /// the epoch, `traffic::current_minute()`), by route name.
+    pub fn traffic(&self, now: u64) -> BTreeMap<String, Vec<traffic::MinuteCounts>> {
+        read(&self.routes)
+            .iter()
+            .map(|(route, stats)| (route.to_string(), stats.traffic.last_hour(now)))
+            .collect()
     }
 
     /// The text format (version 0.0.4) of every series kept here.

@@ -186,6 +186,7 @@ impl RegistryWatcher {
             match answer {
                 Ok((remote, tag)) => {
                     crate::metrics::global().registry_check("ok");
+                    reached(&image, true);
                     self.recovered(&registry_key(&image), &image);
                     self.recovered(&image_key(&key), &image);
                     self.note_ratelimit(&image, remote.ratelimit_remaining.as_deref());
@@ -208,6 +209,7 @@ impl RegistryWatcher {
                 }
                 Err(err) => {
                     crate::metrics::global().registry_check("error");
+                    reached(&image, err.registry_answered());
                     let streak = if err.is_registry_wide() {
                         registry_key(&image)
                     } else {
@@ -321,6 +323,12 @@ fn watched_images(plan: &Plan) -> BTreeMap<String, Watched> {
             (key, Watched { image, track })
         })
         .collect()
+}
+
+/// Writes a check's outcome on the dependencies board, by registry host.
+fn reached(image: &ImageRef, reachable: bool) {
+    let name = crate::dependencies::registry(image.registry_host());
+    crate::dependencies::global().observe(&name, reachable, chrono::Utc::now());
 }
 
 fn registry_key(image: &ImageRef) -> String {

@@ -16,6 +16,7 @@
 //! `client.rs` is the CLI's side; `report.rs` gathers the status; `page.rs`
 //! renders it.
 
+mod charts;
 pub mod client;
 mod page;
 pub mod report;

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dispenser_actors::cron::NextRuns;
 use dispenser_actors::engine::labels;
-use dispenser_actors::ledger::RecentRuns;
+use dispenser_actors::ledger::{DeployOutcomeKind, RecentDeploys, RecentRuns};
+use dispenser_actors::metrics::{self, traffic::current_minute};
 use dispenser_actors::plan::{ProxySettings, ProxyStrategy, Route};
 use dispenser_actors::proxy::table::Upstream;
+use dispenser_actors::service::quarantined_in;
 use dispenser_actors::supervisor::GetStatus;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,10 @@ use super::AdminState;
 
 /// Runs per scheduled service the web page shows.
 const RECENT_RUNS_SHOWN: usize = 5;
+/// The deploy timeline's window.
+pub const TIMELINE_HOURS: i64 = 24;
+/// Deploys read per service for the timeline (and its quarantine marks).
+const DEPLOYS_READ: usize = 100;
 /// Characters of a digest shown in the table (after `sha256:`).
 const SHORT_DIGEST: usize = 12;
 
@@ -28,6 +34,58 @@ pub struct StatusReport {
     pub services: Vec<ServiceReport>,
     pub certificates: Vec<CertificateReport>,
     pub recent_runs: Vec<RunReport>,
+    /// `generated_at` in seconds since the epoch.
+    #[serde(default)]
+    pub generated_unix: i64,
+    /// Each service's deploys of the last `TIMELINE_HOURS`, oldest first, back
+    /// to the last success before them (the version running when the window opens).
+    #[serde(default)]
+    pub deploy_history: Vec<DeployHistoryReport>,
+    /// Each route's last hour, minute by minute.
+    #[serde(default)]
+    pub traffic: Vec<RouteTrafficReport>,
+    /// The Docker Engine and each watched registry.
+    #[serde(default)]
+    pub dependencies: Vec<DependencyReport>,
+}
+
+/// One deploy as the ledger holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployHistoryReport {
+    pub service: String,
+    /// `new-digest`, `reload`, `cron`, `manual`, `rollback` or `takeover`.
+    pub trigger: String,
+    /// `succeeded`, `rolled-back`, `failed`, `abandoned` or `superseded`.
+    pub outcome: String,
+    /// When it ended (RFC 3339), and in seconds since the epoch.
+    pub ended_at: String,
+    pub ended_unix: i64,
+    /// The digest it put in place (or tried to).
+    pub digest: Option<String>,
+    /// The digest is quarantined: it was rolled back and is not tried again.
+    pub quarantined: bool,
+    pub reason: Option<String>,
+}
+
+/// One route's traffic: `MINUTES` minutes, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteTrafficReport {
+    pub route: String,
+    /// The first minute's start, in seconds since the epoch.
+    pub first_minute_unix: i64,
+    pub requests: Vec<u64>,
+    pub client_errors: Vec<u64>,
+    pub server_errors: Vec<u64>,
+}
+
+/// Whether a dependency answered when last asked, and since when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DependencyReport {
+    pub name: String,
+    pub reachable: bool,
+    /// RFC 3339, and in seconds since the epoch.
+    pub since: String,
+    pub since_unix: i64,
 }
 
 /// One service.
@@ -103,6 +161,9 @@ pub struct RunReport {
     pub outcome: String,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
+    /// From start to exit; `None` for a skipped run.
+    #[serde(default)]
+    pub duration_seconds: Option<i64>,
 }
 
 impl ServiceReport {
@@ -210,6 +271,11 @@ pub async fn gather(state: &AdminState) -> StatusReport {
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let recent_runs = recent_runs(state, &next_runs).await;
+    let names: Vec<String> = services
+        .iter()
+        .map(|service| service.name.clone())
+        .collect();
+    let deploy_history = deploy_history(state, &names, now).await;
     StatusReport {
         instance: plan
             .as_ref()
@@ -219,6 +285,10 @@ pub async fn gather(state: &AdminState) -> StatusReport {
         services,
         certificates,
         recent_runs,
+        generated_unix: now.timestamp(),
+        deploy_history,
+        traffic: traffic(),
+        dependencies: dependencies(),
     }
 }
 
@@ -229,6 +299,90 @@ fn maintenance(state: &AdminState, service: &str) -> Option<MaintenanceReport> {
         since: entry.since.clone(),
         message: entry.message.clone(),
     })
+}
+
+/// Each service's deploys in the timeline's window, oldest first, with the
+/// newest one before it; quarantine as the service actor rebuilds it.
+async fn deploy_history(
+    state: &AdminState,
+    services: &[String],
+    now: DateTime<Utc>,
+) -> Vec<DeployHistoryReport> {
+    let Some(ledger) = &state.ledger else {
+        return Vec::new();
+    };
+    let window_start = now - chrono::Duration::hours(TIMELINE_HOURS);
+    let mut history = Vec::new();
+    for service in services {
+        let asked = ledger.send(RecentDeploys {
+            service: service.clone(),
+            limit: DEPLOYS_READ,
+        });
+        let Ok(Ok(records)) = asked.await else {
+            continue;
+        };
+        let quarantined = quarantined_in(&records);
+        // Newest first: those in the window, then back to the last success
+        // before it (the version running when the window opens).
+        let before = records
+            .iter()
+            .position(|deploy| {
+                deploy.ended_at < window_start && deploy.outcome == DeployOutcomeKind::Succeeded
+            })
+            .map_or(records.len(), |index| index + 1);
+        history.extend(records[..before].iter().rev().map(|deploy| {
+            let digest = deploy
+                .new_digest
+                .clone()
+                .filter(|digest| !digest.is_empty());
+            DeployHistoryReport {
+                service: deploy.service.clone(),
+                trigger: deploy.trigger.to_string(),
+                outcome: deploy.outcome.to_string(),
+                ended_at: rfc3339(deploy.ended_at),
+                ended_unix: deploy.ended_at.timestamp(),
+                quarantined: deploy.outcome == DeployOutcomeKind::RolledBack
+                    && digest
+                        .as_ref()
+                        .is_some_and(|digest| quarantined.contains(digest)),
+                digest,
+                reason: deploy.reason.clone(),
+            }
+        }));
+    }
+    history
+}
+
+/// Every route's last hour from the proxy's traffic rings.
+fn traffic() -> Vec<RouteTrafficReport> {
+    let now = current_minute();
+    metrics::global()
+        .traffic(now)
+        .into_iter()
+        .map(|(route, minutes)| RouteTrafficReport {
+            route,
+            first_minute_unix: minutes
+                .first()
+                .map_or(0, |minute| i64::try_from(minute.minute * 60).unwrap_or(0)),
+            requests: minutes.iter().map(|minute| minute.requests).collect(),
+            client_errors: minutes.iter().map(|minute| minute.client_errors).collect(),
+            server_errors: minutes.iter().map(|minute| minute.server_errors).collect(),
+        })
+        .collect()
+}
+
+/// The dependencies board.
+fn dependencies() -> Vec<DependencyReport> {
+    dispenser_actors::dependencies::global()
+        .snapshot()
+        .into_iter()
+        .map(|(name, reach)| DependencyReport {
+            name,
+            reachable: reach.reachable,
+            since: rfc3339(reach.since),
+            since_unix: reach.since.timestamp(),
+        })
+        .collect()
 }
 
 /// The proxy table's view of a service's route.
@@ -287,12 +441,17 @@ async fn recent_runs(
             limit: RECENT_RUNS_SHOWN,
         });
         if let Ok(Ok(records)) = asked.await {
-            runs.extend(records.into_iter().map(|run| RunReport {
-                service: run.service,
-                started_at: rfc3339(run.started_at),
-                outcome: run.outcome.to_string(),
-                exit_code: run.exit_code,
-                reason: run.reason,
+            runs.extend(records.into_iter().map(|run| {
+                RunReport {
+                    service: run.service,
+                    started_at: rfc3339(run.started_at),
+                    outcome: run.outcome.to_string(),
+                    exit_code: run.exit_code,
+                    reason: run.reason,
+                    duration_seconds: run
+                        .ended_at
+                        .map(|ended| (ended - run.started_at).num_seconds().max(0)),
+                }
             }));
         }
     }

@@ -170,6 +170,16 @@ impl RegistryError {
             _ => false,
         }
     }
+
+    /// True when the registry itself answered (an unknown tag, a refusal, a
+    /// rate limit): only an unreachable or failing registry is down.
+    pub fn registry_answered(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => false,
+            RegistryError::Status { status, .. } => *status < 500,
+            _ => true,
+        }
+    }
 }
 
 impl RegistryClient {

@@ -154,7 +154,7 @@ pub(super) fn previous_good(history: &[DeployRecord], current: Option<&str>) -> 
 /// operator's rollback left, back to the newest operator deploy (which lifts
 /// the quarantine). The same rules as the running actor's, so a restart of
 /// the daemon does not try a rolled-back digest again.
-pub(super) fn quarantined_in(history: &[DeployRecord]) -> BTreeSet<String> {
+pub fn quarantined_in(history: &[DeployRecord]) -> BTreeSet<String> {
     let mut quarantined = BTreeSet::new();
     for deploy in history {
         let digest = match (deploy.trigger, deploy.outcome) {

@@ -62,7 +62,7 @@ use crate::proxy::router::EndpointChanged;
 use crate::proxy::table::{EndpointState, InFlightBoard};
 use crate::registry::{DigestSource, DockerConfig};
 pub use events::{ContainerChanged, Resync, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW};
-pub use manual::{ManualDeploy, ManualRollback, Takeover};
+pub use manual::{quarantined_in, ManualDeploy, ManualRollback, Takeover};
 pub use pipeline::{Change, Job, Reconciled};
 pub use run::{RunFinished, RunOverdue};
 pub use soak::SoakOver;
