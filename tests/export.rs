@@ -17,7 +17,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[("EXPORT_API_TOKEN", "env-secret-value-3"
 /// Secret values, from the environment and the fixtures' files, that no
 /// output and no message may hold.
 const SECRET_VALUES: &[&str] = &["env-secret-value-3", "file-secret-value-7"];
-/// Where .ci/run installs kubernetes-validate (a venv under target/).
+/// Where `make deps` installs kubernetes-validate (a venv under target/).
 const KUBERNETES_VALIDATE: &str = "target/ci-tools/kubernetes-validate/bin/kubernetes-validate";
 
 fn repo() -> PathBuf {

@@ -14,26 +14,14 @@ use std::time::Duration;
 
 use crate::deploys::{deploys, free_port, report, routed, wait_logged, Images, Load};
 use crate::faults::{slow_upstream, WGET_PROBE};
-use crate::support::{docker, eventually, exists, Daemon, Sandbox};
-use crate::watching::{Auth, Registry};
+use crate::support::{eventually, exists, Daemon, Sandbox};
+use crate::watching::{label, Auth, Registry};
 
 /// How long a stop may take, containers aside (issue: prompt, safe stop).
 const EXIT_BUDGET: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(60);
 const ROUTE: &str =
     "[dispenser]\nwatch = true\n\n[proxy]\nhost = \"app.test\"\nservice_port = 8080\n";
-
-/// The label of the service's container.
-fn label(container: &str, key: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
-        container,
-    ])
-    .trim()
-    .to_string()
-}
 
 /// Stops the daemon with SIGTERM in the middle of a deploy of `new` and
 /// checks what the stop left: a prompt exit, no deploy begun after

@@ -282,7 +282,7 @@ fn wait_served(container: &str, page: &str, log: impl Fn() -> String) {
     }
 }
 
-fn label(container: &str, key: &str) -> String {
+pub(crate) fn label(container: &str, key: &str) -> String {
     inspect(container)["Config"]["Labels"][key]
         .as_str()
         .unwrap_or_default()
