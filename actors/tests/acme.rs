@@ -42,6 +42,7 @@ fn plan(state_dir: &Path, pebble: &Pebble, hosts: &[&str]) -> Plan {
                 service_port: 80,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                challenge: None,
                 rules: Default::default(),
             });
             service
@@ -54,6 +55,7 @@ fn plan(state_dir: &Path, pebble: &Pebble, hosts: &[&str]) -> Plan {
         directory_url: pebble.directory_url.clone(),
         ca_bundle: Some(pebble.ca_bundle.clone()),
         retry_after_failure: dispenser_actors::proxy::acme::policy::DEFAULT_BACKOFF_BASE,
+        challenge: Default::default(),
     });
     plan
 }

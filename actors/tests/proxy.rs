@@ -169,6 +169,7 @@ impl Proxy {
                 service_port: upstream.port,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                challenge: None,
                 rules: Default::default(),
             })
             .collect();
@@ -519,6 +520,7 @@ fn a_route_page_replaces_the_proxy_own_502_never_the_container_one() {
             service_port: port,
             health_path: None,
             tls: TlsSource::Automatic,
+            challenge: None,
             rules: Default::default(),
         };
         route

@@ -525,6 +525,7 @@ mod tests {
             service_port: 8080,
             health_path: None,
             tls: dispenser_actors::plan::TlsSource::Automatic,
+            challenge: None,
             rules: Default::default(),
         };
         let mut proxy = ProxySettings::with_listeners(

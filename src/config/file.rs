@@ -87,6 +87,8 @@ pub struct CertbotTable {
     pub directory_url: Option<String>,
     pub ca_bundle: Option<String>,
     pub retry_after_failure: Option<toml::Value>,
+    /// `http-01` (the default), `dns-01` or `tls-alpn-01`.
+    pub challenge: Option<String>,
 }
 
 /// `[daemon]`: Dispenser's own settings.
@@ -235,6 +237,8 @@ pub struct RouteTable {
     pub allow: Option<Vec<String>>,
     /// A folder with `502.html`, `503.html` and `504.html`, any of them.
     pub error_pages: Option<String>,
+    /// The ACME challenge for this route's names, over `[certbot] challenge`.
+    pub challenge: Option<String>,
 }
 
 /// `[logging]`: Compose's `logging`, the container's log driver and its

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    DependsOn, Initialize, NetworkDriver, Overlap, ProxyStrategy, PullPolicy, RestartPolicy,
+    Challenge, DependsOn, Initialize, NetworkDriver, Overlap, ProxyStrategy, PullPolicy,
+    RestartPolicy,
 };
 
 /// The longest duration accepted: longer is surely a mistake, and a bound
@@ -209,6 +210,13 @@ pub const NETWORK_DRIVERS: Choices<NetworkDriver> = &[
 ];
 
 pub const OVERLAPS: Choices<Overlap> = &[("skip", Overlap::Skip), ("replace", Overlap::Replace)];
+
+/// `[certbot] challenge` and a route's `challenge`.
+pub const CHALLENGES: Choices<Challenge> = &[
+    ("http-01", Challenge::Http01),
+    ("dns-01", Challenge::Dns01),
+    ("tls-alpn-01", Challenge::TlsAlpn01),
+];
 
 pub const PROXY_STRATEGIES: Choices<ProxyStrategy> = &[
     ("https-only", ProxyStrategy::HttpsOnly),

@@ -75,6 +75,7 @@ fn face_plan(state_dir: &std::path::Path) -> Plan {
         service_port: 8080,
         health_path: None,
         tls: TlsSource::Automatic,
+        challenge: None,
         rules: Default::default(),
     });
     let mut job = sample::service("job", "job:1");

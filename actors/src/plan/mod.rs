@@ -384,8 +384,29 @@ pub struct Route {
     /// Optional HTTP path probed to decide readiness.
     pub health_path: Option<String>,
     pub tls: TlsSource,
+    /// How the CA checks the route's names when its certificate is from
+    /// ACME; `None` follows `[certbot] challenge`.
+    pub challenge: Option<Challenge>,
     /// Aliases, redirects, guards and pages; the default is a plain route.
     pub rules: RouteRules,
+}
+
+/// How the CA checks that the daemon controls a name (RFC 8555 section 8,
+/// RFC 8737).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Challenge {
+    /// A token served on port 80 (`/.well-known/acme-challenge/`).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A TXT record under `_acme-challenge`, through a DNS provider; the only
+    /// one that can prove a wildcard name.
+    #[serde(rename = "dns-01")]
+    Dns01,
+    /// A self-signed certificate answered on the HTTPS listener for the
+    /// `acme-tls/1` protocol, for hosts that cannot open port 80.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// Where the certificate for a route's host comes from.
@@ -454,6 +475,8 @@ pub struct AcmeSettings {
     /// Wait after a first failed certificate request; doubles with each
     /// further failure (read at start-up only).
     pub retry_after_failure: std::time::Duration,
+    /// The challenge of every route that does not choose its own.
+    pub challenge: Challenge,
 }
 
 /// Default `[certbot] retry_after_failure`: the ACME manager's back-off base.
@@ -463,6 +486,12 @@ pub const DEFAULT_ACME_RETRY: Duration = crate::proxy::acme::policy::DEFAULT_BAC
 pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 impl Route {
+    /// The challenge that proves this route's names: its own, else the
+    /// global one.
+    pub fn challenge_or(&self, global: Challenge) -> Challenge {
+        self.challenge.unwrap_or(global)
+    }
+
     /// Every name the route answers: `host`, its aliases, then the names it
     /// redirects from. Each needs a certificate.
     pub fn names(&self) -> impl Iterator<Item = &str> {

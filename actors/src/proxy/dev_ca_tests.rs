@@ -71,6 +71,7 @@ fn fill_covers_route_hosts_but_not_manual_ones() {
         service_port: 80,
         health_path: None,
         tls,
+        challenge: None,
         rules: Default::default(),
     };
     let mut web = sample::service("web", "web:1");

@@ -223,6 +223,7 @@ mod tests {
             service_port: 8080,
             health_path: None,
             tls: crate::plan::TlsSource::Automatic,
+            challenge: None,
             rules: Default::default(),
         });
         plan

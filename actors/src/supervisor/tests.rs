@@ -350,6 +350,7 @@ async fn service_actors_report_endpoints_to_the_proxy_router() {
         service_port: 8080,
         health_path: None,
         tls: crate::plan::TlsSource::Automatic,
+        challenge: None,
         rules: Default::default(),
     });
     let report = supervisor

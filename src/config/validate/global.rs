@@ -25,7 +25,7 @@ use crate::config::file::{
 };
 use crate::config::files::{FileFacts, FileKind};
 use crate::config::paths::normalize;
-use crate::config::values::{NETWORK_DRIVERS, PROXY_STRATEGIES};
+use crate::config::values::{CHALLENGES, NETWORK_DRIVERS, PROXY_STRATEGIES};
 
 /// Folder for Dispenser's state when `[daemon] state_dir` is not set.
 pub const DEFAULT_STATE_DIR: &str = ".dispenser";
@@ -397,8 +397,14 @@ pub(super) fn certbot(
         Some(wait) => wait,
         None => DEFAULT_ACME_RETRY,
     };
+    let challenge = table
+        .challenge
+        .as_deref()
+        .and_then(|word| pick(check, "certbot.challenge", CHALLENGES, word, "challenge"))
+        .unwrap_or_default();
     AcmeSettings {
         retry_after_failure,
+        challenge,
         email: table.email.clone(),
         directory_url: table
             .directory_url

@@ -11,10 +11,11 @@ use dispenser_actors::plan::{
 };
 use dispenser_actors::proxy::tls::{MAX_PEM_FILE_BYTES, MAX_PEM_FILE_SIZE_TEXT};
 
-use super::field::resolve;
+use super::field::{pick, resolve};
 use crate::config::check::FileCheck;
 use crate::config::file::RouteTable;
 use crate::config::files::{FileFacts, FileKind};
+use crate::config::values::CHALLENGES;
 
 /// What both keys of a certificate pair say when only one is set.
 const SET_BOTH: &str = "set both `cert_file` and `key_file`, or neither for automatic certificates";
@@ -52,6 +53,17 @@ pub(super) fn route(
         }
     }
     let tls = tls(check, table, folder, facts);
+    let challenge = table
+        .challenge
+        .as_deref()
+        .and_then(|word| pick(check, "proxy.challenge", CHALLENGES, word, "challenge"));
+    if challenge.is_some() && matches!(tls, TlsSource::Manual { .. }) {
+        check.error(
+            "proxy.challenge",
+            "`challenge` applies to certificates from ACME, and this route names `cert_file` and `key_file`",
+            "no ACME certificate here",
+        );
+    }
     let redirect_from = redirect_from(check, table.redirect_from.as_deref(), &names);
     let mut rules = RouteRules {
         aliases: Vec::new(),
@@ -80,6 +92,7 @@ pub(super) fn route(
         service_port: table.service_port,
         health_path: table.health_path.clone(),
         tls,
+        challenge,
         rules,
     })
 }

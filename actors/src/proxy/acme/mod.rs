@@ -17,6 +17,7 @@
 //! for rate limits), with one warning per streak of failures.
 
 mod client;
+pub mod dns;
 pub mod policy;
 pub mod store;
 

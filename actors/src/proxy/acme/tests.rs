@@ -21,6 +21,7 @@ fn plan(state_dir: &std::path::Path, hosts: &[&str], acme: bool) -> Arc<Plan> {
                 service_port: 80,
                 health_path: None,
                 tls: TlsSource::Automatic,
+                challenge: None,
                 rules: Default::default(),
             });
             service
@@ -33,6 +34,7 @@ fn plan(state_dir: &std::path::Path, hosts: &[&str], acme: bool) -> Arc<Plan> {
         directory_url: NO_CA.to_string(),
         ca_bundle: None,
         retry_after_failure: policy::DEFAULT_BACKOFF_BASE,
+        challenge: Default::default(),
     });
     Arc::new(plan)
 }
@@ -181,6 +183,7 @@ fn a_host_with_a_manual_certificate_is_not_ordered() {
             cert_file: "/c.pem".into(),
             key_file: "/k.pem".into(),
         },
+        challenge: None,
         rules: Default::default(),
     });
     plan.services.insert("m".to_string(), manual);

@@ -10,6 +10,7 @@ fn route(host: &str, path: &str, port: u16) -> Route {
         service_port: port,
         health_path: None,
         tls: TlsSource::Automatic,
+        challenge: None,
         rules: Default::default(),
     }
 }

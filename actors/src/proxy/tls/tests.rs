@@ -23,6 +23,7 @@ fn routed(name: &str, host: &str, tls: TlsSource) -> crate::plan::Service {
         service_port: 80,
         health_path: None,
         tls,
+        challenge: None,
         rules: Default::default(),
     });
     service

@@ -25,6 +25,7 @@ fn routed() -> Service {
         service_port: 8080,
         health_path: None,
         tls: TlsSource::Automatic,
+        challenge: None,
         rules: Default::default(),
     });
     // A healthcheck makes readiness the fake engine's health, not a probe.
