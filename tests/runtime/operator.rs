@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::{docker, exists, text, wait_exit, Sandbox, EXIT_TIMEOUT};
+use crate::support::{docker, exists, text, wait_exit, webhook_receiver, Sandbox, EXIT_TIMEOUT};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 
@@ -313,35 +313,6 @@ impl Drop for InstanceCleanup {
     }
 }
 
-/// Accepts one connection on `listener`, waiting at most `timeout`: panics
-/// naming `what` when none came, rather than block the test for ever.
-fn accept_within(
-    listener: &std::net::TcpListener,
-    timeout: Duration,
-    what: &str,
-) -> std::net::TcpStream {
-    listener
-        .set_nonblocking(true)
-        .expect("nonblocking listener");
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).expect("blocking stream");
-                return stream;
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what}: no connection within {timeout:?}"
-                );
-                sleep(Duration::from_millis(50));
-            }
-            Err(err) => panic!("{what}: accept: {err}"),
-        }
-    }
-}
-
 fn nix_uid() -> u32 {
     let out = Command::new("id").arg("-u").output().expect("id -u");
     text(&out.stdout).trim().parse().expect("uid")
@@ -360,8 +331,7 @@ fn a_deploy_is_announced_to_the_webhook() {
     let mut sb = Sandbox::new();
     chatty_service(&mut sb, "app");
     let app = sb.name("app");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
+    let (port, calls) = webhook_receiver(Duration::from_secs(90));
     sb.write(
         "notify.hbs",
         "{\"text\": \"{{text}}\", \"event\": \"{{kind}}\", \"service\": \"{{service}}\"}",
@@ -374,37 +344,6 @@ fn a_deploy_is_announced_to_the_webhook() {
         ),
     );
     let daemon = sb.start();
-    let receiver = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut stream = accept_within(&listener, Duration::from_secs(60), "the webhook call");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).unwrap_or(0);
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
-                    return (head.to_owned(), body.to_owned());
-                }
-            }
-            if n == 0 {
-                panic!("webhook request cut short: {text}");
-            }
-        }
-    });
     let deploy = sb.cli(&["deploy", &app]);
     assert!(
         deploy.status.success(),
@@ -412,7 +351,13 @@ fn a_deploy_is_announced_to_the_webhook() {
         text(&deploy.stdout),
         text(&deploy.stderr)
     );
-    let (head, body) = receiver.join().expect("webhook received");
+    crate::support::eventually(
+        "the deploy reaches the webhook",
+        Duration::from_secs(30),
+        || !calls.lock().unwrap().is_empty(),
+        || daemon.log(),
+    );
+    let (head, body) = calls.lock().unwrap()[0].clone();
     assert!(head.starts_with("POST /hook "), "{head}");
     assert!(
         head.to_ascii_lowercase()

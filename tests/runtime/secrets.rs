@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::google_standin::{Answer, StandIn, CLIENT_EMAIL};
-use crate::support::{docker, inspect, text, Sandbox};
+use crate::support::{docker, inspect, text, webhook_receiver, Sandbox};
 
 const BUSYBOX: &str = "dispenser-test/busybox:latest";
 const PROJECT: &str = "dtest-project";
@@ -466,61 +466,6 @@ fn a_reload_refused_for_a_secret_used_as_a_name_never_logs_the_value() {
     // Nothing changed.
     assert_eq!(inspect(&sb.name("app"))["Id"].as_str().unwrap(), first_id);
     daemon.stop();
-}
-
-/// Webhook calls received on 127.0.0.1: (request head, body) each.
-type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
-
-/// A webhook receiver of the test's own: answers every request 204 and
-/// keeps it, for `lifetime` at most (then its thread ends).
-fn webhook_receiver(lifetime: Duration) -> (u16, Calls) {
-    use std::io::{Read, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let calls: Calls = Default::default();
-    let kept = calls.clone();
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + lifetime;
-        while std::time::Instant::now() < deadline {
-            let Ok((mut stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                request.extend_from_slice(&buf[..n]);
-                let seen = text(&request);
-                if let Some((head, body)) = seen.split_once("\r\n\r\n") {
-                    let length = head
-                        .lines()
-                        .find_map(|line| {
-                            line.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .and_then(|value| value.trim().parse::<usize>().ok())
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
-                        kept.lock()
-                            .unwrap()
-                            .push((head.to_string(), body.to_string()));
-                        break;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-    });
-    (port, calls)
 }
 
 /// A GET over the daemon's admin socket.

@@ -581,6 +581,62 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Webhook calls received on 127.0.0.1: (request head, body) each.
+pub type WebhookCalls = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver of the test's own: answers every request 204 and
+/// keeps it, for `lifetime` at most (then its thread ends). A call counts
+/// once its whole body (by `Content-Length`) has arrived.
+pub fn webhook_receiver(lifetime: Duration) -> (u16, WebhookCalls) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let calls: WebhookCalls = Default::default();
+    let kept = calls.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + lifetime;
+        while std::time::Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                request.extend_from_slice(&buf[..n]);
+                let seen = text(&request);
+                if let Some((head, body)) = seen.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|value| value.trim().parse::<usize>().ok())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                        kept.lock()
+                            .unwrap()
+                            .push((head.to_string(), body.to_string()));
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (port, calls)
+}
+
 /// Removes every container and network of an instance.
 fn remove_instance(instance: &str) {
     let quiet = |args: &[&str]| {
