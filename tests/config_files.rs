@@ -2,8 +2,14 @@
 //! must pass, each invalid case must fail with exactly its `expected.txt` on
 //! stderr. `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
 
+#[path = "common/fixtures.rs"]
+#[allow(dead_code)] // reason: the fixtures serve three test binaries; this one uses part of them
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use fixtures::{case_folders, repo};
 
 /// Secret values the trees read from the environment; they must never be printed.
 const DB_PASSWORD: &str = "hunter2-Very-Secret";
@@ -14,10 +20,6 @@ const FILE_SECRET: &str = "not-a-real-token";
 /// A value that, substituted as raw text as the last `[env]`
 /// value, added a writable bind mount of the host's root.
 const INJECTION: &str = "x\"\n[[volume]]\nsource = \"/\"\ntarget = \"/host\"\n#";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Runs `dispenser --test -c <relative config>` from the repository root.
 fn run_test(config: &Path) -> Output {
@@ -42,15 +44,7 @@ fn run_test(config: &Path) -> Output {
 
 /// Sub-folders of `tests/configs/<kind>`, relative to the repository root, sorted.
 fn cases(kind: &str) -> Vec<PathBuf> {
-    let relative = Path::new("tests/configs").join(kind);
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(repo().join(&relative))
-        .expect("the configs folder exists")
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().is_dir())
-        .map(|entry| relative.join(entry.file_name()))
-        .collect();
-    folders.sort();
-    folders
+    case_folders(&Path::new("tests/configs").join(kind))
 }
 
 /// No secret value in the output, in any case (a host name is lowercased).

@@ -5,12 +5,16 @@
 //! (stderr, then the exit code): its `args` file holds the target and flags.
 //! `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
 #[path = "runtime/google_standin.rs"]
 #[allow(dead_code)] // reason: the stand-in serves the runtime tests too; this file uses part of it
 mod google_standin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use fixtures::{case_folders, files_under, repo, text};
 
 /// The environment secret of the fixtures.
 const ENVIRONMENT: &[(&str, &str)] = &[("EXPORT_API_TOKEN", "env-secret-value-3")];
@@ -20,22 +24,8 @@ const SECRET_VALUES: &[&str] = &["env-secret-value-3", "file-secret-value-7"];
 /// Where `make deps` installs kubernetes-validate (a venv under target/).
 const KUBERNETES_VALIDATE: &str = "target/ci-tools/kubernetes-validate/bin/kubernetes-validate";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn dispenser(current_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dispenser"))
-        .current_dir(current_dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(ENVIRONMENT.iter().copied())
-        .output()
-        .expect("the dispenser binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    fixtures::dispenser(current_dir, args, ENVIRONMENT)
 }
 
 /// Exports `tree` for `target` into `out`.
@@ -54,21 +44,10 @@ fn export(tree: &Path, target: &str, out: &Path, extra: &[&str]) -> Output {
 
 /// Every file in `out`, with its text, by name.
 fn written(out: &Path) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(out)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| {
-                    (
-                        entry.file_name().to_string_lossy().into_owned(),
-                        std::fs::read_to_string(entry.path()).unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    files_under(out)
+        .into_iter()
+        .map(|(path, content)| (path.to_string_lossy().into_owned(), content))
+        .collect()
 }
 
 fn assert_no_secret_value(what: &str, texts: &[&str]) {
@@ -311,14 +290,10 @@ fn kubernetes_manifests_keep_dispensers_deploy_rules_and_reference_secrets() {
 
 /// Sub-folders of `tests/export/invalid`, sorted.
 fn invalid_cases() -> Vec<PathBuf> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/export/invalid"))
-        .expect("the refusal fixtures exist")
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    folders.sort();
-    folders
+    case_folders(Path::new("tests/export/invalid"))
+        .into_iter()
+        .map(|case| repo().join(case))
+        .collect()
 }
 
 #[test]

@@ -6,8 +6,13 @@
 //! `--allow-lossy`). `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them
 //! by eye).
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use fixtures::{case_folders, files_under, repo, text};
 
 /// What the variables the fixtures read from the environment hold at `--test`.
 const ENVIRONMENT: &[(&str, &str)] = &[
@@ -24,34 +29,16 @@ const FIXTURE_SECRETS: &[&str] = &[
     "not-a-real-password",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn dispenser(current_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dispenser"))
-        .current_dir(current_dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(ENVIRONMENT.iter().copied())
-        .output()
-        .expect("the dispenser binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    fixtures::dispenser(current_dir, args, ENVIRONMENT)
 }
 
 /// Sub-folders of `tests/import/<kind>`, sorted.
 fn cases(kind: &str) -> Vec<PathBuf> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/import").join(kind))
-        .expect("the import fixtures exist")
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    folders.sort();
-    folders
+    case_folders(&Path::new("tests/import").join(kind))
+        .into_iter()
+        .map(|case| repo().join(case))
+        .collect()
 }
 
 /// Imports `case/compose.yaml` into `out` with `extra` flags, from the case's folder.
@@ -60,23 +47,6 @@ fn import(case: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["import", "compose", "compose.yaml", "-o", out];
     args.extend_from_slice(extra);
     dispenser(case, &args)
-}
-
-/// Every file the import wrote, with its text.
-fn written(out: &Path) -> Vec<(PathBuf, String)> {
-    let mut files = Vec::new();
-    let mut folders = vec![out.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                files.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    files
 }
 
 /// The output loads through the same front-end as `dispenser --test`.
@@ -94,7 +64,7 @@ fn assert_passes_test(case: &Path, out: &Path) {
 }
 
 fn assert_no_fixture_secret(case: &Path, out: &Path, printed: &str) {
-    for (path, content) in written(out) {
+    for (path, content) in files_under(out) {
         for secret in FIXTURE_SECRETS {
             assert!(
                 !content.contains(secret),
