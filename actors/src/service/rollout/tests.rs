@@ -87,6 +87,45 @@ async fn running(engine: &FakeEngine, runtime: &Runtime, service: &Service) -> C
     engine.inspect(&id).await.unwrap().unwrap()
 }
 
+/// What a start-first test begins with: the routed `web` running its first
+/// container (`sha256:old`) on the fake engine, healthy once running, routed
+/// by a real router, with the engine's calls so far cleared.
+struct Started {
+    engine: Arc<FakeEngine>,
+    service: Service,
+    table: SharedTable,
+    runtime: Runtime,
+    old: Container,
+    old_ip: String,
+}
+
+/// Starts `web`; `next` sets up how the new container `web-next` behaves.
+async fn started(next: impl FnOnce(&FakeEngine)) -> Started {
+    let engine = Arc::new(FakeEngine::new());
+    engine.add_local_image(IMAGE, "sha256:i1");
+    engine.healthy_when_running("web");
+    next(&engine);
+    let service = routed();
+    let table = SharedTable::default();
+    let runtime = runtime(engine.clone(), &service, &table).await;
+    let old = running(&engine, &runtime, &service).await;
+    let old_ip = old.addresses[&runtime.default_network.name].to_string();
+    engine.clear_calls();
+    Started {
+        engine,
+        service,
+        table,
+        runtime,
+        old,
+        old_ip,
+    }
+}
+
+/// `web-next` becomes healthy once running.
+fn healthy_next(engine: &FakeEngine) {
+    engine.healthy_when_running("web-next");
+}
+
 /// The id of a replace that finished (no soak to watch).
 fn done(swapped: Result<Swapped, RolloutError>) -> String {
     match swapped {
@@ -107,16 +146,15 @@ fn routed_to(table: &SharedTable) -> Option<String> {
 
 #[actix_rt::test]
 async fn start_first_swaps_then_retires_the_old_container() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.healthy_when_running("web-next");
-    let service = routed();
-    let table = SharedTable::default();
-    let runtime = runtime(engine.clone(), &service, &table).await;
-    let old = running(&engine, &runtime, &service).await;
+    let Started {
+        engine,
+        service,
+        table,
+        runtime,
+        old,
+        ..
+    } = started(healthy_next).await;
     assert!(starts_first(&runtime, &service, Some(&old)));
-    engine.clear_calls();
 
     let id = done(replace(&runtime, &service, Some(&old), "sha256:new".into(), true).await);
     assert_eq!(
@@ -139,16 +177,14 @@ async fn start_first_swaps_then_retires_the_old_container() {
 
 #[actix_rt::test]
 async fn a_new_container_that_exits_is_removed_and_the_old_one_keeps_the_route() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.exits_with("web-next", 3);
-    let service = routed();
-    let table = SharedTable::default();
-    let runtime = runtime(engine.clone(), &service, &table).await;
-    let old = running(&engine, &runtime, &service).await;
-    let old_ip = old.addresses[&runtime.default_network.name].to_string();
-    engine.clear_calls();
+    let Started {
+        engine,
+        service,
+        table,
+        runtime,
+        old,
+        old_ip,
+    } = started(|engine| engine.exits_with("web-next", 3)).await;
 
     let err = replace(&runtime, &service, Some(&old), "sha256:bad".into(), true)
         .await
@@ -227,17 +263,15 @@ fn stop_once_running(engine: Arc<FakeEngine>, runtime: &Runtime, name: &'static 
 
 #[actix_rt::test]
 async fn a_soak_is_left_to_watch_and_a_revert_gives_the_old_container_the_traffic_back() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.healthy_when_running("web-next");
-    let service = routed();
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    let Started {
+        engine,
+        service,
+        table,
+        mut runtime,
+        old,
+        old_ip,
+    } = started(healthy_next).await;
     runtime.deploy.soak = Duration::from_secs(600);
-    let old = running(&engine, &runtime, &service).await;
-    let old_ip = old.addresses[&runtime.default_network.name].to_string();
-    engine.clear_calls();
 
     // The replace ends at the swap: the soak is the caller's to watch.
     let began = std::time::Instant::now();
@@ -277,17 +311,15 @@ async fn a_soak_is_left_to_watch_and_a_revert_gives_the_old_container_the_traffi
 
 #[actix_rt::test]
 async fn a_stop_during_the_drain_does_not_wait_for_the_soak() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.healthy_when_running("web-next");
-    let service = routed();
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    let Started {
+        engine,
+        service,
+        table,
+        mut runtime,
+        old,
+        old_ip,
+    } = started(healthy_next).await;
     runtime.deploy.soak = Duration::from_secs(600);
-    let old = running(&engine, &runtime, &service).await;
-    let old_ip = old.addresses[&runtime.default_network.name].to_string();
-    engine.clear_calls();
     stop_once_running(engine.clone(), &runtime, "web-next");
 
     let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
@@ -355,19 +387,18 @@ async fn a_stop_during_a_stop_first_gate_puts_the_previous_container_back() {
 
 #[actix_rt::test]
 async fn a_digest_superseded_during_its_gate_never_takes_traffic() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    engine.healthy_when_running("web-next");
-    let service = routed();
-    let table = SharedTable::default();
-    let mut runtime = runtime(engine.clone(), &service, &table).await;
+    let Started {
+        engine,
+        service,
+        table,
+        mut runtime,
+        old,
+        old_ip,
+    } = started(healthy_next).await;
     let (newest, reading) = crate::service::NewestDigest::channel();
     runtime.newest_digest = reading;
     // Reported before the gate ended.
     newest.send_replace(Some("sha256:newer".into()));
-    let old = running(&engine, &runtime, &service).await;
-    let old_ip = old.addresses[&runtime.default_network.name].to_string();
     let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
         .await
         .unwrap_err();
@@ -378,14 +409,13 @@ async fn a_digest_superseded_during_its_gate_never_takes_traffic() {
 
 #[actix_rt::test]
 async fn nothing_is_replaced_once_stopping_began() {
-    let engine = Arc::new(FakeEngine::new());
-    engine.add_local_image(IMAGE, "sha256:i1");
-    engine.healthy_when_running("web");
-    let service = routed();
-    let table = SharedTable::default();
-    let runtime = runtime(engine.clone(), &service, &table).await;
-    let old = running(&engine, &runtime, &service).await;
-    engine.clear_calls();
+    let Started {
+        engine,
+        service,
+        runtime,
+        old,
+        ..
+    } = started(|_| {}).await;
     runtime.stopping.cancel();
     let err = replace(&runtime, &service, Some(&old), "sha256:new".into(), true)
         .await
