@@ -23,7 +23,7 @@ SOAK_SECONDS ?= 60
 FUZZ_TIME ?= 30
 FUZZ_TARGETS ?= render loader cron image values
 # Extra Debian packages for `make bench`.
-BENCH_PACKAGES := wrk nginx caddy docker-registry
+BENCH_PACKAGES := wrk nghttp2-client openssl nginx caddy docker-registry
 # The example needs only busybox-static to build its images.
 EXAMPLE_PACKAGES := busybox-static
 EXAMPLE_CONFIG := example/dispenser.toml
@@ -214,8 +214,9 @@ status-screenshot: ## regenerate docs/status-page.png (the status page test's sc
 	$(CARGO) nextest run -p dispenser --test runtime -E 'test(status_page_draws_deploys_rollbacks_runs_and_dependencies_in_chromium)'
 	cp target/tmp/status-page.png docs/status-page.png
 
-bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct; deploy timing; scale; writes docs/BENCHMARKS.md)
+bench: deps-bench ## run the benchmarks (proxy vs nginx, Caddy, direct, over HTTP/1.1, HTTPS and HTTP/2; deploy timing; scale; writes docs/BENCHMARKS.md)
 	bash bench/proxy.sh
+	bash bench/proxy-tls.sh
 	bash bench/deploy.sh
 	bash bench/scale.sh
 

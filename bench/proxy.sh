@@ -13,9 +13,12 @@
 # "32 128"), ROUNDS (default 3), THREADS (wrk threads, default 2),
 # NGINX_WORKERS (default auto), OUT (default docs/BENCHMARKS.md),
 # DISPENSER (a binary to measure instead of building target/release/dispenser),
-# TARGETS (which rows, default "direct nginx caddy dispenser dispenser-auth";
-# dispenser-auth is Dispenser's proxy on a route with `basic_auth`, a bcrypt
-# line from `htpasswd -B`, every request carrying the right credentials).
+# TARGETS (which rows, default "direct nginx caddy dispenser dispenser-auth
+# nginx-close caddy-close dispenser-close"; dispenser-auth is Dispenser's proxy
+# on a route with `basic_auth`, a bcrypt line from `htpasswd -B`, every request
+# carrying the right credentials; the -close rows proxy to busybox httpd,
+# which closes its connection after every answer, so each request opens a new
+# container connection, and compare with nginx-close).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,10 +29,11 @@ readonly ROUNDS="${ROUNDS:-3}"
 readonly NGINX_WORKERS="${NGINX_WORKERS:-auto}"
 readonly OUT="${OUT:-docs/BENCHMARKS.md}"
 readonly DISPENSER="${DISPENSER:-}"
-readonly TARGETS="${TARGETS:-direct nginx caddy dispenser dispenser-auth}"
+readonly TARGETS="${TARGETS:-direct nginx caddy dispenser dispenser-auth nginx-close caddy-close dispenser-close}"
 readonly INSTANCE=bench
 readonly HOST=bench.test
 readonly AUTH_HOST=auth.bench.test
+readonly CLOSE_HOST=close.bench.test
 readonly AUTH_USER=bench
 readonly AUTH_PASSWORD=bench-password
 readonly DIRECT_PORT=18080
@@ -75,6 +79,9 @@ path = "upstream"
 
 [[service]]
 path = "auth"
+
+[[service]]
+path = "close"
 EOF
 cat > "$work/upstream/service.toml" <<EOF
 [service]
@@ -103,6 +110,17 @@ host = "$AUTH_HOST"
 service_port = 8080
 basic_auth = ["$auth_line"]
 EOF
+# An upstream without keep-alive: busybox httpd answers and closes.
+mkdir -p "$work/close"
+cat > "$work/close/service.toml" <<EOF
+[service]
+name = "$INSTANCE-close"
+image = "dispenser-test/web:v1"
+
+[proxy]
+host = "$CLOSE_HOST"
+service_port = 80
+EOF
 "${DISPENSER:-target/release/dispenser}" -c "$work/dispenser.toml" -p "$work/dispenser.pid" >"$work/dispenser.log" 2>&1 &
 dispenser_pid=$!
 pids+=("$dispenser_pid")
@@ -110,7 +128,9 @@ for _ in $(seq 100); do
   grep -q "dispenser is ready" "$work/dispenser.log" && break
   sleep 0.2
 done
-upstream_ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$INSTANCE-net\").IPAddress}}" "$INSTANCE-upstream")"
+address_of() { docker inspect -f "{{(index .NetworkSettings.Networks \"$INSTANCE-net\").IPAddress}}" "$1"; }
+upstream_ip="$(address_of "$INSTANCE-upstream")"
+close_ip="$(address_of "$INSTANCE-close")"
 
 # nginx with keep-alive to the upstream, as PERF-NOTES measured it.
 mkdir -p "$work/nginx"
@@ -124,8 +144,18 @@ http {
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
   upstream app { server $upstream_ip:8080; keepalive 64; }
+  upstream app_close { server $close_ip:80; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    server_name $CLOSE_HOST;
+    location / {
+      proxy_pass http://app_close;
+      proxy_http_version 1.1;
+      proxy_set_header Host \$host;
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT default_server;
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -143,6 +173,10 @@ cat > "$work/Caddyfile" <<EOF
   admin off
   auto_https off
 }
+http://$CLOSE_HOST:$CADDY_PORT {
+  bind 127.0.0.1
+  reverse_proxy $close_ip:80
+}
 http://:$CADDY_PORT {
   bind 127.0.0.1
   reverse_proxy $upstream_ip:8080
@@ -155,15 +189,6 @@ sleep 1
 
 TICKS_PER_SECOND="$(getconf CLK_TCK)"
 readonly TICKS_PER_SECOND
-
-# to_ms VALUE: wrk's latency (us, ms or s) in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
-    else { print v } }'
-}
 
 # One line per run in $work/runs: target connections round rps p50 p99 cpu
 # rss errors (tab-separated; "-" where a value does not apply).
@@ -181,6 +206,10 @@ for round in $(seq "$ROUNDS"); do
         dispenser) port=$DISPENSER_PORT; procs=("$dispenser_pid") ;;
         dispenser-auth) port=$DISPENSER_PORT; procs=("$dispenser_pid"); host=$AUTH_HOST
           extra=(-H "$auth_header") ;;
+        nginx-close) port=$NGINX_PORT; host=$CLOSE_HOST; mapfile -t procs < <(pgrep -f "nginx.*$work" || true)
+          mapfile -t -O "${#procs[@]}" procs < <(pgrep -P "${procs[0]:-0}" || true) ;;
+        caddy-close) port=$CADDY_PORT; procs=("$caddy_pid"); host=$CLOSE_HOST ;;
+        dispenser-close) port=$DISPENSER_PORT; procs=("$dispenser_pid"); host=$CLOSE_HOST ;;
       esac
       # A short warm-up fills the pools, then the measured run.
       wrk -t"$THREADS" -c"$connections" -d2s -H "Host: $host" "${extra[@]}" "http://127.0.0.1:$port/" >/dev/null
@@ -189,8 +218,8 @@ for round in $(seq "$ROUNDS"); do
       after="$(cpu_ticks "${procs[@]}")"
       requests="$(awk '/requests in/ {print $1}' <<<"$report")"
       rps="$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report")"
-      p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$report")")"
-      p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$report")")"
+      p50="$(wrk_ms "$(awk '$1 == "50%" {print $2}' <<<"$report")")"
+      p99="$(wrk_ms "$(awk '$1 == "99%" {print $2}' <<<"$report")")"
       errors="$(awk '/Non-2xx|Socket errors/ {sub(/^ +/, ""); printf "%s; ", $0}' <<<"$report")"
       if ((${#procs[@]})); then
         rss="$(( $(rss_kib "${procs[@]}") / 1024 ))"
@@ -208,45 +237,9 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-# The table: per target and connection count, the median of each column
-# over the rounds, and the median of the run-by-run ratios to nginx (the
-# same round and connection count).
-table="$(awk -F '\t' -v targets="$TARGETS" -v counts="$CONNECTIONS" '
-  function median(list,    n, values, i, j, tmp) {
-    n = split(list, values, " ")
-    if (n == 0) return "-"
-    for (i = 2; i <= n; i++)
-      for (j = i; j > 1 && values[j - 1] + 0 > values[j] + 0; j--) {
-        tmp = values[j]; values[j] = values[j - 1]; values[j - 1] = tmp
-      }
-    return (n % 2) ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
-  }
-  function add(key, value) { if (value != "-" && value != "") list[key] = list[key] " " value }
-  {
-    key = $1 SUBSEP $2
-    rps[$1, $2, $3] = $4; p99[$1, $2, $3] = $6
-    add(key SUBSEP "rps", $4); add(key SUBSEP "p50", $5); add(key SUBSEP "p99", $6)
-    add(key SUBSEP "cpu", $7); add(key SUBSEP "rss", $8)
-    if ($9 != "none") errors[key] = errors[key] $9
-    rounds[$3] = 1
-  }
-  END {
-    nt = split(targets, t, " "); nc = split(counts, c, " ")
-    for (ci = 1; ci <= nc; ci++) for (ti = 1; ti <= nt; ti++) {
-      target = t[ti]; n = c[ci]; key = target SUBSEP n
-      for (r in rounds) if ((target, n, r) in rps && ("nginx", n, r) in rps && rps["nginx", n, r] > 0) {
-        add(key SUBSEP "xrps", rps[target, n, r] / rps["nginx", n, r])
-        add(key SUBSEP "xp99", p99[target, n, r] / p99["nginx", n, r])
-      }
-      xrps = median(list[key SUBSEP "xrps"]); xp99 = median(list[key SUBSEP "xp99"])
-      rss = median(list[key SUBSEP "rss"])
-      printf "| %s | %s | %d | %.2f | %.2f | %s | %s | %s | %s | %s |\n", target, n,
-        median(list[key SUBSEP "rps"]), median(list[key SUBSEP "p50"]), median(list[key SUBSEP "p99"]),
-        (xrps == "-") ? "-" : sprintf("%.2fx", xrps), (xp99 == "-") ? "-" : sprintf("%.2fx", xp99),
-        (list[key SUBSEP "cpu"] == "") ? "-" : sprintf("%.1f", median(list[key SUBSEP "cpu"])),
-        (rss == "-") ? "-" : rss " MiB", (key in errors) ? errors[key] : "none"
-    }
-  }' "$work/runs")"
+# The table: per target and connection count, the medians over the rounds
+# and the run-by-run ratios to nginx (bench/lib.sh).
+table="$(median_table "$work/runs" "$TARGETS" "$CONNECTIONS")"
 echo "$table"
 
 section="$(
@@ -267,9 +260,11 @@ section="$(
   echo "The \`dispenser-auth\` row is the same upstream behind a route with \`basic_auth\` (a"
   echo "bcrypt line from \`htpasswd -B\`), every request carrying the right \`Authorization\`: the"
   echo "cost of the cached check (bcrypt runs once per worker and minute, not per request)."
+  echo "The \`-close\` rows proxy to busybox httpd (\`dispenser-test/web:v1\`), which closes its"
+  echo "connection after every answer: each request opens a new container connection. Their"
+  echo "ratios are to \`nginx-close\`, the same upstream behind nginx."
   echo
-  echo "| path | connections | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | CPU µs/req | RSS | errors |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "$TABLE_HEAD"
   echo "$table"
   echo "<!-- proxy:end -->"
 )"
