@@ -346,6 +346,8 @@ impl Forwarder {
         // The guard the request passed, once it did (its pages answer the
         // proxy's own failures); a table swap brings a new one to pass.
         let mut passed: Option<Arc<RouteGuard>> = None;
+        // The route a held request waits for, to count its 503 on.
+        let mut waiting_for: Option<Arc<str>> = None;
         let (route, address, in_flight) = loop {
             // Armed before the table is read, so no swap in between is missed.
             let changed = self.table.changed();
@@ -377,13 +379,21 @@ impl Forwarder {
                             Upstream::Ready {
                                 address, in_flight, ..
                             } => break (entry.service.clone(), *address, in_flight.enter()),
-                            Upstream::Starting => None,
+                            Upstream::Starting => {
+                                waiting_for = Some(entry.service.clone());
+                                None
+                            }
                             Upstream::Down => {
+                                crate::metrics::global().proxy_request(
+                                    &entry.service,
+                                    StatusCode::BAD_GATEWAY.as_u16(),
+                                    Duration::ZERO,
+                                );
                                 return own_failure(
                                     passed.as_deref(),
                                     StatusCode::BAD_GATEWAY,
                                     b"service down\n",
-                                )
+                                );
                             }
                         },
                     },
@@ -409,6 +419,13 @@ impl Forwarder {
             let deadline =
                 *held_until.get_or_insert_with(|| tokio::time::Instant::now() + self.hold_timeout);
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                if let Some(route) = &waiting_for {
+                    crate::metrics::global().proxy_request(
+                        route,
+                        StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                        self.hold_timeout,
+                    );
+                }
                 return own_failure(
                     passed.as_deref(),
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,8 @@ use super::*;
 use crate::plan::ProxySettings;
 use http02::Request;
 
+use crate::proxy::table::{EndpointState, RouteInput, RouteTable};
+
 fn settings(trust: bool) -> ProxySettings {
     let mut settings = ProxySettings::with_listeners(
         ProxyStrategy::HttpsOnly,
@@ -184,4 +186,78 @@ fn the_peer_header_is_reused_only_for_the_same_ip() {
         let conn = ClientConn::reusing(Listener::Http, peer.parse().unwrap(), &last);
         assert_eq!(conn.peer_ip, ip, "{peer}");
     }
+}
+
+/// The current minute's counts of `route` in the traffic ring.
+fn this_minute(route: &str) -> crate::metrics::traffic::MinuteCounts {
+    let now = crate::metrics::traffic::current_minute();
+    crate::metrics::global()
+        .traffic(now)
+        .remove(route)
+        .and_then(|minutes| minutes.into_iter().find(|counts| counts.minute == now))
+        .unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn the_proxys_own_502_and_503_count_in_the_routes_traffic() {
+    let mut settings = settings(false);
+    settings.hold_timeout = Duration::from_millis(50);
+    let table = SharedTable::default();
+    let forwarder = Forwarder::new(&settings, table.clone(), Challenges::default());
+    let down = crate::plan::Route {
+        host: "down.traffic.test".into(),
+        path: "/".into(),
+        service_port: 80,
+        health_path: None,
+        tls: crate::plan::TlsSource::Automatic,
+        challenge: None,
+        rules: Default::default(),
+    };
+    let starting = crate::plan::Route {
+        host: "starting.traffic.test".into(),
+        ..down.clone()
+    };
+    table.store(RouteTable::build([
+        RouteInput {
+            maintenance: None,
+            service: "traffic-down",
+            route: &down,
+            ip: None,
+            state: EndpointState::Down,
+        },
+        RouteInput {
+            maintenance: None,
+            service: "traffic-starting",
+            route: &starting,
+            ip: None,
+            state: EndpointState::Starting,
+        },
+    ]));
+    let before = (this_minute("traffic-down"), this_minute("traffic-starting"));
+
+    let mut parts = request("/", &["down.traffic.test"]);
+    let answer = forwarder
+        .handle(&mut parts, RequestBody::Empty, &conn())
+        .await;
+    assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+    let mut parts = request("/", &["starting.traffic.test"]);
+    let answer = forwarder
+        .handle(&mut parts, RequestBody::Empty, &conn())
+        .await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let after = (this_minute("traffic-down"), this_minute("traffic-starting"));
+    // A minute may have turned between the two readings: then `before` is
+    // another minute's, and the counts start from nothing.
+    let grew = |before: &crate::metrics::traffic::MinuteCounts,
+                after: &crate::metrics::traffic::MinuteCounts| {
+        let base = if before.minute == after.minute {
+            before.server_errors
+        } else {
+            0
+        };
+        after.server_errors - base
+    };
+    assert_eq!(grew(&before.0, &after.0), 1, "the 502 is counted");
+    assert_eq!(grew(&before.1, &after.1), 1, "the 503 is counted");
 }
