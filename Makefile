@@ -24,11 +24,21 @@ FUZZ_TIME ?= 30
 FUZZ_TARGETS ?= render loader cron image values
 # Extra Debian packages for `make bench`.
 BENCH_PACKAGES := wrk nghttp2-client openssl nginx caddy docker-registry
-# The example needs only busybox-static to build its images.
-EXAMPLE_PACKAGES := busybox-static
+# The example builds its images from busybox-static and runs its own registry.
+EXAMPLE_PACKAGES := busybox-static docker-registry curl
 EXAMPLE_CONFIG := example/dispenser.toml
 # Extra flags `make example` passes to Dispenser (`--test` only checks the files).
 EXAMPLE_FLAGS ?=
+# The proxy's ports in the example (`dispenser dev` takes them from its flags).
+EXAMPLE_HTTP_PORT := 8088
+EXAMPLE_HTTPS_PORT := 8443
+# `dispenser dev` keeps its state (the development CA among it) here.
+EXAMPLE_STATE := example/.dispenser
+EXAMPLE_PID_FILE := example/dispenser-dev.pid
+DISPENSER_RELEASE := target/release/dispenser
+# The binary `make example` runs. Another one (a test passes its debug build)
+# skips the release build.
+DISPENSER ?= $(DISPENSER_RELEASE)
 
 # sudo only when not root (CI runs as root and may have no sudo).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -47,7 +57,7 @@ define no-nextest-in-ci
 	@exit 1
 endef
 
-.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-clean status-screenshot bench bench-scale deb rpm build-deb build-rpm man completions package-docs fuzz
+.PHONY: help deps deps-example deps-bench deps-package build lint lint-scripts lint-systemd test test-run soak test-package images example example-push example-clean status-screenshot bench bench-scale deb rpm build-deb build-rpm man completions package-docs fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -187,28 +197,49 @@ test-package: deb ## build the .deb and test install, upgrade, remove, purge
 images: ## build the local images the integration tests use
 	bash tests/images/build.sh
 
-example: deps-example ## build the example's images and Dispenser, run it on example/
+example: deps-example ## run the example: its images, its registry, Dispenser (`dispenser dev`) on example/
 	bash example/build-images.sh
+ifeq ($(DISPENSER),$(DISPENSER_RELEASE))
 	$(CARGO) build --release $(CARGO_FLAGS)
-	@echo
+endif
 ifeq ($(filter --test,$(EXAMPLE_FLAGS)),--test)
-	@echo "Checking $(EXAMPLE_CONFIG): running it needs the daemon, which is not in this build yet."
+	$(DISPENSER) -c $(EXAMPLE_CONFIG) $(EXAMPLE_FLAGS)
 else
+	bash example/registry.sh start
+	bash example/registry.sh publish first
+	@echo
 	@echo "Running Dispenser on $(EXAMPLE_CONFIG); Ctrl-C stops it and the example's containers."
 	@echo "Then open:"
-	@echo "  http://127.0.0.1:8080/        the web service, on its published host port"
-	@echo "  http://localhost:8088/        the same page through Dispenser's proxy"
-	@echo "and ask the API from inside the web container:"
+	@echo "  http://localhost:$(EXAMPLE_HTTP_PORT)/    the web page, through Dispenser's proxy"
+	@echo "  https://localhost:$(EXAMPLE_HTTPS_PORT)/   the same over HTTPS, signed by the dev CA:"
+	@echo "      curl --cacert $(EXAMPLE_STATE)/dev/dev-ca.crt https://localhost:$(EXAMPLE_HTTPS_PORT)/"
+	@echo "In another terminal, make example-push pushes the next version: watch the page change."
+	@echo "Ask the API from inside the web container:"
 	@echo "  docker exec web wget -qO- http://api:8000/status.json"
-endif
 	@echo
-	target/release/dispenser -c $(EXAMPLE_CONFIG) $(EXAMPLE_FLAGS)
+	$(DISPENSER) -c $(EXAMPLE_CONFIG) -p $(EXAMPLE_PID_FILE) $(EXAMPLE_FLAGS) \
+	  dev --http-port $(EXAMPLE_HTTP_PORT) --https-port $(EXAMPLE_HTTPS_PORT)
+endif
 
-# Everything Dispenser creates for the example carries its instance label.
-example-clean: ## remove what the example left in Docker (containers, networks, volume)
-	docker ps -aq --filter label=dispenser.instance=example | xargs -r docker rm -f
-	docker network ls -q --filter label=dispenser.instance=example | xargs -r docker network rm
+example-push: ## build the next version of the example's web page and push it to the example's registry
+	bash example/registry.sh publish next
+
+# Everything Dispenser creates for the example carries its instance label
+# (`dispenser dev` runs it as instance `example-dev`).
+example-clean: ## stop the example and remove all it made: containers, networks, volume, registry, state
+	@if [[ -f $(EXAMPLE_PID_FILE) ]] && kill -0 "$$(cat $(EXAMPLE_PID_FILE))" 2>/dev/null; then \
+	  echo "stopping Dispenser (pid $$(cat $(EXAMPLE_PID_FILE)))"; \
+	  kill -TERM "$$(cat $(EXAMPLE_PID_FILE))"; \
+	  for _ in $$(seq 100); do kill -0 "$$(cat $(EXAMPLE_PID_FILE) 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done; \
+	fi
+	for instance in example example-dev; do \
+	  docker ps -aq --filter label=dispenser.instance=$$instance | xargs -r docker rm -f; \
+	  docker network ls -q --filter label=dispenser.instance=$$instance | xargs -r docker network rm; \
+	done
 	docker volume ls -q --filter name=dispenser-example-db-data | xargs -r docker volume rm
+	bash example/registry.sh stop
+	docker images -q "$$(sed -n 's/^registry *= *"\(.*\)".*/\1/p' example/dispenser.vars)/dispenser-example/web" | sort -u | xargs -r docker rmi -f
+	rm -rf $(EXAMPLE_STATE) $(EXAMPLE_PID_FILE)
 
 status-screenshot: ## regenerate docs/status-page.png (the status page test's screenshot in headless Chromium)
 	$(CARGO) nextest run -p dispenser --test runtime -E 'test(status_page_draws_deploys_rollbacks_runs_and_dependencies_in_chromium)'
