@@ -14,6 +14,8 @@ mod crashes;
 mod cron;
 #[path = "runtime/deploys.rs"]
 mod deploys;
+#[path = "runtime/example.rs"]
+mod example;
 #[path = "runtime/faults.rs"]
 mod faults;
 #[path = "runtime/google_standin.rs"]
