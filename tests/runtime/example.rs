@@ -2,9 +2,9 @@
 //! background serves version 1 of the web page through the proxy (HTTP, and
 //! HTTPS verified with the development CA), `make example-push` makes
 //! Dispenser redeploy version 2 under a load of requests that all succeed
-//! (and a second push version 3), and `make example-clean` leaves nothing of the example behind. The
-//! example's ports are fixed (8088, 8443, the registry on 5055), so this is
-//! the only test that uses them.
+//! (and a second push version 3), and `make example-clean` leaves nothing of
+//! the example behind. The example's ports are fixed (8088, 8443, the
+//! registry on 5055), so this is the only test that uses them.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;

@@ -14,9 +14,9 @@ job "db" {
       auto_promote = true
       auto_revert = true
       health_check = "task_states"
-      min_healthy_time = "60s"
-      healthy_deadline = "180s"
-      progress_deadline = "240s"
+      min_healthy_time = "5s"
+      healthy_deadline = "125s"
+      progress_deadline = "185s"
     }
 
     restart {

@@ -14,9 +14,9 @@ job "web" {
       auto_promote = true
       auto_revert = true
       health_check = "checks"
-      min_healthy_time = "60s"
-      healthy_deadline = "180s"
-      progress_deadline = "240s"
+      min_healthy_time = "5s"
+      healthy_deadline = "125s"
+      progress_deadline = "185s"
     }
 
     restart {
@@ -29,7 +29,6 @@ job "web" {
 
       port "p80" {
         to = 80
-        static = 8080
       }
     }
 
@@ -52,8 +51,8 @@ job "web" {
           "/dev/null",
           "http://127.0.0.1/"
         ]
-        interval = "10s"
-        timeout = "3s"
+        interval = "1s"
+        timeout = "1s"
       }
     }
 
@@ -61,7 +60,7 @@ job "web" {
       driver = "docker"
 
       config {
-        image = "dispenser-example/web:latest"
+        image = "127.0.0.1:5055/dispenser-example/web:latest"
         ports = [
           "p80"
         ]
@@ -74,20 +73,6 @@ job "web" {
             max-size = "10m"
           }
         }
-
-        mount {
-          type = "bind"
-          source = "local/html"
-          target = "/www"
-          readonly = true
-        }
-      }
-
-      template {
-        data = "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Dispenser example</title></head>\n<body>\n  <h1>It works</h1>\n  <p>This page comes from <code>example/web/html/index.html</code>, served by the\n  <code>web</code> service that Dispenser runs from <code>example/web/service.toml</code>.</p>\n  <p>Edit the file and reload this page: the folder is bind-mounted.</p>\n</body>\n</html>\n"
-        destination = "local/html/index.html"
-        left_delimiter = "[[dispenser-none[["
-        right_delimiter = "]]dispenser-none]]"
       }
 
       resources {
