@@ -56,6 +56,7 @@ fn plan(state_dir: &Path, pebble: &Pebble, hosts: &[&str]) -> Plan {
         ca_bundle: Some(pebble.ca_bundle.clone()),
         retry_after_failure: dispenser_actors::proxy::acme::policy::DEFAULT_BACKOFF_BASE,
         challenge: Default::default(),
+        dns: None,
     });
     plan
 }

@@ -477,6 +477,78 @@ pub struct AcmeSettings {
     pub retry_after_failure: std::time::Duration,
     /// The challenge of every route that does not choose its own.
     pub challenge: Challenge,
+    /// `[certbot.dns]`: where DNS-01 records are published; `None` when
+    /// no route uses DNS-01.
+    pub dns: Option<DnsSettings>,
+}
+
+/// `[certbot.dns]`: the DNS provider DNS-01 challenges are published
+/// through, and how long the daemon waits for the record to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSettings {
+    /// The zone the records go in, fully qualified with its trailing dot
+    /// (`example.com.`); every DNS-01 name must be at or under it.
+    pub zone: String,
+    pub provider: DnsProviderSettings,
+    /// The servers asked whether the record is there yet (`host:port`);
+    /// empty: the zone's authoritative servers, from its NS records.
+    pub propagation_servers: Vec<String>,
+    /// Longest wait for every server to answer with the record before the
+    /// CA is told to validate (the order then fails and is retried).
+    pub propagation_timeout: Duration,
+    /// The TTL of the TXT records.
+    pub ttl: u32,
+}
+
+/// Default of `[certbot.dns] propagation_timeout`.
+pub const DEFAULT_DNS_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `[certbot.dns] ttl`.
+pub const DEFAULT_DNS_TTL: u32 = 60;
+
+/// One DNS provider and its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "provider", rename_all = "kebab-case")]
+pub enum DnsProviderSettings {
+    /// RFC 2136 dynamic updates signed with TSIG (RFC 8945): BIND, Knot,
+    /// PowerDNS.
+    Rfc2136 {
+        /// The primary server that takes updates, `host:port`.
+        server: String,
+        /// The TSIG key's name (`dispenser-key.`).
+        key_name: String,
+        algorithm: TsigAlgorithm,
+        /// The key's secret, base64.
+        secret: Sensitive,
+    },
+    /// Google Cloud DNS, with the credentials the secrets use.
+    Google {
+        project: String,
+        managed_zone: String,
+    },
+    /// Cloudflare, with an API token that may edit the zone's DNS.
+    Cloudflare { api_token: Sensitive },
+}
+
+impl DnsProviderSettings {
+    /// The provider's name in configs, errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DnsProviderSettings::Rfc2136 { .. } => "rfc2136",
+            DnsProviderSettings::Google { .. } => "google",
+            DnsProviderSettings::Cloudflare { .. } => "cloudflare",
+        }
+    }
+}
+
+/// The TSIG algorithms an RFC 2136 key may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TsigAlgorithm {
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
 }
 
 /// Default `[certbot] retry_after_failure`: the ACME manager's back-off base.

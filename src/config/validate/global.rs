@@ -405,6 +405,8 @@ pub(super) fn certbot(
     AcmeSettings {
         retry_after_failure,
         challenge,
+        // `[certbot.dns]` is read by `dns_settings` once it exists.
+        dns: None,
         email: table.email.clone(),
         directory_url: table
             .directory_url

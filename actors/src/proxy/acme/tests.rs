@@ -35,6 +35,7 @@ fn plan(state_dir: &std::path::Path, hosts: &[&str], acme: bool) -> Arc<Plan> {
         ca_bundle: None,
         retry_after_failure: policy::DEFAULT_BACKOFF_BASE,
         challenge: Default::default(),
+        dns: None,
     });
     Arc::new(plan)
 }
