@@ -175,6 +175,7 @@ impl Proxy {
             .collect();
         let table = SharedTable::default();
         table.store(RouteTable::build(routes.iter().map(|route| RouteInput {
+            fallback: None,
             maintenance: None,
             service: "raw",
             route,
@@ -536,6 +537,7 @@ fn a_route_page_replaces_the_proxy_own_502_never_the_container_one() {
     ];
     let table = SharedTable::default();
     table.store(RouteTable::build(routes.iter().map(|route| RouteInput {
+        fallback: None,
         maintenance: None,
         service: "raw",
         route,

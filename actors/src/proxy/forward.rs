@@ -550,9 +550,10 @@ impl Forwarder {
         response
     }
 
-    /// Sends a failed bodiless request once more, when the route's upstream
-    /// changes within `REPLAY_WAIT` (a deploy moved traffic away from a
-    /// container that died); otherwise answers 502.
+    /// Sends a failed bodiless request once more: at once to the route's
+    /// fallback (the previous container, up while the new one soaks), or
+    /// when the route's upstream changes within `REPLAY_WAIT` (a deploy
+    /// moved traffic away from a container that died); otherwise answers 502.
     async fn replay(
         &self,
         parts: &Parts,
@@ -580,6 +581,14 @@ impl Forwarder {
                         Upstream::Ready {
                             address, in_flight, ..
                         } if *address != failed => break (*address, in_flight.enter()),
+                        // The new container failed it during its soak: the
+                        // previous one is still up.
+                        Upstream::Ready {
+                            fallback: Some(fallback),
+                            ..
+                        } if fallback.address != failed => {
+                            break (fallback.address, fallback.in_flight.enter())
+                        }
                         Upstream::Ready { .. } | Upstream::Starting => {}
                         Upstream::Down => return down(),
                     },

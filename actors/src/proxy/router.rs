@@ -7,7 +7,8 @@
 //!
 //! Protocol:
 //! - `PlanApplied(plan)` -> `()`: the routes now in force.
-//! - `EndpointChanged { service, ip, state }` -> `()`: a container's address or state changed.
+//! - `EndpointChanged { service, ip, state, fallback }` -> `()`: a container's address or state
+//!   changed (`fallback`: the previous container, up while the new one soaks).
 //! - `SetMaintenance { service, maintenance }` -> `Result<bool, MaintenanceError>`: puts a
 //!   routed service in maintenance or takes it out (true when that changed), saved under the
 //!   state dir before the table changes.
@@ -34,6 +35,18 @@ pub struct EndpointChanged {
     pub service: String,
     pub ip: Option<IpAddr>,
     pub state: EndpointState,
+    /// The previous container's IP while it stays up beside the new one
+    /// (a start-first deploy's soak): requests the new one fails are
+    /// replayed there. `None` everywhere else.
+    pub fallback: Option<IpAddr>,
+}
+
+/// What the router knows of one service's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Endpoint {
+    ip: Option<IpAddr>,
+    state: EndpointState,
+    fallback: Option<IpAddr>,
 }
 
 /// Puts a service in maintenance (`Some`) or takes it out (`None`).
@@ -63,7 +76,7 @@ pub struct ProxyRouter {
     table: SharedTable,
     in_flight: InFlightBoard,
     plan: Option<Arc<Plan>>,
-    endpoints: BTreeMap<String, (Option<IpAddr>, EndpointState)>,
+    endpoints: BTreeMap<String, Endpoint>,
     /// The services in maintenance; read with the first plan.
     maintenance: MaintenanceMap,
 }
@@ -94,22 +107,28 @@ impl ProxyRouter {
         };
         let inputs = plan.services.values().filter_map(|service| {
             let route = service.route.as_ref()?;
-            let (ip, state) = self
-                .endpoints
-                .get(&service.name)
-                .copied()
-                .unwrap_or((None, EndpointState::Down));
+            let endpoint = self.endpoints.get(&service.name).copied();
+            let endpoint = endpoint.unwrap_or(Endpoint {
+                ip: None,
+                state: EndpointState::Down,
+                fallback: None,
+            });
             Some(RouteInput {
                 service: &service.name,
                 route,
-                ip,
-                state,
+                ip: endpoint.ip,
+                state: endpoint.state,
+                fallback: endpoint.fallback,
                 maintenance: self.maintenance.get(&service.name),
             })
         });
         let table = RouteTable::build_counted(inputs, &self.in_flight)
             .with_maintenance(self.maintenance.clone());
-        let live: Vec<IpAddr> = self.endpoints.values().filter_map(|(ip, _)| *ip).collect();
+        let live: Vec<IpAddr> = self
+            .endpoints
+            .values()
+            .flat_map(|endpoint| endpoint.ip.into_iter().chain(endpoint.fallback))
+            .collect();
         self.in_flight.retain(&live);
         debug!(hosts = table.hosts().len(), "route table published");
         self.table.store(table);
@@ -153,14 +172,26 @@ impl Handler<EndpointChanged> for ProxyRouter {
     type Result = ();
 
     fn handle(&mut self, msg: EndpointChanged, _ctx: &mut Self::Context) -> Self::Result {
-        let EndpointChanged { service, ip, state } = msg;
-        let entry = (ip, state);
+        let EndpointChanged {
+            service,
+            ip,
+            state,
+            fallback,
+        } = msg;
+        let entry = Endpoint {
+            ip,
+            state,
+            fallback,
+        };
         if self.endpoints.get(&service) == Some(&entry) {
             return;
         }
-        match ip {
-            Some(ip) => info!(service = %service, ip = %ip, state = ?state, "endpoint changed"),
-            None => info!(service = %service, state = ?state, "endpoint changed"),
+        match (ip, fallback) {
+            (Some(ip), Some(fallback)) => {
+                info!(service = %service, ip = %ip, state = ?state, fallback = %fallback, "endpoint changed")
+            }
+            (Some(ip), None) => info!(service = %service, ip = %ip, state = ?state, "endpoint changed"),
+            (None, _) => info!(service = %service, state = ?state, "endpoint changed"),
         }
         self.endpoints.insert(service, entry);
         self.publish();
@@ -250,6 +281,7 @@ mod tests {
             service: "web".into(),
             ip: ip.map(IpAddr::from),
             state,
+            fallback: None,
         };
         router
             .send(changed(EndpointState::Starting, None))

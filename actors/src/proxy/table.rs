@@ -45,9 +45,19 @@ pub enum Upstream {
         authority: Authority,
         /// Requests to `address` in flight right now (shared across tables).
         in_flight: InFlight,
+        /// The previous container, still running while the new one soaks:
+        /// a request the new one failed is replayed there at once.
+        fallback: Option<Fallback>,
     },
     Starting,
     Down,
+}
+
+/// The address a route's previous container still answers on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub address: SocketAddr,
+    pub in_flight: InFlight,
 }
 
 /// One route in the table.
@@ -114,6 +124,9 @@ pub struct RouteInput<'a> {
     /// The container's IP on the default network, when known.
     pub ip: Option<IpAddr>,
     pub state: EndpointState,
+    /// The previous container's IP while it stays up beside `ip` (a
+    /// start-first deploy's soak).
+    pub fallback: Option<IpAddr>,
     /// Set while the service is in maintenance.
     pub maintenance: Option<&'a Maintenance>,
 }
@@ -140,6 +153,12 @@ impl RouteTable {
                             address,
                             authority,
                             in_flight: board.counter(ip),
+                            fallback: input.fallback.filter(|old| *old != ip).map(|old| {
+                                Fallback {
+                                    address: SocketAddr::new(old, input.route.service_port),
+                                    in_flight: board.counter(old),
+                                }
+                            }),
                         },
                         Err(_) => Upstream::Down,
                     }

@@ -321,6 +321,7 @@ impl Runtime {
             service: service.to_string(),
             ip,
             state,
+            fallback: None,
         });
     }
 
@@ -331,6 +332,7 @@ impl Runtime {
                 service: service.to_string(),
                 ip: None,
                 state: EndpointState::Starting,
+                fallback: None,
             });
         }
     }

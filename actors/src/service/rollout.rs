@@ -98,6 +98,8 @@ pub struct Soak {
     pub old: Option<Container>,
     /// Where the route pointed before the swap (start-first).
     old_ip: Option<IpAddr>,
+    /// Where it points since (start-first).
+    new_ip: Option<IpAddr>,
     start_first: bool,
     /// How long it must stay up, counted from `began`.
     pub period: Duration,
@@ -181,6 +183,8 @@ pub async fn promote(
     let engine = runtime.engine.as_ref();
     if let Some(old) = &soak.old {
         if soak.start_first {
+            // The old container is no fallback once it stops.
+            swap(runtime, service, soak.new_ip, None).await;
             engine.stop(&old.id, service.container.stop_grace()).await?;
         }
         engine.remove(&old.id).await?;
@@ -198,7 +202,7 @@ pub async fn promote(
 pub async fn revert(runtime: &Runtime, service: &Service, soak: &Soak) -> Result<(), ServiceError> {
     let engine = runtime.engine.as_ref();
     if soak.start_first {
-        swap(runtime, service, soak.old_ip).await;
+        swap(runtime, service, soak.old_ip, None).await;
         warn!(service = %service.name, "traffic moved back to the previous container");
         discard(runtime, service, &soak.id).await;
         return Ok(());
@@ -299,7 +303,9 @@ async fn start_first(
         .copied();
     let old_ip = old.addresses.get(&runtime.default_network.name).copied();
     let ready_at = Instant::now();
-    swap(runtime, service, new_ip).await;
+    // The old container stays up through the soak: the proxy replays on it
+    // a request the new one fails (it died before the soak saw it).
+    swap(runtime, service, new_ip, old_ip).await;
     let swapped_at = Instant::now();
     info!(service = %service.name, container = %short(&id), "traffic moved to the new container");
     if let Some(old_ip) = old_ip {
@@ -320,6 +326,7 @@ async fn start_first(
         digest,
         old: Some(old.clone()),
         old_ip,
+        new_ip,
         start_first: true,
         period,
         began: Instant::now(),
@@ -379,6 +386,7 @@ async fn stop_first(
                         digest,
                         old: old.cloned(),
                         old_ip: None,
+                        new_ip: None,
                         start_first: false,
                         period,
                         began: Instant::now(),
@@ -438,8 +446,14 @@ pub async fn unless_stopping<T>(
     }
 }
 
-/// Points the route at `ip` and waits until the router has swapped its table.
-async fn swap(runtime: &Runtime, service: &Service, ip: Option<IpAddr>) {
+/// Points the route at `ip`, with `fallback` as the previous container
+/// still up, and waits until the router has swapped its table.
+async fn swap(
+    runtime: &Runtime,
+    service: &Service,
+    ip: Option<IpAddr>,
+    fallback: Option<IpAddr>,
+) {
     let Some(endpoints) = &runtime.endpoints else {
         return;
     };
@@ -451,6 +465,7 @@ async fn swap(runtime: &Runtime, service: &Service, ip: Option<IpAddr>) {
         } else {
             EndpointState::Down
         },
+        fallback,
     };
     if let Err(err) = endpoints.send(changed).await {
         warn!(service = %service.name, error = %err, "cannot reach the proxy router");
@@ -467,6 +482,7 @@ async fn hold(runtime: &Runtime, service: &Service) {
         service: service.name.clone(),
         ip: None,
         state: EndpointState::Starting,
+        fallback: None,
     };
     if let Err(err) = endpoints.send(starting).await {
         warn!(service = %service.name, error = %err, "cannot reach the proxy router");

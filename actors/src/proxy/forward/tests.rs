@@ -219,6 +219,7 @@ async fn the_proxys_own_502_and_503_count_in_the_routes_traffic() {
     };
     table.store(RouteTable::build([
         RouteInput {
+            fallback: None,
             maintenance: None,
             service: "traffic-down",
             route: &down,
@@ -226,6 +227,7 @@ async fn the_proxys_own_502_and_503_count_in_the_routes_traffic() {
             state: EndpointState::Down,
         },
         RouteInput {
+            fallback: None,
             maintenance: None,
             service: "traffic-starting",
             route: &starting,

@@ -27,6 +27,7 @@ fn table(routes: &[(&str, Route, Endpoint)]) -> RouteTable {
         routes
             .iter()
             .map(|(service, route, (ip, state))| RouteInput {
+                fallback: None,
                 maintenance: None,
                 service,
                 route,
@@ -221,6 +222,7 @@ fn maintenance_guards_a_plain_route_and_is_reported() {
     let mut services = MaintenanceMap::new();
     services.insert("plain".to_string(), maintenance.clone());
     let t = RouteTable::build([RouteInput {
+        fallback: None,
         service: "plain",
         route: &plain,
         ip: Some(IpAddr::from([10, 0, 0, 2])),
