@@ -662,3 +662,59 @@ fn an_image_built_on_the_host_is_deployed_and_rolled_back_by_the_operator() {
     );
     daemon.stop();
 }
+
+/// The new version's server dies inside a container that keeps running,
+/// so Docker reports nothing and the soak sees nothing yet: the route's
+/// previous container, still up through the soak, answers every request
+/// the new one refuses, at once instead of a 502.
+#[test]
+fn requests_the_soaking_version_refuses_are_answered_by_the_previous_one() {
+    let mut images = Images(Vec::new());
+    // New code soaks: each version is an image of its own.
+    let mut build = |version: &str| {
+        images.build(
+            &format!("quits-{version}"),
+            &format!(
+                "FROM {UPSTREAM} AS upstream\nFROM {BUSYBOX}\n\
+                 COPY --from=upstream /upstream /upstream\nENV PORT=8080 VERSION={version}\n\
+                 CMD [\"/bin/sh\", \"-c\", \"/upstream & while true; do sleep 1; done\"]\n"
+            ),
+        )
+    };
+    let (v1, v2) = (build("v1"), build("v2"));
+    // The service's tag, moved by hand; `dispenser deploy` is new code.
+    let tag = format!("dispenser-test/deploys-{}:quits", std::process::id());
+    docker(&["tag", &v1, &tag]);
+    images.0.push(tag.clone());
+    let mut sb = Sandbox::new();
+    let http = free_port();
+    routed(&mut sb, http, "ready_timeout = \"20s\"\nsoak = \"5m\"\n");
+    let route = "[proxy]\nhost = \"app.test\"\nservice_port = 8080\n";
+    sb.service("web", &tag, route);
+    let daemon = sb.start();
+    wait_answer(http, "app.test", "v1", || daemon.log());
+
+    docker(&["tag", &v2, &tag]);
+    let out = sb.cli(&["deploy", &sb.name("web")]);
+    assert!(out.status.success(), "deploy: {}", text(&out.stderr));
+    wait_answer(http, "app.test", "v2", || daemon.log());
+    let next = format!("{}-next", sb.name("web"));
+    docker(&["exec", &next, "sh", "-c", "kill $(pidof upstream)"]);
+
+    // Nothing changed the route: each request goes to the new container
+    // first, is refused, and is replayed on the previous one.
+    for n in 0..20 {
+        let answer = crate::faults::get(http, "app.test");
+        assert_eq!(
+            answer,
+            Ok((200, "v1".to_string())),
+            "request {n}:\n{}",
+            daemon.log()
+        );
+    }
+    assert!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &next]).contains("true"),
+        "the new container still runs, so the soak saw nothing"
+    );
+    daemon.stop();
+}

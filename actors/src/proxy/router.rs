@@ -190,7 +190,9 @@ impl Handler<EndpointChanged> for ProxyRouter {
             (Some(ip), Some(fallback)) => {
                 info!(service = %service, ip = %ip, state = ?state, fallback = %fallback, "endpoint changed")
             }
-            (Some(ip), None) => info!(service = %service, ip = %ip, state = ?state, "endpoint changed"),
+            (Some(ip), None) => {
+                info!(service = %service, ip = %ip, state = ?state, "endpoint changed")
+            }
             (None, _) => info!(service = %service, state = ?state, "endpoint changed"),
         }
         self.endpoints.insert(service, entry);

@@ -153,11 +153,9 @@ impl RouteTable {
                             address,
                             authority,
                             in_flight: board.counter(ip),
-                            fallback: input.fallback.filter(|old| *old != ip).map(|old| {
-                                Fallback {
-                                    address: SocketAddr::new(old, input.route.service_port),
-                                    in_flight: board.counter(old),
-                                }
+                            fallback: input.fallback.filter(|old| *old != ip).map(|old| Fallback {
+                                address: SocketAddr::new(old, input.route.service_port),
+                                in_flight: board.counter(old),
                             }),
                         },
                         Err(_) => Upstream::Down,

@@ -448,12 +448,7 @@ pub async fn unless_stopping<T>(
 
 /// Points the route at `ip`, with `fallback` as the previous container
 /// still up, and waits until the router has swapped its table.
-async fn swap(
-    runtime: &Runtime,
-    service: &Service,
-    ip: Option<IpAddr>,
-    fallback: Option<IpAddr>,
-) {
+async fn swap(runtime: &Runtime, service: &Service, ip: Option<IpAddr>, fallback: Option<IpAddr>) {
     let Some(endpoints) = &runtime.endpoints else {
         return;
     };

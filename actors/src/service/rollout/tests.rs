@@ -144,6 +144,21 @@ fn routed_to(table: &SharedTable) -> Option<String> {
     }
 }
 
+/// The IP of the route's fallback: the previous container, up while the
+/// new one soaks.
+fn fallback_of(table: &SharedTable) -> Option<String> {
+    match table.load().lookup("app.test", "/") {
+        Lookup::Found(entry) => match &entry.upstream {
+            Upstream::Ready {
+                fallback: Some(fallback),
+                ..
+            } => Some(fallback.address.ip().to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[actix_rt::test]
 async fn start_first_swaps_then_retires_the_old_container() {
     let Started {
@@ -290,6 +305,11 @@ async fn a_soak_is_left_to_watch_and_a_revert_gives_the_old_container_the_traffi
         Some(old_ip.clone()),
         "the new one serves"
     );
+    assert_eq!(
+        fallback_of(&table),
+        Some(old_ip.clone()),
+        "the old one is the fallback while the new one soaks"
+    );
     assert_eq!(judge(&runtime, &soak).await, Verdict::Holds);
     // A restart Docker made is a failure of the soak.
     engine.update_container("web-next", |c| c.started_at = "later".into());
@@ -303,10 +323,34 @@ async fn a_soak_is_left_to_watch_and_a_revert_gives_the_old_container_the_traffi
         ["create web-next", "start web-next", "remove web-next"]
     );
     assert_eq!(routed_to(&table), Some(old_ip), "the old container serves");
+    assert_eq!(fallback_of(&table), None);
     let left = engine.containers();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, old.id);
     assert_eq!(left[0].state, ContainerState::Running);
+}
+
+#[actix_rt::test]
+async fn a_promoted_soak_leaves_the_route_no_fallback_to_the_stopped_container() {
+    let Started {
+        service,
+        table,
+        mut runtime,
+        old,
+        old_ip,
+        ..
+    } = started(healthy_next).await;
+    runtime.deploy.soak = Duration::from_secs(600);
+    let swapped = replace(&runtime, &service, Some(&old), "sha256:new".into(), true).await;
+    let Ok(Swapped::Soaking(soak)) = swapped else {
+        panic!("no soak to watch: {swapped:?}");
+    };
+    assert_eq!(fallback_of(&table), Some(old_ip));
+
+    let id = promote(&runtime, &service, &soak).await.unwrap();
+    assert_eq!(id, soak.id);
+    assert!(routed_to(&table).is_some(), "the new one serves");
+    assert_eq!(fallback_of(&table), None, "the old one is gone");
 }
 
 #[actix_rt::test]
@@ -335,6 +379,7 @@ async fn a_stop_during_the_drain_does_not_wait_for_the_soak() {
         "{err:?}"
     );
     assert_eq!(routed_to(&table), Some(old_ip), "the old container serves");
+    assert_eq!(fallback_of(&table), None);
     let left = engine.containers();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, old.id);
