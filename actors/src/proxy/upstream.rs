@@ -52,6 +52,11 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// A body that came in whole with the head and is at most this long is
 /// copied out, so the connection's buffer is reused without reallocating.
 const COPY_BELOW: usize = 4 * 1024;
+/// Longest wait for the container to close a connection that is not
+/// reused, before it is closed from this side.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read (and dropped) from such a connection meanwhile.
+const LINGER_READ_LIMIT: usize = 64 * 1024;
 /// How often idle connections are checked for their age and end.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -436,12 +441,37 @@ impl Upstreams {
         if let Source::Whole(conn) = source {
             if keep && conn.buf.is_empty() {
                 self.put(conn);
+            } else {
+                conn.close_after_the_container();
             }
         }
     }
 }
 
 impl Conn {
+    /// Drops a connection that is not reused once the container has closed
+    /// its end (it does at once after a `Connection: close` answer), or
+    /// after `LINGER`: the side that closes first keeps the connection's
+    /// TIME_WAIT, so it stays in the container's network namespace instead
+    /// of filling this host's ephemeral ports, one per request, with an
+    /// upstream that closes every connection.
+    fn close_after_the_container(self) {
+        let mut stream = self.stream;
+        tokio::spawn(async move {
+            let mut sink = [0u8; 512];
+            let mut left = LINGER_READ_LIMIT;
+            let drain = async {
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => left = left.saturating_sub(read),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
+    }
+
     /// False when the container closed the connection or sent something
     /// unasked. No system call unless the event loop saw it readable.
     fn is_open(&self) -> bool {

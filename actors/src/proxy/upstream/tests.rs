@@ -579,3 +579,40 @@ async fn a_connection_whose_request_body_broke_off_is_not_reused() {
     assert_eq!(body(response).await.unwrap(), b"");
     assert_eq!(pool.idle_count(address), 0);
 }
+
+#[tokio::test]
+async fn a_connection_not_kept_is_closed_after_the_container_closes_it() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (address, _) = container(move |mut stream, _| {
+        let tx = tx.clone();
+        async move {
+            read_request(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            // The proxy has its answer; it must not close first.
+            let mut byte = [0u8; 1];
+            let early =
+                tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+            let _ = tx.send(format!("before our close: {early:?}"));
+            let _ = stream.shutdown().await;
+            let after = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await;
+            let _ = tx.send(format!("after our close: {after:?}"));
+        }
+    })
+    .await;
+    let pool = pool();
+    let response = get(&pool, address).await;
+    assert_eq!(body(response).await.unwrap(), b"ok");
+    assert_eq!(pool.idle_count(address), 0);
+    let before = rx.recv().await.unwrap();
+    assert!(
+        before.contains("Elapsed"),
+        "the proxy closed first: {before}"
+    );
+    let after = rx.recv().await.unwrap();
+    assert!(
+        after.contains("Ok(Ok(0))"),
+        "the proxy did not close after the container: {after}"
+    );
+}
