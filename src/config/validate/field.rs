@@ -75,6 +75,29 @@ pub(super) fn pick<T: Copy + PartialEq>(
     chosen
 }
 
+/// The challenge chosen at `path`, once its issuance is built: today only
+/// HTTP-01 issues certificates, so DNS-01 and TLS-ALPN-01 are refused
+/// rather than accepted and never answered.
+pub(super) fn challenge(
+    check: &mut FileCheck<'_>,
+    path: &str,
+    word: &str,
+) -> Option<dispenser_actors::plan::Challenge> {
+    use dispenser_actors::plan::Challenge;
+    let chosen = pick(check, path, crate::config::values::CHALLENGES, word, "challenge")?;
+    if chosen == Challenge::Http01 {
+        return Some(chosen);
+    }
+    check
+        .error(
+            path,
+            format!("the `{word}` challenge cannot issue certificates yet"),
+            "not available yet",
+        )
+        .help = Some("use `http-01` (the default): port 80 must reach this host".to_string());
+    None
+}
+
 /// "not a" or "not an", for a label that names what a word is not.
 fn article(what: &str) -> &'static str {
     match what.chars().next() {

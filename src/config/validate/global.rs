@@ -25,7 +25,7 @@ use crate::config::file::{
 };
 use crate::config::files::{FileFacts, FileKind};
 use crate::config::paths::normalize;
-use crate::config::values::{CHALLENGES, NETWORK_DRIVERS, PROXY_STRATEGIES};
+use crate::config::values::{NETWORK_DRIVERS, PROXY_STRATEGIES};
 
 /// Folder for Dispenser's state when `[daemon] state_dir` is not set.
 pub const DEFAULT_STATE_DIR: &str = ".dispenser";
@@ -400,7 +400,7 @@ pub(super) fn certbot(
     let challenge = table
         .challenge
         .as_deref()
-        .and_then(|word| pick(check, "certbot.challenge", CHALLENGES, word, "challenge"))
+        .and_then(|word| super::field::challenge(check, "certbot.challenge", word))
         .unwrap_or_default();
     AcmeSettings {
         retry_after_failure,

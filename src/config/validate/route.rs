@@ -11,11 +11,10 @@ use dispenser_actors::plan::{
 };
 use dispenser_actors::proxy::tls::{MAX_PEM_FILE_BYTES, MAX_PEM_FILE_SIZE_TEXT};
 
-use super::field::{pick, resolve};
+use super::field::{challenge, resolve};
 use crate::config::check::FileCheck;
 use crate::config::file::RouteTable;
 use crate::config::files::{FileFacts, FileKind};
-use crate::config::values::CHALLENGES;
 
 /// What both keys of a certificate pair say when only one is set.
 const SET_BOTH: &str = "set both `cert_file` and `key_file`, or neither for automatic certificates";
@@ -56,7 +55,7 @@ pub(super) fn route(
     let challenge = table
         .challenge
         .as_deref()
-        .and_then(|word| pick(check, "proxy.challenge", CHALLENGES, word, "challenge"));
+        .and_then(|word| challenge(check, "proxy.challenge", word));
     if challenge.is_some() && matches!(tls, TlsSource::Manual { .. }) {
         check.error(
             "proxy.challenge",
