@@ -62,6 +62,14 @@ pub enum Command {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh until interrupted: in place on a terminal; otherwise the
+        /// table again each time after a blank line (with --json, one JSON
+        /// document per line).
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between two refreshes of --watch.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "watch")]
+        interval: u64,
     },
     /// Show a service's container output.
     Logs {

@@ -31,7 +31,9 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
                 Err(err) => fail(err),
             }
         }
-        Command::Status { json } => ask(config, |client| async move {
+        Command::Status {
+            json, watch: false, ..
+        } => ask(config, |client| async move {
             let report = client.status().await?;
             if json {
                 match serde_json::to_string_pretty(&report) {
@@ -42,6 +44,13 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
                 print!("{}", client::table(&report));
             }
             Ok(())
+        }),
+        Command::Status {
+            json,
+            watch: true,
+            interval,
+        } => ask(config, |client| {
+            crate::admin::watch::status(client, json, std::time::Duration::from_secs(interval))
         }),
         Command::Logs {
             service,

@@ -31,6 +31,9 @@ pub enum ClientError {
     Refused { status: StatusCode, message: String },
     #[error("the daemon's answer cannot be read: {0}")]
     Decode(String),
+    /// Something on this side failed (signals could not be set up).
+    #[error("{0}")]
+    Local(String),
 }
 
 /// A connection target: the socket beside a config file.

@@ -13,14 +13,15 @@
 //! - `GET /metrics` -> Prometheus text format
 //! - `GET /` -> the status page (HTML)
 //!
-//! `client.rs` is the CLI's side; `report.rs` gathers the status; `page.rs`
-//! renders it.
+//! `client.rs` is the CLI's side (`watch.rs`: `status --watch`); `report.rs`
+//! gathers the status; `page.rs` renders it.
 
 mod charts;
 pub mod client;
 mod page;
 pub mod report;
 mod server;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -594,3 +594,103 @@ fn logs_follow_streams_new_output() {
     );
     daemon.stop();
 }
+
+/// Waits until `file` holds `count` matches of `needle`; returns its text.
+fn wait_in_file(file: &std::path::Path, needle: &str, count: usize, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::fs::read_to_string(file).unwrap_or_default();
+        if out.matches(needle).count() >= count {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: fewer than {count} of {needle:?} in:\n{out}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn status_watch_refreshes_plain_off_a_terminal_in_place_on_one_and_stops_on_a_signal() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let mut sb = Sandbox::new();
+    breakable_service(&mut sb, "app");
+    let app = sb.name("app");
+    // No daemon yet: the first refresh's error ends the watch at once.
+    let refused = sb.cli(&["status", "--watch"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no daemon is running"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let daemon = sb.start();
+
+    let spawn = |args: &[&str], out: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_dispenser"))
+            .arg("-c")
+            .arg(sb.config())
+            .arg("-p")
+            .arg(sb.pid_file())
+            .args(args)
+            .stdout(Stdio::from(std::fs::File::create(out).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run dispenser")
+    };
+
+    // Off a terminal: the table again after a blank line; no escape codes.
+    let plain = sb.path("watch-plain.txt");
+    let mut watch = spawn(&["status", "--watch", "--interval", "1"], &plain);
+    let out = wait_in_file(&plain, "SERVICE", 2, "plain refreshes");
+    assert!(out.starts_with("SERVICE"), "{out}");
+    assert!(out.contains("\n\nSERVICE"), "{out}");
+    assert!(out.matches(app.as_str()).count() >= 2, "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "escape codes off a terminal: {out:?}"
+    );
+    kill(Pid::from_raw(watch.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_exit(&mut watch, EXIT_TIMEOUT, "status --watch", || daemon.log());
+    assert!(status.success(), "{status}");
+
+    // With --json: one document per line; Ctrl-C ends it.
+    let json = sb.path("watch-json.txt");
+    let mut watch = spawn(&["status", "--watch", "--json", "--interval", "1"], &json);
+    let out = wait_in_file(&json, "\n", 2, "json refreshes");
+    for line in out.lines() {
+        let report: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(report["instance"], sb.id.as_str(), "{line}");
+    }
+    kill(Pid::from_raw(watch.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut watch, EXIT_TIMEOUT, "status --watch --json", || {
+        daemon.log()
+    });
+    assert!(status.success(), "{status}");
+
+    // On a terminal (a pty from `script`): redrawn in place.
+    let tty = sb.path("watch-tty.txt");
+    let command = format!(
+        "timeout --preserve-status -s INT 4 {} -c {} -p {} status --watch --interval 1",
+        env!("CARGO_BIN_EXE_dispenser"),
+        sb.config().display(),
+        sb.pid_file().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&tty).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let status = wait_exit(&mut script, EXIT_TIMEOUT, "script", || daemon.log());
+    let out = std::fs::read_to_string(&tty).unwrap();
+    assert!(status.success(), "{status}: {out:?}");
+    assert!(out.matches("\x1b[H\x1b[2J").count() >= 2, "{out:?}");
+    assert!(out.contains("every 1s"), "{out:?}");
+    assert!(out.contains(app.as_str()), "{out:?}");
+    daemon.stop();
+}

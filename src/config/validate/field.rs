@@ -84,7 +84,13 @@ pub(super) fn challenge(
     word: &str,
 ) -> Option<dispenser_actors::plan::Challenge> {
     use dispenser_actors::plan::Challenge;
-    let chosen = pick(check, path, crate::config::values::CHALLENGES, word, "challenge")?;
+    let chosen = pick(
+        check,
+        path,
+        crate::config::values::CHALLENGES,
+        word,
+        "challenge",
+    )?;
     if chosen == Challenge::Http01 {
         return Some(chosen);
     }
