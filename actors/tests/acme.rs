@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dispenser_actors::plan::{sample, AcmeSettings, Plan, PlanApplied, Route, TlsSource};
+use dispenser_actors::plan::{
+    sample, AcmeSettings, Challenge, Plan, PlanApplied, ProxySettings, ProxyStrategy, Route,
+    TlsSource,
+};
 use dispenser_actors::proxy::acme::{AcmeManager, AcmeStatus, ForceRenewal, GetStatus, Timing};
 use dispenser_actors::proxy::certs::{CertMap, CertSource};
 use dispenser_actors::proxy::challenge::Challenges;
@@ -240,6 +243,46 @@ async fn issues_for_two_hosts_reuses_the_account_and_renews_on_demand() {
         Some(served_serial),
         serial(&after, HOST_A),
         "the map serves the new one"
+    );
+}
+
+/// TLS-ALPN-01: pebble validates on the real HTTPS listener, which answers
+/// its `acme-tls/1` handshake with the pending validation certificate; the
+/// certificate is issued and the validation certificate withdrawn.
+#[actix_rt::test]
+async fn tls_alpn_01_is_answered_on_the_https_listener() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let challenges = Challenges::default();
+    let certs = CertMap::default();
+    let any = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let mut settings = ProxySettings::with_listeners(ProxyStrategy::HttpsOnly, any, any);
+    settings.workers = Some(1);
+    let server = dispenser_actors::proxy::server::ProxyServer::start(
+        &settings,
+        Default::default(),
+        certs.clone(),
+        challenges.clone(),
+    )
+    .expect("start the proxy");
+    let https = server.https.expect("an HTTPS listener").port();
+    // Nothing answers HTTP-01 for pebble, nor DNS-01: only the HTTPS
+    // listener can prove the name.
+    let pebble = Pebble::start_with_tls(pebble::free_port(), https);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut plan = plan(state.path(), &pebble, &[HOST_A]);
+    plan.acme.as_mut().expect("acme").challenge = Challenge::TlsAlpn01;
+
+    let manager = AcmeManager::new(challenges.clone(), certs.clone(), timing()).start();
+    manager.do_send(PlanApplied(Arc::new(plan)));
+    let issued = wait_for(&manager, ISSUE_TIMEOUT, "a certificate", &pebble, |s| {
+        s.hosts.iter().all(|h| h.serial.is_some())
+    })
+    .await;
+    assert_eq!(issued.issued, 1, "{issued:#?}");
+    verify(&certs, HOST_A, &pebble.issuing_root().await);
+    assert!(
+        challenges.alpn_cert(HOST_A).is_none(),
+        "the validation certificate was withdrawn"
     );
 }
 

@@ -189,7 +189,7 @@ impl ProxyServer {
         let http = local(&http_listener);
         let https = https_listener.as_ref().and_then(local);
         let tls = match &https_listener {
-            Some(_) => Some(tls::server_config(certs)?),
+            Some(_) => Some(tls::server_config(certs, challenges.clone())?),
             None => None,
         };
         let mut forwarding = settings.clone();

@@ -32,6 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{error, info};
 
 use super::certs::{CertMap, CertSource, HostCert};
+use super::challenge::{Challenges, ACME_TLS_ALPN};
 use crate::plan::{Plan, PlanApplied};
 
 /// The name in the fallback certificate, served without SNI or for unknown hosts.
@@ -77,6 +78,8 @@ pub enum TlsError {
 pub struct SniResolver {
     certs: CertMap,
     fallback: Arc<CertifiedKey>,
+    /// TLS-ALPN-01 certificates, for handshakes that offer `acme-tls/1`.
+    challenges: Challenges,
 }
 
 /// The actor that keeps manual and self-signed certificates in the `CertMap`.
@@ -92,6 +95,17 @@ impl fmt::Debug for SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A CA validating TLS-ALPN-01 gets the host's pending validation
+        // certificate; without one the handshake is refused, so nobody
+        // negotiates `acme-tls/1` otherwise (RFC 8737 section 3).
+        let validation = client_hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|protocol| protocol == ACME_TLS_ALPN));
+        if validation {
+            return client_hello
+                .server_name()
+                .and_then(|name| self.challenges.alpn_cert(name));
+        }
         let found = client_hello
             .server_name()
             .and_then(|name| self.certs.get(name));
@@ -221,16 +235,22 @@ impl Handler<PlanApplied> for CertLoader {
 }
 
 /// The rustls configuration of the HTTPS listener: TLS 1.2 and 1.3, ALPN h2
-/// and http/1.1, certificates by SNI from `certs`.
-pub fn server_config(certs: CertMap) -> Result<ServerConfig, TlsError> {
+/// and http/1.1, certificates by SNI from `certs`; and `acme-tls/1` for
+/// the pending TLS-ALPN-01 challenges in `challenges`.
+pub fn server_config(certs: CertMap, challenges: Challenges) -> Result<ServerConfig, TlsError> {
     let fallback = Arc::new(self_signed_for(FALLBACK_NAME, FALLBACK_VALIDITY)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| TlsError::Config(err.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certs, fallback }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(Arc::new(SniResolver {
+            certs,
+            fallback,
+            challenges,
+        }));
+    // The server's order wins: a client offering h2 never gets acme-tls/1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -258,6 +278,33 @@ fn self_signed_for(host: &str, validity: Duration) -> Result<CertifiedKey, TlsEr
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
     let chain = vec![cert.der().clone()];
     CertifiedKey::from_der(chain, key, &ring_provider()).map_err(|e| fail(e.to_string()))
+}
+
+/// The TLS-ALPN-01 validation certificate of `host` (RFC 8737 section 3):
+/// self-signed, for that one name, with the critical `acmeIdentifier`
+/// extension holding `digest`, the SHA-256 of the key authorization.
+pub fn alpn_validation(host: &str, digest: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let fail = |reason: String| TlsError::SelfSigned {
+        host: host.to_string(),
+        reason,
+    };
+    let mut params =
+        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| fail(e.to_string()))?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let signing_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+    let cert = params
+        .self_signed(&signing_key)
+        .map_err(|e| fail(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
+    // Not `from_der`: its key check parses the certificate with webpki,
+    // which refuses the critical extension the CA asks for.
+    let signer = ring_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
 /// Reads a PEM certificate chain and its private key, and checks they match.

@@ -45,6 +45,11 @@ pub struct Responder {
 impl Pebble {
     /// Starts challtestsrv and pebble; pebble validates HTTP-01 on `http_port`.
     pub fn start(http_port: u16) -> Pebble {
+        Pebble::start_with_tls(http_port, free_port())
+    }
+
+    /// The same, and pebble validates TLS-ALPN-01 on `tls_port`.
+    pub fn start_with_tls(http_port: u16, tls_port: u16) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_bundle = write_tls_files(dir.path());
         let dns_port = free_port();
@@ -65,7 +70,7 @@ impl Pebble {
             "certificate": dir.path().join("cert.pem"),
             "privateKey": dir.path().join("key.pem"),
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});

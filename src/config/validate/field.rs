@@ -75,9 +75,9 @@ pub(super) fn pick<T: Copy + PartialEq>(
     chosen
 }
 
-/// The challenge chosen at `path`, once its issuance is built: today only
-/// HTTP-01 issues certificates, so DNS-01 and TLS-ALPN-01 are refused
-/// rather than accepted and never answered.
+/// The challenge chosen at `path`, once its issuance is built: HTTP-01 and
+/// TLS-ALPN-01 issue certificates; DNS-01 is refused rather than accepted
+/// and never answered.
 pub(super) fn challenge(
     check: &mut FileCheck<'_>,
     path: &str,
@@ -91,7 +91,7 @@ pub(super) fn challenge(
         word,
         "challenge",
     )?;
-    if chosen == Challenge::Http01 {
+    if chosen != Challenge::Dns01 {
         return Some(chosen);
     }
     check
@@ -100,7 +100,10 @@ pub(super) fn challenge(
             format!("the `{word}` challenge cannot issue certificates yet"),
             "not available yet",
         )
-        .help = Some("use `http-01` (the default): port 80 must reach this host".to_string());
+        .help = Some(
+        "use `http-01` (the default; port 80 must reach this host) or `tls-alpn-01` (port 443)"
+            .to_string(),
+    );
     None
 }
 

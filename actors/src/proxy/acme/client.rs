@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use super::policy::FailureKind;
 use super::store::{Store, StoreError};
-use crate::plan::AcmeSettings;
+use crate::plan::{AcmeSettings, Challenge};
 use crate::proxy::challenge::Challenges;
 
 /// Time to open a TCP connection to the ACME server.
@@ -60,8 +60,13 @@ pub enum AcmeError {
         status: String,
         detail: String,
     },
-    #[error("the ca offers no http-01 challenge for {host}")]
-    NoHttp01 { host: String },
+    #[error("the ca offers no {challenge} challenge for {host}")]
+    NoChallenge {
+        host: String,
+        challenge: &'static str,
+    },
+    #[error("cannot make the tls-alpn-01 certificate for {host}: {reason}")]
+    AlpnCertificate { host: String, reason: String },
     #[error("issuing for {host} took longer than {seconds}s")]
     Timeout { host: String, seconds: u64 },
     #[error(transparent)]
@@ -101,6 +106,8 @@ pub struct RenewalWindow {
 struct PublishedTokens {
     challenges: Challenges,
     tokens: Vec<String>,
+    /// Hosts with a TLS-ALPN-01 certificate published.
+    alpn_hosts: Vec<String>,
 }
 
 impl AcmeError {
@@ -211,19 +218,22 @@ impl CaClient {
         &self.directory_url
     }
 
-    /// Obtains a certificate for `host` by HTTP-01: publishes each key
-    /// authorization in `challenges`, tells the CA, polls the order with
-    /// back-off, and withdraws the tokens afterwards. Returns the PEM chain
-    /// and the PEM private key. `replaces` names the certificate being
-    /// renewed, for CAs that offer renewal information.
+    /// Obtains a certificate for `host` by `challenge` (HTTP-01 or
+    /// TLS-ALPN-01): publishes each answer in `challenges` (a key
+    /// authorization for port 80, or a validation certificate for the HTTPS
+    /// listener), tells the CA, polls the order with back-off, and withdraws
+    /// the answers afterwards. Returns the PEM chain and the PEM private
+    /// key. `replaces` names the certificate being renewed, for CAs that
+    /// offer renewal information.
     pub async fn issue(
         &self,
         host: &str,
+        challenge: Challenge,
         challenges: &Challenges,
         replaces: Option<CertificateIdentifier<'static>>,
         timeout: Duration,
     ) -> Result<(String, String), AcmeError> {
-        let work = self.issue_inner(host, challenges, replaces, timeout);
+        let work = self.issue_inner(host, challenge, challenges, replaces, timeout);
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(AcmeError::Timeout {
@@ -236,6 +246,7 @@ impl CaClient {
     async fn issue_inner(
         &self,
         host: &str,
+        kind: Challenge,
         challenges: &Challenges,
         replaces: Option<CertificateIdentifier<'static>>,
         timeout: Duration,
@@ -266,6 +277,13 @@ impl CaClient {
         let mut published = PublishedTokens {
             challenges: challenges.clone(),
             tokens: Vec::new(),
+            alpn_hosts: Vec::new(),
+        };
+        let (challenge_type, name) = match kind {
+            Challenge::Http01 => (ChallengeType::Http01, "http-01"),
+            Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+            // Refused by the config front-end until DNS-01 is built.
+            Challenge::Dns01 => (ChallengeType::Dns01, "dns-01"),
         };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -281,17 +299,34 @@ impl CaClient {
                     })
                 }
             }
-            let mut challenge =
-                authorization
-                    .challenge(ChallengeType::Http01)
-                    .ok_or_else(|| AcmeError::NoHttp01 {
-                        host: host.to_string(),
-                    })?;
+            let mut challenge = authorization
+                .challenge(challenge_type.clone())
+                .filter(|_| kind != Challenge::Dns01)
+                .ok_or_else(|| AcmeError::NoChallenge {
+                    host: host.to_string(),
+                    challenge: name,
+                })?;
             let key_authorization = challenge.key_authorization();
-            published
-                .challenges
-                .insert(&challenge.token, key_authorization.as_str());
-            published.tokens.push(challenge.token.clone());
+            match kind {
+                Challenge::TlsAlpn01 => {
+                    let cert = crate::proxy::tls::alpn_validation(
+                        host,
+                        key_authorization.digest().as_ref(),
+                    )
+                    .map_err(|err| AcmeError::AlpnCertificate {
+                        host: host.to_string(),
+                        reason: err.to_string(),
+                    })?;
+                    published.challenges.insert_alpn(host, Arc::new(cert));
+                    published.alpn_hosts.push(host.to_string());
+                }
+                _ => {
+                    published
+                        .challenges
+                        .insert(&challenge.token, key_authorization.as_str());
+                    published.tokens.push(challenge.token.clone());
+                }
+            }
             challenge
                 .set_ready()
                 .await
@@ -359,6 +394,9 @@ impl Drop for PublishedTokens {
     fn drop(&mut self) {
         for token in &self.tokens {
             self.challenges.remove(token);
+        }
+        for host in &self.alpn_hosts {
+            self.challenges.remove_alpn(host);
         }
     }
 }

@@ -34,7 +34,7 @@ pub use client::{AcmeError, RenewalWindow};
 pub use policy::Timing;
 pub use store::{IssuedCert, Store, StoreError};
 
-use crate::plan::{AcmeSettings, Plan, PlanApplied, TlsSource};
+use crate::plan::{AcmeSettings, Challenge, Plan, PlanApplied, TlsSource};
 use crate::proxy::certs::{CertMap, CertSource, HostCert};
 use crate::proxy::challenge::Challenges;
 use client::CaClient;
@@ -125,6 +125,8 @@ struct Config {
 /// What the manager knows about one host.
 #[derive(Debug)]
 struct HostState {
+    /// How the CA checks the name.
+    challenge: Challenge,
     cert: Option<IssuedCert>,
     due: SystemTime,
     failures: u32,
@@ -142,8 +144,8 @@ struct Round {
     client: Option<CaClient>,
     challenges: Challenges,
     timeout: Duration,
-    /// Hosts to issue for, with the leaf they replace.
-    issue: Vec<(String, Option<CertificateDer<'static>>)>,
+    /// Hosts to issue for, with their challenge and the leaf they replace.
+    issue: Vec<(String, Challenge, Option<CertificateDer<'static>>)>,
     /// Hosts whose renewal information to fetch, with their leaf.
     windows: Vec<(String, CertificateDer<'static>)>,
 }
@@ -175,16 +177,27 @@ impl AcmeManager {
         }
     }
 
-    /// Hosts of routes whose certificate comes from ACME: not those where
-    /// another route names certificate files (they cover the whole host).
-    fn automatic_hosts(plan: &Plan) -> BTreeSet<String> {
+    /// Hosts of routes whose certificate comes from ACME, with the
+    /// challenge that proves each: not those where another route names
+    /// certificate files (they cover the whole host).
+    fn automatic_hosts(plan: &Plan) -> BTreeMap<String, Challenge> {
         let manual = plan.manual_certificates();
+        let global = plan
+            .acme
+            .as_ref()
+            .map(|acme| acme.challenge)
+            .unwrap_or_default();
         plan.services
             .values()
             .filter_map(|service| service.route.as_ref())
             .filter(|route| route.tls == TlsSource::Automatic)
-            .flat_map(|route| route.names().map(str::to_ascii_lowercase))
-            .filter(|host| !manual.contains_key(host))
+            .flat_map(|route| {
+                let challenge = route.challenge_or(global);
+                route
+                    .names()
+                    .map(move |name| (name.to_ascii_lowercase(), challenge))
+            })
+            .filter(|(host, _)| !manual.contains_key(host))
             .collect()
     }
 
@@ -223,6 +236,7 @@ impl AcmeManager {
             }
         };
         let mut state = HostState {
+            challenge: Challenge::default(),
             cert: None,
             due: now,
             failures: 0,
@@ -265,7 +279,7 @@ impl AcmeManager {
                 None => state.due <= now,
             };
             if due {
-                issue.push((host.clone(), leaf));
+                issue.push((host.clone(), state.challenge, leaf));
             } else if forced.is_none() && state.failures == 0 && state.ari_refresh <= now {
                 if let Some(leaf) = leaf {
                     windows.push((host.clone(), leaf));
@@ -425,7 +439,7 @@ impl Round {
                 }
                 Err(err) => {
                     let err = Arc::new(err);
-                    for (host, _) in self.issue {
+                    for (host, _, _) in self.issue {
                         result.issued.push((host, Err(err.clone())));
                     }
                     for (host, _) in self.windows {
@@ -435,10 +449,10 @@ impl Round {
                 }
             },
         };
-        for (host, leaf) in self.issue {
+        for (host, challenge, leaf) in self.issue {
             let replaces = leaf.as_ref().and_then(CaClient::certificate_id);
             let outcome = match client
-                .issue(&host, &self.challenges, replaces, self.timeout)
+                .issue(&host, challenge, &self.challenges, replaces, self.timeout)
                 .await
             {
                 Ok((chain, key)) => store
@@ -496,7 +510,7 @@ impl Handler<PlanApplied> for AcmeManager {
         });
         let wanted = match config {
             Some(_) => Self::automatic_hosts(&plan),
-            None => BTreeSet::new(),
+            None => BTreeMap::new(),
         };
         // Hosts no longer ours: an ACME certificate gives way to a
         // self-signed one while the host is still routed.
@@ -509,7 +523,7 @@ impl Handler<PlanApplied> for AcmeManager {
         let gone: Vec<String> = self
             .hosts
             .keys()
-            .filter(|host| !wanted.contains(*host))
+            .filter(|host| !wanted.contains_key(*host))
             .cloned()
             .collect();
         for host in gone {
@@ -535,11 +549,12 @@ impl Handler<PlanApplied> for AcmeManager {
             self.config = config;
         }
         if let Some(config) = self.config.clone() {
-            for host in wanted {
-                if !self.hosts.contains_key(&host) {
-                    let state = self.load_host(&config, &host, now);
-                    self.hosts.insert(host, state);
-                }
+            for (host, challenge) in wanted {
+                let state = match self.hosts.remove(&host) {
+                    Some(state) => state,
+                    None => self.load_host(&config, &host, now),
+                };
+                self.hosts.insert(host, HostState { challenge, ..state });
             }
         }
         self.schedule(ctx);

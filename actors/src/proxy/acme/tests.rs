@@ -190,6 +190,6 @@ fn a_host_with_a_manual_certificate_is_not_ordered() {
     plan.services.insert("m".to_string(), manual);
     assert_eq!(
         AcmeManager::automatic_hosts(&plan),
-        BTreeSet::from(["auto.test".to_string()])
+        BTreeMap::from([("auto.test".to_string(), Challenge::Http01)])
     );
 }

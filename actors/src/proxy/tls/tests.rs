@@ -140,12 +140,134 @@ fn a_broken_manual_pair_keeps_the_host_served() {
 }
 
 #[test]
-fn server_config_offers_h2_and_http11() {
-    let config = server_config(CertMap::default()).expect("config");
+fn server_config_offers_h2_and_http11_before_acme_tls() {
+    let config = server_config(CertMap::default(), Challenges::default()).expect("config");
     assert_eq!(
         config.alpn_protocols,
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"acme-tls/1".to_vec()]
     );
+}
+
+/// Accepts any server certificate: the test looks at which one it got.
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    // No check of the handshake's signature: webpki, which would parse the
+    // certificate for it, refuses the validation certificate's critical
+    // extension, and the CA checks it in its own way.
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One in-memory handshake with `server` for `sni`, offering `alpn`: the
+/// protocol agreed and the leaf certificate served, or the failure.
+fn handshake(
+    server: &Arc<ServerConfig>,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Result<(Option<Vec<u8>>, CertificateDer<'static>), rustls::Error> {
+    let provider = Arc::new(ring_provider());
+    let mut client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    client_config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+    let mut server = rustls::ServerConnection::new(server.clone()).unwrap();
+    for _ in 0..10 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        server.read_tls(&mut wire.as_slice()).unwrap();
+        server.process_new_packets()?;
+        let mut back = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut back).unwrap();
+        }
+        client.read_tls(&mut back.as_slice()).unwrap();
+        client.process_new_packets()?;
+        if !client.is_handshaking() && !server.is_handshaking() {
+            break;
+        }
+    }
+    let leaf = client.peer_certificates().expect("a certificate")[0].clone();
+    Ok((client.alpn_protocol().map(<[u8]>::to_vec), leaf))
+}
+
+#[test]
+fn only_an_acme_tls_handshake_for_a_pending_host_gets_its_validation_certificate() {
+    let certs = CertMap::default();
+    let normal = Arc::new(self_signed("alpn.test").unwrap());
+    certs.set(
+        "alpn.test",
+        HostCert {
+            key: normal.clone(),
+            source: CertSource::SelfSigned,
+        },
+    );
+    let challenges = Challenges::default();
+    let validation = Arc::new(alpn_validation("alpn.test", &[7u8; 32]).unwrap());
+    challenges.insert_alpn("alpn.test", validation.clone());
+    let server = Arc::new(server_config(certs, challenges.clone()).unwrap());
+
+    // The CA: acme-tls/1 only, the validation certificate.
+    let (alpn, leaf) = handshake(&server, "alpn.test", &[b"acme-tls/1"]).expect("handshake");
+    assert_eq!(alpn.as_deref(), Some(&b"acme-tls/1"[..]));
+    assert_eq!(leaf, validation.cert[0]);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let extension = parsed
+        .extensions()
+        .iter()
+        .find(|ext| ext.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("the acmeIdentifier extension");
+    assert!(extension.critical);
+    assert!(extension.value.ends_with(&[7u8; 32]), "the digest");
+
+    // Everybody else, at the same time: the host's own certificate.
+    let (alpn, leaf) = handshake(&server, "alpn.test", &[b"h2", b"http/1.1"]).expect("handshake");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(leaf, normal.cert[0]);
+
+    // acme-tls/1 for a host with nothing pending, or after the challenge:
+    // no certificate, no handshake.
+    assert!(handshake(&server, "other.test", &[b"acme-tls/1"]).is_err());
+    challenges.remove_alpn("alpn.test");
+    assert!(handshake(&server, "alpn.test", &[b"acme-tls/1"]).is_err());
 }
 
 #[test]
