@@ -630,12 +630,7 @@ fn status_watch_refreshes_plain_off_a_terminal_in_place_on_one_and_stops_on_a_si
     let daemon = sb.start();
 
     let spawn = |args: &[&str], out: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_dispenser"))
-            .arg("-c")
-            .arg(sb.config())
-            .arg("-p")
-            .arg(sb.pid_file())
-            .args(args)
+        sb.cli_command(args)
             .stdout(Stdio::from(std::fs::File::create(out).unwrap()))
             .stderr(Stdio::null())
             .spawn()

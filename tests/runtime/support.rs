@@ -247,15 +247,21 @@ impl Sandbox {
 
     /// Runs `dispenser -c CONFIG -p PIDFILE ARGS...` to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dispenser"))
+        self.cli_command(args).output().expect("run dispenser")
+    }
+
+    /// `dispenser -c CONFIG -p PIDFILE ARGS...` with the sandbox's
+    /// environment, to spawn.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispenser"));
+        command
             .arg("-c")
             .arg(self.config())
             .arg("-p")
             .arg(self.pid_file())
             .args(args)
-            .envs(self.env.iter().map(|(key, value)| (key, value)))
-            .output()
-            .expect("run dispenser")
+            .envs(self.env.iter().map(|(key, value)| (key, value)));
+        command
     }
 
     /// Containers of this sandbox's instance: (name, id).

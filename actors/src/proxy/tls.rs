@@ -262,44 +262,45 @@ pub fn self_signed(host: &str) -> Result<CertifiedKey, TlsError> {
 
 /// A fresh self-signed certificate for `host`, valid from a day ago for `validity`.
 fn self_signed_for(host: &str, validity: Duration) -> Result<CertifiedKey, TlsError> {
-    let fail = |reason: String| TlsError::SelfSigned {
-        host: host.to_string(),
-        reason,
-    };
-    let mut params =
-        rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| fail(e.to_string()))?;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + validity;
-    let signing_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
-    let cert = params
-        .self_signed(&signing_key)
-        .map_err(|e| fail(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
-    let chain = vec![cert.der().clone()];
-    CertifiedKey::from_der(chain, key, &ring_provider()).map_err(|e| fail(e.to_string()))
+    sign_for(host, |params| {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + validity;
+    })
 }
 
 /// The TLS-ALPN-01 validation certificate of `host` (RFC 8737 section 3):
 /// self-signed, for that one name, with the critical `acmeIdentifier`
 /// extension holding `digest`, the SHA-256 of the key authorization.
 pub fn alpn_validation(host: &str, digest: &[u8]) -> Result<CertifiedKey, TlsError> {
+    sign_for(host, |params| {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    })
+}
+
+/// A certificate for `host` alone, with `adjust`'s changes to its
+/// parameters, self-signed with a fresh ECDSA P-256 key.
+fn sign_for(
+    host: &str,
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> Result<CertifiedKey, TlsError> {
     let fail = |reason: String| TlsError::SelfSigned {
         host: host.to_string(),
         reason,
     };
     let mut params =
         rcgen::CertificateParams::new(vec![host.to_string()]).map_err(|e| fail(e.to_string()))?;
-    params
-        .custom_extensions
-        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    adjust(&mut params);
     let signing_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
     let cert = params
         .self_signed(&signing_key)
         .map_err(|e| fail(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
-    // Not `from_der`: its key check parses the certificate with webpki,
-    // which refuses the critical extension the CA asks for.
+    // Not `CertifiedKey::from_der`: its check that key and certificate
+    // match parses the certificate with webpki, which refuses the critical
+    // extension of a validation certificate (they match by construction).
     let signer = ring_provider()
         .key_provider
         .load_private_key(key)

@@ -65,6 +65,11 @@ pub enum AcmeError {
         host: String,
         challenge: &'static str,
     },
+    #[error("the {challenge} challenge cannot issue certificates yet ({host})")]
+    NotBuilt {
+        host: String,
+        challenge: &'static str,
+    },
     #[error("cannot make the tls-alpn-01 certificate for {host}: {reason}")]
     AlpnCertificate { host: String, reason: String },
     #[error("issuing for {host} took longer than {seconds}s")]
@@ -283,7 +288,12 @@ impl CaClient {
             Challenge::Http01 => (ChallengeType::Http01, "http-01"),
             Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
             // Refused by the config front-end until DNS-01 is built.
-            Challenge::Dns01 => (ChallengeType::Dns01, "dns-01"),
+            Challenge::Dns01 => {
+                return Err(AcmeError::NotBuilt {
+                    host: host.to_string(),
+                    challenge: "dns-01",
+                })
+            }
         };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -299,13 +309,13 @@ impl CaClient {
                     })
                 }
             }
-            let mut challenge = authorization
-                .challenge(challenge_type.clone())
-                .filter(|_| kind != Challenge::Dns01)
-                .ok_or_else(|| AcmeError::NoChallenge {
-                    host: host.to_string(),
-                    challenge: name,
-                })?;
+            let mut challenge =
+                authorization
+                    .challenge(challenge_type.clone())
+                    .ok_or_else(|| AcmeError::NoChallenge {
+                        host: host.to_string(),
+                        challenge: name,
+                    })?;
             let key_authorization = challenge.key_authorization();
             match kind {
                 Challenge::TlsAlpn01 => {
