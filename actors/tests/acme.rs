@@ -3,6 +3,10 @@
 //! root; the account and certificates reused across a restart; a forced
 //! renewal; a stopped CA (old certificate kept, one warning, back-off).
 
+#[path = "acme/bind.rs"]
+mod bind;
+#[path = "acme/dns01.rs"]
+mod dns01;
 #[path = "acme/pebble.rs"]
 mod pebble;
 

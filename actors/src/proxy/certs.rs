@@ -36,6 +36,22 @@ impl CertMap {
         self.0.load().get(&host.to_ascii_lowercase()).cloned()
     }
 
+    /// The certificate for a handshake's server name: the name's own, else
+    /// the wildcard one label above it (`*.example.com` for
+    /// `a.example.com`, not for `a.b.example.com`; RFC 6125 section 6.4.3).
+    pub fn for_server_name(&self, name: &str) -> Option<HostCert> {
+        let map = self.0.load();
+        let name = name.to_ascii_lowercase();
+        if let Some(cert) = map.get(&name) {
+            return Some(cert.clone());
+        }
+        let (label, parent) = name.split_once('.')?;
+        if label.is_empty() || parent.is_empty() {
+            return None;
+        }
+        map.get(&format!("*.{parent}")).cloned()
+    }
+
     /// Installs a certificate for `host`, replacing whatever was there.
     pub fn set(&self, host: &str, cert: HostCert) {
         let host = host.to_ascii_lowercase();
@@ -86,5 +102,48 @@ impl CertMap {
             .collect();
         hosts.sort_by(|a, b| a.0.cmp(&b.0));
         hosts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_for(name: &str) -> HostCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("der");
+        let provider = rustls::crypto::ring::default_provider();
+        let key = CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).expect("key");
+        HostCert {
+            key: Arc::new(key),
+            source: CertSource::Acme,
+        }
+    }
+
+    #[test]
+    fn a_server_name_gets_its_own_certificate_else_the_wildcard_one_label_up() {
+        let certs = CertMap::default();
+        let wildcard = cert_for("*.example.com");
+        let exact = cert_for("api.example.com");
+        certs.set("*.example.com", wildcard.clone());
+        certs.set("api.example.com", exact.clone());
+        let served = |name: &str| certs.for_server_name(name).map(|cert| cert.key);
+        assert!(Arc::ptr_eq(
+            &served("A.example.com").unwrap(),
+            &wildcard.key
+        ));
+        assert!(Arc::ptr_eq(&served("api.example.com").unwrap(), &exact.key));
+        for name in [
+            "example.com",
+            "a.b.example.com",
+            ".example.com",
+            "other.test",
+        ] {
+            assert!(served(name).is_none(), "{name}");
+        }
     }
 }

@@ -86,6 +86,10 @@ pub enum Lookup<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     hosts: HashMap<String, Vec<Entry>>,
+    /// Wildcard hosts (`*.example.com`) by the parent they stand under
+    /// (`example.com`), with their name: any one label below the parent
+    /// that `hosts` does not name.
+    wildcards: HashMap<String, (String, Vec<Entry>)>,
     /// The services in maintenance, as the table was built.
     maintenance: MaintenanceMap,
 }
@@ -144,6 +148,18 @@ impl RouteTable {
         board: &InFlightBoard,
     ) -> RouteTable {
         let mut hosts: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut wildcards: HashMap<String, (String, Vec<Entry>)> = HashMap::new();
+        let mut add = |name: &str, entry: Entry| {
+            let name = normalize_host(name);
+            match name.strip_prefix("*.") {
+                Some(parent) => wildcards
+                    .entry(parent.to_string())
+                    .or_insert_with(|| (name.clone(), Vec::new()))
+                    .1
+                    .push(entry),
+                None => hosts.entry(name).or_default().push(entry),
+            }
+        };
         for input in inputs {
             let upstream = match (input.state, input.ip) {
                 (EndpointState::Ready, Some(ip)) => {
@@ -169,26 +185,35 @@ impl RouteTable {
             let guard = RouteGuard::for_route(input.route, input.maintenance).map(Arc::new);
             let rules = &input.route.rules;
             for name in std::iter::once(&input.route.host).chain(&rules.aliases) {
-                hosts.entry(normalize_host(name)).or_default().push(Entry {
-                    service: service.clone(),
-                    path: path.clone(),
-                    upstream: upstream.clone(),
-                    guard: guard.clone(),
-                });
+                add(
+                    name,
+                    Entry {
+                        service: service.clone(),
+                        path: path.clone(),
+                        upstream: upstream.clone(),
+                        guard: guard.clone(),
+                    },
+                );
             }
             if !rules.redirect_from.is_empty() {
                 let redirect = Arc::new(RouteGuard::redirect(&normalize_host(&input.route.host)));
                 for name in &rules.redirect_from {
-                    hosts.entry(normalize_host(name)).or_default().push(Entry {
-                        service: service.clone(),
-                        path: path.clone(),
-                        upstream: upstream.clone(),
-                        guard: Some(redirect.clone()),
-                    });
+                    add(
+                        name,
+                        Entry {
+                            service: service.clone(),
+                            path: path.clone(),
+                            upstream: upstream.clone(),
+                            guard: Some(redirect.clone()),
+                        },
+                    );
                 }
             }
         }
-        for entries in hosts.values_mut() {
+        for entries in hosts
+            .values_mut()
+            .chain(wildcards.values_mut().map(|(_, entries)| entries))
+        {
             entries.sort_by(|a, b| {
                 b.path
                     .len()
@@ -198,6 +223,7 @@ impl RouteTable {
         }
         RouteTable {
             hosts,
+            wildcards,
             maintenance: MaintenanceMap::new(),
         }
     }
@@ -214,15 +240,19 @@ impl RouteTable {
         self.maintenance.get(service)
     }
 
-    /// The route for a request's `Host` (or `:authority`) and path.
+    /// The route for a request's `Host` (or `:authority`) and path: the
+    /// host's own routes, else those of the wildcard one label above it.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
         let host = strip_port(host);
         let host = host.strip_suffix('.').unwrap_or(host);
-        let entries = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.get(&host.to_ascii_lowercase())
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
         } else {
-            self.hosts.get(host)
+            host
         };
+        let entries = self.hosts.get(host).or_else(|| self.wildcard(host));
         let Some(entries) = entries else {
             return Lookup::UnknownHost;
         };
@@ -232,9 +262,27 @@ impl RouteTable {
             .map_or(Lookup::NoPath, Lookup::Found)
     }
 
-    /// Every host in the table, sorted.
+    /// The entries of the wildcard that covers `host` (lowercase): one
+    /// label, not empty, above a wildcard's parent.
+    fn wildcard(&self, host: &str) -> Option<&Vec<Entry>> {
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        let (label, parent) = host.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcards.get(parent).map(|(_, entries)| entries)
+    }
+
+    /// Every host in the table, wildcards (`*.example.com`) included, sorted.
     pub fn hosts(&self) -> Vec<&str> {
-        let mut hosts: Vec<&str> = self.hosts.keys().map(String::as_str).collect();
+        let mut hosts: Vec<&str> = self
+            .hosts
+            .keys()
+            .map(String::as_str)
+            .chain(self.wildcards.values().map(|(name, _)| name.as_str()))
+            .collect();
         hosts.sort_unstable();
         hosts
     }
@@ -244,6 +292,11 @@ impl RouteTable {
         self.hosts
             .iter()
             .map(|(host, entries)| (host.as_str(), entries.as_slice()))
+            .chain(
+                self.wildcards
+                    .values()
+                    .map(|(name, entries)| (name.as_str(), entries.as_slice())),
+            )
             .collect()
     }
 }

@@ -108,7 +108,7 @@ impl ResolvesServerCert for SniResolver {
         }
         let found = client_hello
             .server_name()
-            .and_then(|name| self.certs.get(name));
+            .and_then(|name| self.certs.for_server_name(name));
         Some(found.map_or_else(|| self.fallback.clone(), |cert| cert.key))
     }
 }

@@ -50,9 +50,22 @@ impl Pebble {
 
     /// The same, and pebble validates TLS-ALPN-01 on `tls_port`.
     pub fn start_with_tls(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with(http_port, tls_port, None)
+    }
+
+    /// Pebble asking `dns_server` (`127.0.0.1:port`, a real named) for
+    /// DNS-01 records and every name's address.
+    pub fn start_with_dns(dns_server: &str) -> Pebble {
+        Pebble::start_with(free_port(), free_port(), Some(dns_server))
+    }
+
+    fn start_with(http_port: u16, tls_port: u16, dns_server: Option<&str>) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_bundle = write_tls_files(dir.path());
         let dns_port = free_port();
+        let dns_server = dns_server
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("127.0.0.1:{dns_port}"));
         let listen_port = free_port();
         let management_port = free_port();
         let challtestsrv = Command::new("pebble-challtestsrv")
@@ -88,8 +101,11 @@ impl Pebble {
         let child = Command::new("pebble")
             .arg("-config")
             .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .args(["-dnsserver", &dns_server])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Every order proves its names afresh (pebble reuses half of
+            // the valid authorizations by default).
+            .env("PEBBLE_AUTHZREUSE", "0")
             // No random nonce rejections: the tests count requests' effects.
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .stdout(log.try_clone().expect("log"))

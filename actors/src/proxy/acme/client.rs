@@ -26,6 +26,7 @@ use rustls::RootCertStore;
 use thiserror::Error;
 use tracing::{debug, warn};
 
+use super::dns::{DnsError, PropagationError, Published, Publisher};
 use super::policy::FailureKind;
 use super::store::{Store, StoreError};
 use crate::plan::{AcmeSettings, Challenge};
@@ -65,10 +66,23 @@ pub enum AcmeError {
         host: String,
         challenge: &'static str,
     },
-    #[error("the {challenge} challenge cannot issue certificates yet ({host})")]
-    NotBuilt {
+    #[error("{host} uses dns-01, but [certbot.dns] names no provider")]
+    NoDnsProvider { host: String },
+    #[error("publishing the dns-01 record for {host}: {source}")]
+    Dns {
         host: String,
-        challenge: &'static str,
+        #[source]
+        source: DnsError,
+    },
+    #[error(
+        "the dns-01 record for {host} through dns provider {provider} (zone {zone}): {source}"
+    )]
+    Propagation {
+        host: String,
+        provider: &'static str,
+        zone: String,
+        #[source]
+        source: Box<PropagationError>,
     },
     #[error("cannot make the tls-alpn-01 certificate for {host}: {reason}")]
     AlpnCertificate { host: String, reason: String },
@@ -104,6 +118,14 @@ pub struct RenewalWindow {
     pub end: SystemTime,
     /// Do not ask again before this long.
     pub refresh_after: Duration,
+}
+
+/// Where an order publishes its answers: the proxy's challenge maps (HTTP-01,
+/// TLS-ALPN-01) and the DNS provider (DNS-01), when there is one.
+#[derive(Debug, Clone, Copy)]
+pub struct Answers<'a> {
+    pub challenges: &'a Challenges,
+    pub dns: Option<&'a Publisher>,
 }
 
 /// Withdraws published challenge tokens when dropped, also when the
@@ -223,39 +245,47 @@ impl CaClient {
         &self.directory_url
     }
 
-    /// Obtains a certificate for `host` by `challenge` (HTTP-01 or
-    /// TLS-ALPN-01): publishes each answer in `challenges` (a key
-    /// authorization for port 80, or a validation certificate for the HTTPS
-    /// listener), tells the CA, polls the order with back-off, and withdraws
-    /// the answers afterwards. Returns the PEM chain and the PEM private
-    /// key. `replaces` names the certificate being renewed, for CAs that
-    /// offer renewal information.
+    /// Obtains a certificate for `host` (perhaps a wildcard, `*.example.com`)
+    /// by `challenge`: publishes each answer (a key authorization for port
+    /// 80 in `challenges`, a validation certificate for the HTTPS listener,
+    /// or a TXT record through `dns`, waited for until it shows), tells the
+    /// CA, polls the order with back-off, and withdraws the answers
+    /// afterwards, also when the order fails or times out. Returns the PEM
+    /// chain and the PEM private key. `replaces` names the certificate being
+    /// renewed, for CAs that offer renewal information.
     pub async fn issue(
         &self,
         host: &str,
         challenge: Challenge,
-        challenges: &Challenges,
+        answers: Answers<'_>,
         replaces: Option<CertificateIdentifier<'static>>,
         timeout: Duration,
     ) -> Result<(String, String), AcmeError> {
-        let work = self.issue_inner(host, challenge, challenges, replaces, timeout);
-        match tokio::time::timeout(timeout, work).await {
+        let mut records = Vec::new();
+        let work = self.issue_inner(host, challenge, answers, &mut records, replaces, timeout);
+        let outcome = match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(AcmeError::Timeout {
                 host: host.to_string(),
                 seconds: timeout.as_secs(),
             }),
+        };
+        if let (Some(dns), false) = (answers.dns, records.is_empty()) {
+            dns.withdraw_all(records).await;
         }
+        outcome
     }
 
     async fn issue_inner(
         &self,
         host: &str,
         kind: Challenge,
-        challenges: &Challenges,
+        answers: Answers<'_>,
+        records: &mut Vec<Published>,
         replaces: Option<CertificateIdentifier<'static>>,
         timeout: Duration,
     ) -> Result<(String, String), AcmeError> {
+        let challenges = answers.challenges;
         let slot = &self.retry_after;
         let identifiers = [Identifier::Dns(host.to_string())];
         let mut order = match replaces {
@@ -287,14 +317,13 @@ impl CaClient {
         let (challenge_type, name) = match kind {
             Challenge::Http01 => (ChallengeType::Http01, "http-01"),
             Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
-            // Refused by the config front-end until DNS-01 is built.
-            Challenge::Dns01 => {
-                return Err(AcmeError::NotBuilt {
-                    host: host.to_string(),
-                    challenge: "dns-01",
-                })
-            }
+            Challenge::Dns01 => (ChallengeType::Dns01, "dns-01"),
         };
+        if kind == Challenge::Dns01 && answers.dns.is_none() {
+            return Err(AcmeError::NoDnsProvider {
+                host: host.to_string(),
+            });
+        }
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization.map_err(|err| classify(err, slot))?;
@@ -317,8 +346,32 @@ impl CaClient {
                         challenge: name,
                     })?;
             let key_authorization = challenge.key_authorization();
-            match kind {
-                Challenge::TlsAlpn01 => {
+            match (kind, answers.dns) {
+                (Challenge::Dns01, Some(dns)) => {
+                    // The authorization names the domain without `*.`.
+                    let domain = match challenge.identifier().identifier {
+                        Identifier::Dns(domain) => domain.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    let dns_error = |source| AcmeError::Dns {
+                        host: host.to_string(),
+                        source,
+                    };
+                    let record = dns
+                        .publish(&domain, &key_authorization.dns_value())
+                        .await
+                        .map_err(dns_error)?;
+                    records.push(record);
+                    dns.wait_until_visible(std::slice::from_ref(&records[records.len() - 1]))
+                        .await
+                        .map_err(|source| AcmeError::Propagation {
+                            host: host.to_string(),
+                            provider: dns.provider().name(),
+                            zone: dns.provider().zone().to_string(),
+                            source: Box::new(source),
+                        })?;
+                }
+                (Challenge::TlsAlpn01, _) => {
                     let cert = crate::proxy::tls::alpn_validation(
                         host,
                         key_authorization.digest().as_ref(),

@@ -30,7 +30,7 @@ use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-pub use client::{AcmeError, RenewalWindow};
+pub use client::{AcmeError, Answers, RenewalWindow};
 pub use policy::Timing;
 pub use store::{IssuedCert, Store, StoreError};
 
@@ -38,6 +38,7 @@ use crate::plan::{AcmeSettings, Challenge, Plan, PlanApplied, TlsSource};
 use crate::proxy::certs::{CertMap, CertSource, HostCert};
 use crate::proxy::challenge::Challenges;
 use client::CaClient;
+use dns::{Connector, DnsError, Publisher};
 use policy::{jitter, renew_by_lifetime, renew_in_window, ARI_REFRESH_MIN};
 
 /// Never schedule the next check sooner than this.
@@ -109,6 +110,10 @@ pub struct AcmeManager {
     config: Option<Config>,
     /// The account for `config`, opened on first use.
     client: Option<CaClient>,
+    /// Builds the DNS provider of `[certbot.dns]`.
+    dns_connector: Connector,
+    /// The DNS-01 publisher for `config`, or why there is none.
+    dns: Option<Result<Publisher, DnsError>>,
     hosts: BTreeMap<String, HostState>,
     timer: Option<SpawnHandle>,
     accounts_created: u32,
@@ -143,6 +148,7 @@ struct Round {
     config: Config,
     client: Option<CaClient>,
     challenges: Challenges,
+    dns: Option<Result<Publisher, DnsError>>,
     timeout: Duration,
     /// Hosts to issue for, with their challenge and the leaf they replace.
     issue: Vec<(String, Challenge, Option<CertificateDer<'static>>)>,
@@ -163,6 +169,8 @@ struct RoundResult {
 }
 
 impl AcmeManager {
+    /// A manager whose DNS-01 records go through RFC 2136 only; see
+    /// [`AcmeManager::with_dns_connector`].
     pub fn new(challenges: Challenges, certs: CertMap, timing: Timing) -> Self {
         AcmeManager {
             challenges,
@@ -170,11 +178,20 @@ impl AcmeManager {
             timing,
             config: None,
             client: None,
+            dns_connector: dns::rfc2136_connector(),
+            dns: None,
             hosts: BTreeMap::new(),
             timer: None,
             accounts_created: 0,
             issued: 0,
         }
+    }
+
+    /// Builds `[certbot.dns]` providers with `connector` (the daemon's knows
+    /// every provider).
+    pub fn with_dns_connector(mut self, connector: Connector) -> Self {
+        self.dns_connector = connector;
+        self
     }
 
     /// Hosts of routes whose certificate comes from ACME, with the
@@ -293,6 +310,7 @@ impl AcmeManager {
             config,
             client: self.client.clone(),
             challenges: self.challenges.clone(),
+            dns: self.dns.clone(),
             timeout: self.timing.order_timeout,
             issue,
             windows,
@@ -451,8 +469,24 @@ impl Round {
         };
         for (host, challenge, leaf) in self.issue {
             let replaces = leaf.as_ref().and_then(CaClient::certificate_id);
+            let dns = match (&self.dns, challenge) {
+                (Some(Err(err)), Challenge::Dns01) => {
+                    let err = AcmeError::Dns {
+                        host: host.clone(),
+                        source: err.clone(),
+                    };
+                    result.issued.push((host, Err(Arc::new(err))));
+                    continue;
+                }
+                (Some(Ok(publisher)), _) => Some(publisher),
+                _ => None,
+            };
+            let answers = Answers {
+                challenges: &self.challenges,
+                dns,
+            };
             let outcome = match client
-                .issue(&host, challenge, &self.challenges, replaces, self.timeout)
+                .issue(&host, challenge, answers, replaces, self.timeout)
                 .await
             {
                 Ok((chain, key)) => store
@@ -546,6 +580,13 @@ impl Handler<PlanApplied> for AcmeManager {
             // re-read the hosts from that folder.
             self.client = None;
             self.hosts.clear();
+            self.dns = config
+                .as_ref()
+                .and_then(|config| config.settings.dns.as_ref())
+                .map(|settings| Publisher::new(settings, &self.dns_connector));
+            if let Some(Err(err)) = &self.dns {
+                warn!(error = %err, "the dns provider cannot be used; dns-01 names wait");
+            }
             self.config = config;
         }
         if let Some(config) = self.config.clone() {

@@ -25,6 +25,8 @@ use crate::proxy::state_files::{
 pub const ACCOUNT_DIR: &str = "acme";
 /// Folder (under the state folder) of the issued certificates and keys.
 pub const CERTS_DIR: &str = "certs";
+/// The file name's first label for a wildcard certificate.
+const WILDCARD_STEM: &str = "_wildcard";
 /// Longest host name accepted as a file name (the DNS limit).
 const MAX_HOST_LEN: usize = 253;
 
@@ -251,13 +253,17 @@ impl Store {
         Ok(issued)
     }
 
-    /// `<host>.crt`, `<host>.key` and `<host>.json` under `certs/`.
+    /// `<host>.crt`, `<host>.key` and `<host>.json` under `certs/`; a
+    /// wildcard `*.example.com` is stored as `_wildcard.example.com` (no
+    /// host name has an underscore, so it names no other host's files).
     fn cert_paths(&self, host: &str) -> Result<[PathBuf; 3], StoreError> {
-        if !is_file_safe_host(host) {
-            return Err(StoreError::BadHost(host.to_string()));
-        }
+        let stem = match host.strip_prefix("*.") {
+            Some(parent) if is_file_safe_host(parent) => format!("{WILDCARD_STEM}.{parent}"),
+            _ if is_file_safe_host(host) => host.to_string(),
+            _ => return Err(StoreError::BadHost(host.to_string())),
+        };
         let dir = self.state_dir.join(CERTS_DIR);
-        Ok(["crt", "key", "json"].map(|ext| dir.join(format!("{host}.{ext}"))))
+        Ok(["crt", "key", "json"].map(|ext| dir.join(format!("{stem}.{ext}"))))
     }
 }
 
@@ -342,12 +348,35 @@ mod tests {
     #[test]
     fn hostile_host_names_name_no_file() {
         let store = Store::new(Path::new("/nonexistent"));
-        for host in ["../etc/passwd", "a/b", ".hidden", "", "A.example", "a..b"] {
+        for host in [
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "",
+            "A.example",
+            "a..b",
+            "*.",
+            "*.*.example",
+            "a.*.example",
+            "*./etc",
+        ] {
             assert!(
                 matches!(store.load_cert(host), Err(StoreError::BadHost(_))),
                 "{host}"
             );
         }
+    }
+
+    #[test]
+    fn a_wildcard_is_stored_under_a_name_no_host_can_have() {
+        let store = Store::new(Path::new("/state"));
+        let [crt, key, record] = store.cert_paths("*.example.test").expect("paths");
+        assert_eq!(crt, Path::new("/state/certs/_wildcard.example.test.crt"));
+        assert_eq!(key, Path::new("/state/certs/_wildcard.example.test.key"));
+        assert_eq!(
+            record,
+            Path::new("/state/certs/_wildcard.example.test.json")
+        );
     }
 
     #[test]

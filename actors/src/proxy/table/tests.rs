@@ -242,3 +242,36 @@ fn maintenance_guards_a_plain_route_and_is_reported() {
     assert_eq!(t.maintenance("plain"), Some(&maintenance));
     assert_eq!(t.maintenance("other"), None);
 }
+
+#[test]
+fn a_wildcard_covers_one_label_and_an_exact_host_wins() {
+    let t = table(&[
+        ("any", route("*.example.com", "/", 80), ready([10, 0, 0, 2])),
+        (
+            "api",
+            route("api.example.com", "/v1", 80),
+            ready([10, 0, 0, 3]),
+        ),
+    ]);
+    for host in ["a.example.com", "B.Example.com:443", "www.example.com."] {
+        assert_eq!(service_of(t.lookup(host, "/")), Some("any"), "{host}");
+    }
+    assert_eq!(
+        service_of(t.lookup("api.example.com", "/v1/x")),
+        Some("api")
+    );
+    // The exact host wins even where its paths do not cover the request.
+    assert!(matches!(
+        t.lookup("api.example.com", "/other"),
+        Lookup::NoPath
+    ));
+    for host in [
+        "example.com",
+        "a.b.example.com",
+        ".example.com",
+        "aexample.com",
+    ] {
+        assert!(matches!(t.lookup(host, "/"), Lookup::UnknownHost), "{host}");
+    }
+    assert_eq!(t.hosts(), vec!["*.example.com", "api.example.com"]);
+}

@@ -1,0 +1,152 @@
+//! A real DNS server for the DNS-01 tests: Debian's `named` (bind9) on a
+//! free port of 127.0.0.1, primary for `example.test`, taking updates
+//! signed with a TSIG key made here. It stops in `Drop`.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+/// Longest wait for named to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The zone the server is primary for.
+pub const ZONE: &str = "example.test.";
+/// The name of the TSIG key it accepts.
+pub const KEY_NAME: &str = "dispenser-test-key.";
+
+/// A running named and its files.
+pub struct Bind {
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:port`, TCP and UDP.
+    pub server: String,
+    /// The TSIG secret, base64.
+    pub secret: String,
+    child: Option<Child>,
+}
+
+impl Bind {
+    /// Starts named with `example.test` and the key.
+    pub fn start() -> Bind {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port_both();
+        let secret = base64::engine::general_purpose::STANDARD
+            .encode((0..32).map(|_| fastrand::u8(..)).collect::<Vec<u8>>());
+        write_files(dir.path(), port, &secret);
+        let log = std::fs::File::create(dir.path().join("named.log")).expect("named log");
+        let child = Command::new("named")
+            .arg("-g")
+            .arg("-c")
+            .arg(dir.path().join("named.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("named runs (apt-get install bind9)");
+        let bind = Bind {
+            dir,
+            server: format!("127.0.0.1:{port}"),
+            secret,
+            child: Some(child),
+        };
+        bind.wait_answering();
+        bind
+    }
+
+    /// named's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// The TXT values at `name` (`_acme-challenge.example.test`), asked with dig.
+    pub fn txt(&self, name: &str) -> Vec<String> {
+        let (host, port) = self.server.split_once(':').expect("host:port");
+        let output = Command::new("dig")
+            .args([
+                &format!("@{host}"),
+                "-p",
+                port,
+                "+tcp",
+                "+short",
+                name,
+                "TXT",
+            ])
+            .output()
+            .expect("dig runs (apt-get install bind9-dnsutils)");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.trim().trim_matches('"').to_string())
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    fn wait_answering(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let (host, port) = self.server.split_once(':').expect("host:port");
+            let output = Command::new("dig")
+                .args([
+                    &format!("@{host}"),
+                    "-p",
+                    port,
+                    "+tcp",
+                    "+short",
+                    "+tries=1",
+                ])
+                .args(["+time=1", ZONE, "SOA"])
+                .output()
+                .expect("dig runs (apt-get install bind9-dnsutils)");
+            if output.status.success() && !output.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "named does not answer on {}:\n{}",
+                self.server,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn write_files(dir: &Path, port: u16, secret: &str) {
+    let dir_text = dir.display();
+    let zone = "$TTL 60\n\
+        @ IN SOA ns.example.test. admin.example.test. 1 60 60 600 60\n\
+        @ IN NS ns.example.test.\n\
+        ns IN A 127.0.0.1\n";
+    std::fs::write(dir.join("example.test.zone"), zone).expect("write the zone");
+    let key = KEY_NAME.trim_end_matches('.');
+    let conf = format!(
+        "options {{ directory \"{dir_text}\"; pid-file \"{dir_text}/named.pid\";\n\
+         listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+         recursion no; dnssec-validation no; notify no; }};\n\
+         controls {{ }};\n\
+         key \"{key}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+         zone \"example.test\" {{ type primary; file \"{dir_text}/example.test.zone\";\n\
+         allow-update {{ key \"{key}\"; }}; }};\n"
+    );
+    std::fs::write(dir.join("named.conf"), conf).expect("write named.conf");
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+fn free_port_both() -> u16 {
+    loop {
+        let port = super::pebble::free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
