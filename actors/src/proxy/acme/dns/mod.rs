@@ -1,10 +1,14 @@
 //! DNS-01: publishing `_acme-challenge` TXT records through a DNS provider,
 //! so the CA can validate names that HTTP-01 cannot reach (wildcards, hosts
 //! without port 80). `provider.rs` is the seam every provider implements;
-//! `rfc2136.rs` is the provider for self-hosted servers; `wire.rs` carries
+//! `rfc2136.rs` is the provider for self-hosted servers, `google.rs` and
+//! `cloudflare.rs` those of two DNS hosts (over `http.rs`); `wire.rs` carries
 //! DNS messages over TCP; `propagation.rs` waits for a record to show.
 //! `Publisher` is what an order uses: publish, wait, withdraw.
 
+pub mod cloudflare;
+pub mod google;
+mod http;
 pub mod propagation;
 pub mod provider;
 pub mod rfc2136;
@@ -15,6 +19,8 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+pub use cloudflare::Cloudflare;
+pub use google::GoogleCloudDns;
 pub use propagation::PropagationError;
 pub use provider::{BearerTokens, DnsError, DnsErrorKind, DnsProvider, Published, TxtRecord};
 pub use rfc2136::Rfc2136;
