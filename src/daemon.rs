@@ -151,10 +151,11 @@ async fn build(
     } else {
         Certificates::Acme
     };
-    let proxy = proxy::start(plan, certificates).map_err(|err| {
-        error!(error = %err, "cannot start the proxy; not starting");
-        ExitCode::FAILURE
-    })?;
+    let proxy =
+        proxy::start_with_dns(plan, certificates, crate::acme_dns::connector()).map_err(|err| {
+            error!(error = %err, "cannot start the proxy; not starting");
+            ExitCode::FAILURE
+        })?;
     let plan_cache = PlanCache::default();
     let mut control_options = Options::daemon().with_proxy(proxy);
     if options.socket.is_some() {

@@ -2,6 +2,7 @@
 //! configuration (`--test`), signals the running daemon (`-s`), runs a
 //! subcommand (`commands.rs`), or runs the daemon.
 
+mod acme_dns;
 mod admin;
 mod cli;
 mod commands;

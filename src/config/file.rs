@@ -89,6 +89,30 @@ pub struct CertbotTable {
     pub retry_after_failure: Option<toml::Value>,
     /// `http-01` (the default), `dns-01` or `tls-alpn-01`.
     pub challenge: Option<String>,
+    pub dns: Option<CertbotDnsTable>,
+}
+
+/// `[certbot.dns]`: the DNS provider DNS-01 records are published through.
+/// One flat table: `provider` says which of the provider keys apply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertbotDnsTable {
+    /// `rfc2136`, `google` or `cloudflare`.
+    pub provider: String,
+    pub zone: String,
+    /// rfc2136: the primary server, `host` or `host:port`.
+    pub server: Option<String>,
+    pub key_name: Option<String>,
+    pub algorithm: Option<String>,
+    pub secret: Option<String>,
+    /// google
+    pub project: Option<String>,
+    pub managed_zone: Option<String>,
+    /// cloudflare
+    pub api_token: Option<String>,
+    pub propagation_servers: Option<Vec<String>>,
+    pub propagation_timeout: Option<toml::Value>,
+    pub ttl: Option<u64>,
 }
 
 /// `[daemon]`: Dispenser's own settings.

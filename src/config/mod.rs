@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dispenser_actors::plan::{Plan, Service, TlsSource};
+use dispenser_actors::plan::{AcmeSettings, Challenge, Plan, Service, TlsSource};
 
 use check::{parse_file, FileCheck};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile};
@@ -328,6 +328,9 @@ fn finish(
     variables: &Variables,
 ) -> Result<Loaded, Diagnostics> {
     let services = cross_check(checked, &mut diagnostics);
+    if let Some(acme) = global.as_ref().and_then(|global| global.acme.as_ref()) {
+        acme_check(acme, checked, &mut diagnostics);
+    }
     match global {
         Some(global) if !diagnostics.has_errors() => Ok(Loaded {
             origins: Origins::new(
@@ -724,6 +727,68 @@ fn cross_check(checked: &[Checked], diagnostics: &mut Diagnostics) -> BTreeMap<S
         }
     }
     services
+}
+
+/// The routes' names against `[certbot]`: a wildcard name needs DNS-01, a
+/// DNS-01 name needs `[certbot.dns]` and must lie in its zone.
+fn acme_check(acme: &AcmeSettings, checked: &[Checked], diagnostics: &mut Diagnostics) {
+    for item in checked {
+        let Some(route) = &item.service.route else {
+            continue;
+        };
+        if route.tls != TlsSource::Automatic {
+            continue;
+        }
+        let challenge = route.challenge_or(acme.challenge);
+        let challenge_path = match route.challenge {
+            Some(_) => "proxy.challenge",
+            None => "proxy.host",
+        };
+        if challenge == Challenge::Dns01 && acme.dns.is_none() && route.challenge.is_some() {
+            diagnostics.push(
+                item.file
+                    .error_at(
+                        item.spans.value(challenge_path),
+                        "the `dns-01` challenge needs a DNS provider in [certbot.dns] of dispenser.toml",
+                        "no [certbot.dns]",
+                    )
+                    .with_help("add [certbot.dns] with `provider`, `zone` and the provider's keys (docs/certificates.md)"),
+            );
+        }
+        for name in route.names() {
+            let path = item.name_path(name);
+            let shown = item.value_shown(&path, name);
+            if name.starts_with("*.") && challenge != Challenge::Dns01 {
+                diagnostics.push(
+                    item.file
+                        .error_at(
+                            item.spans.value(&path),
+                            format!("the wildcard name `{shown}` can only be proven by the `dns-01` challenge"),
+                            "needs dns-01",
+                        )
+                        .with_help("set `challenge = \"dns-01\"` in [proxy] or in [certbot], with a DNS provider in [certbot.dns]"),
+                );
+                continue;
+            }
+            let Some(dns) = &acme.dns else {
+                continue;
+            };
+            let bare = name.trim_start_matches("*.");
+            let zone = dns.zone.trim_end_matches('.');
+            let in_zone = bare == zone || bare.ends_with(&format!(".{zone}"));
+            if challenge == Challenge::Dns01 && !in_zone {
+                diagnostics.push(
+                    item.file
+                        .error_at(
+                            item.spans.value(&path),
+                            format!("`{shown}` is not in the zone `{zone}` of [certbot.dns]"),
+                            "outside the dns zone",
+                        )
+                        .with_help("dns-01 records are written in that zone only: route a name under it, or use another challenge for this route"),
+                );
+            }
+        }
+    }
 }
 
 impl Checked {

@@ -218,6 +218,29 @@ pub const CHALLENGES: Choices<Challenge> = &[
     ("tls-alpn-01", Challenge::TlsAlpn01),
 ];
 
+/// `[certbot.dns] provider`.
+pub const DNS_PROVIDERS: Choices<&'static str> = &[
+    ("rfc2136", "rfc2136"),
+    ("google", "google"),
+    ("cloudflare", "cloudflare"),
+];
+
+/// `[certbot.dns] algorithm`, as BIND's `tsig-keygen -a` names them.
+pub const TSIG_ALGORITHMS: Choices<dispenser_actors::plan::TsigAlgorithm> = &[
+    (
+        "hmac-sha256",
+        dispenser_actors::plan::TsigAlgorithm::HmacSha256,
+    ),
+    (
+        "hmac-sha384",
+        dispenser_actors::plan::TsigAlgorithm::HmacSha384,
+    ),
+    (
+        "hmac-sha512",
+        dispenser_actors::plan::TsigAlgorithm::HmacSha512,
+    ),
+];
+
 pub const PROXY_STRATEGIES: Choices<ProxyStrategy> = &[
     ("https-only", ProxyStrategy::HttpsOnly),
     ("HttpsOnly", ProxyStrategy::HttpsOnly),

@@ -86,6 +86,16 @@ pub struct Proxy {
 /// development. Must run inside an actix system. The ACME back-off is read
 /// from `plan` at start-up only.
 pub fn start(plan: &Plan, certificates: Certificates) -> Result<Option<Proxy>, ServerError> {
+    start_with_dns(plan, certificates, acme::dns::rfc2136_connector())
+}
+
+/// `start`, with the ACME manager building `[certbot.dns]` providers
+/// through `dns` (the daemon's knows every provider).
+pub fn start_with_dns(
+    plan: &Plan,
+    certificates: Certificates,
+    dns: acme::dns::Connector,
+) -> Result<Option<Proxy>, ServerError> {
     let Some(settings) = &plan.proxy else {
         return Ok(None);
     };
@@ -106,7 +116,11 @@ pub fn start(plan: &Plan, certificates: Certificates) -> Result<Option<Proxy>, S
                     }),
                 ..Timing::default()
             };
-            Some(AcmeManager::new(challenges, certs.clone(), timing).start())
+            Some(
+                AcmeManager::new(challenges, certs.clone(), timing)
+                    .with_dns_connector(dns)
+                    .start(),
+            )
         }
         Certificates::Development => None,
     };

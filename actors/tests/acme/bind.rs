@@ -1,6 +1,7 @@
 //! A real DNS server for the DNS-01 tests: Debian's `named` (bind9) on a
 //! free port of 127.0.0.1, primary for `example.test`, taking updates
-//! signed with a TSIG key made here. It stops in `Drop`.
+//! signed with a TSIG key made here, for `_acme-challenge` TXT records only
+//! (the `update-policy` docs/certificates.md shows). It stops in `Drop`.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -136,7 +137,7 @@ fn write_files(dir: &Path, port: u16, secret: &str) {
          controls {{ }};\n\
          key \"{key}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
          zone \"example.test\" {{ type primary; file \"{dir_text}/example.test.zone\";\n\
-         allow-update {{ key \"{key}\"; }}; }};\n"
+         update-policy {{ grant {key} name _acme-challenge.example.test. TXT; }}; }};\n"
     );
     std::fs::write(dir.join("named.conf"), conf).expect("write named.conf");
 }

@@ -229,6 +229,10 @@ async fn a_wildcard_certificate_is_issued_served_renewed_and_kept_when_the_key_i
     assert!(bind.txt(CHALLENGE_NAME).is_empty(), "withdrawn again");
 
     // The key is wrong from now on: renewals fail, the certificate stays.
+    // A new CA, as pebble reuses a valid authorization now and then (also
+    // with PEBBLE_AUTHZREUSE=0), and then no record would be needed.
+    drop(pebble);
+    let pebble = Pebble::start_with_dns(&bind.server);
     let secret = wrong_secret(&bind);
     let bad = dns01_plan(state.path(), &pebble, dns_settings(&bind, &secret));
     manager.do_send(PlanApplied(Arc::new(bad)));

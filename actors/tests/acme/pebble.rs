@@ -21,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Longest wait for pebble to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Times pebble is started on new ports before a test gives up.
+const START_ATTEMPTS: usize = 3;
 
 /// A running pebble and challtestsrv, and the files they use.
 pub struct Pebble {
@@ -59,7 +61,18 @@ impl Pebble {
         Pebble::start_with(free_port(), free_port(), Some(dns_server))
     }
 
+    /// Starts pebble on free ports; again on others when a port was taken
+    /// between choosing it and pebble binding it (pebble then exits).
     fn start_with(http_port: u16, tls_port: u16, dns_server: Option<&str>) -> Pebble {
+        for _ in 0..START_ATTEMPTS {
+            if let Some(pebble) = Pebble::try_start(http_port, tls_port, dns_server) {
+                return pebble;
+            }
+        }
+        panic!("pebble did not start in {START_ATTEMPTS} attempts");
+    }
+
+    fn try_start(http_port: u16, tls_port: u16, dns_server: Option<&str>) -> Option<Pebble> {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_bundle = write_tls_files(dir.path());
         let dns_port = free_port();
@@ -103,8 +116,8 @@ impl Pebble {
             .arg(&config_path)
             .args(["-dnsserver", &dns_server])
             .env("PEBBLE_VA_NOSLEEP", "1")
-            // Every order proves its names afresh (pebble reuses half of
-            // the valid authorizations by default).
+            // Orders prove their names afresh: pebble reuses half of the
+            // valid authorizations by default (at 0, still now and then).
             .env("PEBBLE_AUTHZREUSE", "0")
             // No random nonce rejections: the tests count requests' effects.
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -113,9 +126,30 @@ impl Pebble {
             .spawn()
             .expect("pebble runs (apt-get install pebble)");
         pebble.pebble = Some(child);
-        wait_listening(listen_port);
-        wait_listening(management_port);
-        pebble
+        for port in [listen_port, management_port] {
+            if !pebble.wait_listening(port) {
+                eprintln!("pebble exited before listening:\n{}", pebble.log());
+                return None;
+            }
+        }
+        Some(pebble)
+    }
+
+    /// Waits until pebble listens on `port`; false when it exited first.
+    fn wait_listening(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self
+                .pebble
+                .as_mut()
+                .is_none_or(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "nothing listens on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Stops pebble (challtestsrv keeps running), as if the CA went away.
@@ -275,12 +309,4 @@ async fn https_get(bundle: &Path, url: &str) -> Vec<u8> {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

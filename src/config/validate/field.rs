@@ -75,36 +75,19 @@ pub(super) fn pick<T: Copy + PartialEq>(
     chosen
 }
 
-/// The challenge chosen at `path`, once its issuance is built: HTTP-01 and
-/// TLS-ALPN-01 issue certificates; DNS-01 is refused rather than accepted
-/// and never answered.
+/// The challenge chosen at `path`.
 pub(super) fn challenge(
     check: &mut FileCheck<'_>,
     path: &str,
     word: &str,
 ) -> Option<dispenser_actors::plan::Challenge> {
-    use dispenser_actors::plan::Challenge;
-    let chosen = pick(
+    pick(
         check,
         path,
         crate::config::values::CHALLENGES,
         word,
         "challenge",
-    )?;
-    if chosen != Challenge::Dns01 {
-        return Some(chosen);
-    }
-    check
-        .error(
-            path,
-            format!("the `{word}` challenge cannot issue certificates yet"),
-            "not available yet",
-        )
-        .help = Some(
-        "use `http-01` (the default; port 80 must reach this host) or `tls-alpn-01` (port 443)"
-            .to_string(),
-    );
-    None
+    )
 }
 
 /// "not a" or "not an", for a label that names what a word is not.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dispenser_actors::plan::{
-    AcmeSettings, DefaultNetwork, DeploySettings, Network, NetworkDriver, ProxySettings,
+    AcmeSettings, Challenge, DefaultNetwork, DeploySettings, Network, NetworkDriver, ProxySettings,
     ProxyStrategy, Settings, Zone, DEFAULT_ACME_DIRECTORY, DEFAULT_ACME_RETRY,
     DEFAULT_DEPENDENCY_TIMEOUT, DEFAULT_DOCKER_CHECK_INTERVAL, DEFAULT_INSTANCE,
     DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_POLL_DELAY,
@@ -402,11 +402,26 @@ pub(super) fn certbot(
         .as_deref()
         .and_then(|word| super::field::challenge(check, "certbot.challenge", word))
         .unwrap_or_default();
+    let dns = table
+        .dns
+        .as_ref()
+        .and_then(|dns| super::dns::dns(check, dns));
+    if challenge == Challenge::Dns01 && table.dns.is_none() {
+        check
+            .error(
+                "certbot.challenge",
+                "the `dns-01` challenge needs a DNS provider in [certbot.dns]",
+                "no [certbot.dns]",
+            )
+            .help = Some(
+            "add [certbot.dns] with `provider`, `zone` and the provider's keys (docs/certificates.md)"
+                .to_string(),
+        );
+    }
     AcmeSettings {
         retry_after_failure,
         challenge,
-        // `[certbot.dns]` is read by `dns_settings` once it exists.
-        dns: None,
+        dns,
         email: table.email.clone(),
         directory_url: table
             .directory_url

@@ -8,6 +8,7 @@
 //! siblings are still checked.
 
 mod container;
+mod dns;
 mod field;
 mod global;
 mod lifecycle;

@@ -173,8 +173,13 @@ fn hosts(check: &mut FileCheck<'_>, value: &toml::Value) -> Vec<String> {
 /// One name of `key` at `path`, lower-cased, when it is a bare host name.
 fn host_name(check: &mut FileCheck<'_>, path: &str, key: &str, name: &str) -> Option<String> {
     let name = name.trim().to_ascii_lowercase();
-    let ok = !name.is_empty()
-        && name.split('.').all(|label| {
+    // `host` may be a wildcard: `*.` and then a name (one label stands for `*`).
+    let bare = match name.strip_prefix("*.") {
+        Some(parent) if key == "host" => parent,
+        _ => name.as_str(),
+    };
+    let ok = !bare.is_empty()
+        && bare.split('.').all(|label| {
             !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !ok {
