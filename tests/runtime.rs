@@ -6,6 +6,8 @@ mod support;
 
 #[path = "runtime/acme.rs"]
 mod acme;
+#[path = "../actors/tests/acme/bind.rs"]
+mod bind;
 #[path = "runtime/containers.rs"]
 mod containers;
 #[path = "runtime/crashes.rs"]

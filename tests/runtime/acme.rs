@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bind::{Bind, KEY_NAME, ZONE};
 use crate::proxy::{free_port, upstream_service};
 use crate::support::{text, Sandbox};
 
@@ -29,7 +30,8 @@ pub(crate) struct Pebble {
     pub(crate) directory_url: String,
     management_port: u16,
     listen_port: u16,
-    dns_port: u16,
+    /// The DNS server pebble asks (`127.0.0.1:port`).
+    dns_server: String,
     pebble: Option<Child>,
     challtestsrv: Option<Child>,
 }
@@ -37,6 +39,12 @@ pub(crate) struct Pebble {
 impl Pebble {
     /// Starts challtestsrv and pebble; pebble validates HTTP-01 on `http_port`.
     pub(crate) fn start(http_port: u16) -> Pebble {
+        Pebble::start_with_dns(http_port, None)
+    }
+
+    /// The same, and pebble asks `dns_server` (a real named) for DNS-01
+    /// records instead of challtestsrv.
+    pub(crate) fn start_with_dns(http_port: u16, dns_server: Option<&str>) -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_bundle = write_tls_files(dir.path());
         let (dns_port, listen_port, management_port) = (free_port(), free_port(), free_port());
@@ -66,7 +74,9 @@ impl Pebble {
             directory_url: format!("https://127.0.0.1:{listen_port}/dir"),
             management_port,
             listen_port,
-            dns_port,
+            dns_server: dns_server
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("127.0.0.1:{dns_port}")),
             pebble: None,
             challtestsrv: Some(challtestsrv),
             dir,
@@ -85,7 +95,7 @@ impl Pebble {
         let child = Command::new("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            .args(["-dnsserver", &self.dns_server])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
@@ -403,4 +413,76 @@ fn dispenser_dev_serves_https_verified_by_its_development_ca() {
         read_log,
     );
     assert!(status.success(), "{}", read_log());
+}
+
+/// DNS-01 through the daemon: a wildcard route gets one certificate over
+/// RFC 2136 updates to a real named, which serves two names under it; the
+/// TSIG secret, read from a secret variable, is in no log line, at trace
+/// level too, nor in `--test`'s output; the key is stored owner-only.
+#[test]
+fn a_wildcard_route_gets_its_certificate_over_dns_01_without_the_secret_in_any_log() {
+    let bind = Bind::start();
+    let mut sb = Sandbox::new();
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start_with_dns(http, Some(&bind.server));
+    sb.write(
+        "dispenser.vars",
+        "tsig_secret = { source = \"env\", name = \"DISPENSER_TEST_TSIG\" }\n",
+    );
+    sb.set_env("DISPENSER_TEST_TSIG", &bind.secret);
+    sb.set_env("RUST_LOG", "trace");
+    sb.proxy_settings(&format!(
+        "strategy = \"https-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
+         https_listen = \"127.0.0.1:{https}\"\n\n\
+         [certbot]\nemail = \"ops@example.com\"\ndirectory_url = \"{}\"\nca_bundle = \"{}\"\n\
+         challenge = \"dns-01\"\n\n\
+         [certbot.dns]\nprovider = \"rfc2136\"\nzone = \"{ZONE}\"\nserver = \"{}\"\n\
+         key_name = \"{KEY_NAME}\"\nsecret = \"${{ tsig_secret }}\"\n",
+        pebble.directory_url,
+        pebble.ca_bundle.display(),
+        bind.server,
+    ));
+    upstream_service(&mut sb, "wild", "wild", "host = \"*.example.test\"");
+    let checked = sb.cli(&["--test"]);
+    let checked_text = format!("{}{}", text(&checked.stdout), text(&checked.stderr));
+    assert!(checked.status.success(), "{checked_text}");
+    assert!(!checked_text.contains(&bind.secret), "{checked_text}");
+
+    let daemon = sb.start();
+    let root = pebble.write_issuing_root();
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    for host in ["a.example.test", "b.example.test"] {
+        loop {
+            if let Some(answer) = https_get(https, host, &root) {
+                assert_eq!(answer, "wild\n");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}: no wildcard certificate\n{}\n{}\n{}",
+                daemon.log(),
+                pebble.log(),
+                bind.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    // One certificate for both names; stored under the wildcard's name.
+    let log = daemon.log();
+    assert_eq!(log.matches("certificate issued").count(), 1, "{log}");
+    let key = sb.path(".dispenser/certs/_wildcard.example.test.key");
+    assert_eq!(mode(&key), 0o600, "{}", key.display());
+    assert!(
+        bind.txt("_acme-challenge.example.test").is_empty(),
+        "the challenge record was withdrawn"
+    );
+    let log = daemon.stop();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging was on:\n{log}"
+    );
+    assert!(
+        !log.contains(&bind.secret),
+        "the tsig secret was logged:\n{log}"
+    );
 }

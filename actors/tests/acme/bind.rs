@@ -1,9 +1,11 @@
-//! A real DNS server for the DNS-01 tests: Debian's `named` (bind9) on a
+//! A real DNS server for the DNS-01 tests (of the runtime crate and, by
+//! `#[path]`, of the binary's runtime tests): Debian's `named` (bind9) on a
 //! free port of 127.0.0.1, primary for `example.test`, taking updates
 //! signed with a TSIG key made here, for `_acme-challenge` TXT records only
 //! (the `update-policy` docs/certificates.md shows). It stops in `Drop`.
 
-use std::net::UdpSocket;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,8 +35,11 @@ impl Bind {
     pub fn start() -> Bind {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port_both();
-        let secret = base64::engine::general_purpose::STANDARD
-            .encode((0..32).map(|_| fastrand::u8(..)).collect::<Vec<u8>>());
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut key))
+            .expect("read /dev/urandom");
+        let secret = base64::engine::general_purpose::STANDARD.encode(key);
         write_files(dir.path(), port, &secret);
         let log = std::fs::File::create(dir.path().join("named.log")).expect("named log");
         let child = Command::new("named")
@@ -145,7 +150,8 @@ fn write_files(dir: &Path, port: u16, secret: &str) {
 /// A port free for both TCP and UDP on 127.0.0.1.
 fn free_port_both() -> u16 {
     loop {
-        let port = super::pebble::free_port();
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = tcp.local_addr().expect("local address").port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
