@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bind::{Bind, KEY_NAME, ZONE};
+use crate::google_standin::{CloudDnsZone, StandIn};
 use crate::proxy::{free_port, upstream_service};
+use crate::secrets::google_sandbox;
 use crate::support::{text, Sandbox};
 
 /// Longest wait for pebble to listen.
@@ -485,4 +487,77 @@ fn a_wildcard_route_gets_its_certificate_over_dns_01_without_the_secret_in_any_l
         !log.contains(&bind.secret),
         "the tsig secret was logged:\n{log}"
     );
+}
+
+/// DNS-01 through Google Cloud DNS, with the daemon's real client: the
+/// Application Default Credentials of a service-account file get a token
+/// from the stand-in's token endpoint, and the stand-in's Cloud DNS (which
+/// checks the token, the paths and the change bodies) writes the records
+/// into a real named that pebble asks. The record is withdrawn afterwards.
+#[test]
+fn google_cloud_dns_proves_a_wildcard_with_the_secrets_credentials() {
+    let bind = Bind::start();
+    let standin = StandIn::start();
+    standin.serve_zone(CloudDnsZone {
+        project: "dtest-project".to_string(),
+        managed_zone: "example-test".to_string(),
+        dns_name: ZONE.to_string(),
+        server: bind.server.clone(),
+        key_name: KEY_NAME.to_string(),
+        secret: bind.secret.clone(),
+    });
+    let mut sb = google_sandbox(&standin);
+    sb.set_env("DISPENSER_CLOUDDNS_ENDPOINT", &standin.clouddns_url());
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start_with_dns(http, Some(&bind.server));
+    sb.proxy_settings(&format!(
+        "strategy = \"https-only\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
+         https_listen = \"127.0.0.1:{https}\"\n\n\
+         [certbot]\nemail = \"ops@example.com\"\ndirectory_url = \"{}\"\nca_bundle = \"{}\"\n\n\
+         [certbot.dns]\nprovider = \"google\"\nzone = \"{ZONE}\"\nproject = \"dtest-project\"\n\
+         managed_zone = \"example-test\"\npropagation_servers = [\"{}\"]\n",
+        pebble.directory_url,
+        pebble.ca_bundle.display(),
+        bind.server,
+    ));
+    upstream_service(
+        &mut sb,
+        "wild",
+        "wild",
+        "host = \"*.example.test\"\nchallenge = \"dns-01\"",
+    );
+    let daemon = sb.start();
+    let root = pebble.write_issuing_root();
+    let deadline = Instant::now() + ISSUE_TIMEOUT;
+    while https_get(https, "a.example.test", &root).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no wildcard certificate through cloud dns\n{}\n{:?}\n{}",
+            daemon.log(),
+            standin.requests(),
+            pebble.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        https_get(https, "b.example.test", &root).as_deref(),
+        Some("wild\n")
+    );
+    // Each call carried a token the stand-in verified (a self-signed JWT of
+    // the service account), or it would have been refused with 401.
+    let calls = standin.requests();
+    assert!(
+        calls.iter().any(|call| call.starts_with("GET /dns/v1/projects/dtest-project/managedZones/example-test/rrsets/_acme-challenge.example.test./TXT")),
+        "{calls:#?}"
+    );
+    // One change added the record, one took it away again.
+    let changes = standin.dns_changes();
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+    assert_eq!(
+        changes[0]["additions"][0]["name"], "_acme-challenge.example.test.",
+        "{changes:#?}"
+    );
+    assert!(changes[1]["deletions"].is_array(), "{changes:#?}");
+    assert!(bind.txt("_acme-challenge.example.test").is_empty());
+    daemon.stop();
 }

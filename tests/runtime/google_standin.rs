@@ -1,6 +1,7 @@
-//! A local stand-in of Google's OAuth2 token endpoint and of Secret
-//! Manager's `versions/V:access` REST call, on 127.0.0.1, for the secrets
-//! tests. It checks what the real services check: a bearer token that is
+//! A local stand-in of Google's OAuth2 token endpoint, of Secret
+//! Manager's `versions/V:access` REST call and of Cloud DNS's record sets
+//! (`rrsets/NAME/TXT` and `changes`, kept in a real named through nsupdate),
+//! on 127.0.0.1, for the secrets and DNS-01 tests. It checks what the real services check: a bearer token that is
 //! either one it issued (refresh-token or JWT-bearer grant) or a self-signed
 //! JWT of the test's service account (RS256, verified with its public key).
 
@@ -50,8 +51,25 @@ struct TestKey {
     public_der: Vec<u8>,
 }
 
+/// A Cloud DNS managed zone the stand-in serves; its records live in a real
+/// named, written with nsupdate (TSIG) and read with dig.
+#[derive(Clone, Debug)]
+pub struct CloudDnsZone {
+    pub project: String,
+    pub managed_zone: String,
+    /// The zone's DNS name with its trailing dot.
+    pub dns_name: String,
+    /// named's `127.0.0.1:port`, its key's name and base64 secret.
+    pub server: String,
+    pub key_name: String,
+    pub secret: String,
+}
+
 #[derive(Default)]
 struct State {
+    zone: Option<CloudDnsZone>,
+    /// Every Cloud DNS change applied, as received.
+    dns_changes: Vec<Value>,
     answers: BTreeMap<String, Answer>,
     failed_once: BTreeSet<String>,
     /// Every request line received, in order.
@@ -108,6 +126,21 @@ impl StandIn {
     /// Grant types the token endpoint accepted.
     pub fn token_grants(&self) -> Vec<String> {
         self.state.lock().unwrap().token_grants.clone()
+    }
+
+    /// Serves `zone` under `/dns/v1/`.
+    pub fn serve_zone(&self, zone: CloudDnsZone) {
+        self.state.lock().unwrap().zone = Some(zone);
+    }
+
+    /// The Cloud DNS endpoint (`DISPENSER_CLOUDDNS_ENDPOINT`).
+    pub fn clouddns_url(&self) -> String {
+        format!("{}/dns/v1/", self.url())
+    }
+
+    /// The Cloud DNS changes applied so far.
+    pub fn dns_changes(&self) -> Vec<Value> {
+        self.state.lock().unwrap().dns_changes.clone()
     }
 
     pub fn max_in_flight(&self) -> usize {
@@ -227,6 +260,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let target = parts.next().unwrap_or("").to_string();
     let (status, answer) = if method == "POST" && target == "/token" {
         token(&body, state)
+    } else if target.starts_with("/dns/v1/") {
+        state
+            .lock()
+            .unwrap()
+            .requests
+            .push(format!("{method} {target}"));
+        cloud_dns(&method, &target, &headers, &body, state)
     } else if method == "GET" && target.starts_with("/v1/") && target.ends_with(":access") {
         state
             .lock()
@@ -247,6 +287,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        409 => "Conflict",
         _ => "Service Unavailable",
     };
     let mut stream = stream;
@@ -358,6 +399,176 @@ fn access(target: &str, authorization: Option<&String>, state: &Mutex<State>) ->
             }}),
         ),
     }
+}
+
+/// Cloud DNS: `GET .../rrsets/NAME/TXT` and `POST .../changes` of the
+/// served zone, with a bearer token the stand-in issued.
+fn cloud_dns(
+    method: &str,
+    target: &str,
+    headers: &BTreeMap<String, String>,
+    body: &[u8],
+    state: &Mutex<State>,
+) -> (u16, Value) {
+    let error =
+        |code: u16, message: String| (code, json!({"error": {"code": code, "message": message}}));
+    let bearer = headers
+        .get("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bearer != ACCESS_TOKEN && !verify_jwt(bearer) {
+        return error(
+            401,
+            "Request had invalid authentication credentials.".to_string(),
+        );
+    }
+    let Some(zone) = state.lock().unwrap().zone.clone() else {
+        return error(404, "no zone is served".to_string());
+    };
+    let path: Vec<&str> = target.trim_start_matches("/dns/v1/").split('/').collect();
+    match path.as_slice() {
+        ["projects", project, "managedZones", managed, rest @ ..]
+            if *project == zone.project && *managed == zone.managed_zone =>
+        {
+            match (method, rest) {
+                ("GET", ["rrsets", name, "TXT"]) => {
+                    let rrdatas = dig_txt(&zone, name);
+                    if rrdatas.is_empty() {
+                        return error(
+                            404,
+                            format!(
+                                "The 'parameters.name' resource named '{name}' does not exist."
+                            ),
+                        );
+                    }
+                    (
+                        200,
+                        json!({"kind": "dns#resourceRecordSet", "name": name, "type": "TXT", "ttl": 60, "rrdatas": rrdatas}),
+                    )
+                }
+                ("POST", ["changes"]) => {
+                    if headers.get("content-type").map(String::as_str) != Some("application/json") {
+                        return error(400, "the body must be json".to_string());
+                    }
+                    let Ok(change) = serde_json::from_slice::<Value>(body) else {
+                        return error(400, "the body is not json".to_string());
+                    };
+                    match apply_change(&zone, &change) {
+                        Ok(()) => {
+                            state.lock().unwrap().dns_changes.push(change.clone());
+                            (
+                                200,
+                                json!({"kind": "dns#change", "id": "1", "status": "done"}),
+                            )
+                        }
+                        Err(message) => error(400, message),
+                    }
+                }
+                _ => error(404, format!("no such cloud dns call: {method} {target}")),
+            }
+        }
+        _ => error(
+            404,
+            format!("The 'parameters.managedZone' resource named '{target}' does not exist."),
+        ),
+    }
+}
+
+/// The TXT rrdatas (quoted, as Cloud DNS writes them) at `name`.
+fn dig_txt(zone: &CloudDnsZone, name: &str) -> Vec<String> {
+    let (host, port) = zone.server.split_once(':').unwrap();
+    let out = Command::new("dig")
+        .args([
+            &format!("@{host}"),
+            "-p",
+            port,
+            "+tcp",
+            "+short",
+            name,
+            "TXT",
+        ])
+        .output()
+        .expect("dig runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Applies a change's deletions, then its additions, in named with nsupdate;
+/// every record set must be a TXT set in the zone, and a deletion must match
+/// the current set exactly (Cloud DNS's precondition).
+fn apply_change(zone: &CloudDnsZone, change: &Value) -> Result<(), String> {
+    let sets = |key: &str| change[key].as_array().cloned().unwrap_or_default();
+    let (deletions, additions) = (sets("deletions"), sets("additions"));
+    if deletions.is_empty() && additions.is_empty() {
+        return Err("the change is empty".to_string());
+    }
+    let (host, port) = zone.server.split_once(':').unwrap();
+    let mut script = format!("server {host} {port}\nzone {}\n", zone.dns_name);
+    for (set, verb) in deletions
+        .iter()
+        .map(|s| (s, "delete"))
+        .chain(additions.iter().map(|s| (s, "add")))
+    {
+        let name = set["name"].as_str().ok_or("a record set without a name")?;
+        if set["type"] != "TXT" || !name.ends_with(&zone.dns_name) {
+            return Err(format!("not a txt set of the zone: {set}"));
+        }
+        let rrdatas: Vec<String> = set["rrdatas"]
+            .as_array()
+            .ok_or("a record set without rrdatas")?
+            .iter()
+            .filter_map(|data| data.as_str().map(str::to_string))
+            .collect();
+        if verb == "delete" {
+            let mut current = dig_txt(zone, name);
+            let mut wanted = rrdatas.clone();
+            current.sort();
+            wanted.sort();
+            if current != wanted {
+                return Err(format!(
+                    "the set to delete is not the current one: {current:?}"
+                ));
+            }
+        }
+        let ttl = set["ttl"].as_u64().unwrap_or(60);
+        for data in rrdatas {
+            match verb {
+                "delete" => script.push_str(&format!("update delete {name} TXT {data}\n")),
+                _ => script.push_str(&format!("update add {name} {ttl} TXT {data}\n")),
+            }
+        }
+    }
+    script.push_str("send\n");
+    let mut child = Command::new("nsupdate")
+        .arg("-y")
+        .arg(format!(
+            "hmac-sha256:{}:{}",
+            zone.key_name.trim_end_matches('.'),
+            zone.secret
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nsupdate runs (apt-get install bind9-dnsutils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "nsupdate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 fn payload(key: &str, bytes: &[u8]) -> Value {
