@@ -12,7 +12,7 @@ CARGO_FLAGS ?=
 TEST_JOBS ?= 2
 # Debian packages the test suite needs: the only list of them.
 TEST_PACKAGES := busybox-static docker-registry pebble apache2-utils sqlite3 \
-	curl ca-certificates openssl shellcheck python3-venv chromium
+	curl ca-certificates openssl shellcheck python3-venv chromium bind9 bind9-dnsutils
 # kubernetes-validate (PyPI) checks the exported Kubernetes manifests
 # (tests/export.rs): `make deps` puts it in this venv, where the test looks.
 KUBERNETES_VALIDATE_VENV := target/ci-tools/kubernetes-validate
