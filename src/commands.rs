@@ -60,12 +60,14 @@ pub fn run(config: &Path, command: Command) -> ExitCode {
             client.logs(&service, tail, follow).await
         }),
         Command::Deploy { service } => ask(config, |client| async move {
-            let message = client.action(&service, "deploy").await?;
+            let message =
+                with_progress(&client, &service, client.action(&service, "deploy")).await?;
             println!("{message}");
             Ok(())
         }),
         Command::Rollback { service } => ask(config, |client| async move {
-            let message = client.action(&service, "rollback").await?;
+            let message =
+                with_progress(&client, &service, client.action(&service, "rollback")).await?;
             println!("{message}");
             Ok(())
         }),
@@ -167,4 +169,22 @@ where
 fn fail(err: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {err}");
     ExitCode::FAILURE
+}
+
+/// Runs `work` (a deploy, a rollback, a takeover through the socket) while
+/// drawing the daemon's progress for `service` on stderr. The work is a
+/// future not yet started: progress is subscribed to first, so no update of
+/// it is missed.
+pub(crate) async fn with_progress<T>(
+    client: &Client,
+    service: &str,
+    work: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    let view = crate::admin::progress::View::for_stderr(Some(service.to_string()));
+    let watch = client.watch_progress(view).await;
+    let outcome = work.await;
+    if let Some(watch) = watch {
+        watch.finish().await;
+    }
+    outcome
 }

@@ -59,6 +59,8 @@ struct Requests {
 struct Running {
     control: Control,
     _admin: Option<AdminServer>,
+    /// `dev` draws its pulls and health gates on its own stderr.
+    _progress: Option<crate::admin::progress::Local>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `load` reads, renders and
@@ -175,6 +177,9 @@ async fn build(
     Ok(Running {
         control,
         _admin: admin,
+        _progress: options
+            .dev
+            .then(|| crate::admin::progress::draw_local(None)),
     })
 }
 

@@ -107,9 +107,23 @@ pub fn init(level: Option<&str>, default_level: &str) {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AboveTheBars)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// stderr, written with any progress bars out of the way (one formatted
+/// event is one write).
+struct AboveTheBars;
+
+impl std::io::Write for AboveTheBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::admin::progress::suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,8 @@ pub fn run(config: &Path, pid_file: &Path, services: &[String]) -> ExitCode {
 async fn through_daemon(client: &Client, names: &[String]) -> Vec<Result<String, String>> {
     let mut outcomes = Vec::new();
     for name in names {
-        let outcome = client.action(name, "takeover").await;
+        let outcome =
+            crate::commands::with_progress(client, name, client.action(name, "takeover")).await;
         outcomes.push(outcome.map_err(|err| format!("{name}: {err}")));
     }
     outcomes
@@ -106,6 +107,7 @@ fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<Strin
             return vec![Err(format!("the plan was not applied: {err}"))];
         }
         let supervisor = control.supervisor();
+        let drawing = crate::admin::progress::draw_local(None);
         let mut outcomes = Vec::new();
         for name in names {
             let outcome = match supervisor
@@ -120,6 +122,7 @@ fn in_process(pid_file: &Path, plan: Plan, names: &[String]) -> Vec<Result<Strin
             };
             outcomes.push(outcome);
         }
+        drawing.finish().await;
         // Every deploy above is written before the process exits.
         control.flush().await;
         outcomes

@@ -12,6 +12,7 @@ pub mod files;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;
+pub mod progress;
 pub mod proxy;
 pub mod registry;
 pub mod service;

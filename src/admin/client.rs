@@ -36,6 +36,23 @@ pub enum ClientError {
     Local(String),
 }
 
+/// Longest progress line read from the daemon.
+const MAX_PROGRESS_LINE: usize = 64 * 1024;
+
+/// A progress view drawing in the background; `finish` ends it.
+pub struct ProgressWatch {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressWatch {
+    /// Stops drawing and clears what is still drawn.
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// A connection target: the socket beside a config file.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -87,6 +104,40 @@ impl Client {
         let answer: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode(err.to_string()))?;
         Ok(answer["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `GET /v1/progress`, drawn by `view` until the returned watch is
+    /// finished; `None` when the daemon offers no progress (the work is
+    /// then done without it).
+    pub async fn watch_progress(&self, mut view: super::progress::View) -> Option<ProgressWatch> {
+        let mut body = self.request(Method::GET, "/v1/progress").await.ok()?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut pending = Vec::new();
+            loop {
+                let frame = tokio::select! {
+                    _ = &mut stopped => break,
+                    frame = body.frame() => frame,
+                };
+                let Some(Ok(frame)) = frame else { break };
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                pending.extend_from_slice(data);
+                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if let Ok(update) = serde_json::from_slice(&line) {
+                        view.show(&update);
+                    }
+                }
+                // A line longer than any update is not one: drop it.
+                if pending.len() > MAX_PROGRESS_LINE {
+                    pending.clear();
+                }
+            }
+            view.finish();
+        });
+        Some(ProgressWatch { stop, task })
     }
 
     /// `GET /v1/logs/{service}`: copies the output to stdout as it comes.

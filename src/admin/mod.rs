@@ -19,6 +19,7 @@
 mod charts;
 pub mod client;
 mod page;
+pub mod progress;
 pub mod report;
 mod server;
 pub mod watch;

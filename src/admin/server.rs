@@ -165,12 +165,12 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let socket_only = matches!(
         segments.as_slice(),
-        ["v1", "logs", ..] | ["v1", "services", ..]
+        ["v1", "logs", ..] | ["v1", "services", ..] | ["v1", "progress"]
     );
     if access == Access::ReadOnly && socket_only {
         return error(
             StatusCode::FORBIDDEN,
-            "logs, deploy, rollback, takeover and maintenance are only served on the unix socket",
+            "logs, progress, deploy, rollback, takeover and maintenance are only served on the unix socket",
         );
     }
     match (req.method(), segments.as_slice()) {
@@ -193,6 +193,7 @@ async fn route(req: &HttpRequest, state: &AdminState, access: Access) -> HttpRes
         }
         (&Method::GET, ["v1", "status"]) => json(StatusCode::OK, &report::gather(state).await),
         (&Method::GET, ["v1", "logs", service]) => logs(state, service, req.uri().query()).await,
+        (&Method::GET, ["v1", "progress"]) => progress_stream(),
         (&Method::POST, ["v1", "services", service, action @ ("deploy" | "rollback")]) => {
             operator_action(state, service, action).await
         }
@@ -255,6 +256,33 @@ fn loopback_authority(authority: &str) -> bool {
         || name
             .parse::<std::net::Ipv4Addr>()
             .is_ok_and(|address| address.is_loopback())
+}
+
+/// `GET /v1/progress`: every progress update from now on (pulls, the
+/// health gate), one JSON object per line, until the client goes away. The
+/// CLI opens it before it asks for a deploy or a takeover.
+fn progress_stream() -> HttpResponse {
+    let receiver = dispenser_actors::progress::subscribe();
+    let lines = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(update) => {
+                    let mut line = serde_json::to_vec(&update).unwrap_or_default();
+                    line.push(b'\n');
+                    return Some((
+                        Ok::<_, std::io::Error>(actix_web::web::Bytes::from(line)),
+                        receiver,
+                    ));
+                }
+                // A slow reader lost the oldest updates: go on with the rest.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(lines)
 }
 
 async fn logs(state: &AdminState, service: &str, query: Option<&str>) -> HttpResponse {

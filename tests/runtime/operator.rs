@@ -689,3 +689,71 @@ fn status_watch_refreshes_plain_off_a_terminal_in_place_on_one_and_stops_on_a_si
     assert!(out.contains(app.as_str()), "{out:?}");
     daemon.stop();
 }
+
+/// `dispenser deploy` shows the pull of the new digest and the health
+/// gate: plain lines when stderr is not a terminal, bars (redrawn with
+/// escape codes) on a pty from `script`.
+#[test]
+fn deploy_shows_the_pull_and_the_health_gate_plainly_off_a_terminal_and_as_bars_on_one() {
+    use crate::deploys::Images;
+    use crate::watching::{Auth, Registry};
+    let mut images = Images(Vec::new());
+    let upstream = crate::proxy::UPSTREAM;
+    let v2 = images.build("progress-v2", &format!("FROM {upstream}\nENV VERSION=v2\n"));
+    let v3 = images.build("progress-v3", &format!("FROM {upstream}\nENV VERSION=v3\n"));
+    let mut registry = Registry::start(Auth::None);
+    let repository = format!("progress-{}", std::process::id());
+    registry.push(upstream, &repository, None);
+    let image = registry.image(&repository);
+    let mut sb = Sandbox::new();
+    sb.deploy_settings("ready_timeout = \"20s\"\n");
+    sb.service("app", &image, "[env]\nPORT = \"8080\"\n");
+    let app = sb.name("app");
+    let daemon = sb.start();
+
+    // Off a terminal: lines.
+    registry.push(&v2, &repository, None);
+    let out = sb.cli(&["deploy", &app]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", daemon.log());
+    assert!(err.contains(&format!("pulled {image}")), "{err}");
+    assert!(
+        err.contains(&format!("waiting for {app} to be ready: 0s of 20s")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{app} is ready")), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no escape codes off a terminal: {err:?}"
+    );
+
+    // On a terminal: bars.
+    registry.push(&v3, &repository, None);
+    let tty = sb.path("deploy-tty.txt");
+    let command = format!(
+        "{} -c {} -p {} deploy {app}",
+        env!("CARGO_BIN_EXE_dispenser"),
+        sb.config().display(),
+        sb.pid_file().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&tty).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let status = wait_exit(&mut script, EXIT_TIMEOUT, "script", || daemon.log());
+    let out = std::fs::read_to_string(&tty).unwrap();
+    assert!(status.success(), "{status}: {out:?}");
+    assert!(out.contains(&format!("{app} is ready")), "{out:?}");
+    assert!(
+        out.contains("\x1b["),
+        "bars are drawn on a terminal: {out:?}"
+    );
+    assert!(
+        !out.contains("0s of 20s\r\n"),
+        "no plain waiting lines on a terminal: {out:?}"
+    );
+    daemon.stop();
+}

@@ -46,6 +46,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// Inspects a listing runs at once (each is one small request to the engine).
 const LIST_INSPECTS_AT_ONCE: usize = 8;
+/// Longest time between two progress updates of a pull.
+const PULL_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl DockerEngine {
     /// Connects to `DOCKER_HOST` (default: the local socket) and negotiates
@@ -224,11 +226,24 @@ impl Engine for DockerEngine {
         };
         let credentials = credential.map(|credential| docker_credentials(image, credential));
         let mut progress = self.docker.create_image(Some(options), None, credentials);
+        let mut tally = crate::progress::PullTally::default();
+        let mut shown = std::time::Instant::now();
         loop {
             match progress.try_next().await {
                 Ok(Some(info)) => {
                     if let Some(message) = info.error_detail.and_then(|detail| detail.message) {
                         return Err(pull_error(message));
+                    }
+                    let detail = info.progress_detail.unwrap_or_default();
+                    tally.record(
+                        info.id.as_deref().unwrap_or(""),
+                        info.status.as_deref().unwrap_or(""),
+                        detail.current,
+                        detail.total,
+                    );
+                    if shown.elapsed() >= PULL_PROGRESS_EVERY {
+                        shown = std::time::Instant::now();
+                        crate::progress::publish(tally.progress(&image.original));
                     }
                 }
                 Ok(None) => break,
@@ -243,6 +258,10 @@ impl Engine for DockerEngine {
                 }
             }
         }
+        crate::progress::publish(tally.progress(&image.original));
+        crate::progress::publish(crate::progress::Progress::Pulled {
+            image: image.original.clone(),
+        });
         debug!(image = %image, "image pulled");
         Ok(())
     }

@@ -529,8 +529,19 @@ pub async fn wait_ready(
     id: &str,
 ) -> Result<Container, String> {
     let limit = runtime.deploy.ready_timeout;
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut shown = None;
     loop {
+        let elapsed_secs = started.elapsed().as_secs();
+        if shown != Some(elapsed_secs) {
+            shown = Some(elapsed_secs);
+            crate::progress::publish(crate::progress::Progress::Waiting {
+                service: service.name.clone(),
+                elapsed_secs,
+                limit_secs: limit.as_secs(),
+            });
+        }
         let container = look(runtime, id).await?;
         let verdict = match container.health {
             Some(Health::Healthy) => Some(Ok(())),
@@ -548,8 +559,10 @@ pub async fn wait_ready(
                     if settled.started_at != container.started_at {
                         return Err("the new container restarted while starting".into());
                     }
+                    ready(service);
                     return Ok(settled);
                 }
+                ready(service);
                 return Ok(container);
             }
             Some(Err(reason)) => return Err(reason),
@@ -563,6 +576,13 @@ pub async fn wait_ready(
         }
         sleep(POLL).await;
     }
+}
+
+/// Tells a watching person that `service`'s new container is ready.
+fn ready(service: &Service) {
+    crate::progress::publish(crate::progress::Progress::Ready {
+        service: service.name.clone(),
+    });
 }
 
 /// The container's state, as an error when it is not running.
