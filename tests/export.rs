@@ -879,3 +879,84 @@ fn google_secrets_become_external_secrets_or_copy_commands_and_are_never_written
         text(&result.stderr)
     );
 }
+
+/// `[certbot.dns]` becomes a DNS-01 solver of the same provider on the
+/// ClusterIssuer, for the DNS-01 names (the HTTP-01 route keeps the default
+/// solver), its credential a Secret to create, never its value; a wildcard
+/// host gets a Secret of its own and, for Nomad, Traefik's `HostRegexp`.
+#[test]
+fn dns_01_exports_as_a_cert_manager_solver_and_a_traefik_host_regexp() {
+    let tree = repo().join("tests/configs/valid/dns-01");
+    let tsig = "TopSecretValue42";
+    let environment = [("DISPENSER_TEST_SECRET", tsig)];
+    let out = tempfile::tempdir().unwrap();
+    let output = fixtures::dispenser(
+        &tree,
+        &[
+            "export",
+            "kubernetes",
+            "-c",
+            "dispenser.toml",
+            "-o",
+            out.path().to_str().unwrap(),
+            "--allow-lossy",
+        ],
+        &environment,
+    );
+    let printed = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("dispenser-acme-dns"), "{printed}");
+    let cluster = std::fs::read_to_string(out.path().join("cluster.yaml")).unwrap();
+    let documents = yaml_rust2::YamlLoader::load_from_str(&cluster).unwrap();
+    let issuer = documents
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("ClusterIssuer"))
+        .expect("a ClusterIssuer");
+    let solvers = issuer["spec"]["acme"]["solvers"].as_vec().expect("solvers");
+    assert_eq!(solvers.len(), 2, "{cluster}");
+    assert!(!solvers[0]["http01"].is_badvalue(), "{cluster}");
+    let rfc2136 = &solvers[1]["dns01"]["rfc2136"];
+    assert_eq!(rfc2136["nameserver"].as_str(), Some("ns1.example.com:53"));
+    assert_eq!(rfc2136["tsigKeyName"].as_str(), Some("dispenser-key"));
+    assert_eq!(rfc2136["tsigAlgorithm"].as_str(), Some("HMACSHA512"));
+    assert_eq!(
+        rfc2136["tsigSecretSecretRef"]["name"].as_str(),
+        Some("dispenser-acme-dns")
+    );
+    assert_eq!(
+        solvers[1]["selector"]["dnsNames"][0].as_str(),
+        Some("*.shop.example.com"),
+        "{cluster}"
+    );
+    let shop = std::fs::read_to_string(out.path().join("shop.yaml")).unwrap();
+    assert!(shop.contains("wildcard-shop-example-com-tls"), "{shop}");
+    for (name, content) in written(out.path()) {
+        assert!(!content.contains(tsig), "{name} holds the tsig secret");
+    }
+    assert!(!printed.contains(tsig), "{printed}");
+
+    let nomad = tempfile::tempdir().unwrap();
+    let output = fixtures::dispenser(
+        &tree,
+        &[
+            "export",
+            "nomad",
+            "-c",
+            "dispenser.toml",
+            "-o",
+            nomad.path().to_str().unwrap(),
+            "--allow-lossy",
+        ],
+        &environment,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let job = written(nomad.path())
+        .into_iter()
+        .find(|(name, _)| name.contains("shop"))
+        .expect("the shop job")
+        .1;
+    assert!(
+        job.contains(r"HostRegexp(`^[a-z0-9-]+\\.shop\\.example\\.com$`)"),
+        "{job}"
+    );
+}

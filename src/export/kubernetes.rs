@@ -85,7 +85,7 @@ pub fn export(input: &Input<'_>, findings: &mut Findings<'_>) -> Vec<OutputFile>
                 "email": acme.email,
                 "server": acme.directory_url,
                 "privateKeySecretRef": {"name": format!("{CLUSTER_ISSUER}-account")},
-                "solvers": [{"http01": {"ingress": {}}}],
+                "solvers": solvers(plan, acme, findings),
             }},
         }));
         findings.install(
@@ -707,7 +707,12 @@ fn ingress(
     if http_only {
         return ingress;
     }
-    let secret = format!("{}-tls", mapping::to_dns_label(&route.host, 59));
+    // `*.example.com` and `example.com` each get their own Secret.
+    let label = match route.host.strip_prefix("*.") {
+        Some(parent) => format!("wildcard-{parent}"),
+        None => route.host.clone(),
+    };
+    let secret = format!("{}-tls", mapping::to_dns_label(&label, 59));
     ingress["spec"]["tls"] = json!([{"hosts": [route.host], "secretName": secret}]);
     match &route.tls {
         TlsSource::Automatic if input.plan.acme.is_some() => {
@@ -860,4 +865,73 @@ fn label_part(name: &str) -> String {
         .collect();
     part.trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string()
+}
+
+/// The Secret, in cert-manager's namespace, that the DNS-01 solver reads its
+/// credential from; the credential itself is never exported.
+const DNS_CREDENTIALS_SECRET: &str = "dispenser-acme-dns";
+
+/// The ClusterIssuer's solvers: HTTP-01 through the Ingress by default, and
+/// with `[certbot.dns]` a DNS-01 solver of the same provider for the names
+/// that use DNS-01 (all of them when no route uses another challenge).
+fn solvers(
+    plan: &dispenser_actors::plan::Plan,
+    acme: &dispenser_actors::plan::AcmeSettings,
+    findings: &mut Findings<'_>,
+) -> Value {
+    use dispenser_actors::plan::{Challenge, DnsProviderSettings, TsigAlgorithm};
+    let http01 = json!({"http01": {"ingress": {}}});
+    let Some(dns) = &acme.dns else {
+        return json!([http01]);
+    };
+    let automatic = || {
+        plan.services
+            .values()
+            .filter_map(|service| service.route.as_ref())
+            .filter(|route| route.tls == TlsSource::Automatic)
+    };
+    let dns_names: Vec<&str> = automatic()
+        .filter(|route| route.challenge_or(acme.challenge) == Challenge::Dns01)
+        .flat_map(|route| route.names())
+        .collect();
+    let others = automatic().any(|route| route.challenge_or(acme.challenge) != Challenge::Dns01);
+    let provider = match &dns.provider {
+        DnsProviderSettings::Rfc2136 {
+            server,
+            key_name,
+            algorithm,
+            ..
+        } => json!({"rfc2136": {
+            "nameserver": server,
+            "tsigKeyName": key_name.trim_end_matches('.'),
+            "tsigAlgorithm": match algorithm {
+                TsigAlgorithm::HmacSha256 => "HMACSHA256",
+                TsigAlgorithm::HmacSha384 => "HMACSHA384",
+                TsigAlgorithm::HmacSha512 => "HMACSHA512",
+            },
+            "tsigSecretSecretRef": dns_credential(findings, "secret"),
+        }}),
+        DnsProviderSettings::Google { project, .. } => {
+            findings.not_done("cert-manager's Cloud DNS solver needs credentials of its own (Workload Identity, or a `serviceAccountSecretRef`): the daemon's Application Default Credentials are not exported");
+            json!({"cloudDNS": {"project": project}})
+        }
+        DnsProviderSettings::Cloudflare { .. } => {
+            json!({"cloudflare": {"apiTokenSecretRef": dns_credential(findings, "api-token")}})
+        }
+    };
+    let mut dns01 = json!({"dns01": provider});
+    if !others {
+        return json!([dns01]);
+    }
+    dns01["selector"] = json!({"dnsNames": dns_names});
+    json!([http01, dns01])
+}
+
+/// A reference to the DNS-01 credential's Secret, and the finding that says
+/// to create it.
+fn dns_credential(findings: &mut Findings<'_>, key: &str) -> Value {
+    findings.not_done(format!(
+        "create the Secret `{DNS_CREDENTIALS_SECRET}` (key `{key}`) in cert-manager's namespace for the DNS-01 solver: the credential is not exported"
+    ));
+    json!({"name": DNS_CREDENTIALS_SECRET, "key": key})
 }

@@ -288,8 +288,9 @@ fn nomad_service(
         let mut tags = vec![
             "traefik.enable=true".to_string(),
             format!(
-                "{router}.rule=Host(`{}`) && PathPrefix(`{}`)",
-                route.host, route.path
+                "{router}.rule={} && PathPrefix(`{}`)",
+                traefik_host(&route.host),
+                route.path
             ),
         ];
         if input.plan.acme.is_some() {
@@ -518,4 +519,16 @@ fn strings(list: &[String]) -> Expression {
             .map(|item| Expression::String(item.clone()))
             .collect(),
     )
+}
+
+/// Traefik's rule for a route host: `Host` for a name, `HostRegexp` (Traefik
+/// v3 syntax) for a wildcard, which stands for one label.
+fn traefik_host(host: &str) -> String {
+    match host.strip_prefix("*.") {
+        Some(parent) => format!(
+            "HostRegexp(`^[a-z0-9-]+\\.{}$`)",
+            parent.replace('.', "\\.")
+        ),
+        None => format!("Host(`{host}`)"),
+    }
 }
