@@ -100,10 +100,16 @@ fn takeover_through_the_running_daemon_drops_no_request() {
     let out = sb.cli(&["takeover"]);
     let printed = stdout_lines(&out);
     assert!(out.status.success(), "{printed}\n{}", daemon.log());
+    let progress = text(&out.stderr);
     for short in ["app", "web"] {
         assert!(
             printed.contains(&format!("{}: took over container", sb.name(short))),
             "{printed}"
+        );
+        // The daemon's health gate, drawn as plain lines off a terminal.
+        assert!(
+            progress.contains(&format!("{} is ready", sb.name(short))),
+            "{progress}"
         );
     }
     load.wait_for("dispenser", || daemon.log());
@@ -151,10 +157,16 @@ fn takeover_without_a_daemon_runs_in_process_and_the_daemon_then_adopts() {
     let out = sb.cli(&["takeover"]);
     let printed = stdout_lines(&out);
     assert!(out.status.success(), "{printed}");
+    let progress = text(&out.stderr);
     for short in ["app", "web"] {
         assert!(
             printed.contains(&format!("{}: took over container", sb.name(short))),
             "{printed}"
+        );
+        // This process's own health gate, drawn as plain lines.
+        assert!(
+            progress.contains(&format!("{} is ready", sb.name(short))),
+            "{progress}"
         );
     }
     assert_managed(&sb, "app", &old_app);
