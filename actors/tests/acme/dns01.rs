@@ -151,6 +151,29 @@ async fn rfc2136_adds_beside_other_records_and_removes_only_its_own() {
     assert!(err.to_string().contains(&bind.server), "{err}");
 }
 
+/// With no `propagation_servers`, a REST provider's records are checked
+/// on the zone's NS servers: found from the NS records and their
+/// addresses, here asked of the test's named (the zone's NS is
+/// `ns.example.test`, 127.0.0.1).
+#[actix_rt::test]
+async fn the_zones_authoritative_servers_come_from_its_ns_records() {
+    let bind = Bind::start();
+    let servers = dispenser_actors::proxy::acme::dns::propagation::authoritative_servers_via(
+        &bind.server,
+        ZONE,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", bind.log()));
+    assert_eq!(servers, vec!["127.0.0.1:53"]);
+    let err = dispenser_actors::proxy::acme::dns::propagation::authoritative_servers_via(
+        &bind.server,
+        "other.test.",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("other.test."), "{err}");
+}
+
 #[actix_rt::test]
 async fn a_wrong_tsig_key_is_refused_naming_the_provider_and_zone() {
     let bind = Bind::start();

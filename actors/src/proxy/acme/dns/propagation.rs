@@ -106,6 +106,19 @@ pub async fn authoritative_servers(zone: &str) -> Result<Vec<String>, Propagatio
     let resolver = resolvers
         .first()
         .ok_or_else(|| no_servers(format!("{RESOLV_CONF} names no nameserver")))?;
+    authoritative_servers_via(resolver, zone).await
+}
+
+/// The authoritative servers of `zone` as `address:53`, asked of
+/// `resolver` (`host:port`).
+pub async fn authoritative_servers_via(
+    resolver: &str,
+    zone: &str,
+) -> Result<Vec<String>, PropagationError> {
+    let no_servers = |reason: String| PropagationError::NoServers {
+        zone: zone.to_string(),
+        reason,
+    };
     let zone_name =
         Name::from_ascii(zone).map_err(|err| no_servers(format!("not a dns name: {err}")))?;
     let answer = wire::query(resolver, &zone_name, RecordType::NS, true)
