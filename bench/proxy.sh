@@ -82,6 +82,12 @@ path = "auth"
 
 [[service]]
 path = "close"
+
+[[service]]
+path = "close-nginx"
+
+[[service]]
+path = "close-caddy"
 EOF
 cat > "$work/upstream/service.toml" <<EOF
 [service]
@@ -121,6 +127,18 @@ image = "dispenser-test/web:v1"
 host = "$CLOSE_HOST"
 service_port = 80
 EOF
+# The same for nginx and Caddy, each its own container: a proxy that closes
+# the container connection first leaves its TIME_WAIT sockets on the host,
+# and new connections to the same address then search longer for a free
+# port. Separate addresses keep one proxy's TIME_WAIT from slowing another.
+for proxy in nginx caddy; do
+  mkdir -p "$work/close-$proxy"
+  cat > "$work/close-$proxy/service.toml" <<EOF
+[service]
+name = "$INSTANCE-close-$proxy"
+image = "dispenser-test/web:v1"
+EOF
+done
 "${DISPENSER:-target/release/dispenser}" -c "$work/dispenser.toml" -p "$work/dispenser.pid" >"$work/dispenser.log" 2>&1 &
 dispenser_pid=$!
 pids+=("$dispenser_pid")
@@ -130,7 +148,8 @@ for _ in $(seq 100); do
 done
 address_of() { docker inspect -f "{{(index .NetworkSettings.Networks \"$INSTANCE-net\").IPAddress}}" "$1"; }
 upstream_ip="$(address_of "$INSTANCE-upstream")"
-close_ip="$(address_of "$INSTANCE-close")"
+close_nginx_ip="$(address_of "$INSTANCE-close-nginx")"
+close_caddy_ip="$(address_of "$INSTANCE-close-caddy")"
 
 # nginx with keep-alive to the upstream, as PERF-NOTES measured it.
 mkdir -p "$work/nginx"
@@ -144,7 +163,7 @@ http {
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
   upstream app { server $upstream_ip:8080; keepalive 64; }
-  upstream app_close { server $close_ip:80; }
+  upstream app_close { server $close_nginx_ip:80; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     server_name $CLOSE_HOST;
@@ -175,7 +194,7 @@ cat > "$work/Caddyfile" <<EOF
 }
 http://$CLOSE_HOST:$CADDY_PORT {
   bind 127.0.0.1
-  reverse_proxy $close_ip:80
+  reverse_proxy $close_caddy_ip:80
 }
 http://:$CADDY_PORT {
   bind 127.0.0.1
@@ -262,7 +281,9 @@ section="$(
   echo "cost of the cached check (bcrypt runs once per worker and minute, not per request)."
   echo "The \`-close\` rows proxy to busybox httpd (\`dispenser-test/web:v1\`), which closes its"
   echo "connection after every answer: each request opens a new container connection. Their"
-  echo "ratios are to \`nginx-close\`, the same upstream behind nginx."
+  echo "ratios are to \`nginx-close\`, the same upstream behind nginx. Each proxy has a container"
+  echo "of its own there, so TIME_WAIT sockets one leaves on the host do not slow another's"
+  echo "connections."
   echo
   echo "$TABLE_HEAD"
   echo "$table"

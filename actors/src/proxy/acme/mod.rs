@@ -485,8 +485,13 @@ impl Round {
                 challenges: &self.challenges,
                 dns,
             };
+            // A DNS-01 order also waits for its record to show.
+            let timeout = match (challenge, dns) {
+                (Challenge::Dns01, Some(dns)) => self.timeout + dns.propagation_timeout(),
+                _ => self.timeout,
+            };
             let outcome = match client
-                .issue(&host, challenge, answers, replaces, self.timeout)
+                .issue(&host, challenge, answers, replaces, timeout)
                 .await
             {
                 Ok((chain, key)) => store

@@ -102,6 +102,11 @@ impl Publisher {
         })
     }
 
+    /// Longest wait for a record to show (`[certbot.dns] propagation_timeout`).
+    pub fn propagation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The provider's name and zone, for errors.
     pub fn provider(&self) -> &dyn DnsProvider {
         self.provider.as_ref()
