@@ -422,6 +422,11 @@ where
                     let Some(_slot) = peer.and_then(|peer| admission.enter(peer.ip())) else {
                         return Ok(());
                     };
+                    // actix-http's `tcp_nodelay` applies only to the streams
+                    // its own `tcp()` and TLS helpers accept: these are ours.
+                    // Without it an answer written in two pieces waits for
+                    // the client's delayed ACK (40 ms on Linux).
+                    let _ = io.set_nodelay(true);
                     let _ = inner.call(io).await;
                     Ok(())
                 }
@@ -756,4 +761,43 @@ fn bind(address: SocketAddr, stalled: Duration) -> Result<StdTcpListener, Server
         .set_tcp_user_timeout(Some(stalled))
         .map_err(fail)?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every admitted connection has `TCP_NODELAY`: actix-http sets it only
+    /// on the streams its own helpers accept, and without it an answer
+    /// written in two pieces waits for the client's delayed ACK.
+    #[actix_rt::test]
+    async fn admitted_connections_send_without_delay() {
+        let (seen, mut nodelay) = tokio::sync::mpsc::unbounded_channel();
+        let inner = fn_factory(move || {
+            let seen = seen.clone();
+            async move {
+                Ok::<_, ()>(fn_service(move |io: TcpStream| {
+                    let _ = seen.send(io.nodelay().ok());
+                    async { Ok::<(), ()>(()) }
+                }))
+            }
+        });
+        let limits = AdmissionLimits {
+            per_listener: 8,
+            per_client: 8,
+        };
+        let service = admitted(inner, Admission::new(limits))
+            .new_service(())
+            .await
+            .expect("the service");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _client = std::net::TcpStream::connect(address).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let accepted = TcpStream::from_std(accepted).expect("a tokio stream");
+        assert_eq!(accepted.nodelay().ok(), Some(false), "off to begin with");
+        service.call(accepted).await.expect("served");
+        assert_eq!(nodelay.recv().await, Some(Some(true)));
+    }
 }
