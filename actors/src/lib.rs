@@ -11,6 +11,7 @@ pub mod events;
 pub mod files;
 pub mod ledger;
 pub mod metrics;
+pub mod net;
 pub mod plan;
 pub mod progress;
 pub mod proxy;

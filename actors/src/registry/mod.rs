@@ -19,7 +19,6 @@ pub mod credentials;
 mod track;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +35,7 @@ pub use challenge::Challenge;
 pub use credentials::{Credential, CredentialError, DockerConfig};
 pub use track::{newest_in, resolve};
 
+use crate::net::{describe, is_loopback_host};
 use crate::plan::{ImageRef, Sensitive, DEFAULT_TAG};
 
 /// The manifest types asked for, most general first: asking for the index
@@ -667,32 +667,6 @@ fn host_without_port(host: &str) -> &str {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
-}
-
-/// `localhost` or a loopback address: the Docker Engine treats these
-/// registries as insecure, and so does Dispenser (plain HTTP).
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
-
-/// An error with its chain of causes, for a log line.
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn retry_hint(retry_after: &Option<Duration>) -> String {

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
+use dispenser_actors::net::is_loopback_host;
 use dispenser_actors::plan::Sensitive;
 use google_cloud_auth::credentials::{self, CacheableResource};
 use reqwest::header::HeaderMap;
@@ -100,10 +101,7 @@ fn endpoint_allowed(endpoint: &str) -> bool {
             .rsplit_once(':')
             .map_or(authority, |(host, _)| host),
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    is_loopback_host(host)
 }
 
 /// Where Application Default Credentials come from on this host.

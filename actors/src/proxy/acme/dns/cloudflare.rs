@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use super::http::{self, SetupError};
+use super::http;
 use super::provider::{DnsError, DnsErrorKind, DnsProvider, Published, TxtRecord};
 use crate::plan::Sensitive;
 
@@ -99,15 +99,11 @@ impl Cloudflare {
         zone: String,
         endpoint: Option<String>,
     ) -> Result<Cloudflare, DnsError> {
-        let zone = http::absolute(&zone);
-        let setup = |err: SetupError| DnsError {
-            provider: NAME,
-            zone: zone.clone(),
-            kind: DnsErrorKind::Refused,
-            detail: err.to_string(),
-        };
-        let endpoint = http::endpoint(DEFAULT_ENDPOINT, endpoint.as_deref()).map_err(setup)?;
-        let http = http::http_client().map_err(setup)?;
+        let http::Setup {
+            zone,
+            endpoint,
+            http,
+        } = http::Setup::new(NAME, &zone, DEFAULT_ENDPOINT, endpoint.as_deref())?;
         Ok(Cloudflare {
             api_token,
             zone,
@@ -118,12 +114,12 @@ impl Cloudflare {
     }
 
     fn error(&self, kind: DnsErrorKind, detail: String) -> DnsError {
-        DnsError {
-            provider: NAME,
-            zone: self.zone.clone(),
+        DnsError::new(
+            NAME,
+            self.zone.clone(),
             kind,
-            detail: http::scrub(detail, &self.api_token),
-        }
+            http::scrub(detail, &self.api_token),
+        )
     }
 
     /// The record's name as Cloudflare writes it (no trailing dot), checked
@@ -165,7 +161,7 @@ impl Cloudflare {
         let unavailable = |err: reqwest::Error| {
             self.error(
                 DnsErrorKind::Unavailable,
-                format!("{action}: {}", http::describe(&err)),
+                format!("{action}: {}", crate::net::describe(&err)),
             )
         };
         let response = request.send().await.map_err(unavailable)?;

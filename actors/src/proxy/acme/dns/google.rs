@@ -11,7 +11,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, SetupError};
+use super::http;
 use super::provider::{BearerTokens, DnsError, DnsErrorKind, DnsProvider, Published, TxtRecord};
 use crate::plan::Sensitive;
 
@@ -98,15 +98,11 @@ impl GoogleCloudDns {
         tokens: Arc<dyn BearerTokens>,
         endpoint: Option<String>,
     ) -> Result<GoogleCloudDns, DnsError> {
-        let zone = http::absolute(&zone);
-        let setup = |err: SetupError| DnsError {
-            provider: NAME,
-            zone: zone.clone(),
-            kind: DnsErrorKind::Refused,
-            detail: err.to_string(),
-        };
-        let endpoint = http::endpoint(DEFAULT_ENDPOINT, endpoint.as_deref()).map_err(setup)?;
-        let http = http::http_client().map_err(setup)?;
+        let http::Setup {
+            zone,
+            endpoint,
+            http,
+        } = http::Setup::new(NAME, &zone, DEFAULT_ENDPOINT, endpoint.as_deref())?;
         Ok(GoogleCloudDns {
             project,
             managed_zone,
@@ -118,12 +114,7 @@ impl GoogleCloudDns {
     }
 
     fn error(&self, kind: DnsErrorKind, detail: String) -> DnsError {
-        DnsError {
-            provider: NAME,
-            zone: self.zone.clone(),
-            kind,
-            detail,
-        }
+        DnsError::new(NAME, self.zone.clone(), kind, detail)
     }
 
     /// The record's owner name, checked to lie in this zone.
@@ -181,7 +172,7 @@ impl GoogleCloudDns {
         let unavailable = |err: reqwest::Error| {
             self.error(
                 DnsErrorKind::Unavailable,
-                http::scrub(format!("{action}: {}", http::describe(&err)), &token),
+                http::scrub(format!("{action}: {}", crate::net::describe(&err)), &token),
             )
         };
         let response = request.send().await.map_err(unavailable)?;

@@ -2,7 +2,6 @@
 //! client on rustls with ring and the platform's roots, the https-or-loopback
 //! rule for an endpoint override, and the text of a failure.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,8 @@ use reqwest::Url;
 use rustls_platform_verifier::BuilderVerifierExt;
 use thiserror::Error;
 
+use super::provider::{DnsError, DnsErrorKind};
+use crate::net::{describe, is_loopback_host};
 use crate::plan::Sensitive;
 
 /// How long one request (connecting, sending, reading the answer) may take.
@@ -30,6 +31,42 @@ pub(super) enum SetupError {
     Credentials(String),
     #[error("cannot build the http client: {0}")]
     Client(String),
+}
+
+/// What a REST provider starts from: its zone, fully qualified, its API's
+/// base URL, and a client.
+pub(super) struct Setup {
+    pub zone: String,
+    pub endpoint: Url,
+    pub http: reqwest::Client,
+}
+
+impl Setup {
+    /// `provider`'s setup for `zone`, at `default` or the `custom` endpoint
+    /// (see [`endpoint`]).
+    pub fn new(
+        provider: &'static str,
+        zone: &str,
+        default: &str,
+        custom: Option<&str>,
+    ) -> Result<Setup, DnsError> {
+        let zone = absolute(zone);
+        let refused = |err: SetupError| {
+            DnsError::new(
+                provider,
+                zone.clone(),
+                DnsErrorKind::Refused,
+                err.to_string(),
+            )
+        };
+        let endpoint = endpoint(default, custom).map_err(refused)?;
+        let http = http_client().map_err(refused)?;
+        Ok(Setup {
+            zone,
+            endpoint,
+            http,
+        })
+    }
 }
 
 /// A client that verifies TLS with the platform's roots (rustls on ring),
@@ -66,11 +103,7 @@ pub(super) fn endpoint(default: &str, custom: Option<&str>) -> Result<Url, Setup
             url.host_str().unwrap_or_default()
         )));
     }
-    let loopback = url.host_str().is_some_and(|host| {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    });
+    let loopback = url.host_str().is_some_and(is_loopback_host);
     let secure = match url.scheme() {
         "https" => url.host_str().is_some_and(|host| !host.is_empty()),
         "http" => loopback,
@@ -94,21 +127,6 @@ pub(super) fn join(base: &Url, segments: &[&str]) -> Url {
         path.pop_if_empty().extend(segments);
     }
     url
-}
-
-/// An error with its chain of causes, for a detail.
-pub(super) fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A provider's own error message, cut to a length fit for a log line.

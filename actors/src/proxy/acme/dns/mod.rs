@@ -50,12 +50,12 @@ pub struct Publisher {
 pub fn rfc2136_connector() -> Connector {
     Arc::new(|settings: &DnsSettings| match &settings.provider {
         DnsProviderSettings::Rfc2136 { .. } => connect_rfc2136(settings),
-        other => Err(DnsError {
-            provider: other.name(),
-            zone: settings.zone.clone(),
-            kind: DnsErrorKind::Unavailable,
-            detail: "this provider is not available here".to_string(),
-        }),
+        other => Err(DnsError::new(
+            other.name(),
+            settings.zone.clone(),
+            DnsErrorKind::Unavailable,
+            "this provider is not available here",
+        )),
     })
 }
 
@@ -68,12 +68,12 @@ pub fn connect_rfc2136(settings: &DnsSettings) -> Result<Arc<dyn DnsProvider>, D
         secret,
     } = &settings.provider
     else {
-        return Err(DnsError {
-            provider: settings.provider.name(),
-            zone: settings.zone.clone(),
-            kind: DnsErrorKind::Unavailable,
-            detail: "not an rfc2136 provider".to_string(),
-        });
+        return Err(DnsError::new(
+            settings.provider.name(),
+            settings.zone.clone(),
+            DnsErrorKind::Unavailable,
+            "not an rfc2136 provider",
+        ));
     };
     Ok(Arc::new(Rfc2136::new(
         server,

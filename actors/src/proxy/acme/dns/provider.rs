@@ -54,6 +54,22 @@ pub struct DnsError {
     pub detail: String,
 }
 
+impl DnsError {
+    pub fn new(
+        provider: &'static str,
+        zone: impl Into<String>,
+        kind: DnsErrorKind,
+        detail: impl Into<String>,
+    ) -> DnsError {
+        DnsError {
+            provider,
+            zone: zone.into(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// A DNS provider that can add and remove TXT records in one zone.
 #[async_trait]
 pub trait DnsProvider: Send + Sync + fmt::Debug {

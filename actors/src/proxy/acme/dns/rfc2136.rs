@@ -22,6 +22,9 @@ use crate::plan::{Sensitive, TsigAlgorithm};
 /// Seconds the server's clock may differ from ours (RFC 8945 recommends 300).
 const FUDGE: u16 = 300;
 
+/// The provider's name in errors.
+const NAME: &str = "rfc2136";
+
 /// A zone on a primary server that takes TSIG-signed updates.
 pub struct Rfc2136 {
     server: String,
@@ -40,12 +43,7 @@ impl Rfc2136 {
         algorithm: TsigAlgorithm,
         secret: &Sensitive,
     ) -> Result<Self, DnsError> {
-        let error = |detail: String| DnsError {
-            provider: "rfc2136",
-            zone: zone.to_string(),
-            kind: DnsErrorKind::Refused,
-            detail,
-        };
+        let error = |detail: String| DnsError::new(NAME, zone, DnsErrorKind::Refused, detail);
         let zone_name = Name::from_ascii(zone)
             .map_err(|err| error(format!("the zone is not a dns name: {err}")))?;
         let key_name = Name::from_ascii(key_name)
@@ -70,12 +68,7 @@ impl Rfc2136 {
     }
 
     fn error(&self, kind: DnsErrorKind, detail: impl Into<String>) -> DnsError {
-        DnsError {
-            provider: "rfc2136",
-            zone: self.zone.clone(),
-            kind,
-            detail: detail.into(),
-        }
+        DnsError::new(NAME, self.zone.clone(), kind, detail)
     }
 
     /// The record set of one TXT value at `record.fqdn`.
@@ -177,7 +170,7 @@ impl fmt::Debug for Rfc2136 {
 #[async_trait]
 impl DnsProvider for Rfc2136 {
     fn name(&self) -> &'static str {
-        "rfc2136"
+        NAME
     }
 
     fn zone(&self) -> &str {
