@@ -5,6 +5,10 @@
 //! (stderr, then the exit code): its `args` file holds the target and flags.
 //! `UPDATE_SNAPSHOTS=1` rewrites the snapshots (review them by eye).
 
+#[path = "../actors/tests/acme/bind.rs"]
+#[allow(dead_code)]
+// reason: the Cloud DNS stand-in reads its zone with `dig_short`; no test here starts named
+mod bind;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "runtime/google_standin.rs"]

@@ -24,6 +24,7 @@ use dispenser_actors::plan::{
 use dispenser_actors::proxy::acme::{AcmeManager, AcmeStatus, ForceRenewal, GetStatus, Timing};
 use dispenser_actors::proxy::certs::{CertMap, CertSource};
 use dispenser_actors::proxy::challenge::Challenges;
+use dispenser_actors::proxy::server::ProxyServer;
 use pebble::{Pebble, Responder};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
@@ -250,6 +251,24 @@ async fn issues_for_two_hosts_reuses_the_account_and_renews_on_demand() {
     );
 }
 
+/// The real proxy with only an HTTPS listener, on a free port of
+/// 127.0.0.1 and one worker, serving `certs` and answering the TLS-ALPN-01
+/// validations of `challenges`; and that port. It stops when dropped.
+fn https_proxy(certs: &CertMap, challenges: &Challenges) -> (ProxyServer, u16) {
+    let any = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let mut settings = ProxySettings::with_listeners(ProxyStrategy::HttpsOnly, any, any);
+    settings.workers = Some(1);
+    let server = ProxyServer::start(
+        &settings,
+        Default::default(),
+        certs.clone(),
+        challenges.clone(),
+    )
+    .expect("start the proxy");
+    let https = server.https.expect("an HTTPS listener").port();
+    (server, https)
+}
+
 /// TLS-ALPN-01: pebble validates on the real HTTPS listener, which answers
 /// its `acme-tls/1` handshake with the pending validation certificate; the
 /// certificate is issued and the validation certificate withdrawn.
@@ -258,17 +277,7 @@ async fn tls_alpn_01_is_answered_on_the_https_listener() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let challenges = Challenges::default();
     let certs = CertMap::default();
-    let any = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    let mut settings = ProxySettings::with_listeners(ProxyStrategy::HttpsOnly, any, any);
-    settings.workers = Some(1);
-    let server = dispenser_actors::proxy::server::ProxyServer::start(
-        &settings,
-        Default::default(),
-        certs.clone(),
-        challenges.clone(),
-    )
-    .expect("start the proxy");
-    let https = server.https.expect("an HTTPS listener").port();
+    let (_server, https) = https_proxy(&certs, &challenges);
     // Nothing answers HTTP-01 for pebble, nor DNS-01: only the HTTPS
     // listener can prove the name.
     let pebble = Pebble::start_with_tls(pebble::free_port(), https);

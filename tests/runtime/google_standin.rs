@@ -476,25 +476,7 @@ fn cloud_dns(
 
 /// The TXT rrdatas (quoted, as Cloud DNS writes them) at `name`.
 fn dig_txt(zone: &CloudDnsZone, name: &str) -> Vec<String> {
-    let (host, port) = zone.server.split_once(':').unwrap();
-    let out = Command::new("dig")
-        .args([
-            &format!("@{host}"),
-            "-p",
-            port,
-            "+tcp",
-            "+short",
-            name,
-            "TXT",
-        ])
-        .output()
-        .expect("dig runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_string)
-        .collect()
+    crate::bind::dig_short(&zone.server, name, "TXT")
 }
 
 /// Applies a change's deletions, then its additions, in named with nsupdate;

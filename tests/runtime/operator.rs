@@ -595,6 +595,33 @@ fn logs_follow_streams_new_output() {
     daemon.stop();
 }
 
+/// Runs `dispenser <args>` on the sandbox's config and pidfile, after
+/// `prefix` (a wrapper such as `timeout`), on a pty from `script`: how it
+/// exited and everything it wrote to the terminal.
+fn on_a_pty(
+    sb: &Sandbox,
+    prefix: &str,
+    args: &str,
+    log: impl Fn() -> String,
+) -> (std::process::ExitStatus, String) {
+    let tty = sb.path("pty.txt");
+    let command = format!(
+        "{prefix} {} -c {} -p {} {args}",
+        env!("CARGO_BIN_EXE_dispenser"),
+        sb.config().display(),
+        sb.pid_file().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&tty).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let status = wait_exit(&mut script, EXIT_TIMEOUT, "script", log);
+    (status, std::fs::read_to_string(&tty).unwrap())
+}
+
 /// Waits until `file` holds `count` matches of `needle`; returns its text.
 fn wait_in_file(file: &std::path::Path, needle: &str, count: usize, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -667,22 +694,12 @@ fn status_watch_refreshes_plain_off_a_terminal_in_place_on_one_and_stops_on_a_si
     assert!(status.success(), "{status}");
 
     // On a terminal (a pty from `script`): redrawn in place.
-    let tty = sb.path("watch-tty.txt");
-    let command = format!(
-        "timeout --preserve-status -s INT 4 {} -c {} -p {} status --watch --interval 1",
-        env!("CARGO_BIN_EXE_dispenser"),
-        sb.config().display(),
-        sb.pid_file().display()
+    let (status, out) = on_a_pty(
+        &sb,
+        "timeout --preserve-status -s INT 4",
+        "status --watch --interval 1",
+        || daemon.log(),
     );
-    let mut script = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&tty).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run script");
-    let status = wait_exit(&mut script, EXIT_TIMEOUT, "script", || daemon.log());
-    let out = std::fs::read_to_string(&tty).unwrap();
     assert!(status.success(), "{status}: {out:?}");
     assert!(out.matches("\x1b[H\x1b[2J").count() >= 2, "{out:?}");
     assert!(out.contains("every 1s"), "{out:?}");
@@ -729,22 +746,7 @@ fn deploy_shows_the_pull_and_the_health_gate_plainly_off_a_terminal_and_as_bars_
 
     // On a terminal: bars.
     registry.push(&v3, &repository, None);
-    let tty = sb.path("deploy-tty.txt");
-    let command = format!(
-        "{} -c {} -p {} deploy {app}",
-        env!("CARGO_BIN_EXE_dispenser"),
-        sb.config().display(),
-        sb.pid_file().display()
-    );
-    let mut script = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&tty).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run script");
-    let status = wait_exit(&mut script, EXIT_TIMEOUT, "script", || daemon.log());
-    let out = std::fs::read_to_string(&tty).unwrap();
+    let (status, out) = on_a_pty(&sb, "", &format!("deploy {app}"), || daemon.log());
     assert!(status.success(), "{status}: {out:?}");
     assert!(out.contains(&format!("{app} is ready")), "{out:?}");
     assert!(

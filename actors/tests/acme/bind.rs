@@ -66,47 +66,17 @@ impl Bind {
         std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
     }
 
-    /// The TXT values at `name` (`_acme-challenge.example.test`), asked with dig.
+    /// The TXT values at `name` (`_acme-challenge.example.test`), unquoted.
     pub fn txt(&self, name: &str) -> Vec<String> {
-        let (host, port) = self.server.split_once(':').expect("host:port");
-        let output = Command::new("dig")
-            .args([
-                &format!("@{host}"),
-                "-p",
-                port,
-                "+tcp",
-                "+short",
-                name,
-                "TXT",
-            ])
-            .output()
-            .expect("dig runs (apt-get install bind9-dnsutils)");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| line.trim().trim_matches('"').to_string())
-            .filter(|line| !line.is_empty())
+        dig_short(&self.server, name, "TXT")
+            .iter()
+            .map(|line| line.trim_matches('"').to_string())
             .collect()
     }
 
     fn wait_answering(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let (host, port) = self.server.split_once(':').expect("host:port");
-            let output = Command::new("dig")
-                .args([
-                    &format!("@{host}"),
-                    "-p",
-                    port,
-                    "+tcp",
-                    "+short",
-                    "+tries=1",
-                ])
-                .args(["+time=1", ZONE, "SOA"])
-                .output()
-                .expect("dig runs (apt-get install bind9-dnsutils)");
-            if output.status.success() && !output.stdout.is_empty() {
-                return;
-            }
+        while dig_short(&self.server, ZONE, "SOA").is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "named does not answer on {}:\n{}",
@@ -116,6 +86,23 @@ impl Bind {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The answer lines of `dig +short` for `name` `rtype`, asked of `server`
+/// (`127.0.0.1:port`) over TCP, once, with a one-second wait.
+pub fn dig_short(server: &str, name: &str, rtype: &str) -> Vec<String> {
+    let (host, port) = server.split_once(':').expect("host:port");
+    let output = Command::new("dig")
+        .args([&format!("@{host}"), "-p", port, "+tcp", "+short"])
+        .args(["+tries=1", "+time=1", name, rtype])
+        .output()
+        .expect("dig runs (apt-get install bind9-dnsutils)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with(';'))
+        .map(str::to_string)
+        .collect()
 }
 
 impl Drop for Bind {

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dispenser_actors::plan::{
-    Challenge, DnsProviderSettings, DnsSettings, Plan, PlanApplied, ProxySettings, ProxyStrategy,
-    Sensitive, TsigAlgorithm,
+    Challenge, DnsProviderSettings, DnsSettings, Plan, PlanApplied, Sensitive, TsigAlgorithm,
 };
 use dispenser_actors::proxy::acme::dns::{
     DnsErrorKind, DnsProvider, Publisher, Rfc2136, TxtRecord,
@@ -24,7 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::bind::{Bind, KEY_NAME, ZONE};
 use super::pebble::Pebble;
-use super::{plan, serial, wait_for, ISSUE_TIMEOUT};
+use super::{https_proxy, plan, serial, wait_for, ISSUE_TIMEOUT};
 
 const WILDCARD: &str = "*.example.test";
 const CHALLENGE_NAME: &str = "_acme-challenge.example.test";
@@ -199,17 +198,7 @@ async fn a_wildcard_certificate_is_issued_served_renewed_and_kept_when_the_key_i
     let pebble = Pebble::start_with_dns(&bind.server);
     let challenges = Challenges::default();
     let certs = CertMap::default();
-    let any = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-    let mut settings = ProxySettings::with_listeners(ProxyStrategy::HttpsOnly, any, any);
-    settings.workers = Some(1);
-    let server = dispenser_actors::proxy::server::ProxyServer::start(
-        &settings,
-        Default::default(),
-        certs.clone(),
-        challenges.clone(),
-    )
-    .expect("start the proxy");
-    let https = server.https.expect("an HTTPS listener").port();
+    let (_server, https) = https_proxy(&certs, &challenges);
     let state = tempfile::tempdir().expect("state dir");
     let timing = Timing {
         order_timeout: Duration::from_secs(60),
