@@ -22,11 +22,14 @@
 
 pub mod traffic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
+
+// foldhash: the route names are the config's, and one lookup is per request.
+use foldhash::HashMap;
 
 /// Upper bounds of the proxy latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 11] = [

@@ -3,9 +3,11 @@
 //! to the upstream container over a pooled keep-alive HTTP/1.1 client
 //! (`upstream`; one pool per worker thread).
 //!
-//! It sees requests as `http` types with a `RequestBody` the server fills
-//! chunk by chunk (server.rs bridges actix-web's payload into it), and
-//! answers with a `ProxyBody` the server streams back: an upload or a
+//! It sees requests as `http` 0.2 types with a `RequestBody` the server
+//! fills chunk by chunk (server.rs bridges actix-http's payload into it),
+//! and answers with an actix-http `Response` (the container's head is
+//! parsed straight into it, see `upstream.rs`) whose `ProxyBody` the server
+//! streams back: an upload or a
 //! server-sent event stream is never buffered whole. WebSocket upgrades are
 //! tunnelled once both sides agree on `101 Switching Protocols`: the
 //! client's bytes keep arriving through the `RequestBody`, the container's
@@ -26,21 +28,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_http::Response;
 use bytes::Bytes;
 use bytes::BytesMut;
 use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http02::request::Parts;
 use http02::uri::{PathAndQuery, Scheme};
-use http02::{Method, Response, StatusCode, Uri, Version};
+use http02::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::challenge::{Challenges, CHALLENGE_PREFIX};
 use super::guard::{self, AuthCache, RouteGuard};
+use super::headers::{list_items, Headers};
 use super::maintenance::MAINTENANCE_RETRY_AFTER;
 use super::table::{same_host, Lookup, SharedTable, Upstream};
-use super::upstream::{list_items, BodyReader, Conn, UpstreamBody, Upstreams};
+use super::upstream::{BodyReader, Conn, UpstreamBody, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
 /// The body of every response the proxy sends.
@@ -609,7 +613,7 @@ impl Forwarder {
         match sent {
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
-                response.map(proxy_body)
+                response.map_body(|_, body| proxy_body(body))
             }
             Ok(Err(_)) => down(),
             Err(_) => own_failure(None, StatusCode::GATEWAY_TIMEOUT, b"service timed out\n"),
@@ -709,7 +713,7 @@ impl Forwarder {
                     Bytes::from_static(b"unexpected upgrade\n"),
                 ));
             };
-            let (parts, body) = response.into_parts();
+            let (head, body) = response.into_parts();
             let UpstreamBody::Upgraded(upstream) = body else {
                 return Ok(plain(
                     StatusCode::BAD_GATEWAY,
@@ -718,14 +722,11 @@ impl Forwarder {
             };
             let (to_client, from_upstream) = mpsc::channel(TUNNEL_CHUNKS);
             tokio::task::spawn_local(tunnel(client_side, upstream, to_client, self.idle_timeout));
-            return Ok(Response::from_parts(
-                parts,
-                ProxyBody::Tunnel(from_upstream),
-            ));
+            return Ok(head.set_body(ProxyBody::Tunnel(from_upstream)));
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().remove(header::UPGRADE);
-        Ok(response.map(proxy_body))
+        Ok(response.map_body(|_, body| proxy_body(body)))
     }
 
     /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
@@ -888,9 +889,9 @@ fn proxy_body(body: UpstreamBody) -> ProxyBody {
 
 /// Removes hop-by-hop headers and those the `Connection` header names,
 /// except the end-to-end ones no connection option may remove (`PROTECTED`).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn strip_hop_by_hop(headers: &mut impl Headers) {
     // Most heads carry none: one pass over them instead of eight lookups.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.names().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
     // Every `Connection` header's tokens: a list may be split over several.
@@ -898,11 +899,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|token| HeaderName::from_bytes(token).ok())
         .filter(|name| !PROTECTED.contains(name))
         .collect();
-    for name in named {
-        headers.remove(name);
+    for name in &named {
+        headers.remove_all(name);
     }
     for name in &HOP_BY_HOP {
-        headers.remove(name);
+        headers.remove_all(name);
     }
 }
 
@@ -989,8 +990,7 @@ fn own_failure(
 
 /// An HTML page of the proxy's own (an error page, maintenance).
 fn page_response(status: StatusCode, page: Bytes) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Own(page));
-    *response.status_mut() = status;
+    let mut response = Response::with_body(status, ProxyBody::Own(page));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -1014,8 +1014,7 @@ fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
 
 /// A short plain-text response of the proxy's own.
 fn plain(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Own(body));
-    *response.status_mut() = status;
+    let mut response = Response::with_body(status, ProxyBody::Own(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -28,6 +28,7 @@ pub mod challenge;
 pub mod dev_ca;
 pub mod forward;
 pub mod guard;
+pub mod headers;
 pub mod maintenance;
 #[cfg(test)]
 mod request_path_tests;

@@ -43,7 +43,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
 use http02::header::{self, HeaderMap, HeaderValue};
-use http02::{Method, Request, Response, StatusCode};
+use http02::{Method, Request, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -682,29 +682,21 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|value| value.parse().ok())
 }
 
-/// The forwarder's answer as an actix-web response. Its `Connection` is
-/// actix-web's to set (an upgrade keeps its `Upgrade` protocol); a `HEAD`
+/// The forwarder's answer as the server sends it. Its `Connection` is
+/// actix-http's to set (an upgrade keeps its `Upgrade` protocol); a `HEAD`
 /// answer keeps the length of the body it does not carry.
-fn into_actix(response: Response<ProxyBody>, is_head: bool) -> ActixResponse {
-    let (parts, body) = response.into_parts();
-    let mut headers = actix_header::HeaderMap::with_capacity(parts.headers.len());
-    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS
-        && parts.headers.contains_key(header::UPGRADE);
-    let length = is_head.then(|| declared_length(&parts.headers));
-    let mut name = None;
-    for (next, value) in parts.headers {
-        // `None`: another value of the previous name.
-        name = next.or(name);
-        if let Some(name) = name.clone().filter(|name| *name != header::CONNECTION) {
-            headers.append(name, value);
-        }
+fn into_actix(mut response: ActixResponse, is_head: bool) -> ActixResponse {
+    let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && response.headers().contains_key(header::UPGRADE);
+    drop(response.headers_mut().remove(header::CONNECTION));
+    if is_head {
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        response = response.set_body(ProxyBody::Headless(length));
     }
-    let body = match length {
-        Some(length) => ProxyBody::Headless(length),
-        None => body,
-    };
-    let mut response = ActixResponse::with_body(parts.status, body);
-    *response.headers_mut() = headers;
     if upgrade {
         response
             .head_mut()

@@ -10,12 +10,15 @@
 //! is an entry whose guard redirects. A route with rules, or of a service
 //! in maintenance, has a `RouteGuard` shared by its entries; a plain one none.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+// foldhash: the keys are the config's hosts (a client's host is only looked up, never
+// inserted), so the per-request path needs no flood-resistant hash.
+use foldhash::{HashMap, HashMapExt as _};
 use http::uri::Authority;
 use tokio::sync::Notify;
 

@@ -22,7 +22,7 @@
 //! a bodiless idempotent request is sent again on a fresh connection.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,15 +31,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
+// foldhash: the pool's keys are container addresses, not a client's input.
+use actix_http::header::HeaderMap;
+use actix_http::Response;
+use foldhash::{HashMap, HashMapExt as _};
 use futures_util::future::{self, Either};
-use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http02::{Method, Response, StatusCode, Version};
+use http02::header::{self, HeaderName, HeaderValue};
+use http02::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
 use super::forward::RequestBody;
+use super::headers::{list_items, Headers as _};
 
 /// Headers an answer may carry, at most.
 const MAX_HEADERS: usize = 128;
@@ -389,7 +394,6 @@ impl Upstreams {
         framing: (Framing, bool),
     ) -> Result<Response<UpstreamBody>, Failure> {
         let (framing, keep) = framing;
-        let (parts, ()) = response.into_parts();
         let body = match framing {
             Framing::Upgrade => match source {
                 Source::Whole(conn) => UpstreamBody::Upgraded(conn),
@@ -432,7 +436,7 @@ impl Upstreams {
                 },
             }),
         };
-        Ok(Response::from_parts(parts, body))
+        Ok(response.set_body(body))
     }
 
     /// Gives a connection whose exchange is over back to the pool, when it
@@ -785,6 +789,22 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
+/// Where one header's name and value lie in the head's bytes.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// What a parse of a complete head found, besides its headers' spans.
+struct Parsed {
+    code: u16,
+    version: Option<u8>,
+    /// The length of the head, blank line included.
+    length: usize,
+    headers: usize,
+}
+
 /// Reads until an answer's head (after any interim 1xx ones) is complete,
 /// leaving what follows it in `buf`.
 async fn read_head<R: AsyncRead + Unpin>(
@@ -795,30 +815,28 @@ async fn read_head<R: AsyncRead + Unpin>(
 ) -> Result<(Response<()>, (Framing, bool)), Failure> {
     let mut answered = false;
     let fail = |error: UpstreamError, answered: bool| Failure { error, answered };
+    let mut spans = [Span::default(); MAX_HEADERS];
     loop {
         if !buf.is_empty() {
             answered = true;
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut headers);
-            match parsed.parse(buf) {
-                Ok(httparse::Status::Complete(length)) => {
-                    let code = parsed.code.unwrap_or(0);
-                    if (100..200).contains(&code) && code != 101 {
-                        buf.advance(length);
-                        continue;
-                    }
-                    let head = build_head(&parsed, is_head).map_err(|err| fail(err, true))?;
-                    buf.advance(length);
+            match parse_head(buf, &mut spans) {
+                Ok(Some(parsed)) if (100..200).contains(&parsed.code) && parsed.code != 101 => {
+                    buf.advance(parsed.length);
+                    continue;
+                }
+                Ok(Some(parsed)) => {
+                    // The head's bytes, split off the buffer without a
+                    // copy: its header values share them.
+                    let bytes = buf.split_to(parsed.length).freeze();
+                    let head = build_head(&bytes, &parsed, &spans[..parsed.headers], is_head)
+                        .map_err(|err| fail(err, true))?;
                     return Ok(head);
                 }
-                Ok(httparse::Status::Partial) if buf.len() > max_head => {
+                Ok(None) if buf.len() > max_head => {
                     return Err(fail(UpstreamError::Invalid("head too large"), true))
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(fail(UpstreamError::Invalid("too many headers"), true))
-                }
-                Err(_) => return Err(fail(UpstreamError::Invalid("malformed head"), true)),
+                Ok(None) => {}
+                Err(err) => return Err(fail(err, true)),
             }
         }
         make_room(buf);
@@ -831,21 +849,61 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// The answer's head as `http` types, its framing, and whether the
-/// connection may be reused after it.
+/// Parses the head at the start of `buf`, when it is complete, noting where
+/// each header lies in `spans`.
+fn parse_head(
+    buf: &[u8],
+    spans: &mut [Span; MAX_HEADERS],
+) -> Result<Option<Parsed>, UpstreamError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let length = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Invalid("too many headers"))
+        }
+        Err(_) => return Err(UpstreamError::Invalid("malformed head")),
+    };
+    // Offsets into `buf`, which the parsed slices point into; a head is
+    // far below 4 GiB (`max_head`).
+    let start = buf.as_ptr() as usize;
+    let span = |part: &[u8]| ((part.as_ptr() as usize - start) as u32, part.len() as u32);
+    for (slot, header) in spans.iter_mut().zip(parsed.headers.iter()) {
+        *slot = Span {
+            name: span(header.name.as_bytes()),
+            value: span(header.value),
+        };
+    }
+    Ok(Some(Parsed {
+        code: parsed.code.unwrap_or(0),
+        version: parsed.version,
+        length,
+        headers: parsed.headers.len(),
+    }))
+}
+
+/// The answer's head as actix-http's types (the map the server writes to
+/// the client), its framing, and whether the connection may be reused
+/// after it. The header values share `bytes`, the head.
 fn build_head(
-    parsed: &httparse::Response<'_, '_>,
+    bytes: &Bytes,
+    parsed: &Parsed,
+    spans: &[Span],
     is_head: bool,
 ) -> Result<(Response<()>, (Framing, bool)), UpstreamError> {
-    let status = parsed
-        .code
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or(UpstreamError::Invalid("status"))?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| UpstreamError::Invalid("header name"))?;
-        let value = HeaderValue::from_bytes(header.value)
+    let status = StatusCode::from_u16(parsed.code).map_err(|_| UpstreamError::Invalid("status"))?;
+    let slice = |(start, length): (u32, u32)| {
+        let start = start as usize;
+        bytes.slice(start..start + length as usize)
+    };
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let (start, length) = span.name;
+        let name = &bytes[start as usize..(start + length) as usize];
+        let name =
+            HeaderName::from_bytes(name).map_err(|_| UpstreamError::Invalid("header name"))?;
+        let value = HeaderValue::from_maybe_shared(slice(span.value))
             .map_err(|_| UpstreamError::Invalid("header value"))?;
         headers.append(name, value);
     }
@@ -865,7 +923,8 @@ fn build_head(
         let chunked = list_items(&headers, header::TRANSFER_ENCODING)
             .rfind(|coding| !coding.is_empty())
             .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            headers.remove_all(&header::CONTENT_LENGTH);
             keep = false;
         }
         if chunked {
@@ -880,24 +939,9 @@ fn build_head(
         keep = false;
         Framing::Body(Decoder::Close)
     };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = Version::HTTP_11;
+    let mut response = Response::with_body(status, ());
     *response.headers_mut() = headers;
     Ok((response, (framing, keep)))
-}
-
-/// The comma-separated items of every `name` header, trimmed (empty items
-/// included).
-pub(super) fn list_items(
-    headers: &HeaderMap,
-    name: HeaderName,
-) -> impl DoubleEndedIterator<Item = &[u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
 }
 
 /// The one length every `Content-Length` value agrees on (a repeated value,
