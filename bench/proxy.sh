@@ -11,7 +11,8 @@
 #
 # Environment: DURATION (seconds per run, default 8), CONNECTIONS (default
 # "32 128"), ROUNDS (default 3), THREADS (wrk threads, default 2),
-# NGINX_WORKERS (default auto), OUT (default docs/BENCHMARKS.md),
+# NGINX_WORKERS (default auto), PROXY_WORKERS (Dispenser's `[proxy] workers`,
+# default unset: its own default), OUT (default docs/BENCHMARKS.md),
 # DISPENSER (a binary to measure instead of building target/release/dispenser),
 # TARGETS (which rows, default "direct nginx caddy dispenser dispenser-auth
 # nginx-close caddy-close dispenser-close"; dispenser-auth is Dispenser's proxy
@@ -27,6 +28,7 @@ readonly CONNECTIONS="${CONNECTIONS:-32 128}"
 readonly THREADS="${THREADS:-2}"
 readonly ROUNDS="${ROUNDS:-3}"
 readonly NGINX_WORKERS="${NGINX_WORKERS:-auto}"
+readonly PROXY_WORKERS="${PROXY_WORKERS:-}"
 readonly OUT="${OUT:-docs/BENCHMARKS.md}"
 readonly DISPENSER="${DISPENSER:-}"
 readonly TARGETS="${TARGETS:-direct nginx caddy dispenser dispenser-auth nginx-close caddy-close dispenser-close}"
@@ -65,6 +67,7 @@ cat > "$work/dispenser.toml" <<EOF
 [proxy]
 strategy = "http-only"
 http_listen = "127.0.0.1:$DISPENSER_PORT"
+${PROXY_WORKERS:+workers = $PROXY_WORKERS}
 
 [daemon]
 instance = "$INSTANCE"
