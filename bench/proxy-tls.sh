@@ -110,7 +110,12 @@ http {
   access_log off;
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
-  upstream app { server $upstream_ip:8080; keepalive 64; }
+  # The limits Dispenser has: 256 idle container connections per worker, no cap on
+  # requests per connection (nginx's default of 1000 closes a busy client's
+  # connection every second or two, and with 64 idle upstream connections an HTTP/2
+  # load of 320 streams opens a container connection for most requests).
+  keepalive_requests 1000000;
+  upstream app { server $upstream_ip:8080; keepalive 256; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT ssl http2;
     ssl_certificate $work/cert.pem;
@@ -236,7 +241,8 @@ section="$(
   echo
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), loopback, TLS 1.3 with one"
   echo "ECDSA P-256 certificate for \`localhost\` in every proxy (nginx: session cache and tickets"
-  echo "on, \`worker_processes $NGINX_WORKERS\`), the \`dispenser-test/upstream\` container answering \`/\`."
+  echo "on, \`worker_processes $NGINX_WORKERS\`, Dispenser's limits: 256 idle container connections per"
+  echo "worker, no cap on requests per connection), the \`dispenser-test/upstream\` container answering \`/\`."
   echo "Medians over $ROUNDS alternating rounds; the \"vs nginx\" columns are medians of the"
   echo "round-by-round ratios. CPU µs/req counts the 2 s warm-up with its requests estimated at the"
   echo "measured rate."

@@ -165,7 +165,12 @@ http {
   access_log off;
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
-  upstream app { server $upstream_ip:8080; keepalive 64; }
+  # The limits Dispenser has: 256 idle container connections per worker, no cap on
+  # requests per connection (nginx's default of 1000 closes a busy client's
+  # connection every second or two, and with 64 idle upstream connections an HTTP/2
+  # load of 320 streams opens a container connection for most requests).
+  keepalive_requests 1000000;
+  upstream app { server $upstream_ip:8080; keepalive 256; keepalive_requests 1000000; }
   upstream app_close { server $close_nginx_ip:80; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -270,7 +275,8 @@ section="$(
   echo
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), loopback, keep-alive,"
   echo "the \`dispenser-test/upstream\` container answering \`/\` (3 bytes); nginx with"
-  echo "\`worker_processes $NGINX_WORKERS\` and Dispenser with its default \`[proxy] workers\`."
+  echo "\`worker_processes $NGINX_WORKERS\`, 256 idle container connections per worker and no cap on"
+  echo "requests per connection (Dispenser's limits), and Dispenser with its default \`[proxy] workers\`."
   echo "Every value is the median over $ROUNDS rounds that alternate the targets. The"
   echo "\"vs nginx\" columns are the medians of the ratios taken round by round (same round,"
   echo "same connection count), which is what to compare: absolute numbers move from run to"
