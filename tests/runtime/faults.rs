@@ -300,11 +300,14 @@ fn runs(sb: &Sandbox, service: &str) -> Vec<(String, String, Option<i64>)> {
 #[test]
 fn kill_during_a_cron_run_adopts_the_run_and_the_schedule_goes_on() {
     let mut sb = Sandbox::new();
-    // Every 6 s, a run of 4 s.
+    // Every 6 s, a run of 9 s: a tick during a run is skipped, so the run
+    // is still going however late (up to 9 s, on a loaded machine) this test
+    // sees it start. With runs shorter than the period, a late look could
+    // land on the next tick's replacement of the container.
     sb.service(
         "job",
         BUSYBOX,
-        "command = [\"sh\", \"-c\", \"echo run; trap 'exit 143' TERM; sleep 4 & wait\"]\n\
+        "command = [\"sh\", \"-c\", \"echo run; trap 'exit 143' TERM; sleep 9 & wait\"]\n\
          restart = \"no\"\n\n[dispenser]\ninitialize = \"on-trigger\"\ncron = \"*/6 * * * * *\"\n",
     );
     let first = sb.start();
