@@ -7,8 +7,8 @@
 //! fills chunk by chunk (server.rs bridges actix-http's payload into it),
 //! and answers with an actix-http `Response` (the container's head is
 //! parsed straight into it, see `upstream.rs`) whose `ProxyBody` the server
-//! streams back: an upload or a
-//! server-sent event stream is never buffered whole. WebSocket upgrades are
+//! streams back: an upload or a server-sent event stream is never buffered
+//! whole. WebSocket upgrades are
 //! tunnelled once both sides agree on `101 Switching Protocols`: the
 //! client's bytes keep arriving through the `RequestBody`, the container's
 //! go back through `ProxyBody::Tunnel`.

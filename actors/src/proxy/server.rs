@@ -50,6 +50,7 @@ use tracing::{error, info, warn};
 use super::certs::CertMap;
 use super::challenge::Challenges;
 use super::forward::{ClientConn, Forwarder, Listener, ProxyBody, RequestBody};
+use super::headers::Headers;
 use super::table::SharedTable;
 use super::tls::{self, TlsError};
 use crate::plan::{ProxySettings, ProxyStrategy};
@@ -675,9 +676,10 @@ async fn bridge(mut payload: Payload, length: Option<u64>) -> RequestBody {
 }
 
 /// The length a head's `Content-Length` declares, when it is one number.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &impl Headers) -> Option<u64> {
     headers
-        .get(header::CONTENT_LENGTH)
+        .values(header::CONTENT_LENGTH)
+        .next()
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
 }
@@ -690,11 +692,7 @@ fn into_actix(mut response: ActixResponse, is_head: bool) -> ActixResponse {
         && response.headers().contains_key(header::UPGRADE);
     drop(response.headers_mut().remove(header::CONNECTION));
     if is_head {
-        let length = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok());
+        let length = declared_length(response.headers());
         response = response.set_body(ProxyBody::Headless(length));
     }
     if upgrade {

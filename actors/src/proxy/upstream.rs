@@ -30,10 +30,10 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, Bytes, BytesMut};
-// foldhash: the pool's keys are container addresses, not a client's input.
 use actix_http::header::HeaderMap;
 use actix_http::Response;
+use bytes::{Buf as _, Bytes, BytesMut};
+// foldhash: the pool's keys are container addresses, not a client's input.
 use foldhash::{HashMap, HashMapExt as _};
 use futures_util::future::{self, Either};
 use http02::header::{self, HeaderName, HeaderValue};
@@ -796,6 +796,13 @@ struct Span {
     value: (u32, u32),
 }
 
+impl Span {
+    /// The bytes `(start, length)` covers.
+    fn range((start, length): (u32, u32)) -> std::ops::Range<usize> {
+        start as usize..(start + length) as usize
+    }
+}
+
 /// What a parse of a complete head found, besides its headers' spans.
 struct Parsed {
     code: u16,
@@ -893,17 +900,11 @@ fn build_head(
     is_head: bool,
 ) -> Result<(Response<()>, (Framing, bool)), UpstreamError> {
     let status = StatusCode::from_u16(parsed.code).map_err(|_| UpstreamError::Invalid("status"))?;
-    let slice = |(start, length): (u32, u32)| {
-        let start = start as usize;
-        bytes.slice(start..start + length as usize)
-    };
     let mut headers = HeaderMap::with_capacity(spans.len());
     for span in spans {
-        let (start, length) = span.name;
-        let name = &bytes[start as usize..(start + length) as usize];
-        let name =
-            HeaderName::from_bytes(name).map_err(|_| UpstreamError::Invalid("header name"))?;
-        let value = HeaderValue::from_maybe_shared(slice(span.value))
+        let name = HeaderName::from_bytes(&bytes[Span::range(span.name)])
+            .map_err(|_| UpstreamError::Invalid("header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(Span::range(span.value)))
             .map_err(|_| UpstreamError::Invalid("header value"))?;
         headers.append(name, value);
     }
