@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_http::Response;
+use actix_http::header::HeaderMap;
+use actix_http::{RequestHead, Response};
 use bytes::Bytes;
 use bytes::BytesMut;
-use http02::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http02::request::Parts;
+use http02::header::{self, HeaderName, HeaderValue};
 use http02::uri::{PathAndQuery, Scheme};
 use http02::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -44,7 +44,7 @@ use super::guard::{self, AuthCache, RouteGuard};
 use super::headers::{list_items, Headers};
 use super::maintenance::MAINTENANCE_RETRY_AFTER;
 use super::table::{same_host, Lookup, SharedTable, Upstream};
-use super::upstream::{BodyReader, Conn, UpstreamBody, Upstreams};
+use super::upstream::{BodyReader, Conn, UpstreamBody, UpstreamError, Upstreams};
 use crate::plan::{ProxySettings, ProxyStrategy};
 
 /// The body of every response the proxy sends.
@@ -101,10 +101,31 @@ enum Refusal {
 const REPLAY_WAIT: Duration = Duration::from_secs(3);
 
 /// A request that failed upstream before any answer and can be sent again
-/// (its head, left ready to go in the caller's `Parts`: hop-by-hop and
-/// forwarded headers done): the upstream that failed.
+/// (its head left ready to go in the caller's `RequestHead`, hop-by-hop
+/// headers removed): the upstream that failed and the forwarded headers.
 struct Replay {
     failed: SocketAddr,
+    forwarded: Forwarded,
+}
+
+/// The forwarded headers a request carries to its container
+/// (`X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`).
+/// They are written after the client's own headers (`upstream.rs`
+/// `encode_head`), never inserted in the client's header map, and the
+/// client's headers they replace are skipped on the way.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// With `trust_forwarded_headers`: the client's `Forwarded` and
+    /// `X-Forwarded-*` headers pass, except `X-Forwarded-For`, whose chain
+    /// `chain` continues. Without it, none of them passes.
+    trusted: bool,
+    /// `X-Forwarded-For`.
+    chain: HeaderValue,
+    /// `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`; `None` where
+    /// the client's own passes instead.
+    real_ip: Option<HeaderValue>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
 }
 
 /// Which listener a connection came in on.
@@ -135,7 +156,6 @@ pub struct Forwarder {
     upstreams: Rc<Upstreams>,
     strategy: ProxyStrategy,
     trust_forwarded_headers: bool,
-    header_timeout: Duration,
     /// An upgraded tunnel idle this long is closed.
     idle_timeout: Duration,
     /// Longest wait of a request for a service that is being replaced.
@@ -242,6 +262,44 @@ impl ClientConn {
     }
 }
 
+impl Forwarded {
+    /// The proxy's forwarded headers for a request from `conn` for `host`,
+    /// in place of all the client's own.
+    pub fn replacing(conn: &ClientConn, host: HeaderValue) -> Self {
+        Forwarded {
+            trusted: false,
+            chain: conn.peer_ip.clone(),
+            real_ip: Some(conn.peer_ip.clone()),
+            proto: Some(conn.scheme()),
+            host: Some(host),
+        }
+    }
+
+    /// Whether the client's header `name` goes on to the container.
+    pub fn passes(&self, name: &HeaderName) -> bool {
+        if *name == X_FORWARDED_FOR {
+            return false;
+        }
+        self.trusted
+            || !(*name == X_REAL_IP
+                || *name == X_FORWARDED_PROTO
+                || *name == X_FORWARDED_HOST
+                || *name == FORWARDED)
+    }
+
+    /// The proxy's own forwarded header lines, as names and values.
+    pub fn lines(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        [
+            ("x-forwarded-for", Some(&self.chain)),
+            ("x-real-ip", self.real_ip.as_ref()),
+            ("x-forwarded-proto", self.proto.as_ref()),
+            ("x-forwarded-host", self.host.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+}
+
 impl RequestBody {
     /// The next chunk the client sent; `None` at the body's end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
@@ -284,6 +342,7 @@ impl Forwarder {
         let upstreams = Upstreams::new(
             settings.connect_timeout,
             settings.idle_timeout,
+            settings.header_timeout,
             settings.max_header_bytes.max(16 * 1024),
             MAX_IDLE_PER_UPSTREAM,
         );
@@ -293,7 +352,6 @@ impl Forwarder {
             upstreams,
             strategy: settings.strategy,
             trust_forwarded_headers: settings.trust_forwarded_headers,
-            header_timeout: settings.header_timeout,
             idle_timeout: settings.idle_timeout,
             hold_timeout: settings.hold_timeout,
             https_port: settings.https_listen.port(),
@@ -312,12 +370,12 @@ impl Forwarder {
     /// not copied into every future on the way (it is also the replay's).
     pub async fn handle(
         &self,
-        parts: &mut Parts,
+        head: &mut RequestHead,
         body: RequestBody,
         conn: &ClientConn,
     ) -> Response<ProxyBody> {
         if conn.listener == Listener::Http {
-            let path = parts.uri.path();
+            let path = head.uri.path();
             if path.starts_with(CHALLENGE_PREFIX) {
                 return match self.challenges.answer(path) {
                     Some(key_authorization) => {
@@ -327,10 +385,10 @@ impl Forwarder {
                 };
             }
             if self.strategy == ProxyStrategy::HttpsOnly {
-                return self.redirect(parts);
+                return self.redirect(head);
             }
         }
-        let host = match request_host(parts) {
+        let host = match request_host(head) {
             Ok(host) => host,
             Err(refusal) => return refusal.response(),
         };
@@ -360,7 +418,7 @@ impl Forwarder {
             let loaded = self.table.loaded();
             let to_check = {
                 let table = self.table.load();
-                match table.lookup(host, parts.uri.path()) {
+                match table.lookup(host, head.uri.path()) {
                     Lookup::UnknownHost | Lookup::NoPath if !loaded => None,
                     Lookup::UnknownHost => {
                         return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"))
@@ -406,7 +464,7 @@ impl Forwarder {
             if let Some((service, guard)) = to_check {
                 let checked_at = std::time::Instant::now();
                 // Boxed: only guarded routes pay for its future.
-                if let Some(answer) = Box::pin(self.check(&guard, parts, conn)).await {
+                if let Some(answer) = Box::pin(self.check(&guard, head, conn)).await {
                     crate::metrics::global().proxy_request(
                         &service,
                         answer.status().as_u16(),
@@ -444,21 +502,21 @@ impl Forwarder {
             .and_then(|guard| guard.strip_prefix.as_deref())
         {
             Some(prefix) => {
-                let original = parts.uri.path().to_owned();
-                if let Some(stripped) = strip_prefix(&parts.uri, prefix) {
-                    parts.uri = stripped;
+                let original = head.uri.path().to_owned();
+                if let Some(stripped) = strip_prefix(&head.uri, prefix) {
+                    head.uri = stripped;
                 }
                 Some(original)
             }
             None => None,
         };
         let started = std::time::Instant::now();
-        let outcome = self.forward(parts, body, address, conn).await;
+        let outcome = self.forward(head, body, address, conn).await;
         drop(in_flight);
         let mut response = match outcome {
             Ok(response) => response,
             // Boxed: rare, and kept out of every request's future.
-            Err(replay) => Box::pin(self.replay(parts, replay, original_path.as_deref())).await,
+            Err(replay) => Box::pin(self.replay(head, replay, original_path.as_deref())).await,
         };
         if let Some(guard) = &passed {
             if response.extensions().get::<OwnFailure>().is_some() {
@@ -481,15 +539,15 @@ impl Forwarder {
     async fn check(
         &self,
         guard: &RouteGuard,
-        parts: &Parts,
+        head: &RequestHead,
         conn: &ClientConn,
     ) -> Option<Response<ProxyBody>> {
         if let Some(target) = &guard.redirect_to {
-            return Some(self.moved(target, parts, conn));
+            return Some(self.moved(target, head, conn));
         }
         if let Some(allow) = &guard.allow {
             let client =
-                guard::client_ip(&parts.headers, conn.peer.ip(), self.trust_forwarded_headers);
+                guard::client_ip(&head.headers, conn.peer.ip(), self.trust_forwarded_headers);
             if !allow.admits(client) {
                 return Some(plain(
                     StatusCode::FORBIDDEN,
@@ -509,7 +567,7 @@ impl Forwarder {
             return Some(response);
         }
         if let Some(credentials) = &guard.basic_auth {
-            if !credentials.admit(&parts.headers, &self.auth_cache).await {
+            if !credentials.admit(&head.headers, &self.auth_cache).await {
                 let mut response = plain(
                     StatusCode::UNAUTHORIZED,
                     Bytes::from_static(b"authentication required\n"),
@@ -525,7 +583,7 @@ impl Forwarder {
 
     /// A `redirect_from` name's answer: 308 to `target`, path and query
     /// kept, in the scheme of the strategy (under `both`, the listener's).
-    fn moved(&self, target: &str, parts: &Parts, conn: &ClientConn) -> Response<ProxyBody> {
+    fn moved(&self, target: &str, head: &RequestHead, conn: &ClientConn) -> Response<ProxyBody> {
         let (scheme, port, default_port) = match (self.strategy, conn.listener) {
             (ProxyStrategy::HttpsOnly, _) | (ProxyStrategy::Both, Listener::Https) => {
                 ("https", self.https_port, 443)
@@ -534,7 +592,7 @@ impl Forwarder {
                 ("http", self.http_port, 80)
             }
         };
-        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = head.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let location = if port == default_port {
             format!("{scheme}://{target}{path}")
         } else {
@@ -560,14 +618,14 @@ impl Forwarder {
     /// moved traffic away from a container that died); otherwise answers 502.
     async fn replay(
         &self,
-        parts: &Parts,
+        head: &RequestHead,
         replay: Replay,
         lookup_path: Option<&str>,
     ) -> Response<ProxyBody> {
-        let Replay { failed } = replay;
+        let Replay { failed, forwarded } = replay;
         let down = || own_failure(None, StatusCode::BAD_GATEWAY, b"service down\n");
-        let path = lookup_path.unwrap_or(parts.uri.path());
-        let Some(host) = parts
+        let path = lookup_path.unwrap_or(head.uri.path());
+        let Some(host) = head
             .headers
             .get(header::HOST)
             .and_then(|host| host.to_str().ok())
@@ -604,19 +662,20 @@ impl Forwarder {
             }
         };
         debug!(%address, "replaying a request on the route's new upstream");
-        let sent = tokio::time::timeout(
-            self.header_timeout,
-            self.upstreams.send(address, parts, RequestBody::Empty),
-        )
-        .await;
+        let sent = self
+            .upstreams
+            .send(address, head, &forwarded, RequestBody::Empty)
+            .await;
         drop(in_flight);
         match sent {
-            Ok(Ok(mut response)) => {
+            Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
                 response.map_body(|_, body| proxy_body(body))
             }
-            Ok(Err(_)) => down(),
-            Err(_) => own_failure(None, StatusCode::GATEWAY_TIMEOUT, b"service timed out\n"),
+            Err(UpstreamError::TimedOut) => {
+                own_failure(None, StatusCode::GATEWAY_TIMEOUT, b"service timed out\n")
+            }
+            Err(_) => down(),
         }
     }
 
@@ -625,16 +684,16 @@ impl Forwarder {
     /// as a `Replay`.
     async fn forward(
         &self,
-        parts: &mut Parts,
+        head: &mut RequestHead,
         body: RequestBody,
         address: SocketAddr,
         conn: &ClientConn,
     ) -> Result<Response<ProxyBody>, Replay> {
         // Only WebSocket: the server passes on the client's bytes after the
         // head for that protocol alone.
-        let upgrade = parts.version == Version::HTTP_11
-            && wants_upgrade(&parts.headers)
-            && parts
+        let upgrade = head.version == Version::HTTP_11
+            && wants_upgrade(&head.headers)
+            && head
                 .headers
                 .get(header::UPGRADE)
                 .is_some_and(|protocol| protocol.as_bytes().eq_ignore_ascii_case(b"websocket"));
@@ -644,50 +703,55 @@ impl Forwarder {
         } else {
             (body, None)
         };
-        let host = match parts.headers.get(header::HOST) {
+        let host = match head.headers.get(header::HOST) {
             Some(host) => host.clone(),
-            None => match parts
+            None => match head
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             {
                 Some(host) => {
-                    parts.headers.insert(header::HOST, host.clone());
+                    head.headers.insert(header::HOST, host.clone());
                     host
                 }
                 None => HeaderValue::from_static(""),
             },
         };
-        parts.version = Version::HTTP_11;
+        head.version = Version::HTTP_11;
         let upgrade_protocol = if upgrade {
-            parts.headers.get(header::UPGRADE).cloned()
+            head.headers.get(header::UPGRADE).cloned()
         } else {
             None
         };
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
+        strip_hop_by_hop(&mut head.headers);
+        head.headers.remove_all(&header::UPGRADE);
         if let Some(protocol) = upgrade_protocol {
-            parts.headers.insert(header::UPGRADE, protocol);
-            parts
-                .headers
+            head.headers.insert(header::UPGRADE, protocol);
+            head.headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        self.set_forwarded(&mut parts.headers, conn, host);
+        let forwarded = self.forwarded(&head.headers, conn, host);
 
         let replayable = !upgrade
-            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS)
             && matches!(body, RequestBody::Empty);
-        let sent = tokio::time::timeout(
-            self.header_timeout,
-            self.upstreams.send(address, parts, body),
-        )
-        .await;
+        let sent = self.upstreams.send(address, head, &forwarded, body).await;
         let mut response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
+            Ok(response) => response,
+            Err(UpstreamError::TimedOut) => {
+                return Ok(own_failure(
+                    None,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    b"service timed out\n",
+                ))
+            }
+            Err(err) => {
                 debug!(error = %err, "upstream request failed");
                 if replayable {
-                    return Err(Replay { failed: address });
+                    return Err(Replay {
+                        failed: address,
+                        forwarded,
+                    });
                 }
                 // Refused or timed-out connects mean the container is not
                 // serving (it may have exited since it was last reported).
@@ -698,13 +762,6 @@ impl Forwarder {
                 };
                 return Ok(own_failure(None, StatusCode::BAD_GATEWAY, body));
             }
-            Err(_) => {
-                return Ok(own_failure(
-                    None,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    b"service timed out\n",
-                ))
-            }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_side) = client_side else {
@@ -713,7 +770,7 @@ impl Forwarder {
                     Bytes::from_static(b"unexpected upgrade\n"),
                 ));
             };
-            let (head, body) = response.into_parts();
+            let (answer, body) = response.into_parts();
             let UpstreamBody::Upgraded(upstream) = body else {
                 return Ok(plain(
                     StatusCode::BAD_GATEWAY,
@@ -722,53 +779,46 @@ impl Forwarder {
             };
             let (to_client, from_upstream) = mpsc::channel(TUNNEL_CHUNKS);
             tokio::task::spawn_local(tunnel(client_side, upstream, to_client, self.idle_timeout));
-            return Ok(head.set_body(ProxyBody::Tunnel(from_upstream)));
+            return Ok(answer.set_body(ProxyBody::Tunnel(from_upstream)));
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().remove(header::UPGRADE);
         Ok(response.map_body(|_, body| proxy_body(body)))
     }
 
-    /// Sets `X-Forwarded-*` and `X-Real-IP`: replaced, or with
-    /// `trust_forwarded_headers`, appended (`X-Forwarded-For`) or kept.
-    fn set_forwarded(&self, headers: &mut HeaderMap, conn: &ClientConn, host: HeaderValue) {
+    /// The forwarded headers for the container: replaced, or with
+    /// `trust_forwarded_headers`, appended to (`X-Forwarded-For`) or kept.
+    fn forwarded(&self, headers: &HeaderMap, conn: &ClientConn, host: HeaderValue) -> Forwarded {
         if !self.trust_forwarded_headers {
-            headers.remove(FORWARDED);
-            headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
-            headers.insert(X_REAL_IP, conn.peer_ip.clone());
-            headers.insert(X_FORWARDED_PROTO, conn.scheme());
-            headers.insert(X_FORWARDED_HOST, host);
-            return;
+            return Forwarded::replacing(conn, host);
         }
         let chain = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
+            .values(X_FORWARDED_FOR)
             .filter_map(|value| value.to_str().ok())
             .collect::<Vec<_>>()
             .join(", ");
-        let forwarded_for = if chain.is_empty() {
+        let chain = if chain.is_empty() {
             conn.peer_ip.clone()
         } else {
             let peer = conn.peer_ip.to_str().unwrap_or("unknown");
             HeaderValue::try_from(format!("{chain}, {peer}"))
                 .unwrap_or_else(|_| conn.peer_ip.clone())
         };
-        headers.insert(X_FORWARDED_FOR, forwarded_for);
-        if !headers.contains_key(X_REAL_IP) {
-            headers.insert(X_REAL_IP, conn.peer_ip.clone());
-        }
-        if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, conn.scheme());
-        }
-        if !headers.contains_key(X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, host);
+        let unless_sent =
+            |name: HeaderName, value: HeaderValue| (!headers.contains_key(name)).then_some(value);
+        Forwarded {
+            trusted: true,
+            chain,
+            real_ip: unless_sent(X_REAL_IP, conn.peer_ip.clone()),
+            proto: unless_sent(X_FORWARDED_PROTO, conn.scheme()),
+            host: unless_sent(X_FORWARDED_HOST, host),
         }
     }
 
     /// The HTTPS address of the same resource: 301 for GET and HEAD, 308
     /// (method and body kept) for everything else.
-    fn redirect(&self, parts: &Parts) -> Response<ProxyBody> {
-        let Some(host) = request_host(parts).ok().and_then(redirect_host) else {
+    fn redirect(&self, head: &RequestHead) -> Response<ProxyBody> {
+        let Some(host) = request_host(head).ok().and_then(redirect_host) else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 Bytes::from_static(b"missing or invalid host\n"),
@@ -783,10 +833,10 @@ impl Forwarder {
                 Bytes::from_static(b"service starting\n"),
             );
         }
-        if self.table.load().lookup(host, parts.uri.path()) == Lookup::UnknownHost {
+        if self.table.load().lookup(host, head.uri.path()) == Lookup::UnknownHost {
             return plain(StatusCode::NOT_FOUND, Bytes::from_static(b"unknown host\n"));
         }
-        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = head.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let location = match self.https_port {
             443 => format!("https://{host}{path}"),
             port => format!("https://{host}:{port}{path}"),
@@ -797,7 +847,7 @@ impl Forwarder {
                 Bytes::from_static(b"bad request\n"),
             );
         };
-        let status = if parts.method == Method::GET || parts.method == Method::HEAD {
+        let status = if head.method == Method::GET || head.method == Method::HEAD {
             StatusCode::MOVED_PERMANENTLY
         } else {
             StatusCode::PERMANENT_REDIRECT
@@ -813,11 +863,11 @@ impl Forwarder {
 /// routing: `CONNECT`, a scheme other than http(s), more than one `Host`,
 /// an authority that differs from `Host`, userinfo or characters no host
 /// name has.
-fn request_host(parts: &Parts) -> Result<&str, Refusal> {
-    if parts.method == Method::CONNECT {
+fn request_host(head: &RequestHead) -> Result<&str, Refusal> {
+    if head.method == Method::CONNECT {
         return Err(Refusal::Method);
     }
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let mut hosts = head.headers.values(header::HOST);
     let header = hosts.next();
     if hosts.next().is_some() {
         return Err(Refusal::Host);
@@ -826,7 +876,7 @@ fn request_host(parts: &Parts) -> Result<&str, Refusal> {
         Some(value) => Some(value.to_str().map_err(|_| Refusal::Host)?),
         None => None,
     };
-    let uri = &parts.uri;
+    let uri = &head.uri;
     if let Some(scheme) = uri.scheme() {
         if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
             return Err(Refusal::Host);

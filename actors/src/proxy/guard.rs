@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http02::header::{HeaderMap, HeaderValue};
+use http02::header::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use super::headers::Headers;
 use super::maintenance::Maintenance;
 use crate::plan::{AllowList, Route, ERROR_PAGE_FILES};
 
@@ -164,8 +165,8 @@ impl Credentials {
 
     /// True when `headers` carry the `Authorization: Basic` of one of the
     /// users, from the cache or checked with bcrypt.
-    pub async fn admit(&self, headers: &HeaderMap, cache: &AuthCache) -> bool {
-        let Some(value) = headers.get(http02::header::AUTHORIZATION) else {
+    pub async fn admit(&self, headers: &impl Headers, cache: &AuthCache) -> bool {
+        let Some(value) = headers.values(http02::header::AUTHORIZATION).next() else {
             return false;
         };
         let value = value.as_bytes();
@@ -253,13 +254,12 @@ fn basic_credentials(value: &[u8]) -> Option<(String, String)> {
 /// or, when forwarded headers are trusted, the last address the proxy in
 /// front added to `X-Forwarded-For` (the one it saw connect; those before
 /// it are the client's word), else `X-Real-IP`.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_headers: bool) -> IpAddr {
+pub fn client_ip(headers: &impl Headers, peer: IpAddr, trust_forwarded_headers: bool) -> IpAddr {
     if !trust_forwarded_headers {
         return peer;
     }
     let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
+        .values(HeaderName::from_static("x-forwarded-for"))
         .next_back()
         .and_then(|value| value.to_str().ok())
         .and_then(|list| list.rsplit(',').next())
@@ -267,7 +267,8 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_headers: boo
     forwarded
         .or_else(|| {
             headers
-                .get("x-real-ip")
+                .values(HeaderName::from_static("x-real-ip"))
+                .next()
                 .and_then(|value| value.to_str().ok())
                 .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
         })
@@ -277,6 +278,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_headers: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http02::header::HeaderMap;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

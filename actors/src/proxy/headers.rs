@@ -1,9 +1,9 @@
-//! What the request path reads and removes in a head, for both header maps
-//! it meets: a request's, in `http`'s `HeaderMap` (the forwarder edits it
-//! and writes it to the container), and an answer's, in actix-http's (the
+//! What the request path reads and removes in a head, for both header maps:
+//! actix-http's, which holds a request (the forwarder edits it in place and
+//! the upstream client writes it to the container) and an answer (the
 //! container's head is parsed straight into the map the server writes to
-//! the client, so no answer is copied from one map into the other). Both
-//! maps hold the same `http` 0.2 names and values.
+//! the client), and `http`'s, which the guard's callers and tests may hold.
+//! Both maps hold the same `http` 0.2 names and values.
 
 use actix_http::header::HeaderMap as ActixHeaderMap;
 use http02::header::{HeaderMap, HeaderName, HeaderValue};

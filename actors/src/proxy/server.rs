@@ -10,8 +10,8 @@
 //! connection passes its listener's `Admission` (connection caps), a plain
 //! one must send its first byte within `header_timeout` (it tells HTTP/1.1
 //! from h2c), a TLS one keeps its SNI for the forwarder's 421 check. It
-//! serves each worker's `ProxyApp`, turns a request into `http` types for
-//! the forwarder (enforcing `max_header_bytes`, 431), bridges the request
+//! serves each worker's `ProxyApp`, hands the forwarder actix-http's own
+//! request head (after enforcing `max_header_bytes`, 431), bridges the request
 //! payload (not `Send`) into a `RequestBody` chunk by chunk, and streams the
 //! forwarder's `ProxyBody` back.
 //!
@@ -42,8 +42,8 @@ use actix_tls::accept::rustls_0_23::TlsStream;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
-use http02::header::{self, HeaderMap, HeaderValue};
-use http02::{Method, Request, StatusCode};
+use http02::header::{self, HeaderValue};
+use http02::{Method, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -165,9 +165,6 @@ const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// The first bytes of the HTTP/2 preface (RFC 9113 3.4), enough to tell a
 /// plain connection's protocol from one peek.
 const H2_PREFACE: &[u8; 12] = b"PRI * HTTP/2";
-/// Headers the forwarder may add to a request (`X-Forwarded-*`, `X-Real-IP`,
-/// `Host`).
-const FORWARDED_HEADERS: usize = 5;
 /// Bytes of a request head beyond its header lines (request line, CRLFs).
 const HEADER_LINE_OVERHEAD: usize = 4;
 
@@ -574,54 +571,39 @@ impl Service<ActixRequest> for ProxyService {
 }
 
 impl Worker {
-    /// Answers one request: converts it, forwards it, converts the answer.
+    /// Answers one request: checks its head's size, forwards it, converts
+    /// the answer. The forwarder works on actix-http's own request head.
     async fn answer(&self, mut req: ActixRequest, listener: Listener) -> ActixResponse {
         let peer = req
             .peer_addr()
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let sni = req.conn_data::<Sni>().map(|sni| sni.0.clone());
         let conn = ClientConn::reusing(listener, peer, &self.last_peer).with_sni(sni);
-        let mut head = match request_head(req.head(), self.max_header_bytes) {
-            Ok(head) => head,
-            Err(refusal) => return refusal.response(),
-        };
-        let body = bridge(req.take_payload(), declared_length(&head.headers)).await;
+        if let Err(refusal) = check_size(req.head(), self.max_header_bytes) {
+            return refusal.response();
+        }
+        let body = bridge(req.take_payload(), declared_length(&req.head().headers)).await;
+        let head = req.head_mut();
         let is_head = head.method == Method::HEAD;
-        // The actix request is done with: not kept across the awaits below.
-        drop(req);
-        let response = self.forwarder.handle(&mut head, body, &conn).await;
+        let response = self.forwarder.handle(head, body, &conn).await;
         into_actix(response, is_head)
     }
 }
 
-/// The request head as `http` types, or the refusal: 431 when its header
-/// lines and target together are longer than `max_header_bytes`.
-fn request_head(
-    req: &RequestHead,
-    max_header_bytes: usize,
-) -> Result<http02::request::Parts, HeadTooLarge> {
-    let source = &req.uri;
-    let mut size = source.path_and_query().map_or(1, |pq| pq.as_str().len());
+/// The refusal of a head whose header lines and target together are longer
+/// than `max_header_bytes` (431).
+fn check_size(req: &RequestHead, max_header_bytes: usize) -> Result<(), HeadTooLarge> {
+    let mut size = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
     if size > max_header_bytes {
         return Err(HeadTooLarge);
     }
-    // Room for the forwarded headers the forwarder adds, so it never grows.
-    // actix-http's names and values are `http` 0.2 types: cloning one shares
-    // its bytes.
-    let mut headers = HeaderMap::with_capacity(req.headers().len() + FORWARDED_HEADERS);
-    for (name, value) in req.headers() {
+    for (name, value) in req.headers.iter() {
         size += name.as_str().len() + value.len() + HEADER_LINE_OVERHEAD;
         if size > max_header_bytes {
             return Err(HeadTooLarge);
         }
-        headers.append(name.clone(), value.clone());
     }
-    let mut head = Request::new(());
-    *head.method_mut() = req.method.clone();
-    *head.uri_mut() = source.clone();
-    *head.version_mut() = req.version;
-    *head.headers_mut() = headers;
-    Ok(head.into_parts().0)
+    Ok(())
 }
 
 impl HeadTooLarge {

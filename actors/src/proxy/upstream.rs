@@ -23,6 +23,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_http::header::HeaderMap;
-use actix_http::Response;
+use actix_http::{RequestHead, Response};
 use bytes::{Buf as _, Bytes, BytesMut};
 // foldhash: the pool's keys are container addresses, not a client's input.
 use foldhash::{HashMap, HashMapExt as _};
@@ -41,9 +42,10 @@ use http02::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
-use super::forward::RequestBody;
+use super::forward::{Forwarded, RequestBody};
 use super::headers::{list_items, Headers as _};
 
 /// Headers an answer may carry, at most.
@@ -62,6 +64,9 @@ const COPY_BELOW: usize = 4 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read (and dropped) from such a connection meanwhile.
 const LINGER_READ_LIMIT: usize = 64 * 1024;
+/// Spare header-timeout timers kept per worker, at most (one per request
+/// in flight is needed).
+const MAX_SPARE_TIMERS: usize = 1024;
 /// How often idle connections are checked for their age and end.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -76,6 +81,8 @@ pub enum UpstreamError {
     Io(#[from] io::Error),
     #[error("invalid answer from the container: {0}")]
     Invalid(&'static str),
+    #[error("no answer from the container within the header timeout")]
+    TimedOut,
 }
 
 impl UpstreamError {
@@ -90,9 +97,13 @@ impl UpstreamError {
 #[derive(Debug)]
 pub struct Upstreams {
     idle: RefCell<HashMap<SocketAddr, VecDeque<Idle>>>,
+    /// Timers for header timeouts, not in use now (see `send`).
+    timers: RefCell<Vec<Pin<Box<Sleep>>>>,
     connect_timeout: Duration,
     /// An idle connection older than this is closed.
     idle_timeout: Duration,
+    /// Longest wait of a request for its answer's head.
+    header_timeout: Duration,
     /// Longest answer head (status line and headers).
     max_head: usize,
     /// Idle connections kept per container, at most.
@@ -174,6 +185,13 @@ enum Framing {
     Upgrade,
 }
 
+/// A timer lent from a pool's spares for one request, given back on drop
+/// (also when the request is dropped half-way).
+struct SpareTimer<'a> {
+    spares: &'a RefCell<Vec<Pin<Box<Sleep>>>>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
 /// A failed exchange, and whether the container had sent anything.
 struct Failure {
     error: UpstreamError,
@@ -189,17 +207,56 @@ impl From<UpstreamError> for Failure {
     }
 }
 
+impl<'a> SpareTimer<'a> {
+    /// A spare timer set to `deadline`, or a new one when none is left.
+    fn take(spares: &'a RefCell<Vec<Pin<Box<Sleep>>>>, deadline: tokio::time::Instant) -> Self {
+        let spare = spares.borrow_mut().pop();
+        let timer = match spare {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        SpareTimer {
+            spares,
+            timer: Some(timer),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for SpareTimer<'_> {
+    fn drop(&mut self) {
+        let mut spares = self.spares.borrow_mut();
+        if spares.len() < MAX_SPARE_TIMERS {
+            spares.extend(self.timer.take());
+        }
+    }
+}
+
 impl Upstreams {
+    /// A worker's pool: `header_timeout` bounds each request from its
+    /// connect (or checkout) to its answer's head.
     pub fn new(
         connect_timeout: Duration,
         idle_timeout: Duration,
+        header_timeout: Duration,
         max_head: usize,
         max_idle: usize,
     ) -> Rc<Self> {
         Rc::new(Upstreams {
             idle: RefCell::new(HashMap::new()),
+            timers: RefCell::new(Vec::new()),
             connect_timeout,
             idle_timeout,
+            header_timeout,
             max_head,
             max_idle,
         })
@@ -281,15 +338,17 @@ impl Upstreams {
 
     /// Sends a request to `address` and reads the head of its answer. The
     /// request target is `head`'s path and query; its headers go as they
-    /// are (the caller removed hop-by-hop ones).
+    /// are (the caller removed hop-by-hop ones), but for those `forwarded`
+    /// replaces, and `forwarded`'s after them.
     pub async fn send(
         self: &Rc<Self>,
         address: SocketAddr,
-        head: &http02::request::Parts,
+        head: &RequestHead,
+        forwarded: &Forwarded,
         body: RequestBody,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut wire = BytesMut::with_capacity(512);
-        encode_head(head, &body, &mut wire);
+        encode_head(head, forwarded, &body, &mut wire);
         let wire = wire.freeze();
         let is_head = head.method == Method::HEAD;
         let retry = matches!(body, RequestBody::Empty)
@@ -297,13 +356,44 @@ impl Upstreams {
                 head.method,
                 Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
             );
+        // The header timeout, on a timer lent from the spares: moving an
+        // armed timer's deadline later is one atomic exchange, where a timer
+        // of its own per request would be inserted into the runtime's timer
+        // wheel and removed again. The exchange is pinned here and polled in
+        // place, not moved into a timeout future.
+        let mut timer = SpareTimer::take(
+            &self.timers,
+            tokio::time::Instant::now() + self.header_timeout,
+        );
+        let mut exchange =
+            std::pin::pin!(self.exchange_retrying(address, &wire, body, is_head, retry));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            timer.poll(cx).map(|()| Err(UpstreamError::TimedOut))
+        })
+        .await
+    }
+
+    /// The exchange on a pooled connection, or a new one, and once more on
+    /// a new one when a pooled connection the container had closed fails a
+    /// request that may be sent again (`retry`).
+    async fn exchange_retrying(
+        self: &Rc<Self>,
+        address: SocketAddr,
+        wire: &Bytes,
+        body: RequestBody,
+        is_head: bool,
+        retry: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut body = Some(body);
         loop {
             let (conn, reused) = match self.checkout(address) {
                 Some(conn) => (conn, true),
                 None => (self.connect(address).await?, false),
             };
-            match self.exchange(conn, &wire, &mut body, is_head).await {
+            match self.exchange(conn, wire, &mut body, is_head).await {
                 Ok(response) => return Ok(response),
                 // A kept connection the container had closed: once more on
                 // another (a fresh one ends this loop).
@@ -699,13 +789,19 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
         .ok_or_else(|| invalid("chunk size too large"))
 }
 
-/// Writes the request line and headers: origin-form target, HTTP/1.1.
+/// Writes the request line and headers: origin-form target, HTTP/1.1; the
+/// client's headers that `forwarded` lets pass, then its own.
 /// The framing is always the proxy's own, from the body it sends: a known
 /// length as `Content-Length`, an unknown one chunked, and none for no body
 /// (`Content-Length: 0` for a method that carries one). Whatever framing
 /// headers the head still holds are never written, so what the container
 /// reads as this request's body is exactly the body the proxy sends.
-fn encode_head(head: &http02::request::Parts, body: &RequestBody, out: &mut BytesMut) {
+pub(super) fn encode_head(
+    head: &RequestHead,
+    forwarded: &Forwarded,
+    body: &RequestBody,
+    out: &mut BytesMut,
+) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -715,14 +811,23 @@ fn encode_head(head: &http02::request::Parts, body: &RequestBody, out: &mut Byte
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
+    let mut line = |name: &str, value: &HeaderValue| {
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in head.headers.iter() {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || !forwarded.passes(name)
+        {
+            continue;
+        }
+        line(name.as_str(), value);
+    }
+    for (name, value) in forwarded.lines() {
+        line(name, value);
     }
     match body {
         RequestBody::Chunks { length: None, .. } => {

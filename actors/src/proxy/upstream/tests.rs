@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
 use super::*;
+use crate::proxy::forward::{ClientConn, Listener};
 
 /// A scripted container on 127.0.0.1: each accepted connection is handed to
 /// `script` with its number (0, 1, ...). Returns the address and the count
@@ -46,18 +47,25 @@ fn pool() -> Rc<Upstreams> {
     Upstreams::new(
         Duration::from_secs(2),
         Duration::from_secs(30),
+        Duration::from_secs(30),
         16 * 1024,
         8,
     )
 }
 
-fn request(method: Method, target: &str) -> http02::request::Parts {
-    let mut head = http02::Request::new(());
-    *head.method_mut() = method;
-    *head.uri_mut() = target.parse().unwrap();
-    head.headers_mut()
+fn request(method: Method, target: &str) -> RequestHead {
+    let mut head = RequestHead::default();
+    head.method = method;
+    head.uri = target.parse().unwrap();
+    head.headers
         .insert(header::HOST, HeaderValue::from_static("app.test"));
-    head.into_parts().0
+    head
+}
+
+/// The forwarded headers of a request from 192.0.2.7 over HTTP.
+fn forwarded() -> Forwarded {
+    let conn = ClientConn::new(Listener::Http, "192.0.2.7:5555".parse().unwrap());
+    Forwarded::replacing(&conn, HeaderValue::from_static("app.test"))
 }
 
 /// The whole body of an answer.
@@ -76,9 +84,14 @@ async fn body(response: Response<UpstreamBody>) -> io::Result<Vec<u8>> {
 }
 
 async fn get(pool: &Rc<Upstreams>, address: SocketAddr) -> Response<UpstreamBody> {
-    pool.send(address, &request(Method::GET, "/x?y=1"), RequestBody::Empty)
-        .await
-        .unwrap()
+    pool.send(
+        address,
+        &request(Method::GET, "/x?y=1"),
+        &forwarded(),
+        RequestBody::Empty,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -243,7 +256,12 @@ async fn interim_answers_are_skipped_and_bodiless_answers_have_no_body() {
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(body(response).await.unwrap(), b"ok");
     let head = pool
-        .send(address, &request(Method::HEAD, "/"), RequestBody::Empty)
+        .send(
+            address,
+            &request(Method::HEAD, "/"),
+            &forwarded(),
+            RequestBody::Empty,
+        )
         .await
         .unwrap();
     assert_eq!(head.headers().get(header::CONTENT_LENGTH).unwrap(), "10");
@@ -273,7 +291,12 @@ async fn invalid_answers_are_refused() {
         .await;
         let pool = pool();
         let outcome = match pool
-            .send(address, &request(Method::GET, "/"), RequestBody::Empty)
+            .send(
+                address,
+                &request(Method::GET, "/"),
+                &forwarded(),
+                RequestBody::Empty,
+            )
             .await
         {
             Ok(response) => body(response)
@@ -299,9 +322,20 @@ async fn a_head_longer_than_the_limit_is_refused() {
         }
     })
     .await;
-    let pool = Upstreams::new(Duration::from_secs(2), Duration::from_secs(30), 8 * 1024, 8);
+    let pool = Upstreams::new(
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        8 * 1024,
+        8,
+    );
     let err = pool
-        .send(address, &request(Method::GET, "/"), RequestBody::Empty)
+        .send(
+            address,
+            &request(Method::GET, "/"),
+            &forwarded(),
+            RequestBody::Empty,
+        )
         .await
         .err()
         .expect("the exchange fails");
@@ -335,7 +369,12 @@ async fn a_kept_connection_closed_by_the_container_is_replaced_for_idempotent_re
     let (address, accepted) = container(closes_its_first_connection_after_one_answer).await;
     assert_eq!(body(get(&pool, address).await).await.unwrap(), b"ok");
     let err = pool
-        .send(address, &request(Method::POST, "/"), RequestBody::Empty)
+        .send(
+            address,
+            &request(Method::POST, "/"),
+            &forwarded(),
+            RequestBody::Empty,
+        )
         .await
         .err()
         .expect("the exchange fails");
@@ -349,7 +388,12 @@ async fn a_refused_connection_is_a_connect_error() {
     let address = listener.local_addr().unwrap();
     drop(listener);
     let err = pool()
-        .send(address, &request(Method::GET, "/"), RequestBody::Empty)
+        .send(
+            address,
+            &request(Method::GET, "/"),
+            &forwarded(),
+            RequestBody::Empty,
+        )
         .await
         .err()
         .expect("the exchange fails");
@@ -402,7 +446,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_as_is() {
             head.headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        let response = pool.send(address, &head, body).await.unwrap();
+        let response = pool.send(address, &head, &forwarded(), body).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
     let chunked = String::from_utf8(requests.recv().await.unwrap()).unwrap();
@@ -456,7 +500,12 @@ async fn an_answer_before_the_whole_body_is_passed_on_while_the_body_goes_on() {
             };
             let response = tokio::time::timeout(
                 Duration::from_secs(5),
-                pool.send(address, &request(Method::POST, "/echo"), upload),
+                pool.send(
+                    address,
+                    &request(Method::POST, "/echo"),
+                    &forwarded(),
+                    upload,
+                ),
             )
             .await
             .expect("the answer came while the body was still open")
@@ -485,7 +534,12 @@ async fn switching_protocols_hands_over_the_connection_and_early_bytes() {
     })
     .await;
     let response = pool()
-        .send(address, &request(Method::GET, "/ws"), RequestBody::Empty)
+        .send(
+            address,
+            &request(Method::GET, "/ws"),
+            &forwarded(),
+            RequestBody::Empty,
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -516,6 +570,7 @@ async fn idle_connections_expire_and_closed_ones_are_swept() {
     let short = Upstreams::new(
         Duration::from_secs(2),
         Duration::from_millis(50),
+        Duration::from_secs(30),
         16 * 1024,
         8,
     );
@@ -577,7 +632,10 @@ async fn a_connection_whose_request_body_broke_off_is_not_reused() {
         chunks: receiver,
         length: Some(10),
     };
-    let response = pool.send(address, &head, upload).await.unwrap();
+    let response = pool
+        .send(address, &head, &forwarded(), upload)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body(response).await.unwrap(), b"");
     assert_eq!(pool.idle_count(address), 0);
@@ -618,4 +676,56 @@ async fn a_connection_not_kept_is_closed_after_the_container_closes_it() {
         after.contains("Ok(Ok(0))"),
         "the proxy did not close after the container: {after}"
     );
+}
+
+/// The header timeout holds for every request, also on a spare timer whose
+/// last request was answered in time or that has fired already; requests
+/// one after another share one timer.
+#[tokio::test]
+async fn every_request_waits_for_its_head_no_longer_than_the_header_timeout() {
+    let (address, _) = container(|mut stream, _| async move {
+        while let Some(head) = read_request(&mut stream).await {
+            if head.starts_with("GET /slow ") {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                return;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let timeout = Duration::from_millis(300);
+    let pool = Upstreams::new(
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+        timeout,
+        16 * 1024,
+        8,
+    );
+    let send = |target: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let started = Instant::now();
+            let head = request(Method::GET, target);
+            let sent = pool
+                .send(address, &head, &forwarded(), RequestBody::Empty)
+                .await;
+            (sent.map(|response| response.status()), started.elapsed())
+        }
+    };
+    for target in ["/fast", "/slow", "/slow", "/fast", "/slow"] {
+        let (sent, took) = send(target).await;
+        if target == "/fast" {
+            assert_eq!(sent.unwrap(), StatusCode::OK, "{target}");
+        } else {
+            assert!(
+                matches!(sent, Err(UpstreamError::TimedOut)),
+                "{target}: {sent:?}"
+            );
+            assert!(took >= timeout, "{target} timed out early: {took:?}");
+            assert!(took < Duration::from_secs(5), "{target} took {took:?}");
+        }
+    }
+    assert_eq!(pool.timers.borrow().len(), 1, "one timer served them all");
 }
