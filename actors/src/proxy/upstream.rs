@@ -1005,7 +1005,11 @@ fn build_head(
     is_head: bool,
 ) -> Result<(Response<()>, (Framing, bool)), UpstreamError> {
     let status = StatusCode::from_u16(parsed.code).map_err(|_| UpstreamError::Invalid("status"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // actix-http's pooled head comes with a cleared map that keeps its
+    // room: filled in place, it allocates nothing on a kept-alive path.
+    let mut response = Response::with_body(status, ());
+    let headers = response.headers_mut();
+    headers.reserve(spans.len());
     for span in spans {
         let name = HeaderName::from_bytes(&bytes[Span::range(span.name)])
             .map_err(|_| UpstreamError::Invalid("header name"))?;
@@ -1016,7 +1020,7 @@ fn build_head(
     let http11 = parsed.version == Some(1);
     let mut close = false;
     let mut keep_alive = false;
-    for token in list_items(&headers, header::CONNECTION) {
+    for token in list_items(headers, header::CONNECTION) {
         close |= token.eq_ignore_ascii_case(b"close");
         keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
     }
@@ -1026,7 +1030,7 @@ fn build_head(
     } else if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::None
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = list_items(&headers, header::TRANSFER_ENCODING)
+        let chunked = list_items(headers, header::TRANSFER_ENCODING)
             .rfind(|coding| !coding.is_empty())
             .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
         if headers.contains_key(header::CONTENT_LENGTH) {
@@ -1040,13 +1044,11 @@ fn build_head(
             Framing::Body(Decoder::Close)
         }
     } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Body(Decoder::Length(content_length(&headers)?))
+        Framing::Body(Decoder::Length(content_length(headers)?))
     } else {
         keep = false;
         Framing::Body(Decoder::Close)
     };
-    let mut response = Response::with_body(status, ());
-    *response.headers_mut() = headers;
     Ok((response, (framing, keep)))
 }
 
