@@ -277,14 +277,13 @@ impl Forwarded {
 
     /// Whether the client's header `name` goes on to the container.
     pub fn passes(&self, name: &HeaderName) -> bool {
-        if *name == X_FORWARDED_FOR {
-            return false;
+        // By its text: comparing with the `HeaderName` constants would build
+        // and drop one per comparison.
+        match name.as_str() {
+            "x-forwarded-for" => false,
+            "x-real-ip" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" => self.trusted,
+            _ => true,
         }
-        self.trusted
-            || !(*name == X_REAL_IP
-                || *name == X_FORWARDED_PROTO
-                || *name == X_FORWARDED_HOST
-                || *name == FORWARDED)
     }
 
     /// The proxy's own forwarded header lines, as names and values.
@@ -941,7 +940,7 @@ fn proxy_body(body: UpstreamBody) -> ProxyBody {
 /// except the end-to-end ones no connection option may remove (`PROTECTED`).
 fn strip_hop_by_hop(headers: &mut impl Headers) {
     // Most heads carry none: one pass over them instead of eight lookups.
-    if !headers.names().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.names().any(is_hop_by_hop) {
         return;
     }
     // Every `Connection` header's tokens: a list may be split over several.
@@ -955,6 +954,22 @@ fn strip_hop_by_hop(headers: &mut impl Headers) {
     for name in &HOP_BY_HOP {
         headers.remove_all(name);
     }
+}
+
+/// True for a name in `HOP_BY_HOP`, by its text: comparing with the
+/// constants would build and drop each of them for every header.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
 }
 
 /// Copies bytes both ways between the client and the container once the

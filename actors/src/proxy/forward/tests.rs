@@ -301,3 +301,13 @@ async fn the_proxys_own_502_and_503_count_in_the_routes_traffic() {
     assert_eq!(grew(&before.0, &after.0), 1, "the 502 is counted");
     assert_eq!(grew(&before.1, &after.1), 1, "the 503 is counted");
 }
+
+#[test]
+fn the_hop_by_hop_test_knows_every_hop_by_hop_name_and_no_other() {
+    for name in &HOP_BY_HOP {
+        assert!(is_hop_by_hop(name), "{name}");
+    }
+    for name in PROTECTED.iter().chain([&header::ACCEPT, &header::COOKIE]) {
+        assert!(!is_hop_by_hop(name), "{name}");
+    }
+}
